@@ -1,0 +1,3 @@
+from mtlsprobe.cli import main
+
+main()
