@@ -1,0 +1,195 @@
+"""X.509 facts and checks over DER bytes, with `cryptography`. No I/O, no clock.
+
+Everything here takes bytes or CertInfo values and returns values; callers pass the
+time to judge at (capture time for pcaps), so committed fixtures never expire.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Iterable, Sequence
+from datetime import timezone
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from mtlsprobe.model import CertInfo
+
+_EKU_NAMES = {
+    ExtendedKeyUsageOID.SERVER_AUTH: "serverAuth",
+    ExtendedKeyUsageOID.CLIENT_AUTH: "clientAuth",
+    ExtendedKeyUsageOID.CODE_SIGNING: "codeSigning",
+    ExtendedKeyUsageOID.EMAIL_PROTECTION: "emailProtection",
+    ExtendedKeyUsageOID.TIME_STAMPING: "timeStamping",
+    ExtendedKeyUsageOID.OCSP_SIGNING: "OCSPSigning",
+    ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE: "anyExtendedKeyUsage",
+}
+
+
+class CertError(ValueError):
+    """Bytes that are not a certificate."""
+
+
+def spki_pin(cert: x509.Certificate) -> str:
+    """The HPKP-style pin of a certificate's public key: ``sha256/BASE64``."""
+    spki = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return "sha256/" + base64.b64encode(hashlib.sha256(spki).digest()).decode()
+
+
+def describe_key(key: object) -> str:
+    if isinstance(key, rsa.RSAPublicKey):
+        return f"RSA {key.key_size}"
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return {"secp256r1": "EC P-256", "secp384r1": "EC P-384", "secp521r1": "EC P-521"}.get(
+            key.curve.name, f"EC {key.curve.name}"
+        )
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "Ed25519"
+    if isinstance(key, ed448.Ed448PublicKey):
+        return "Ed448"
+    if isinstance(key, dsa.DSAPublicKey):
+        return f"DSA {key.key_size}"
+    return type(key).__name__
+
+
+def name_str(name: x509.Name) -> str:
+    """RFC 4514 string of a name; never raises on odd encodings."""
+    try:
+        return name.rfc4514_string()
+    except ValueError:
+        return repr(name)
+
+
+def common_name(name: x509.Name) -> str | None:
+    attrs = name.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(attrs[0].value) if attrs else None
+
+
+def parse_der(der: bytes) -> x509.Certificate:
+    try:
+        return x509.load_der_x509_certificate(der)
+    except ValueError as exc:
+        raise CertError(f"not a DER certificate: {exc}") from None
+
+
+def cert_info(der: bytes) -> CertInfo:
+    """Facts of one DER certificate. Raises CertError for bytes that are not one."""
+    cert = parse_der(der)
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        san_dns = tuple(san.get_values_for_type(x509.DNSName))
+        san_ip = tuple(str(ip) for ip in san.get_values_for_type(x509.IPAddress))
+    except (x509.ExtensionNotFound, ValueError):
+        san_dns, san_ip = (), ()
+    try:
+        eku_ext = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        eku: tuple[str, ...] | None = tuple(
+            _EKU_NAMES.get(oid, oid.dotted_string) for oid in eku_ext
+        )
+    except (x509.ExtensionNotFound, ValueError):
+        eku = None
+    try:
+        is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except (x509.ExtensionNotFound, ValueError):
+        is_ca = False
+    try:
+        key = describe_key(cert.public_key())
+        pin = spki_pin(cert)
+    except (ValueError, TypeError):  # unsupported key algorithm
+        key, pin = "unsupported", ""
+    try:
+        sig = cert.signature_hash_algorithm
+        sig_name = f"{sig.name}" if sig else "none"
+    except Exception:  # noqa: BLE001 - unsupported algorithms raise various types
+        sig_name = cert.signature_algorithm_oid.dotted_string
+    return CertInfo(
+        sha256=hashlib.sha256(der).hexdigest(),
+        spki_pin=pin,
+        subject=name_str(cert.subject),
+        issuer=name_str(cert.issuer),
+        serial=format(cert.serial_number, "x"),
+        not_before=cert.not_valid_before_utc.astimezone(timezone.utc),
+        not_after=cert.not_valid_after_utc.astimezone(timezone.utc),
+        san_dns=san_dns,
+        san_ip=san_ip,
+        eku=eku,
+        key=key,
+        signature_algorithm=sig_name,
+        is_ca=is_ca,
+        self_issued=cert.subject == cert.issuer,
+        der=der,
+    )
+
+
+def load_certificates(data: bytes) -> list[x509.Certificate]:
+    """Certificates from PEM (one or many) or a single DER. Raises CertError."""
+    if b"-----BEGIN" in data:
+        try:
+            certs = x509.load_pem_x509_certificates(data)
+        except ValueError as exc:
+            raise CertError(f"bad PEM certificate: {exc}") from None
+        if not certs:
+            raise CertError("no certificate in PEM data")
+        return certs
+    return [parse_der(data)]
+
+
+def to_der(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def issued_by(child: CertInfo, parent: CertInfo) -> bool:
+    """True when `parent`'s key signed `child` and the names chain (RFC 5280 §6.1)."""
+    if child.issuer != parent.subject:
+        return False
+    try:
+        parse_der(child.der).verify_directly_issued_by(parse_der(parent.der))
+    except (ValueError, TypeError, CertError):
+        return False
+    except Exception:  # noqa: BLE001 - InvalidSignature and unsupported-algorithm errors
+        return False
+    return True
+
+
+def anchor_of(chain: Sequence[CertInfo], roots: Iterable[CertInfo]) -> CertInfo | None:
+    """The root in `roots` that the presented `chain` builds to, or None.
+
+    Builds from the leaf through any certificates the peer sent (in any order, as
+    real servers do), then to a root. Only signatures and names are checked here;
+    validity dates are judged separately at the observation's time.
+    """
+    if not chain:
+        return None
+    roots = list(roots)
+    root_shas = {r.sha256 for r in roots}
+    current = chain[0]
+    pool = list(chain[1:])
+    for _ in range(len(chain) + 1):
+        if current.sha256 in root_shas:
+            return current
+        for root in roots:
+            if issued_by(current, root):
+                return root
+        nxt = next((c for c in pool if c.sha256 != current.sha256 and issued_by(current, c)), None)
+        if nxt is None:
+            return None
+        pool.remove(nxt)
+        current = nxt
+    return None
+
+
+def leaf_shares_issuer_key(chain: Sequence[CertInfo]) -> bool:
+    """mitmproxy's tell: every minted leaf reuses the CA's key pair."""
+    if len(chain) < 2 or not chain[0].spki_pin:
+        return False
+    leaf = chain[0]
+    return any(c.spki_pin == leaf.spki_pin and c.subject == leaf.issuer for c in chain[1:])
+
+
+def chain_pins(chain: Sequence[CertInfo]) -> set[str]:
+    return {c.spki_pin for c in chain if c.spki_pin}
