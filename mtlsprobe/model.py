@@ -245,7 +245,9 @@ class Observation:
     resumed: bool = False
     server_chain: tuple[CertInfo, ...] = ()
     server_chain_seen: Seen = Seen.UNKNOWN
-    cert_request: CertRequestInfo = field(default_factory=lambda: CertRequestInfo(seen=Seen.UNKNOWN))
+    cert_request: CertRequestInfo = field(
+        default_factory=lambda: CertRequestInfo(seen=Seen.UNKNOWN)
+    )
     client_chain: tuple[CertInfo, ...] = ()
     client_chain_seen: Seen = Seen.UNKNOWN  # YES with () == client sent an empty Certificate
     alerts: tuple[AlertInfo, ...] = ()

@@ -42,9 +42,9 @@ def _now() -> dt.datetime:
 
 
 def key_pem(key: PrivateKey, password: bytes | None = None) -> bytes:
-    enc: serialization.KeySerializationEncryption = (
-        serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
-    )
+    enc: serialization.KeySerializationEncryption = serialization.NoEncryption()
+    if password:
+        enc = serialization.BestAvailableEncryption(password)
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc)
 
 
