@@ -1,0 +1,295 @@
+"""Streaming readers for pcap and pcapng capture files: container bytes -> (time, linktype, frame).
+
+Boundary: this module knows capture *containers* only (file headers, record and block
+framing, interface link types and timestamp resolutions, embedded TLS key logs). It does
+not look inside frames; ``linklayer`` does that.
+
+- Sources: a path, ``"-"`` (standard input) or an open binary file; gzip is detected by magic.
+- Reading is chunked (1 MiB reads), so memory stays flat whatever the file size.
+- A file that is not a capture raises ``InputError`` when opened. Damage found later
+  (truncation, a corrupt record or block) stops the iteration and leaves a line in ``notes``:
+  the frames read before the damage are still delivered.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from mtlsprobe.errors import InputError
+
+CHUNK = 1 << 20
+MAX_FRAME = 262144  # like Wireshark: a bigger record length means the file is damaged
+MAX_BLOCK = 64 << 20
+
+PCAP_MAGICS = {
+    b"\xd4\xc3\xb2\xa1": ("<", 1e-6),
+    b"\xa1\xb2\xc3\xd4": (">", 1e-6),
+    b"\x4d\x3c\xb2\xa1": ("<", 1e-9),
+    b"\xa1\xb2\x3c\x4d": (">", 1e-9),
+}
+PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
+GZIP_MAGIC = b"\x1f\x8b"
+
+# pcapng block types
+SHB, IDB, PB, SPB, EPB, DSB = 0x0A0D0D0A, 1, 2, 3, 6, 0x0A
+TLS_KEY_LOG = 0x544C534B  # Decryption Secrets Block secrets type "TLSK"
+OPT_TSRESOL, OPT_TSOFFSET = 9, 14
+
+Packet = tuple[float, int, bytes]  # (seconds since the epoch, link type, frame bytes)
+
+
+class _Prefixed:
+    """A read-only stream that first returns ``head``, then the rest of ``raw``."""
+
+    def __init__(self, head: bytes, raw: BinaryIO) -> None:
+        self._head, self._raw = head, raw
+
+    def read(self, n: int = -1) -> bytes:
+        if self._head:
+            if n < 0:
+                data, self._head = self._head + self._raw.read(), b""
+                return data
+            data, self._head = self._head[:n], self._head[n:]
+            return data if len(data) == n else data + self._raw.read(n - len(data))
+        return self._raw.read(n)
+
+
+def _read_exact(f: BinaryIO | _Prefixed, n: int) -> bytes:
+    """Read up to ``n`` bytes, looping over short reads; fewer only at end of stream."""
+    data = f.read(n)
+    if len(data) in (0, n):
+        return data
+    parts = [data]
+    got = len(data)
+    while got < n:
+        more = f.read(n - got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+class CaptureFile:
+    """One pcap or pcapng capture, read once, front to back.
+
+    Iterate to get ``(timestamp, linktype, frame)``. After (or during) iteration:
+    ``notes`` holds damage and oddities, ``keylog_text`` the NSS key log lines found in
+    pcapng Decryption Secrets Blocks ("" when none).
+    """
+
+    def __init__(self, source: str | Path | BinaryIO) -> None:
+        self.notes: list[str] = []
+        self.keylog_text = ""
+        self.format = ""
+        self._owned: BinaryIO | None = None
+        if isinstance(source, (str, Path)):
+            self.name = "stdin" if str(source) == "-" else Path(source).name
+            if str(source) == "-":
+                raw: BinaryIO = sys.stdin.buffer
+            else:
+                try:
+                    raw = self._owned = open(source, "rb")  # noqa: SIM115 - closed by close()
+                except OSError as e:
+                    raise InputError(f"cannot open capture {source}: {e.strerror}") from e
+        else:
+            raw, self.name = source, getattr(source, "name", "capture")
+        try:
+            self._stream, self._head = self._detect(raw)
+        except BaseException:
+            self.close()
+            raise
+
+    def _detect(self, raw: BinaryIO) -> tuple[BinaryIO | _Prefixed, bytes]:
+        head = _read_exact(raw, 4)
+        stream: BinaryIO | _Prefixed = raw
+        if head[:2] == GZIP_MAGIC:
+            stream = gzip.GzipFile(fileobj=_Prefixed(head, raw), mode="rb")  # type: ignore[arg-type]
+            try:
+                head = _read_exact(stream, 4)
+            except (OSError, EOFError) as e:
+                raise InputError(f"{self.name}: broken gzip data: {e}") from e
+            self.notes.append("capture is gzip-compressed")
+        if head in PCAP_MAGICS:
+            self.format = "pcap"
+        elif head == PCAPNG_SHB:
+            self.format = "pcapng"
+        elif not head:
+            raise InputError(f"{self.name}: empty file, not a pcap or pcapng capture")
+        else:
+            raise InputError(
+                f"{self.name}: not a pcap or pcapng capture (starts with {head.hex()})"
+            )
+        return stream, head
+
+    def close(self) -> None:
+        if self._owned is not None:
+            self._owned.close()
+            self._owned = None
+
+    def __enter__(self) -> CaptureFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def keylog(self) -> str | None:
+        return self.keylog_text or None
+
+    def __iter__(self) -> Iterator[Packet]:
+        try:
+            if self.format == "pcap":
+                yield from self._pcap()
+            else:
+                yield from self._pcapng()
+        except (OSError, EOFError, gzip.BadGzipFile) as e:  # gzip damage, I/O error mid-file
+            self.notes.append(f"read error, stopped: {e}")
+
+    # --- pcap ----------------------------------------------------------------------
+
+    def _pcap(self) -> Iterator[Packet]:
+        f = self._stream
+        rest = _read_exact(f, 20)
+        if len(rest) < 20:
+            self.notes.append("pcap file header truncated")
+            return
+        order, unit = PCAP_MAGICS[self._head]
+        _vmaj, _vmin, _zone, _sig, snaplen, network = struct.unpack(order + "HHiIII", rest)
+        linktype = network & 0x0FFFFFFF  # upper bits may carry an FCS length
+        limit = max(MAX_FRAME, snaplen)
+        rec = struct.Struct(order + "IIII")
+        unpack_from = rec.unpack_from
+        buf, pos, count = b"", 0, 0
+        while True:
+            if len(buf) - pos < 16:
+                buf = buf[pos:] + _read_exact(f, CHUNK)
+                pos = 0
+                if len(buf) < 16:
+                    if buf:
+                        self.notes.append(f"capture truncated after {count} packets")
+                    return
+            sec, frac, incl, _orig = unpack_from(buf, pos)
+            if incl > limit:
+                self.notes.append(
+                    f"corrupt pcap record after {count} packets ({incl}-byte frame), stopped"
+                )
+                return
+            end = pos + 16 + incl
+            if end > len(buf):
+                buf = buf[pos:] + _read_exact(f, max(CHUNK, incl + 16))
+                pos, end = 0, 16 + incl
+                if end > len(buf):
+                    self.notes.append(f"capture truncated after {count} packets")
+                    return
+            yield sec + frac * unit, linktype, buf[pos + 16 : end]
+            count += 1
+            pos = end
+
+    # --- pcapng --------------------------------------------------------------------
+
+    def _pcapng(self) -> Iterator[Packet]:
+        f = self._stream
+        buf, pos, count = self._head, 0, 0
+        order = "<"
+        # per interface: (linktype, seconds per tick, offset seconds)
+        ifaces: list[tuple[int, float, int]] = []
+        last_ts = 0.0
+        while True:
+            if len(buf) - pos < 12:
+                buf = buf[pos:] + _read_exact(f, CHUNK)
+                pos = 0
+                if len(buf) < 12:
+                    if buf:
+                        self.notes.append(f"capture truncated after {count} packets")
+                    return
+            if buf[pos : pos + 4] == PCAPNG_SHB:
+                bom = buf[pos + 8 : pos + 12]
+                if bom == b"\x4d\x3c\x2b\x1a":
+                    order = "<"
+                elif bom == b"\x1a\x2b\x3c\x4d":
+                    order = ">"
+                else:
+                    self.notes.append(f"corrupt pcapng section header after {count} packets")
+                    return
+                ifaces = []
+            btype, blen = struct.unpack_from(order + "II", buf, pos)
+            if blen < 12 or blen % 4 or blen > MAX_BLOCK:
+                self.notes.append(
+                    f"corrupt pcapng block (type {btype:#x}, length {blen}) "
+                    f"after {count} packets, stopped"
+                )
+                return
+            end = pos + blen
+            if end > len(buf):
+                buf = buf[pos:] + _read_exact(f, max(CHUNK, blen))
+                pos, end = 0, blen
+                if end > len(buf):
+                    self.notes.append(f"capture truncated after {count} packets")
+                    return
+            (trailer,) = struct.unpack_from(order + "I", buf, end - 4)
+            if trailer != blen:
+                self.notes.append(
+                    f"corrupt pcapng block (type {btype:#x}: length fields differ) "
+                    f"after {count} packets, stopped"
+                )
+                return
+            body = pos + 8
+            if btype in (EPB, PB):
+                if btype == EPB:
+                    ifid, tsh, tsl, caplen, _orig = struct.unpack_from(order + "IIIII", buf, body)
+                else:
+                    ifid, _drops, tsh, tsl, caplen, _orig = struct.unpack_from(
+                        order + "HHIIII", buf, body
+                    )
+                data = body + 20
+                if data + caplen > end - 4 or ifid >= len(ifaces):
+                    what = "unknown interface" if ifid >= len(ifaces) else "bad length"
+                    self.notes.append(f"skipped a packet block ({what}) after {count} packets")
+                else:
+                    linktype, tick, offset = ifaces[ifid]
+                    last_ts = ((tsh << 32) | tsl) * tick + offset
+                    yield last_ts, linktype, buf[data : data + caplen]
+                    count += 1
+            elif btype == SPB:
+                if not ifaces:
+                    self.notes.append("skipped a simple packet block (no interface)")
+                else:
+                    (orig,) = struct.unpack_from(order + "I", buf, body)
+                    caplen = min(orig, blen - 16)
+                    yield last_ts, ifaces[0][0], buf[body + 4 : body + 4 + caplen]
+                    count += 1
+            elif btype == IDB:
+                ifaces.append(self._interface(buf, body, end - 4, order))
+            elif btype == DSB:
+                stype, slen = struct.unpack_from(order + "II", buf, body)
+                if stype == TLS_KEY_LOG:
+                    secrets = buf[body + 8 : min(body + 8 + slen, end - 4)]
+                    text = secrets.decode("utf-8", "replace")
+                    self.keylog_text += text if text.endswith("\n") else text + "\n"
+                else:
+                    self.notes.append(f"ignored decryption secrets of type {stype:#x}")
+            # SHB, name resolution, statistics, custom and unknown blocks: nothing to yield
+            pos = end
+
+    def _interface(self, buf: bytes, start: int, stop: int, order: str) -> tuple[int, float, int]:
+        linktype, _res, _snaplen = struct.unpack_from(order + "HHI", buf, start)
+        tick, offset = 1e-6, 0
+        pos = start + 8
+        while pos + 4 <= stop:
+            code, length = struct.unpack_from(order + "HH", buf, pos)
+            if code == 0:
+                break
+            value = buf[pos + 4 : pos + 4 + length]
+            if code == OPT_TSRESOL and length >= 1:
+                v = value[0]
+                tick = 2.0 ** -(v & 0x7F) if v & 0x80 else 10.0**-v
+            elif code == OPT_TSOFFSET and length >= 8:
+                (offset,) = struct.unpack_from(order + "q", value)
+            pos += 4 + ((length + 3) & ~3)
+        return linktype, tick, offset
