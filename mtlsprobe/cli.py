@@ -1,0 +1,346 @@
+"""Command line: options -> requests -> pipeline -> rendered report -> exit code. No logic.
+
+Every operator error is one `mtlsprobe: error: ...` line on stderr and a documented exit
+code; a traceback appears only with --debug. Reports go to stdout or, atomically, to --output.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from mtlsprobe import __version__
+from mtlsprobe.errors import (
+    EXIT_BUG,
+    EXIT_INPUT,
+    EXIT_USAGE,
+    InputError,
+    MtlsprobeError,
+)
+from mtlsprobe.model import Report
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+   0  every target/route passes end to end
+   1  internal error (a bug; rerun with --debug)
+   2  usage error
+   3  bad input (unreadable file, wrong password, malformed capture or report)
+   4  environment problem (missing privilege or program)
+  10  something breaks client-certificate authentication
+      (inspected, terminated_by_lb, client_cert_rejected)
+  11  blocked, unreachable or proxy_auth_required
+  12  unknown: not enough evidence for a verdict
+"""
+
+FORMATS = ("table", "json", "markdown")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def output_options(fn: F) -> F:
+    fn = click.option(
+        "--output",
+        "-o",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Write the report to FILE (atomically) instead of stdout.",
+    )(fn)
+    fn = click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(FORMATS),
+        default="table",
+        show_default=True,
+        help="Report format.",
+    )(fn)
+    return fn
+
+
+def expectation_options(fn: F) -> F:
+    fn = click.option(
+        "--baseline",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="A report saved with `probe --save-baseline` on the server's own LAN.",
+    )(fn)
+    fn = click.option(
+        "--pin",
+        "pins",
+        multiple=True,
+        metavar="sha256/BASE64",
+        help="SPKI pin of any certificate in the real server's chain (repeatable).",
+    )(fn)
+    fn = click.option(
+        "--ca",
+        "ca",
+        multiple=True,
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="PEM bundle holding the real server's root CA (repeatable).",
+    )(fn)
+    return fn
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write text so readers see the old file or the whole new one, never half."""
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def render(report: Report, fmt: str) -> str:
+    if fmt == "json":
+        from mtlsprobe.report.jsonout import dumps
+
+        return dumps(report)
+    if fmt == "markdown":
+        from mtlsprobe.report.markdown import render_markdown
+
+        return render_markdown(report)
+    from mtlsprobe.report.table import render_table
+
+    return render_table(report)
+
+
+def emit(report: Report, fmt: str, output: Path | None) -> None:
+    text = render(report, fmt)
+    if not text.endswith("\n"):
+        text += "\n"
+    if output:
+        write_atomic(output, text)
+    else:
+        click.echo(text, nl=False)
+
+
+class Main(click.Group):
+    """Turns every exception into one line and a documented exit code."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
+        kwargs.setdefault("standalone_mode", True)
+        debug = "--debug" in sys.argv[1:]
+        try:
+            return super().main(*args, **{**kwargs, "standalone_mode": False})
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(EXIT_USAGE if isinstance(exc, click.UsageError) else exc.exit_code)
+        except click.Abort:
+            click.echo("mtlsprobe: aborted", err=True)
+            sys.exit(130)
+        except MtlsprobeError as exc:
+            if debug:
+                raise
+            click.echo(f"mtlsprobe: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("mtlsprobe: interrupted", err=True)
+            sys.exit(130)
+        except Exception as exc:
+            if debug:
+                raise
+            click.echo(
+                f"mtlsprobe: internal error: {type(exc).__name__}: {exc} "
+                "(this is a bug; rerun with --debug for the traceback)",
+                err=True,
+            )
+            sys.exit(EXIT_BUG)
+
+
+@click.group(cls=Main, epilog=EXIT_CODES_HELP, context_settings={"max_content_width": 100})
+@click.version_option(__version__, prog_name="mtlsprobe")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+def main(debug: bool) -> None:
+    """Will client-certificate (mutual TLS) authentication reach the real server from here?
+
+    Probes live paths (probe), judges captures (analyze), and shows the whole story
+    on loopback (demo).
+    """
+
+
+@main.command(epilog=EXIT_CODES_HELP)
+@click.argument("targets", nargs=-1, required=True, metavar="TARGET...")
+@click.option("--port", "ports", multiple=True, type=click.IntRange(1, 65535),
+              help="Port to probe on every target (repeatable; default 8383 or the target's).")
+@expectation_options
+@click.option("--save-baseline", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write this run's JSON report to FILE for later --baseline use "
+                   "(run it on the server's own LAN).")
+@click.option("--cert", type=click.Path(dir_okay=False, path_type=Path),
+              help="Agent certificate (PEM or DER).")
+@click.option("--key", type=click.Path(dir_okay=False, path_type=Path),
+              help="Agent private key (PEM or DER; may be encrypted).")
+@click.option("--pkcs12", type=click.Path(dir_okay=False, path_type=Path),
+              help="Agent certificate and key as PKCS#12 (.p12/.pfx).")
+@click.option("--password-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="File holding the key password (else $MTLSPROBE_KEY_PASSWORD, else a prompt "
+                   "on a terminal).")
+@click.option("--proxy", "proxies", multiple=True, metavar="URL",
+              help="Explicit proxy http://[user:pass@]host:port, tried with CONNECT (repeatable).")
+@click.option("--no-env-proxy", is_flag=True,
+              help="Ignore HTTPS_PROXY/https_proxy/NO_PROXY.")
+@click.option("--no-direct", is_flag=True, help="Do not probe the direct route.")
+@click.option("--sni", help="Server name to send (default: the target host when it is a name).")
+@click.option("--timeout", type=click.FloatRange(0.1, 600), default=10.0, show_default=True,
+              help="Deadline in seconds for each target, all handshakes included.")
+@click.option("--repeat", type=click.IntRange(1, 50), default=3, show_default=True,
+              help="Handshakes of the default kind per route (catches pools and middleboxes "
+                   "that change their mind).")
+@click.option("--http-path", metavar="PATH",
+              help="After each handshake send GET PATH and record status and revealing headers.")
+@click.option("--concurrency", type=click.IntRange(1, 256), default=8, show_default=True,
+              help="Targets probed at once.")
+@output_options
+def probe(
+    targets: Sequence[str],
+    ports: Sequence[int],
+    ca: Sequence[Path],
+    pins: Sequence[str],
+    baseline: Path | None,
+    save_baseline: Path | None,
+    cert: Path | None,
+    key: Path | None,
+    pkcs12: Path | None,
+    password_file: Path | None,
+    proxies: Sequence[str],
+    no_env_proxy: bool,
+    no_direct: bool,
+    sni: str | None,
+    timeout: float,
+    repeat: int,
+    http_path: str | None,
+    concurrency: int,
+    fmt: str,
+    output: Path | None,
+) -> None:
+    """Probe TARGET (host[:port], [v6addr]:port) live, directly and through proxies.
+
+    Handshakes without a client certificate (TLS 1.3 and 1.2), with a throwaway
+    untrusted certificate, with the agent's certificate when given, and repeats; then
+    judges whether client-certificate authentication reaches the real server.
+    Without --ca, --pin or --baseline the probe can only answer `unknown` for
+    "is this the real server", and says so.
+    """
+    from mtlsprobe import expectations, pipeline
+    from mtlsprobe.credentials import load_credentials, password_from
+    from mtlsprobe.live.probe import ProbeOptions
+    from mtlsprobe.live.targets import expand_targets
+
+    if pkcs12 and (cert or key):
+        raise click.UsageError("use either --pkcs12 or --cert/--key, not both")
+    if bool(cert) != bool(key) and not pkcs12:
+        raise click.UsageError("--cert and --key go together")
+    creds = None
+    if cert or pkcs12:
+        password = password_from(password_file)
+        creds = load_credentials(cert=cert, key=key, pkcs12=pkcs12, password=password)
+    agent_chain = ()
+    if creds is not None:
+        from mtlsprobe.certs import cert_info
+
+        agent_chain = tuple(cert_info(d) for d in creds.chain_der)
+    expect = expectations.build(ca=ca, pins=pins, baseline=baseline, agent_chain=agent_chain)
+    endpoints = expand_targets(targets, ports)
+    options = ProbeOptions(
+        sni=sni,
+        timeout=timeout,
+        repeat=repeat,
+        http_path=http_path,
+        proxies=tuple(proxies),
+        use_env_proxy=not no_env_proxy,
+        direct=not no_direct,
+        credentials=creds,
+        concurrency=concurrency,
+    )
+    results = pipeline.probe([(e, "flag") for e in endpoints], options, expect)
+    inputs: dict[str, object] = {
+        "targets": [str(e) for e in endpoints],
+        "ca": [str(p) for p in ca],
+        "pins": list(pins),
+        "baseline": str(baseline) if baseline else None,
+        "agent_cert": agent_chain[0].sha256 if agent_chain else None,
+        "agent_subject": agent_chain[0].subject if agent_chain else None,
+        "proxies": [_redact_url(p) for p in proxies],
+        "env_proxy": not no_env_proxy,
+        "direct": not no_direct,
+        "sni": sni,
+        "timeout": timeout,
+        "repeat": repeat,
+        "http_path": http_path,
+    }
+    report = pipeline.make_report("probe", results, inputs)
+    if save_baseline:
+        from mtlsprobe.report.jsonout import dumps
+
+        write_atomic(save_baseline, dumps(report) + "\n")
+    emit(report, fmt, output)
+    sys.exit(report.exit_code)
+
+
+def _redact_url(url: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable proxy URL>"
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema that --format json reports follow."""
+    from importlib.resources import files
+
+    click.echo(files("mtlsprobe").joinpath("schema/report-v1.json").read_text("utf-8"), nl=False)
+
+
+@main.command()
+def rules() -> None:
+    """List every rule id with its severity and title."""
+    from tabulate import tabulate
+
+    from mtlsprobe.rules.engine import RULES
+
+    rows = [(r.id, r.severity.value, r.title) for r in RULES]
+    click.echo(tabulate(rows, headers=("id", "severity", "title"), tablefmt="simple"))
+
+
+@main.command(epilog=EXIT_CODES_HELP)
+@output_options
+def demo(fmt: str, output: Path | None) -> None:
+    """Show the whole story on loopback: no setup, nothing left behind.
+
+    Starts a reference mTLS server and, in front of it, a plain TCP relay, a
+    re-signing intercepting proxy and a TLS-terminating proxy holding a
+    certificate from the server's own root; probes all four paths with demo agent
+    credentials. Exits 0 when every path gets the verdict it should.
+    """
+    from mtlsprobe.demo import run_demo
+
+    report, as_expected = run_demo()
+    emit(report, fmt, output)
+    if not as_expected:
+        click.echo("mtlsprobe: demo: a path did not get its expected verdict", err=True)
+        sys.exit(EXIT_BUG)
+
+
+__all__ = ["EXIT_INPUT", "main"]

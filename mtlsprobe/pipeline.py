@@ -1,0 +1,91 @@
+"""Wire adapters, observer and rules together: requests in, Report out.
+
+probe:   live adapter -> Transcripts -> observe -> Case per target x route -> rules
+analyze: capture adapter -> Transcripts -> observe -> Case per server -> rules
+No rendering and no exit handling here: that is cli.py's job.
+"""
+
+from __future__ import annotations
+
+import getpass
+import platform
+import socket
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+
+from mtlsprobe import __version__
+from mtlsprobe.model import Case, CaseResult, Endpoint, Expectations, Observation, Report, Route
+from mtlsprobe.rules.engine import evaluate, exit_code, overall
+from mtlsprobe.tls.observer import observe
+
+SCHEMA_VERSION = 1
+
+
+def host_facts() -> dict[str, str]:
+    """Who measured: enough to find the agent again, nothing secret."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = ""
+    return {
+        "hostname": socket.gethostname(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "user": user,
+        "mtlsprobe": __version__,
+    }
+
+
+def make_report(
+    command: str,
+    results: Sequence[CaseResult],
+    inputs: dict[str, object],
+    notes: Iterable[str] = (),
+) -> Report:
+    return Report(
+        schema_version=SCHEMA_VERSION,
+        tool_version=__version__,
+        generated_at=datetime.now(timezone.utc).replace(microsecond=0),
+        command=command,
+        host=host_facts(),
+        inputs=inputs,
+        results=tuple(results),
+        verdict=overall(results),
+        exit_code=exit_code(results),
+        notes=tuple(notes),
+    )
+
+
+def judge(
+    target: Endpoint,
+    route: Route,
+    observations: Sequence[Observation],
+    expect: Expectations,
+    source: str | None = None,
+) -> CaseResult:
+    case = Case(
+        target=target,
+        route=route,
+        observations=tuple(observations),
+        expect=expect,
+        source=source,
+    )
+    return evaluate(case)
+
+
+def probe(
+    targets: Sequence[tuple[Endpoint, str]],
+    options: object,
+    expect: Expectations,
+) -> list[CaseResult]:
+    """Probe each (target, source) over every route; one CaseResult per target x route."""
+    from mtlsprobe.live.probe import probe_targets
+
+    results: list[CaseResult] = []
+    endpoints = [t for t, _ in targets]
+    sources = dict(targets)
+    for target, routes in zip(endpoints, probe_targets(endpoints, options)):  # type: ignore[arg-type]
+        for route, transcripts in routes:
+            observations = [observe(t) for t in transcripts]
+            results.append(judge(target, route, observations, expect, sources.get(target)))
+    return results
