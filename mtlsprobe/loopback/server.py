@@ -23,7 +23,6 @@ import select
 import socket
 import ssl
 import struct
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -165,8 +164,6 @@ class ReferenceServer(TcpService):
         self.client_ca = client_ca
         self.verify = verify
         self.behaviour = behaviour
-        self.seen: list[ConnectionSeen] = []
-        self._seen_cond = threading.Condition()
         if behaviour == "post_handshake_auth":
             min_version = min_version or "TLSv1.3"
             max_version = max_version or "TLSv1.3"
@@ -191,24 +188,11 @@ class ReferenceServer(TcpService):
             self.context.post_handshake_auth = True
         self.context.sni_callback = self._on_sni
 
-    # -- results -------------------------------------------------------------------------------
-
-    def wait_seen(self, count: int = 1, timeout: float = 5.0) -> list[ConnectionSeen]:
-        """Block until at least `count` connections have ended; return a snapshot of `seen`."""
-        deadline = time.monotonic() + timeout
-        with self._seen_cond:
-            while len(self.seen) < count:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"saw {len(self.seen)} connections, wanted {count}")
-                self._seen_cond.wait(left)
-            return list(self.seen)
+    seen: list[ConnectionSeen]
 
     def _record(self, seen: ConnectionSeen) -> None:
         seen.finished_at = time.time()
-        with self._seen_cond:
-            self.seen.append(seen)
-            self._seen_cond.notify_all()
+        self.record(seen)
 
     @staticmethod
     def _on_sni(sslobj: ssl.SSLObject | ssl.SSLSocket, name: str | None, _ctx: object) -> None:

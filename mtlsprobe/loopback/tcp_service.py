@@ -12,7 +12,9 @@ import selectors
 import socket
 import ssl
 import threading
+import time
 from types import TracebackType
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,9 @@ class TcpService:
         self._conns: set[socket.socket] = set()
         self._threads: set[threading.Thread] = set()
         self._stopping = threading.Event()
+        #: One record per finished connection (subclasses append via `record`).
+        self.seen: list[Any] = []
+        self._seen_cond = threading.Condition()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -118,6 +123,24 @@ class TcpService:
         """Connection threads still running (0 after stop)."""
         with self._lock:
             return sum(t.is_alive() for t in self._threads)
+
+    # -- what was seen -------------------------------------------------------------------------
+
+    def record(self, item: Any) -> None:
+        with self._seen_cond:
+            self.seen.append(item)
+            self._seen_cond.notify_all()
+
+    def wait_seen(self, count: int = 1, timeout: float = 5.0) -> list[Any]:
+        """Block until at least `count` connections have ended; return a snapshot of `seen`."""
+        deadline = time.monotonic() + timeout
+        with self._seen_cond:
+            while len(self.seen) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"saw {len(self.seen)} connections, wanted {count}")
+                self._seen_cond.wait(left)
+            return list(self.seen)
 
     # -- tracking helpers for subclasses -------------------------------------------------------
 

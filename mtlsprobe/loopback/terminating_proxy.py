@@ -1,0 +1,110 @@
+"""A TLS-terminating reverse proxy / load balancer in front of the real server.
+
+Boundary: loopback middlebox. It holds a certificate issued by the server's OWN root (so the
+client sees a perfectly valid chain), does not ask the client for a certificate, and
+re-encrypts upstream without one. HTTP passes untouched unless `lb_cookie` is set, in which case
+a `Set-Cookie: SERVERID=...` is added to the first response, as LBs do for stickiness. When the
+upstream refuses, the client gets a `502 Bad Gateway`.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from mtlsprobe import pki
+from mtlsprobe.loopback.relay import FlowSeen, error_text, pump
+from mtlsprobe.loopback.tcp_service import TcpService
+from mtlsprobe.loopback.tls_contexts import client_context, server_context
+from mtlsprobe.loopback.upstream import (
+    answer_bad_gateway,
+    close_quietly,
+    connect_tls,
+    drain_request_head,
+)
+
+PRODUCT = "mtlsprobe-lb"
+
+
+def add_cookie(head: bytes, cookie: str) -> bytes:
+    """Insert `Set-Cookie: SERVERID=<cookie>; path=/` after the status line of a response head."""
+    line_end = head.find(b"\r\n")
+    if not head.startswith(b"HTTP/") or line_end < 0:
+        return head
+    extra = f"Set-Cookie: SERVERID={cookie}; path=/\r\n".encode()
+    return head[: line_end + 2] + extra + head[line_end + 2 :]
+
+
+class TerminatingProxy(TcpService):
+    """Terminates client TLS with `identity`, opens new TLS to `upstream`, relays plaintext."""
+
+    seen: list[FlowSeen]
+
+    def __init__(
+        self,
+        identity: pki.Issued,
+        upstream: tuple[str, int],
+        *,
+        lb_cookie: str | None = None,
+        upstream_trust: list[pki.CA] | None = None,
+        upstream_sni: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        super().__init__(host, port)
+        self.identity = identity
+        self.upstream = upstream
+        self.lb_cookie = lb_cookie
+        self.upstream_sni = upstream_sni
+        self.context = server_context(identity)
+        self.context.sni_callback = _note_sni
+        if upstream_trust:
+            self._up_ctx = client_context(trust=upstream_trust)
+        else:
+            self._up_ctx = client_context(verify=False)
+
+    def handle(self, sock: socket.socket, peer: tuple) -> None:
+        flow = FlowSeen(peer=(peer[0], peer[1]), target=self.upstream)
+        client = up = None
+        try:
+            client = self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+            self.track(client)
+            try:
+                client.do_handshake()
+            except (OSError, ValueError) as exc:
+                flow.client_error = error_text(exc)
+                return
+            flow.sni = getattr(client, "_mtlsprobe_sni", None)
+            try:
+                up = connect_tls(self, self.upstream, self._up_ctx, self.upstream_sni or flow.sni)
+            except (OSError, ValueError) as exc:
+                flow.upstream_error = error_text(exc)
+                flow.status = 502
+                drain_request_head(client)
+                answer_bad_gateway(
+                    client, PRODUCT, "upstream TLS handshake failed", flow.upstream_error
+                )
+                return
+            flow.upstream_tls_version = up.version()
+            cookie = self.lb_cookie
+            result = pump(
+                client,
+                up,
+                stopping=lambda: self.stopping,
+                rewrite_response_head=(lambda h: add_cookie(h, cookie)) if cookie else None,
+            )
+            flow.bytes_up, flow.bytes_down = result.bytes_up, result.bytes_down
+            flow.client_error, flow.upstream_error = result.client_error, result.upstream_error
+            if result.upstream_error and result.bytes_down == 0 and not result.client_error:
+                flow.status = 502
+                answer_bad_gateway(
+                    client, PRODUCT, "upstream closed the connection", result.upstream_error
+                )
+        finally:
+            close_quietly(self, up)
+            close_quietly(self, client)
+            self.record(flow)
+
+
+def _note_sni(sslsock: object, name: str | None, _ctx: object) -> None:
+    sslsock._mtlsprobe_sni = name  # type: ignore[attr-defined]
+    return None
