@@ -1,0 +1,544 @@
+"""Handshake message framing and parsers for the messages the verdict needs.
+
+Sans-IO. :class:`HandshakeAssembler` turns handshake-record payloads (plaintext, or
+decrypted) into whole messages, whatever the record boundaries (RFC 8446 §5.1: messages
+may span records, and one record may hold several). Each ``parse_*`` function takes a
+message *body* (without the 4-byte handshake header) and returns a frozen value or raises
+:class:`~mtlsprobe.tls.reader.DecodeError`; they never return partial results.
+
+Leniency is deliberate where noted: we observe other people's traffic, so unknown
+extensions and trailing bytes inside extensions are kept or noted, never fatal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from mtlsprobe.tls.constants import (
+    HELLO_RETRY_REQUEST_RANDOM,
+    ExtensionType,
+    HandshakeType,
+    is_grease,
+)
+from mtlsprobe.tls.dn import name_to_string
+from mtlsprobe.tls.reader import DecodeError, Reader
+
+HANDSHAKE_HEADER_LEN = 4
+# RFC 8446 allows 2^24-1; no message we parse comes close to this (a long chain is ~20 KB).
+MAX_HANDSHAKE_LEN = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeMessage:
+    msg_type: int
+    body: bytes
+
+
+class HandshakeAssembler:
+    """Whole handshake messages out of a sequence of handshake-record payloads.
+
+    ``feed`` raises DecodeError for a declared length over MAX_HANDSHAKE_LEN; the error is
+    sticky, as framing is lost.
+    """
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self.error: DecodeError | None = None
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an incomplete message held back."""
+        return len(self._buf)
+
+    def feed(self, payload: bytes) -> list[HandshakeMessage]:
+        if self.error is not None:
+            raise self.error
+        buf = self._buf
+        buf += payload
+        out: list[HandshakeMessage] = []
+        pos = 0
+        while len(buf) - pos >= HANDSHAKE_HEADER_LEN:
+            length = (buf[pos + 1] << 16) | (buf[pos + 2] << 8) | buf[pos + 3]
+            if length > MAX_HANDSHAKE_LEN:
+                self.error = DecodeError(
+                    f"handshake message length {length} over the limit", context="handshake"
+                )
+                raise self.error
+            end = pos + HANDSHAKE_HEADER_LEN + length
+            if end > len(buf):
+                break
+            out.append(HandshakeMessage(buf[pos], bytes(buf[pos + HANDSHAKE_HEADER_LEN : end])))
+            pos = end
+        del buf[:pos]
+        return out
+
+
+# --- extensions ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Extension:
+    type: int
+    data: bytes
+
+
+def _parse_extensions(r: Reader) -> tuple[Extension, ...]:
+    """The extensions block, if present (RFC 5246 §7.4.1.2: it may be absent)."""
+    if r.at_end():
+        return ()
+    block = r.sub_vector(2, f"{r.context}.extensions")
+    out: list[Extension] = []
+    while not block.at_end():
+        etype = block.u16()
+        out.append(Extension(etype, block.vector(2)))
+    return tuple(out)
+
+
+def _find(exts: tuple[Extension, ...], etype: int) -> bytes | None:
+    return next((e.data for e in exts if e.type == etype), None)
+
+
+def _alpn_list(data: bytes) -> tuple[str, ...]:
+    # RFC 7301 §3.1: ProtocolNameList protocol_name_list<2..2^16-1>, names <1..2^8-1>.
+    r = Reader(data, "alpn").sub_vector(2)
+    out: list[str] = []
+    while not r.at_end():
+        out.append(r.vector(1).decode("ascii", "replace"))
+    return tuple(out)
+
+
+def _server_name(data: bytes) -> str | None:
+    # RFC 6066 §3: ServerNameList; name_type 0 is host_name.
+    r = Reader(data, "server_name")
+    if r.at_end():
+        return None  # a server's empty acknowledgement
+    names = r.sub_vector(2)
+    while not names.at_end():
+        name_type = names.u8()
+        name = names.vector(2)
+        if name_type == 0:
+            return name.decode("ascii", "replace")
+    return None
+
+
+def _u16_list(data: bytes, prefix: int, context: str) -> tuple[int, ...]:
+    return Reader(data, context).u16_list(prefix)
+
+
+def _u8_list(data: bytes, context: str) -> tuple[int, ...]:
+    return tuple(Reader(data, context).vector(1))
+
+
+def _key_share_groups(data: bytes) -> tuple[int, ...]:
+    r = Reader(data, "key_share").sub_vector(2)
+    groups: list[int] = []
+    while not r.at_end():
+        groups.append(r.u16())
+        r.vector(2)
+    return tuple(groups)
+
+
+def _authorities(data: bytes) -> tuple[bytes, ...]:
+    # RFC 8446 §4.2.4 certificate_authorities / RFC 5246 §7.4.4 certificate_authorities:
+    # DistinguishedName authorities<3..2^16-1>; opaque DistinguishedName<1..2^16-1>.
+    r = Reader(data, "certificate_authorities").sub_vector(2)
+    out: list[bytes] = []
+    while not r.at_end():
+        out.append(r.vector(2))
+    return tuple(out)
+
+
+# --- ClientHello --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClientHello:
+    legacy_version: int
+    random: bytes
+    session_id: bytes
+    cipher_suites: tuple[int, ...]
+    compression_methods: tuple[int, ...]
+    extensions: tuple[Extension, ...]
+    sni: str | None = None
+    alpn: tuple[str, ...] = ()
+    supported_versions: tuple[int, ...] = ()
+    supported_groups: tuple[int, ...] = ()
+    ec_point_formats: tuple[int, ...] = ()
+    signature_algorithms: tuple[int, ...] = ()
+    key_share_groups: tuple[int, ...] = ()
+    post_handshake_auth: bool = False
+    psk: bool = False  # pre_shared_key offered (TLS 1.3 resumption attempt)
+    session_ticket: bool = False  # a non-empty session_ticket offered (TLS 1.2 resumption)
+    early_data: bool = False
+
+    @property
+    def offered_versions(self) -> tuple[int, ...]:
+        """supported_versions without GREASE, else the legacy version alone."""
+        real = tuple(v for v in self.supported_versions if not is_grease(v))
+        return real or (self.legacy_version,)
+
+    @property
+    def ja3_string(self) -> str:
+        """JA3 (salesforce/ja3): version,ciphers,extensions,groups,point formats; no GREASE."""
+
+        def join(values: tuple[int, ...]) -> str:
+            return "-".join(str(v) for v in values if not is_grease(v))
+
+        return ",".join(
+            (
+                str(self.legacy_version),
+                join(self.cipher_suites),
+                join(tuple(e.type for e in self.extensions)),
+                join(self.supported_groups),
+                join(self.ec_point_formats),
+            )
+        )
+
+    @property
+    def ja3(self) -> str:
+        return hashlib.md5(self.ja3_string.encode(), usedforsecurity=False).hexdigest()
+
+
+def parse_client_hello(body: bytes) -> ClientHello:
+    """RFC 8446 §4.1.2 / RFC 5246 §7.4.1.2. Raises DecodeError."""
+    r = Reader(body, "ClientHello")
+    legacy_version = r.u16()
+    random = r.bytes(32)
+    session_id = r.vector(1)
+    if len(session_id) > 32:
+        raise r.error("session_id longer than 32 bytes")
+    suites = r.u16_list(2)
+    compression = tuple(r.vector(1))
+    exts = _parse_extensions(r)
+    # Lenient: bytes after the extensions block are ignored (some old stacks pad).
+    fields: dict[str, object] = {}
+    for ext in exts:
+        d = ext.data
+        t = ext.type
+        if t == ExtensionType.server_name:
+            fields["sni"] = _server_name(d)
+        elif t == ExtensionType.application_layer_protocol_negotiation:
+            fields["alpn"] = _alpn_list(d)
+        elif t == ExtensionType.supported_versions:
+            fields["supported_versions"] = _u16_list(d, 1, "supported_versions")
+        elif t == ExtensionType.supported_groups:
+            fields["supported_groups"] = _u16_list(d, 2, "supported_groups")
+        elif t == ExtensionType.ec_point_formats:
+            fields["ec_point_formats"] = _u8_list(d, "ec_point_formats")
+        elif t == ExtensionType.signature_algorithms:
+            fields["signature_algorithms"] = _u16_list(d, 2, "signature_algorithms")
+        elif t == ExtensionType.key_share:
+            fields["key_share_groups"] = _key_share_groups(d)
+        elif t == ExtensionType.post_handshake_auth:
+            fields["post_handshake_auth"] = True
+        elif t == ExtensionType.pre_shared_key:
+            fields["psk"] = True
+        elif t == ExtensionType.session_ticket:
+            fields["session_ticket"] = bool(d)
+        elif t == ExtensionType.early_data:
+            fields["early_data"] = True
+    return ClientHello(
+        legacy_version=legacy_version,
+        random=random,
+        session_id=session_id,
+        cipher_suites=suites,
+        compression_methods=compression,
+        extensions=exts,
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+# --- ServerHello --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ServerHello:
+    legacy_version: int
+    random: bytes
+    session_id: bytes
+    cipher_suite: int
+    compression_method: int
+    extensions: tuple[Extension, ...]
+    selected_version: int | None = None  # from supported_versions
+    is_hello_retry: bool = False
+    alpn: str | None = None  # TLS <= 1.2 only; TLS 1.3 puts ALPN in EncryptedExtensions
+    key_share_group: int | None = None
+    psk_selected: bool = False
+
+    @property
+    def version(self) -> int:
+        return self.selected_version or self.legacy_version
+
+
+def parse_server_hello(body: bytes) -> ServerHello:
+    """RFC 8446 §4.1.3 (incl. HelloRetryRequest) / RFC 5246 §7.4.1.3. Raises DecodeError."""
+    r = Reader(body, "ServerHello")
+    legacy_version = r.u16()
+    random = r.bytes(32)
+    session_id = r.vector(1)
+    if len(session_id) > 32:
+        raise r.error("session_id longer than 32 bytes")
+    suite = r.u16()
+    compression = r.u8()
+    exts = _parse_extensions(r)
+    hrr = random == HELLO_RETRY_REQUEST_RANDOM
+    selected = None
+    alpn = None
+    group = None
+    psk = False
+    for ext in exts:
+        if ext.type == ExtensionType.supported_versions:
+            vr = Reader(ext.data, "supported_versions")
+            selected = vr.u16()
+        elif ext.type == ExtensionType.application_layer_protocol_negotiation:
+            names = _alpn_list(ext.data)
+            alpn = names[0] if names else None
+        elif ext.type == ExtensionType.key_share and len(ext.data) >= 2:
+            group = Reader(ext.data, "key_share").u16()
+        elif ext.type == ExtensionType.pre_shared_key:
+            psk = True
+    return ServerHello(
+        legacy_version=legacy_version,
+        random=random,
+        session_id=session_id,
+        cipher_suite=suite,
+        compression_method=compression,
+        extensions=exts,
+        selected_version=selected,
+        is_hello_retry=hrr,
+        alpn=alpn,
+        key_share_group=group,
+        psk_selected=psk,
+    )
+
+
+# --- EncryptedExtensions ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EncryptedExtensions:
+    extensions: tuple[Extension, ...]
+    alpn: str | None = None
+    early_data: bool = False
+
+
+def parse_encrypted_extensions(body: bytes) -> EncryptedExtensions:
+    """RFC 8446 §4.3.1. Raises DecodeError."""
+    r = Reader(body, "EncryptedExtensions")
+    exts = _parse_extensions(r) if not r.at_end() else ()
+    alpn_data = _find(exts, ExtensionType.application_layer_protocol_negotiation)
+    names = _alpn_list(alpn_data) if alpn_data is not None else ()
+    return EncryptedExtensions(
+        extensions=exts,
+        alpn=names[0] if names else None,
+        early_data=_find(exts, ExtensionType.early_data) is not None,
+    )
+
+
+# --- Certificate --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Certificate:
+    certificates: tuple[bytes, ...]  # DER, leaf first as sent
+    context: bytes = b""  # TLS 1.3 certificate_request_context
+
+
+def parse_certificate(body: bytes, *, tls13: bool) -> Certificate:
+    """RFC 8446 §4.4.2 (per-entry extensions) / RFC 5246 §7.4.2. Raises DecodeError.
+
+    An empty list is a valid message: a client without a suitable certificate.
+    """
+    r = Reader(body, "Certificate")
+    context = r.vector(1) if tls13 else b""
+    entries = r.sub_vector(3, "Certificate.certificate_list")
+    certs: list[bytes] = []
+    while not entries.at_end():
+        der = entries.vector(3)
+        if not der:
+            raise entries.error("empty certificate entry")
+        certs.append(der)
+        if tls13:
+            entries.vector(2)  # CertificateEntry.extensions (OCSP, SCT): not needed
+    r.expect_end()
+    return Certificate(certificates=tuple(certs), context=context)
+
+
+# --- CertificateRequest -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateRequest:
+    signature_algorithms: tuple[int, ...] = ()
+    authorities: tuple[bytes, ...] = ()  # DER DistinguishedNames
+    authority_names: tuple[str, ...] = ()  # RFC 4514; "<undecodable DN hex>" if bad
+    certificate_types: tuple[int, ...] = ()  # TLS <= 1.2
+    context: bytes = b""  # TLS 1.3
+    extensions: tuple[Extension, ...] = ()  # TLS 1.3
+
+
+def _names(authorities: tuple[bytes, ...]) -> tuple[str, ...]:
+    out = []
+    for der in authorities:
+        try:
+            out.append(name_to_string(der))
+        except DecodeError:
+            out.append(f"<undecodable DN {der[:32].hex()}>")
+    return tuple(out)
+
+
+def parse_certificate_request(body: bytes, *, tls13: bool) -> CertificateRequest:
+    """RFC 8446 §4.3.2 / RFC 5246 §7.4.4. Raises DecodeError.
+
+    A DN that is not valid DER does not fail the message: the CA list is evidence the
+    rules quote, and a garbled entry is itself worth reporting.
+    """
+    r = Reader(body, "CertificateRequest")
+    if tls13:
+        context = r.vector(1)
+        exts = _parse_extensions(r)
+        r.expect_end()
+        sig = _find(exts, ExtensionType.signature_algorithms)
+        cas = _find(exts, ExtensionType.certificate_authorities)
+        authorities = _authorities(cas) if cas is not None else ()
+        return CertificateRequest(
+            signature_algorithms=_u16_list(sig, 2, "signature_algorithms") if sig else (),
+            authorities=authorities,
+            authority_names=_names(authorities),
+            context=context,
+            extensions=exts,
+        )
+    types = tuple(r.vector(1))
+    # RFC 5246 §7.4.4: supported_signature_algorithms exists from TLS 1.2 on; a 1.0/1.1
+    # request has none. Try the 1.2 layout first, then the older one.
+    try:
+        sigs, authorities = _cr12_tail(body, r.offset, with_sigs=True)
+    except DecodeError:
+        sigs, authorities = _cr12_tail(body, r.offset, with_sigs=False)
+    return CertificateRequest(
+        signature_algorithms=sigs,
+        authorities=authorities,
+        authority_names=_names(authorities),
+        certificate_types=types,
+    )
+
+
+def _cr12_tail(
+    body: bytes, start: int, *, with_sigs: bool
+) -> tuple[tuple[int, ...], tuple[bytes, ...]]:
+    r = Reader(body, "CertificateRequest", start=start)
+    sigs = r.u16_list(2) if with_sigs else ()
+    cas = r.sub_vector(2, "CertificateRequest.certificate_authorities")
+    r.expect_end()
+    authorities: list[bytes] = []
+    while not cas.at_end():
+        authorities.append(cas.vector(2))
+    return sigs, tuple(authorities)
+
+
+# --- small messages -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    level: int
+    description: int
+
+
+def parse_alerts(payload: bytes) -> tuple[Alert, ...]:
+    """An alert record's payload: one or more 2-byte alerts (RFC 8446 §6). Raises DecodeError."""
+    if not payload or len(payload) % 2:
+        raise DecodeError(f"alert payload of {len(payload)} bytes", context="Alert")
+    return tuple(Alert(payload[i], payload[i + 1]) for i in range(0, len(payload), 2))
+
+
+@dataclass(frozen=True, slots=True)
+class NewSessionTicket:
+    lifetime: int
+    ticket: bytes
+    age_add: int | None = None  # TLS 1.3
+    nonce: bytes = b""  # TLS 1.3
+
+
+def parse_new_session_ticket(body: bytes, *, tls13: bool) -> NewSessionTicket:
+    """RFC 8446 §4.6.1 / RFC 5077 §3.3. Raises DecodeError."""
+    r = Reader(body, "NewSessionTicket")
+    lifetime = r.u32()
+    if tls13:
+        age_add = r.u32()
+        nonce = r.vector(1)
+        ticket = r.vector(2)
+        _parse_extensions(r)
+        r.expect_end()
+        return NewSessionTicket(lifetime=lifetime, ticket=ticket, age_add=age_add, nonce=nonce)
+    ticket = r.vector(2)
+    r.expect_end()
+    return NewSessionTicket(lifetime=lifetime, ticket=ticket)
+
+
+@dataclass(frozen=True, slots=True)
+class HelloRequest:
+    pass
+
+
+def parse_hello_request(body: bytes) -> HelloRequest:
+    """RFC 5246 §7.4.1.1: an empty body. Raises DecodeError."""
+    if body:
+        raise DecodeError(f"HelloRequest with {len(body)} body bytes", context="HelloRequest")
+    return HelloRequest()
+
+
+@dataclass(frozen=True, slots=True)
+class KeyUpdate:
+    update_requested: bool
+
+
+def parse_key_update(body: bytes) -> KeyUpdate:
+    """RFC 8446 §4.6.3. Raises DecodeError."""
+    r = Reader(body, "KeyUpdate")
+    value = r.u8()
+    r.expect_end()
+    if value > 1:
+        raise DecodeError(f"KeyUpdateRequest {value}", context="KeyUpdate")
+    return KeyUpdate(update_requested=value == 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    verify_data: bytes
+
+
+def parse_finished(body: bytes) -> Finished:
+    """RFC 8446 §4.4.4 / RFC 5246 §7.4.9 (12 bytes in 1.2, hash length in 1.3)."""
+    if len(body) not in (12, 32, 48, 64):
+        raise DecodeError(f"Finished with {len(body)} bytes", context="Finished")
+    return Finished(verify_data=body)
+
+
+__all__ = [
+    "Alert",
+    "Certificate",
+    "CertificateRequest",
+    "ClientHello",
+    "EncryptedExtensions",
+    "Extension",
+    "Finished",
+    "HandshakeAssembler",
+    "HandshakeMessage",
+    "HandshakeType",
+    "HelloRequest",
+    "KeyUpdate",
+    "NewSessionTicket",
+    "ServerHello",
+    "parse_alerts",
+    "parse_certificate",
+    "parse_certificate_request",
+    "parse_client_hello",
+    "parse_encrypted_extensions",
+    "parse_finished",
+    "parse_hello_request",
+    "parse_key_update",
+    "parse_new_session_ticket",
+    "parse_server_hello",
+]

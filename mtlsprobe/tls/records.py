@@ -1,0 +1,151 @@
+"""Split one direction of a TLS byte stream into records (RFC 8446 §5.1, RFC 5246 §6.2).
+
+Sans-IO and incremental: feed bytes in any chunking, get whole records back. Payloads of
+record types the caller does not need can be skipped without being buffered, so long
+captures cost one header parse per record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from mtlsprobe.tls.constants import ContentType
+from mtlsprobe.tls.reader import DecodeError
+
+HEADER_LEN = 5
+# RFC 5246 §6.2.3: TLSCiphertext.length MUST NOT exceed 2^14 + 2048. (RFC 8446 §5.2 caps
+# TLS 1.3 at 2^14 + 256; we accept the older, larger bound on purpose.)
+MAX_RECORD_LEN = 2**14 + 2048
+_CONTENT_TYPES = frozenset(int(t) for t in ContentType)
+ALL_TYPES: frozenset[int] = _CONTENT_TYPES
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    content_type: int
+    version: int  # legacy_record_version, e.g. 0x0303
+    payload: bytes  # b"" when the payload was skipped (see ``skipped``)
+    offset: int  # stream offset of the record header
+    length: int  # payload length from the header
+    skipped: bool = False
+
+    @property
+    def header(self) -> bytes:
+        """The 5-byte header, which is the AEAD additional data in TLS 1.3 (§5.2)."""
+        return bytes(
+            (self.content_type, self.version >> 8, self.version & 0xFF)
+        ) + self.length.to_bytes(2, "big")
+
+
+def _looks_like_sslv2_hello(head: bytes) -> bool:
+    # SSL 2.0 record header: 2-byte length with the high bit set, then msg type 1
+    # (CLIENT-HELLO), then the version (draft-hickman-netscape-ssl-00, RFC 6101 E.2).
+    return len(head) >= 3 and bool(head[0] & 0x80) and head[2] == 1
+
+
+def describe_start(head: bytes) -> str:
+    """A short, printable description of bytes that did not start a TLS record."""
+    if _looks_like_sslv2_hello(head):
+        return "an SSLv2-style ClientHello"
+    text = head[:24]
+    if all(32 <= b < 127 or b in (9, 10, 13) for b in text):
+        line = text.decode("ascii").splitlines()[0] if text.strip() else ""
+        return f"plaintext {line!r}"
+    return f"bytes {head[:8].hex()}"
+
+
+class RecordSplitter:
+    """One direction of one connection. ``feed()`` never returns a partial record.
+
+    Raises :class:`DecodeError` on a header that cannot be TLS; the error is sticky
+    (every later ``feed`` raises it again), as a stream that lost framing cannot recover.
+    """
+
+    def __init__(self, *, keep: Collection[int] = ALL_TYPES) -> None:
+        self.keep: Collection[int] = keep  # content types whose payload is returned
+        self.error: DecodeError | None = None
+        self._buf = bytearray()
+        self._skip = 0  # payload bytes still to skip for a skipped record
+        self._length = -1  # payload length of the record being assembled (-1: no header)
+        self._offset = 0  # stream offset of the next byte fed
+        self.records = 0
+
+    @property
+    def pending(self) -> int:
+        """Bytes buffered for an incomplete record (header or payload)."""
+        return len(self._buf)
+
+    @property
+    def incomplete(self) -> bool:
+        """True when the stream stops inside a record."""
+        return bool(self._buf) or self._skip > 0
+
+    @property
+    def offset(self) -> int:
+        return self._offset
+
+    def _parse_header(self, header: bytes, at: int, peek: bytes = b"") -> tuple[int, int, int]:
+        ctype, major, minor = header[0], header[1], header[2]
+        length = (header[3] << 8) | header[4]
+        if ctype not in _CONTENT_TYPES or major != 3 or minor > 4:
+            if at == 0:
+                what = describe_start(header + peek)
+                raise DecodeError(f"not TLS: {what}", offset=at, context="record")
+            raise DecodeError(
+                f"bad record header {header.hex()}", offset=at, context="record"
+            )
+        if length > MAX_RECORD_LEN:
+            raise DecodeError(f"record length {length} over the limit", offset=at, context="record")
+        return ctype, (major << 8) | minor, length
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Record]:
+        """Consume `data`; return the records it completed, in order. Raises DecodeError."""
+        if self.error is not None:
+            raise self.error
+        out: list[Record] = []
+        view = memoryview(data)
+        n = len(view)
+        pos = 0
+        buf = self._buf
+        while pos < n:
+            if self._skip:
+                take = min(self._skip, n - pos)
+                self._skip -= take
+                pos += take
+                self._offset += take
+                continue
+            if self._length < 0:
+                take = min(HEADER_LEN - len(buf), n - pos)
+                buf += view[pos : pos + take]
+                pos += take
+                self._offset += take
+                if len(buf) < HEADER_LEN:
+                    break
+                at = self._offset - HEADER_LEN
+                try:
+                    peek = bytes(view[pos : pos + 19]) if at == 0 else b""
+                    ctype, version, length = self._parse_header(bytes(buf), at, peek)
+                except DecodeError as exc:
+                    self.error = exc
+                    raise
+                if ctype not in self.keep:
+                    buf.clear()
+                    self._skip = length
+                    self.records += 1
+                    out.append(Record(ctype, version, b"", at, length, skipped=True))
+                    continue
+                self._length = length
+            need = HEADER_LEN + self._length - len(buf)
+            take = min(need, n - pos)
+            buf += view[pos : pos + take]
+            pos += take
+            self._offset += take
+            if len(buf) == HEADER_LEN + self._length:
+                at = self._offset - len(buf)
+                version = (buf[1] << 8) | buf[2]
+                out.append(Record(buf[0], version, bytes(buf[HEADER_LEN:]), at, self._length))
+                self.records += 1
+                buf.clear()
+                self._length = -1
+        return out
