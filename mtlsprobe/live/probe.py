@@ -1,0 +1,143 @@
+"""Probe targets live: every route x every attempt, concurrently, under one deadline.
+
+Boundary: orchestration only. Routes come from ``live.proxy``, streams from
+``live.connect``, recorded TLS connections from ``live.handshake``. Returns Transcripts
+grouped by route; judging them is the core's job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from mtlsprobe import pki
+from mtlsprobe.credentials import Credentials
+from mtlsprobe.live.connect import ConnectFailure, open_connection
+from mtlsprobe.live.handshake import run_attempt
+from mtlsprobe.live.proxy import RoutePlan, plan_routes
+from mtlsprobe.model import Attempt, CertKind, Endpoint, Route, Transcript
+
+
+@dataclass(frozen=True)
+class ProbeOptions:
+    """What to probe with. `timeout` is ONE deadline for everything about one target."""
+
+    sni: str | None = None
+    timeout: float = 10.0
+    repeat: int = 3  # default no-cert handshakes in total (tls13-nocert counts as the first)
+    http_path: str | None = None
+    proxies: tuple[str, ...] = ()
+    use_env_proxy: bool = True
+    credentials: Credentials | None = None
+    concurrency: int = 8  # targets probed at once
+    direct: bool = True
+    alpn: tuple[str, ...] = ("http/1.1",)
+    environ: Mapping[str, str] | None = None  # None: os.environ (tests pass their own)
+
+
+_untrusted_lock = threading.Lock()
+_untrusted: pki.Issued | None = None
+
+
+def untrusted_identity() -> pki.Issued:
+    """A throwaway client certificate from a CA made on the fly (once per process)."""
+    global _untrusted
+    with _untrusted_lock:
+        if _untrusted is None:
+            ca = pki.CA("mtlsprobe Untrusted Probe CA", org="mtlsprobe throwaway")
+            _untrusted = ca.issue("mtlsprobe-untrusted-client", eku=(pki.CLIENT_AUTH,))
+        return _untrusted
+
+
+def attempts_for(options: ProbeOptions) -> list[Attempt]:
+    """The attempts run on every route, in report order."""
+    untrusted_sha = hashlib.sha256(untrusted_identity().der).hexdigest()
+    out = [
+        Attempt(name="tls13-nocert", max_version="TLSv1.3", min_version="TLSv1.3"),
+        Attempt(name="tls12-nocert", max_version="TLSv1.2", min_version="TLSv1.2"),
+        Attempt(
+            name="untrusted-cert",
+            client_cert=CertKind.UNTRUSTED,
+            client_cert_sha256=untrusted_sha,
+        ),
+    ]
+    if options.credentials is not None:
+        out.append(
+            Attempt(
+                name="agent-cert",
+                client_cert=CertKind.AGENT,
+                client_cert_sha256=options.credentials.leaf_sha256,
+            )
+        )
+    out.extend(Attempt(name=f"repeat-{i}") for i in range(2, max(1, options.repeat) + 1))
+    return out
+
+
+def _one(
+    target: Endpoint, plan: RoutePlan, attempt: Attempt, options: ProbeOptions, deadline: float
+) -> Transcript:
+    conn = open_connection(target, plan, deadline=deadline)
+    label = attempt.name if plan.proxy is None else f"{attempt.name} via {plan.proxy.url}"
+    if isinstance(conn, ConnectFailure):
+        return conn.transcript(attempt, label)
+    return run_attempt(
+        conn,
+        attempt,
+        sni=options.sni,
+        credentials=options.credentials,
+        untrusted=untrusted_identity(),
+        deadline=deadline,
+        http_path=options.http_path,
+        alpn=options.alpn,
+        label=label,
+    )
+
+
+def probe_target(target: Endpoint, options: ProbeOptions) -> list[tuple[Route, list[Transcript]]]:
+    """Run every attempt over every route to `target`, concurrently, within
+    ``options.timeout`` seconds in total. Returns (route, transcripts) per route, in route
+    order; a route's Route is its first transcript's (with the CONNECT answer).
+
+    Raises InputError only for operator errors (a malformed proxy URL).
+    """
+    deadline = time.monotonic() + options.timeout
+    plans = plan_routes(
+        target,
+        proxies=options.proxies,
+        use_env_proxy=options.use_env_proxy,
+        direct=options.direct,
+        environ=options.environ,
+    )
+    attempts = attempts_for(options)
+    jobs = [(plan, attempt) for plan in plans for attempt in attempts]
+    if not jobs:
+        return []
+    with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix=f"probe {target}") as pool:
+        futures = [pool.submit(_one, target, p, a, options, deadline) for p, a in jobs]
+        results = [f.result() for f in futures]
+    out: list[tuple[Route, list[Transcript]]] = []
+    for i, plan in enumerate(plans):
+        transcripts = results[i * len(attempts) : (i + 1) * len(attempts)]
+        route = next(
+            (t.route for t in transcripts if t.route.connect_status is not None),
+            transcripts[0].route if transcripts else plan.route(),
+        )
+        out.append((route, transcripts))
+    return out
+
+
+def probe_targets(
+    targets: Sequence[Endpoint], options: ProbeOptions
+) -> list[list[tuple[Route, list[Transcript]]]]:
+    """:func:`probe_target` for each target, at most ``options.concurrency`` at once; results
+    in target order."""
+    if not targets:
+        return []
+    untrusted_identity()  # create once, before threads race for it
+    workers = max(1, min(options.concurrency, len(targets)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="probe-targets") as pool:
+        return list(pool.map(lambda t: probe_target(t, options), targets))
