@@ -1,0 +1,405 @@
+"""Capture file -> TCP connections -> one ``Transcript`` per connection that carries TLS.
+
+Boundary: flow table, client/server roles, TCP facts and the TLS-or-not decision (the first
+bytes of the client stream only). TLS itself is parsed by ``mtlsprobe.tls``.
+
+Decisions, for reviewers:
+
+- A connection is a 4-tuple over time: a SYN with a new ISN on a tuple whose connection
+  ended (or that already carried data) starts a new connection. Stray packets on a tuple
+  that just closed (the last ACK after FIN, late retransmissions) are dropped, not turned
+  into a mid-stream connection.
+- Client = sender of the SYN (or the peer of the SYN-ACK sender); else the side whose first
+  payload is a ClientHello; else the peer of a side whose first payload is a ServerHello;
+  else the side with the higher port (servers listen on low ports); equal ports: the side
+  that sent the first packet.
+- Kept (emitted): the client stream starts with a TLS (or SSLv2-compatible hello) record
+  header; or it starts with a gap and the server stream starts with a TLS record; or the
+  server port is in ``ports``. Others are counted in ``stats["non_tls_connections"]`` and
+  stop being reassembled as soon as that is clear.
+- A connection is emitted when it closes (RST, or FIN both ways with both streams complete)
+  so memory stays flat on large captures; the rest are emitted at the end of the capture.
+- Labels are ``"<file> flow N"``, N counting TCP connections from 0 in order of their first
+  packet (like tshark's ``tcp.stream``, so ``tcp.stream == N`` usually finds it).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import BinaryIO
+
+from mtlsprobe.capture.linklayer import ACK, FIN, RST, SYN, TcpSegment, decode
+from mtlsprobe.capture.pcapfile import CaptureFile
+from mtlsprobe.capture.tcp import TcpReassembler
+from mtlsprobe.model import Chunk, Direction, Endpoint, Gap, Route, StreamEnd, TcpFacts, Transcript
+
+CLOSED_MEMORY = 65536  # how many recently closed 4-tuples to remember
+TLS_CONTENT_TYPES = frozenset(range(20, 25))  # change_cipher_spec .. heartbeat
+MAX_RECORD = (1 << 14) + 2048
+CAPTURE_ROUTE = Route(kind="capture", source="capture")
+
+Addr = tuple[str, int]
+
+
+def tls_record_start(data: bytes) -> bool | None:
+    """Whether ``data`` starts like a TLS record (or an SSLv2-compatible ClientHello).
+
+    None: fewer than 5 bytes, cannot tell yet.
+    """
+    if len(data) < 5:
+        return None
+    b0, b1, b2 = data[0], data[1], data[2]
+    if b0 in TLS_CONTENT_TYPES and b1 == 3 and b2 <= 4:
+        return (data[3] << 8 | data[4]) <= MAX_RECORD
+    # SSLv2 record header with the high bit set, then msg type 1 (client hello), version
+    return bool(b0 & 0x80) and b2 == 1 and (data[3], data[4]) in ((0, 2), (3, 0), (3, 1), (3, 2),
+                                                                   (3, 3), (3, 4))
+
+
+def _hello_type(data: bytes) -> int | None:
+    """Handshake message type of a first TLS handshake record (1 ClientHello, 2 ServerHello)."""
+    if len(data) >= 6 and data[0] == 0x16 and data[1] == 3:
+        return data[5]
+    if len(data) >= 3 and data[0] & 0x80 and data[2] == 1:
+        return 1  # SSLv2-compatible ClientHello
+    return None
+
+
+class _Side:
+    """What one endpoint sent."""
+
+    __slots__ = ("addr", "fin", "first", "first_gaps", "isn", "stream", "ttls")
+
+    def __init__(self, addr: Addr, max_bytes: int) -> None:
+        self.addr = addr
+        self.stream = TcpReassembler(max_bytes)
+        self.isn: int | None = None  # sequence number of its SYN / SYN-ACK
+        self.fin = False
+        self.first = b""  # first bytes delivered (up to 6), to classify the stream
+        self.first_gaps = 0  # gaps before the first delivered bytes
+        self.ttls: dict[int, None] = {}  # distinct TTLs after the handshake, in order
+
+
+class _Connection:
+    __slots__ = (
+        "a", "b", "chunks", "index", "keep", "last", "rst", "rst_ttls", "snapcut", "start",
+        "syn_from", "syn_ttl", "synack_from", "synack_options", "synack_ttl",
+    )
+
+    def __init__(self, index: int, src: Addr, dst: Addr, ts: float, max_bytes: int) -> None:
+        self.index = index
+        self.a, self.b = _Side(src, max_bytes), _Side(dst, max_bytes)  # a sent the first packet
+        self.start = self.last = ts
+        self.chunks: list[tuple[_Side, float, bytes]] = []
+        self.keep: bool | None = None  # None: not decided yet
+        self.syn_from: _Side | None = None
+        self.synack_from: _Side | None = None
+        self.syn_ttl: int | None = None
+        self.synack_ttl: int | None = None
+        self.synack_options: tuple[str, ...] = ()
+        self.rst: list[_Side] = []
+        self.rst_ttls: dict[int, None] = {}
+        self.snapcut = 0
+
+    def side(self, addr: Addr) -> tuple[_Side, _Side]:
+        return (self.a, self.b) if addr == self.a.addr else (self.b, self.a)
+
+    def client(self) -> tuple[_Side | None, str]:
+        """(client side or None when undecided, how it was decided)."""
+        if self.syn_from is not None:
+            return self.syn_from, "syn"
+        if self.synack_from is not None:
+            return (self.b if self.synack_from is self.a else self.a), "syn-ack"
+        for s, peer in ((self.a, self.b), (self.b, self.a)):
+            kind = _hello_type(s.first)
+            if kind == 1:
+                return s, "clienthello"
+            if kind == 2:
+                return peer, "serverhello"
+        if len(self.a.first) < 6 or len(self.b.first) < 6:
+            return None, ""
+        return self.port_guess(), "port"
+
+    def port_guess(self) -> _Side:
+        if self.a.addr[1] == self.b.addr[1]:
+            return self.a
+        return self.a if self.a.addr[1] > self.b.addr[1] else self.b
+
+    def closed(self) -> bool:
+        if self.rst:
+            return True
+        if not (self.a.fin and self.b.fin):
+            return False
+        return self.keep is False or (self.a.stream.complete and self.b.stream.complete)
+
+
+class CaptureReader:
+    """Read a capture and iterate the TLS-carrying TCP connections as ``Transcript``s.
+
+    ``notes`` (capture-level remarks), ``keylog_text`` (key log from pcapng Decryption
+    Secrets Blocks, "" when none) and ``stats`` (counters) fill in as iteration proceeds.
+    Opening raises ``InputError`` when the source is not a capture.
+    """
+
+    def __init__(
+        self,
+        source: str | Path | BinaryIO,
+        *,
+        ports: set[int] | None = None,
+        max_bytes: int = 256 * 1024,
+    ) -> None:
+        self.capture = CaptureFile(source)
+        self.ports = frozenset(ports or ())
+        self.max_bytes = max_bytes
+        self.stats: dict[str, int] = {
+            "packets": 0, "tcp_segments": 0, "connections": 0, "tls_connections": 0,
+            "non_tls_connections": 0, "after_close": 0,
+        }
+        self.skipped: dict[str, int] = {}  # frames not decoded, by reason
+        self._notes: list[str] = []
+
+    @property
+    def keylog_text(self) -> str:
+        return self.capture.keylog_text
+
+    @property
+    def notes(self) -> list[str]:
+        out = list(self.capture.notes)
+        for reason, n in sorted(self.skipped.items()):
+            if reason in ("not TCP", "not IP"):
+                continue
+            out.append(f"skipped {n} frame(s): {reason}")
+        return out + self._notes
+
+    def __iter__(self) -> Iterator[Transcript]:
+        table: dict[tuple[Addr, Addr], _Connection] = {}
+        closed: OrderedDict[tuple[Addr, Addr], None] = OrderedDict()
+        stats = self.stats
+        skipped = self.skipped
+        try:
+            for ts, linktype, frame in self.capture:
+                stats["packets"] += 1
+                seg = decode(linktype, frame, skipped)
+                if seg is None:
+                    continue
+                stats["tcp_segments"] += 1
+                src, dst = (seg.src, seg.sport), (seg.dst, seg.dport)
+                key = (src, dst) if src < dst else (dst, src)
+                conn = table.get(key)
+                flags = seg.flags
+                if flags & SYN and not flags & ACK:
+                    if conn is not None and self._new_connection(conn, src, seg.seq):
+                        del table[key]
+                        t = self._finish(conn)
+                        if t is not None:
+                            yield t
+                        conn = None
+                    closed.pop(key, None)
+                elif conn is None and key in closed:
+                    stats["after_close"] += 1
+                    continue
+                if conn is None:
+                    conn = table[key] = _Connection(
+                        stats["connections"], src, dst, ts, self.max_bytes
+                    )
+                    stats["connections"] += 1
+                self._add(conn, src, seg, ts)
+                if conn.closed():
+                    del table[key]
+                    closed[key] = None
+                    if len(closed) > CLOSED_MEMORY:
+                        closed.popitem(last=False)
+                    t = self._finish(conn)
+                    if t is not None:
+                        yield t
+            for conn in sorted(table.values(), key=lambda c: c.index):
+                t = self._finish(conn)
+                if t is not None:
+                    yield t
+            table.clear()
+        finally:
+            self.capture.close()
+
+    # --- per packet ----------------------------------------------------------------
+
+    @staticmethod
+    def _new_connection(conn: _Connection, src: Addr, seq: int) -> bool:
+        """A SYN on a known tuple: a new connection unless it repeats the one we saw."""
+        side, _ = conn.side(src)
+        if side.isn is not None:
+            return side.isn != seq
+        return bool(conn.rst) or any(s.fin or s.stream.started for s in (conn.a, conn.b))
+
+    def _add(self, conn: _Connection, src: Addr, seg: TcpSegment, ts: float) -> None:
+        me, peer = conn.side(src)
+        flags = seg.flags
+        conn.last = ts
+        if flags & SYN:
+            if me.isn is not None:
+                me.stream.retransmissions += 1
+            else:
+                me.isn = seg.seq
+                me.stream.syn(seg.seq)
+                if flags & ACK:
+                    conn.synack_from, conn.synack_ttl = me, seg.ttl
+                    conn.synack_options = seg.option_summary
+                else:
+                    conn.syn_from, conn.syn_ttl = me, seg.ttl
+        elif flags & RST:
+            if me not in conn.rst:
+                conn.rst.append(me)
+            conn.rst_ttls[seg.ttl] = None
+            return  # data on a RST is not stream data
+        else:
+            me.ttls[seg.ttl] = None
+        if flags & FIN:
+            me.fin = True
+        if seg.truncated:
+            conn.snapcut += 1
+        if conn.keep is False:
+            return
+        at = ts - conn.start
+        runs = me.stream.segment(seg.seq, seg.payload, bool(flags & FIN))
+        for run in runs:
+            self._deliver(conn, me, at, run)
+        if flags & ACK and peer.stream.started:
+            for run in peer.stream.acked(seg.ack):
+                self._deliver(conn, peer, at, run)
+        if runs and conn.keep is None:
+            self._classify(conn)
+
+    @staticmethod
+    def _deliver(conn: _Connection, side: _Side, at: float, run: bytes) -> None:
+        if len(side.first) < 6:
+            gaps = len(side.stream.gaps)
+            if not side.first:
+                side.first_gaps = gaps
+            if side.first_gaps == gaps:  # only bytes contiguous with the first run
+                side.first += run[: 6 - len(side.first)]
+        conn.chunks.append((side, at, run))
+
+    def _classify(self, conn: _Connection) -> None:
+        """Decide early whether to keep a connection, to stop storing non-TLS ones."""
+        conn.keep = self._keep(conn, final=False)
+        if conn.keep is False:
+            conn.chunks.clear()
+
+    def _keep(self, conn: _Connection, *, final: bool) -> bool | None:
+        client, _how = conn.client()
+        if client is None:
+            client = conn.port_guess() if final else None
+            if client is None:
+                return None
+        server = conn.b if client is conn.a else conn.a
+        if server.addr[1] in self.ports:
+            return True
+        starts_with_gap = bool(client.stream.gaps) and client.stream.gaps[0][0] == 0
+        if starts_with_gap:
+            verdict = tls_record_start(server.first)
+        else:
+            verdict = tls_record_start(client.first)
+        if verdict is None:
+            return False if final else None
+        return verdict
+
+    # --- per connection ------------------------------------------------------------
+
+    def _finish(self, conn: _Connection) -> Transcript | None:
+        if conn.keep is not False:
+            for side in (conn.a, conn.b):
+                for run in side.stream.flush():
+                    self._deliver(conn, side, conn.last - conn.start, run)
+            conn.keep = self._keep(conn, final=True)
+        if not conn.keep:
+            self.stats["non_tls_connections"] += 1
+            return None
+        self.stats["tls_connections"] += 1
+        return self._transcript(conn)
+
+    def _transcript(self, conn: _Connection) -> Transcript:
+        client, how = conn.client()
+        if client is None:
+            client, how = conn.port_guess(), "port"
+        server = conn.b if client is conn.a else conn.a
+        direction = {id(client): Direction.C2S, id(server): Direction.S2C}
+        notes: list[str] = []
+        if how not in ("syn", "syn-ack"):
+            notes.append(
+                {
+                    "clienthello": "no SYN seen: client is the side that sent a ClientHello",
+                    "serverhello": "no SYN seen: client is the peer of the ServerHello sender",
+                    "port": "no SYN seen: client guessed as the side with the higher port",
+                }[how]
+            )
+        gaps: list[Gap] = []
+        for side in (client, server):
+            s = side.stream
+            name = "client" if side is client else "server"
+            gaps += [Gap(direction=direction[id(side)], offset=o, length=n) for o, n in s.gaps]
+            if s.gaps:
+                missing = sum(n for _, n in s.gaps)
+                notes.append(f"{name} stream: {len(s.gaps)} gap(s), {missing} byte(s) not captured")
+            if s.beyond_cap:
+                notes.append(
+                    f"{name} stream: kept the first {s.max_bytes} bytes; "
+                    f"{s.beyond_cap} more byte(s) counted, not stored"
+                )
+            if s.conflicting_bytes:
+                notes.append(
+                    f"{name} stream: {s.conflicting_bytes} byte(s) differ between copies of "
+                    "retransmitted data (first copy kept)"
+                )
+        if conn.snapcut:
+            notes.append(f"{conn.snapcut} segment(s) cut short by the capture snap length")
+        truncated = client.stream.truncated_at_start or server.stream.truncated_at_start
+        if truncated:
+            notes.append("capture began mid-connection (no SYN seen)")
+        end = (
+            StreamEnd.RST if conn.rst
+            else StreamEnd.FIN if conn.a.fin or conn.b.fin
+            else StreamEnd.CAPTURE_ENDED
+        )
+        tcp = TcpFacts(
+            syn_ttl=conn.syn_ttl,
+            synack_ttl=conn.synack_ttl,
+            client_ttls=tuple(client.ttls),
+            server_ttls=tuple(server.ttls),
+            rst_from=tuple(direction[id(s)] for s in conn.rst),
+            rst_ttls=tuple(conn.rst_ttls),
+            retransmissions=client.stream.retransmissions + server.stream.retransmissions,
+            synack_options=conn.synack_options,
+        )
+
+        def endpoint(side: _Side) -> Endpoint:
+            return Endpoint(host=side.addr[0], port=side.addr[1], ip=side.addr[0])
+
+        return Transcript(
+            label=f"{self.capture.name} flow {conn.index}",
+            client=endpoint(client),
+            server=endpoint(server),
+            route=CAPTURE_ROUTE,
+            started_at=datetime.fromtimestamp(conn.start, tz=timezone.utc),
+            chunks=tuple(
+                Chunk(direction=direction[id(side)], at=at, data=data)
+                for side, at, data in conn.chunks
+            ),
+            gaps=tuple(gaps),
+            end=end,
+            keylog=self.capture.keylog,
+            tcp=tcp,
+            truncated_at_start=truncated,
+            notes=tuple(notes),
+        )
+
+
+def iter_transcripts(
+    source: str | Path | BinaryIO,
+    *,
+    ports: set[int] | None = None,
+    max_bytes: int = 256 * 1024,
+) -> Iterator[Transcript]:
+    """Transcripts of the TLS connections in a capture (see ``CaptureReader`` for notes)."""
+    return iter(CaptureReader(source, ports=ports, max_bytes=max_bytes))

@@ -1,0 +1,215 @@
+"""TCP stream reassembly for one direction of one connection: segments in, ordered bytes out.
+
+Boundary: sequence numbers and payloads only; no IP, no flow table, no TLS.
+
+Stream offsets count from the first byte after the SYN (0), or from the first seen
+segment when the capture began mid-connection (``truncated_at_start``). Sequence numbers
+are compared modulo 2**32 (RFC 9293 section 3.4), so a stream may wrap.
+
+- Retransmitted bytes are dropped; the first copy wins. Bytes that differ between copies
+  are counted in ``conflicting_bytes`` (a sign of injection or a broken middlebox).
+- Out-of-order segments wait in a buffer until the hole before them fills.
+- A hole becomes a ``gap`` (offset, length) when the peer acknowledges past it (the capture
+  missed bytes the peer received) or when the stream is flushed at its end. Missing bytes
+  are never zero-filled: the bytes after a gap are delivered as a new run.
+- Only stream offsets below ``max_bytes`` are kept; bytes beyond are counted in
+  ``beyond_cap``. Beyond the cap, retransmissions are counted approximately (a segment
+  that ends at or below the highest offset seen counts as one).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+
+MASK = 0xFFFFFFFF
+HALF = 1 << 31
+NOTHING: tuple[bytes, ...] = ()
+
+
+def _differing(a: bytes | memoryview, b: bytes | memoryview) -> int:
+    if a == b:
+        return 0
+    return sum(1 for x, y in zip(a, b, strict=True) if x != y)
+
+
+class TcpReassembler:
+    """Reassemble one direction. Each call returns the runs of newly contiguous bytes."""
+
+    def __init__(self, max_bytes: int = 256 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self.started = False
+        self.truncated_at_start = False
+        self.next_offset = 0  # offset of the next byte expected
+        self.fin_offset: int | None = None  # offset the FIN occupies
+        self.gaps: list[tuple[int, int]] = []  # (offset, length)
+        self.retransmissions = 0
+        self.conflicting_bytes = 0
+        self.stored = 0
+        self._base = 0  # sequence number of offset 0
+        self._high = 0  # highest end offset seen (for counting beyond the cap)
+        self._pending: list[tuple[int, bytes]] = []  # sorted, non-overlapping
+        self._runs: list[tuple[int, bytearray]] = []  # delivered and kept, for overlap checks
+
+    # --- inputs --------------------------------------------------------------------
+
+    def syn(self, seq: int) -> None:
+        """The SYN (or SYN-ACK) of this direction: the stream starts at ``seq + 1``."""
+        if not self.started:
+            self._base = (seq + 1) & MASK
+            self.started = True
+
+    def offset(self, seq: int) -> int:
+        """The stream offset of sequence number ``seq`` (nearest to the expected one)."""
+        d = (seq - self._base - self.next_offset) & MASK
+        return self.next_offset + (d - (1 << 32) if d >= HALF else d)
+
+    def segment(self, seq: int, payload: bytes, fin: bool = False) -> Sequence[bytes]:
+        """Add one segment; returns the runs of bytes that became contiguous."""
+        if not self.started:
+            if not payload and not fin:
+                return NOTHING
+            self._base = seq
+            self.started = self.truncated_at_start = True
+        off = self.offset(seq)
+        end = off + len(payload)
+        if fin and self.fin_offset is None:
+            self.fin_offset = end
+        if not payload:
+            return NOTHING
+        if end > self._high:
+            self._high = end
+        if end <= self.next_offset:
+            self.retransmissions += 1
+            self._check_delivered(off, payload)
+            return NOTHING
+        if self.next_offset >= self.max_bytes:
+            return NOTHING  # beyond the cap: counted through _high only
+        if off < self.next_offset:
+            self.retransmissions += 1
+            cut = self.next_offset - off
+            self._check_delivered(off, payload[:cut])
+            payload, off = payload[cut:], self.next_offset
+        if off == self.next_offset:
+            out = [self._deliver(payload)]
+            if self._pending:
+                out[-1] += self._drain()
+            return out
+        if off < self.max_bytes:
+            self._buffer(off, payload)
+        return NOTHING
+
+    def acked(self, ack: int) -> Sequence[bytes]:
+        """The peer acknowledged up to ``ack``: bytes before it that we lack are a gap."""
+        if not self.started:
+            return NOTHING
+        limit = self.offset(ack)
+        if self.fin_offset is not None:
+            limit = min(limit, self.fin_offset)
+        if limit <= self.next_offset or self.next_offset >= self.max_bytes:
+            return NOTHING
+        return self._skip_to(min(limit, self.max_bytes))
+
+    def flush(self) -> Sequence[bytes]:
+        """End of stream: remaining holes (up to the FIN, when seen) become gaps."""
+        if not self.started or self.next_offset >= self.max_bytes:
+            return NOTHING
+        limit = self.next_offset
+        if self._pending:
+            limit = self._pending[-1][0] + len(self._pending[-1][1])
+        if self.fin_offset is not None:
+            limit = max(limit, min(self.fin_offset, self.max_bytes))
+        return self._skip_to(limit) if limit > self.next_offset else NOTHING
+
+    # --- state ---------------------------------------------------------------------
+
+    @property
+    def beyond_cap(self) -> int:
+        """Bytes seen past the cap (not stored)."""
+        return max(0, self._high - max(self.max_bytes, self.next_offset))
+
+    @property
+    def complete(self) -> bool:
+        """Everything up to the FIN has been delivered (or the cap was reached)."""
+        if self.fin_offset is None:
+            return False
+        return self.next_offset >= min(self.fin_offset, self.max_bytes)
+
+    # --- internals -----------------------------------------------------------------
+
+    def _deliver(self, data: bytes) -> bytes:
+        room = self.max_bytes - self.next_offset
+        if len(data) > room:
+            data = data[:room]
+        if self._runs and self._runs[-1][0] + len(self._runs[-1][1]) == self.next_offset:
+            self._runs[-1][1].extend(data)
+        else:
+            self._runs.append((self.next_offset, bytearray(data)))
+        self.next_offset += len(data)
+        self.stored += len(data)
+        return data
+
+    def _drain(self) -> bytes:
+        """Deliver pending segments that now touch the contiguous end."""
+        parts = []
+        pending = self._pending
+        while pending and pending[0][0] <= self.next_offset:
+            off, data = pending.pop(0)
+            end = off + len(data)
+            if end <= self.next_offset:
+                continue
+            parts.append(self._deliver(data[self.next_offset - off :]))
+        return b"".join(parts)
+
+    def _skip_to(self, limit: int) -> list[bytes]:
+        out: list[bytes] = []
+        while self.next_offset < limit:
+            pending = self._pending
+            if pending and pending[0][0] <= self.next_offset:
+                out.append(self._drain())
+                continue
+            stop = min(pending[0][0], limit) if pending else limit
+            self.gaps.append((self.next_offset, stop - self.next_offset))
+            self.next_offset = stop
+        if self._pending and self._pending[0][0] <= self.next_offset:
+            out.append(self._drain())
+        return [run for run in out if run]
+
+    def _buffer(self, off: int, data: bytes) -> None:
+        """Keep an out-of-order segment, minus what earlier copies already cover."""
+        pieces = [(off, data)]
+        overlapped = False
+        end = off + len(data)
+        pending = self._pending
+        i = max(0, bisect.bisect_left(pending, (off,)) - 1)
+        while i < len(pending) and pending[i][0] < end:
+            o, d = pending[i]
+            oe = o + len(d)
+            kept = []
+            for po, pd in pieces:
+                pe = po + len(pd)
+                a, b = max(po, o), min(pe, oe)
+                if a >= b:
+                    kept.append((po, pd))
+                    continue
+                overlapped = True
+                self.conflicting_bytes += _differing(pd[a - po : b - po], d[a - o : b - o])
+                if po < a:
+                    kept.append((po, pd[: a - po]))
+                if pe > b:
+                    kept.append((b, pd[b - po :]))
+            pieces = kept
+            i += 1
+        if overlapped:
+            self.retransmissions += 1
+        for piece in pieces:
+            bisect.insort(pending, piece)
+
+    def _check_delivered(self, off: int, data: bytes) -> None:
+        end = off + len(data)
+        for start, run in self._runs:
+            a, b = max(off, start), min(end, start + len(run))
+            if a < b:
+                self.conflicting_bytes += _differing(
+                    data[a - off : b - off], memoryview(run)[a - start : b - start]
+                )

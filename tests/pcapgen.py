@@ -1,0 +1,270 @@
+"""Test helper: build pcap/pcapng captures of TCP conversations from known byte streams.
+
+- ``conversation(...)`` turns an ordered list of (sender, bytes) messages into TCP
+  segments (handshake, data with consistent ACKs, FIN or RST), with knobs for segment
+  size, ISNs and TTLs.
+- ``reorder``/``duplicate``/``drop`` edit the segment list like a lossy capture would.
+- ``frames(...)`` encodes segments for a link type with scapy (IPv4 or IPv6).
+- ``write_pcap``/``write_pcapng`` write the container (struct), in either byte order, with
+  micro/nanosecond pcap timestamps, several pcapng interfaces, SPB/PB/unknown blocks and a
+  Decryption Secrets Block.
+
+scapy is imported lazily: importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
+MASK = 0xFFFFFFFF
+
+LINKTYPES = {
+    "ether": 1, "vlan": 1, "qinq": 1, "sll": 113, "sll2": 276, "raw": 101,
+    "raw4": 228, "raw6": 229, "null": 0, "loop": 108,
+}
+
+
+@dataclass(frozen=True)
+class Seg:
+    src: str
+    sport: int
+    dst: str
+    dport: int
+    seq: int
+    ack: int
+    flags: int
+    payload: bytes = b""
+    ttl: int = 64
+    ts: float = 0.0
+    options: tuple = ()
+
+
+def conversation(
+    messages: list[tuple[str, bytes]],
+    *,
+    client: tuple[str, int] = ("10.0.0.1", 40000),
+    server: tuple[str, int] = ("10.0.0.2", 443),
+    segment_size: int = 1448,
+    isn_client: int = 1000,
+    isn_server: int = 500000,
+    handshake: bool = True,
+    close: str | None = "fin",  # "fin" | "rst" | None
+    closer: str = "c",  # who sends the RST / the first FIN
+    ttl_client: int = 64,
+    ttl_server: int = 57,
+    start: float = 1_700_000_000.0,
+    step: float = 0.001,
+    pure_acks: bool = True,
+) -> list[Seg]:
+    """Segments of one TCP connection carrying ``messages`` ("c" or "s", bytes) in order."""
+    ends = {"c": client, "s": server}
+    ttl = {"c": ttl_client, "s": ttl_server}
+    nxt = {"c": (isn_client + 1) & MASK, "s": (isn_server + 1) & MASK}
+    segs: list[Seg] = []
+    t = [start]
+
+    def emit(who: str, seq: int, flags: int, payload: bytes = b"", options: tuple = ()) -> None:
+        peer = "s" if who == "c" else "c"
+        ack = nxt[peer] if flags & ACK else 0
+        (src, sport), (dst, dport) = ends[who], ends[peer]
+        segs.append(Seg(src, sport, dst, dport, seq & MASK, ack, flags, payload, ttl[who], t[0],
+                        options))
+        t[0] += step
+
+    if handshake:
+        emit("c", isn_client, SYN, options=(("MSS", 1460), ("SAckOK", b""), ("WScale", 7)))
+        emit("s", isn_server, SYN | ACK,
+             options=(("MSS", 1400), ("NOP", None), ("WScale", 8), ("SAckOK", b"")))
+        emit("c", nxt["c"], ACK)
+    for who, data in messages:
+        for i in range(0, len(data), segment_size):
+            piece = data[i : i + segment_size]
+            emit(who, nxt[who], PSH | ACK, piece)
+            nxt[who] = (nxt[who] + len(piece)) & MASK
+        if pure_acks:
+            peer = "s" if who == "c" else "c"
+            emit(peer, nxt[peer], ACK)
+    if close == "fin":
+        first, second = (closer, "s" if closer == "c" else "c")
+        emit(first, nxt[first], FIN | ACK)
+        nxt[first] = (nxt[first] + 1) & MASK
+        emit(second, nxt[second], FIN | ACK)
+        nxt[second] = (nxt[second] + 1) & MASK
+        emit(first, nxt[first], ACK)
+    elif close == "rst":
+        emit(closer, nxt[closer], RST | ACK)
+    return segs
+
+
+def streams(messages: list[tuple[str, bytes]]) -> dict[str, bytes]:
+    """The byte stream each side sends."""
+    return {who: b"".join(d for w, d in messages if w == who) for who in ("c", "s")}
+
+
+# --- capture damage ----------------------------------------------------------------------
+
+
+def reorder(segs: list[Seg], seed: int = 1, window: int = 4) -> list[Seg]:
+    """Shuffle segments within windows, keeping timestamps in file order."""
+    rng = random.Random(seed)
+    out: list[Seg] = []
+    for i in range(0, len(segs), window):
+        block = segs[i : i + window]
+        rng.shuffle(block)
+        out += block
+    return retime(out, segs[0].ts)
+
+
+def duplicate(segs: list[Seg], index: int) -> list[Seg]:
+    return retime([*segs[: index + 1], segs[index], *segs[index + 1 :]], segs[0].ts)
+
+
+def drop(segs: list[Seg], index: int) -> list[Seg]:
+    return segs[:index] + segs[index + 1 :]
+
+
+def retime(segs: list[Seg], start: float, step: float = 0.001) -> list[Seg]:
+    return [replace(s, ts=start + i * step) for i, s in enumerate(segs)]
+
+
+def data_indexes(segs: list[Seg], sender_port: int) -> list[int]:
+    """Indexes of the segments with payload sent from ``sender_port``."""
+    return [i for i, s in enumerate(segs) if s.payload and s.sport == sender_port]
+
+
+# --- frames ------------------------------------------------------------------------------
+
+
+def ip_tcp(seg: Seg) -> bytes:
+    """IPv4 or IPv6 packet bytes of one segment (scapy)."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.inet6 import IPv6
+
+    tcp = TCP(sport=seg.sport, dport=seg.dport, seq=seg.seq, ack=seg.ack, flags=seg.flags,
+              window=65535, options=list(seg.options))
+    ip = IPv6(src=seg.src, dst=seg.dst, hlim=seg.ttl) if ":" in seg.src else IP(
+        src=seg.src, dst=seg.dst, ttl=seg.ttl, id=(int(seg.ts * 1000) & 0xFFFF))
+    return bytes(ip / tcp / seg.payload) if seg.payload else bytes(ip / tcp)
+
+
+def frame(link: str, packet: bytes) -> bytes:
+    """Wrap an IP packet for ``link`` (see ``LINKTYPES``)."""
+    from scapy.layers.l2 import CookedLinux, CookedLinuxV2, Dot1AD, Dot1Q, Ether
+    from scapy.packet import Raw
+
+    v6 = packet[0] >> 4 == 6
+    etype = 0x86DD if v6 else 0x0800
+    macs = {"src": "02:00:00:00:00:01", "dst": "02:00:00:00:00:02"}
+    if link == "ether":
+        return bytes(Ether(type=etype, **macs) / Raw(packet))
+    if link == "vlan":
+        return bytes(Ether(type=0x8100, **macs) / Dot1Q(vlan=42, type=etype) / Raw(packet))
+    if link == "qinq":
+        return bytes(
+            Ether(type=0x88A8, **macs) / Dot1AD(vlan=100, type=0x8100)
+            / Dot1Q(vlan=42, type=etype) / Raw(packet)
+        )
+    if link == "sll":
+        return bytes(CookedLinux(pkttype=0, lladdrtype=1, lladdrlen=6, proto=etype)) + packet
+    if link == "sll2":
+        return bytes(CookedLinuxV2(proto=etype, ifindex=1, lladdrtype=1, lladdrlen=6)) + packet
+    if link in ("raw", "raw4", "raw6"):
+        return packet
+    if link == "null":  # address family in the writer's (here little-endian) byte order
+        return struct.pack("<I", 30 if v6 else 2) + packet
+    if link == "loop":  # OpenBSD: network byte order
+        return struct.pack(">I", 24 if v6 else 2) + packet
+    raise ValueError(link)
+
+
+def frames(segs: list[Seg], link: str = "ether") -> list[tuple[float, bytes]]:
+    """(time, frame bytes) for each segment."""
+    return [(s.ts, frame(link, ip_tcp(s))) for s in segs]
+
+
+# --- containers --------------------------------------------------------------------------
+
+
+def pcap_bytes(
+    packets: list[tuple[float, bytes]], linktype: int, *, nano: bool = False,
+    big_endian: bool = False, snaplen: int = 262144,
+) -> bytes:
+    o = ">" if big_endian else "<"
+    magic = 0xA1B23C4D if nano else 0xA1B2C3D4
+    out = [struct.pack(o + "IHHiIII", magic, 2, 4, 0, 0, snaplen, linktype)]
+    for ts, data in packets:
+        sec = int(ts)
+        frac = round((ts - sec) * (1e9 if nano else 1e6))
+        out.append(struct.pack(o + "IIII", sec, frac, len(data), len(data)) + data)
+    return b"".join(out)
+
+
+def write_pcap(path: Path, packets: list[tuple[float, bytes]], linktype: int, **kw: object) -> Path:
+    path.write_bytes(pcap_bytes(packets, linktype, **kw))  # type: ignore[arg-type]
+    return path
+
+
+def _block(o: str, btype: int, body: bytes) -> bytes:
+    body += b"\0" * (-len(body) % 4)
+    n = len(body) + 12
+    return struct.pack(o + "II", btype, n) + body + struct.pack(o + "I", n)
+
+
+def _option(o: str, code: int, value: bytes) -> bytes:
+    return struct.pack(o + "HH", code, len(value)) + value + b"\0" * (-len(value) % 4)
+
+
+def pcapng_bytes(
+    interfaces: list[tuple[int, int]],
+    packets: list[tuple[int, float, bytes]],
+    *,
+    big_endian: bool = False,
+    keylog: str | None = None,
+    kinds: dict[int, str] | None = None,
+    unknown_block: bool = True,
+) -> bytes:
+    """pcapng: ``interfaces`` = [(linktype, if_tsresol byte)], ``packets`` = [(iface, t, frame)].
+
+    ``kinds`` maps packet index -> "spb" or "pb" (default EPB). A DSB with ``keylog`` and an
+    unknown block come right after the interfaces.
+    """
+    o = ">" if big_endian else "<"
+    kinds = kinds or {}
+    out = [_block(o, 0x0A0D0D0A, struct.pack(o + "IHHq", 0x1A2B3C4D, 1, 0, -1))]
+    ticks = []
+    for linktype, resol in interfaces:
+        opts = _option(o, 9, bytes([resol])) + _option(o, 0, b"")
+        out.append(_block(o, 1, struct.pack(o + "HHI", linktype, 0, 262144) + opts))
+        ticks.append(2 ** (resol & 0x7F) if resol & 0x80 else 10**resol)
+    if keylog is not None:
+        secret = keylog.encode()
+        out.append(_block(o, 0x0A, struct.pack(o + "II", 0x544C534B, len(secret)) + secret))
+    if unknown_block:
+        out.append(_block(o, 0x0BAD, b"not a packet"))
+    for i, (iface, ts, data) in enumerate(packets):
+        t = round(ts * ticks[iface])
+        kind = kinds.get(i, "epb")
+        if kind == "spb":
+            out.append(_block(o, 3, struct.pack(o + "I", len(data)) + data))
+        elif kind == "pb":
+            out.append(_block(o, 2, struct.pack(o + "HHIIII", iface, 0, t >> 32, t & MASK,
+                                                len(data), len(data)) + data))
+        else:
+            out.append(_block(o, 6, struct.pack(o + "IIIII", iface, t >> 32, t & MASK, len(data),
+                                                len(data)) + data))
+    return b"".join(out)
+
+
+def write_pcapng(path: Path, interfaces: list[tuple[int, int]],
+                 packets: list[tuple[int, float, bytes]], **kw: object) -> Path:
+    path.write_bytes(pcapng_bytes(interfaces, packets, **kw))  # type: ignore[arg-type]
+    return path
+
+
+def capture(segs: list[Seg], path: Path, link: str = "ether", **kw: object) -> Path:
+    """Shortcut: segments -> pcap file on ``link``."""
+    return write_pcap(path, frames(segs, link), LINKTYPES[link], **kw)
