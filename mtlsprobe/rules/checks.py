@@ -238,14 +238,15 @@ def chain_not_from_ca(case: Case) -> Iterator[Finding]:
     if not case.expect.roots:
         return
     for chain, seen_by in _chains(case):
-        if _anchor(case, chain) is not None:
-            continue
+        if _anchor(case, chain) is not None or match_chain(chain, kinds=("load_balancer",)):
+            continue  # a load balancer's own certificate is MTLS018's finding
         top = chain[-1]
+        via = f" (top of chain issued by {top.issuer})" if top.issuer != chain[0].issuer else ""
         yield finding(
             "MTLS010",
             f"The server certificate for {_target(case)} is issued by {chain[0].issuer}, which "
-            f"does not build to any --ca root (top of chain issued by {top.issuer}): "
-            "something between here and the server re-signs the certificate.",
+            f"does not build to any --ca root{via}: something between here and the server "
+            "re-signs the certificate.",
             evidence=[
                 _ev(seen_by[0], "server_chain[0].issuer", chain[0].issuer),
                 _ev(seen_by[0], f"server_chain[{len(chain) - 1}].issuer", top.issuer),
@@ -593,7 +594,7 @@ def untrusted_rejected(case: Case) -> Iterator[Finding]:
 def agent_rejected(case: Case) -> Iterator[Finding]:
     for obs in _attempts(case, CertKind.AGENT):
         how = _rejection(obs)
-        if how is None or _sent_empty(obs):
+        if how is None or _sent_empty(obs) or _no_server_hello(obs):
             continue
         if obs.client_chain_seen is Seen.NO and how[0] not in ("http.status", "http.body_excerpt"):
             continue  # never sent a certificate: not a judgement on it

@@ -1,0 +1,255 @@
+"""Hand-made model values for rule and report tests.
+
+One canonical valid Observation (the agent attempt reaching the real server, which asks
+for and accepts the agent certificate) plus ``observation(**changes)`` built on
+``dataclasses.replace``. Certificates are real ones from mtlsprobe.pki, turned into
+CertInfo through certs.cert_info, so chain building and pins are exercised for real.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from functools import cache
+
+from mtlsprobe import certs, pki
+from mtlsprobe.model import (
+    AlertInfo,
+    Attempt,
+    BaselinePort,
+    Case,
+    CertInfo,
+    CertKind,
+    CertRequestInfo,
+    Direction,
+    Endpoint,
+    Expectations,
+    HttpExchange,
+    Observation,
+    Outcome,
+    Route,
+    Seen,
+    Stage,
+    StreamEnd,
+    Verdict,
+)
+
+OBSERVED_AT = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+MONTH_AGO = OBSERVED_AT - dt.timedelta(days=30)
+
+TARGET = Endpoint(host="ec.example.com", port=8443, ip="127.0.0.1")
+CLIENT = Endpoint(host="127.0.0.1", port=50000)
+DIRECT = Route(kind="direct", source="flag")
+VIA_PROXY = Route(kind="http_proxy", proxy="http://proxy.example:3128", source="flag",
+                  connect_status=200, connect_reason="Connection established")
+
+
+def info(obj: pki.Issued | pki.CA) -> CertInfo:
+    return certs.cert_info(obj.der)
+
+
+def chain_of(issued: pki.Issued) -> tuple[CertInfo, ...]:
+    """Leaf then intermediates, as a server sends them."""
+    return (info(issued), *(certs.cert_info(certs.to_der(c)) for c in issued.chain))
+
+
+SERVER_ROOT_CA = pki.CA("Example Server Root CA", org="Example Corp")
+SERVER_ISSUING_CA = SERVER_ROOT_CA.intermediate("Example Server Issuing CA", org="Example Corp")
+SERVER_LEAF = SERVER_ISSUING_CA.issue("ec.example.com", sans=("ec.example.com",),
+                                      not_before=MONTH_AGO)
+SERVER_ROOT = info(SERVER_ROOT_CA)
+REAL_CHAIN = chain_of(SERVER_LEAF)
+REAL_PIN = REAL_CHAIN[0].spki_pin
+
+AGENT_CA = pki.CA("Example Agent CA", org="Example Corp")
+AGENT_LEAF = AGENT_CA.issue("agent-001", eku=(pki.CLIENT_AUTH,), not_before=MONTH_AGO)
+AGENT_CERT = info(AGENT_LEAF)
+AGENT_CA_INFO = info(AGENT_CA)
+
+THROWAWAY_CA = pki.CA("mtlsprobe throwaway CA")
+THROWAWAY_CERT = info(THROWAWAY_CA.issue("mtlsprobe-untrusted", eku=(pki.CLIENT_AUTH,)))
+
+CERT_REQUEST = CertRequestInfo(seen=Seen.YES, authorities=(AGENT_CA_INFO.subject,),
+                               where="handshake")
+NO_CERT_REQUEST = CertRequestInfo(seen=Seen.NO)
+
+HTTP_OK = HttpExchange(path="/", status=200, reason="OK",
+                       headers=(("Content-Type", "text/html"),), body_excerpt="<html>")
+
+
+def attempt(name: str = "agent-cert", kind: CertKind = CertKind.AGENT,
+            max_version: str | None = "TLSv1.3") -> Attempt:
+    return Attempt(name=name, max_version=max_version, client_cert=kind)
+
+
+CANONICAL = Observation(
+    label="agent-cert",
+    client=CLIENT,
+    server=TARGET,
+    route=DIRECT,
+    observed_at=OBSERVED_AT,
+    attempt=attempt(),
+    history="CsiscrCcFf",
+    offered_versions=("TLSv1.3", "TLSv1.2"),
+    version="TLSv1.3",
+    cipher_suite="TLS_AES_256_GCM_SHA384",
+    sni="ec.example.com",
+    alpn_offered=("http/1.1",),
+    alpn="http/1.1",
+    server_chain=REAL_CHAIN,
+    server_chain_seen=Seen.YES,
+    cert_request=CERT_REQUEST,
+    client_chain=(AGENT_CERT,),
+    client_chain_seen=Seen.YES,
+    outcome=Outcome.ESTABLISHED,
+    stage=Stage.HTTP,
+    end=StreamEnd.CLOSED_BY_US,
+    decrypted=True,
+    http=HTTP_OK,
+    server_hello_ms=3.5,
+)
+
+
+def observation(**changes: object) -> Observation:
+    """The canonical observation with `changes` applied."""
+    return dataclasses.replace(CANONICAL, **changes)  # type: ignore[arg-type]
+
+
+def nocert(version: str = "TLSv1.3", **changes: object) -> Observation:
+    """A no-certificate attempt that the far end let through (not enforcing)."""
+    short = "tls13" if version == "TLSv1.3" else "tls12"
+    base: dict[str, object] = dict(
+        label=f"{short}-nocert", attempt=attempt(f"{short}-nocert", CertKind.NONE, version),
+        version=version, client_chain=(), client_chain_seen=Seen.YES,
+    )
+    base.update(changes)
+    return observation(**base)
+
+
+def untrusted(**changes: object) -> Observation:
+    base: dict[str, object] = dict(
+        label="untrusted-cert", attempt=attempt("untrusted-cert", CertKind.UNTRUSTED),
+        client_chain=(THROWAWAY_CERT,),
+    )
+    base.update(changes)
+    return observation(**base)
+
+
+def server_alert(description: str = "unknown_ca", code: int | None = 48) -> AlertInfo:
+    return AlertInfo(sender=Direction.S2C, level="fatal", description=description, code=code,
+                     after_handshake=True, decrypted=True)
+
+
+def rejected(obs: Observation, description: str = "unknown_ca") -> Observation:
+    """`obs` with a fatal server alert after the handshake (TLS 1.3 late rejection)."""
+    return dataclasses.replace(obs, alerts=(server_alert(description),),
+                               outcome=Outcome.REJECTED_BY_SERVER, stage=Stage.FIRST_READ,
+                               http=None)
+
+
+PINNED = Expectations(roots=(SERVER_ROOT,), pins=(REAL_PIN,), agent_cert=AGENT_CERT,
+                      agent_chain=(AGENT_CA_INFO,))
+ROOTS_ONLY = Expectations(roots=(SERVER_ROOT,))
+NOTHING = Expectations()
+
+
+def baseline_port(**changes: object) -> BaselinePort:
+    base = BaselinePort(
+        port=TARGET.port,
+        chain_sha256=(tuple(c.sha256 for c in REAL_CHAIN),),
+        leaf_pins=(REAL_PIN,),
+        cert_request=Seen.YES,
+        cert_request_authorities=(AGENT_CA_INFO.subject,),
+        versions=("TLSv1.3", "TLSv1.2"),
+        cipher_suites=("TLS_AES_256_GCM_SHA384", "ECDHE-ECDSA-AES256-GCM-SHA384"),
+        rejects_untrusted_cert=Seen.YES,
+    )
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+def with_baseline(**changes: object) -> Expectations:
+    return Expectations(baseline=(baseline_port(**changes),))
+
+
+def case(*observations: Observation, expect: Expectations = PINNED,
+         route: Route = DIRECT, target: Endpoint = TARGET) -> Case:
+    return Case(target=target, route=route, observations=tuple(observations), expect=expect,
+                source="flag")
+
+
+@cache
+def foreign_ca(cn: str, org: str | None = None) -> pki.CA:
+    return pki.CA(cn, org=org)
+
+
+def foreign_chain(cn: str, org: str | None = None, *, leaf_cn: str = "ec.example.com",
+                  not_before: dt.datetime | None = MONTH_AGO) -> tuple[CertInfo, ...]:
+    """A server chain (leaf + issuing CA) from a CA named like a middlebox product's."""
+    ca = foreign_ca(cn, org)
+    leaf = ca.issue(leaf_cn, sans=(leaf_cn,), not_before=not_before)
+    return (info(leaf), info(ca))
+
+
+def intercepted(cn: str = "Example SSL Inspection CA", org: str | None = None,
+                **changes: object) -> Observation:
+    """The agent attempt through an intercepting proxy: its chain, no CertificateRequest."""
+    base: dict[str, object] = dict(server_chain=foreign_chain(cn, org),
+                                   cert_request=NO_CERT_REQUEST, client_chain=(),
+                                   client_chain_seen=Seen.NO)
+    base.update(changes)
+    return observation(**base)
+
+
+def probe_set(**changes: object) -> tuple[Observation, ...]:
+    """A full live probe against a real server that enforces client certificates."""
+    return (
+        rejected(nocert("TLSv1.3"), "certificate_required"),
+        rejected(nocert("TLSv1.2"), "handshake_failure"),
+        rejected(untrusted(), "unknown_ca"),
+        observation(**changes),
+    )
+
+
+def scenarios() -> dict[Verdict, Case]:
+    """One case per verdict, for report and schema tests."""
+    proxy_407 = dataclasses.replace(VIA_PROXY, connect_status=407,
+                                    connect_reason="Proxy Authentication Required",
+                                    proxy_auth_schemes=("Basic", "Negotiate"))
+    proxy_403 = dataclasses.replace(VIA_PROXY, connect_status=403, connect_reason="Forbidden")
+    pre_tls: dict[str, object] = dict(
+        server_chain=(), server_chain_seen=Seen.UNKNOWN, version=None, cipher_suite=None,
+        cert_request=CertRequestInfo(seen=Seen.UNKNOWN), client_chain=(),
+        client_chain_seen=Seen.UNKNOWN, outcome=Outcome.INCOMPLETE, http=None,
+        server_hello_ms=None, alpn=None,
+    )
+    return {
+        Verdict.PASS_END_TO_END: case(*probe_set()),
+        Verdict.INSPECTED: case(intercepted("Zscaler Intermediate Root CA (zscalerthree.net)",
+                                            "Zscaler Inc.")),
+        Verdict.TERMINATED_BY_LB: case(observation(http=dataclasses.replace(
+            HTTP_OK, headers=(("Set-Cookie", "BIGipServerpool_ec=1677787402.20480.0000; path=/"),)
+        ))),
+        Verdict.CLIENT_CERT_REJECTED: case(rejected(observation(), "bad_certificate")),
+        Verdict.PROXY_AUTH_REQUIRED: case(
+            observation(route=proxy_407, stage=Stage.PROXY, end=StreamEnd.FIN, **pre_tls),
+            route=proxy_407),
+        Verdict.BLOCKED: case(
+            observation(route=proxy_403, stage=Stage.PROXY, end=StreamEnd.FIN, **pre_tls),
+            route=proxy_403),
+        Verdict.UNREACHABLE: case(observation(stage=Stage.TCP, end=StreamEnd.NOT_CONNECTED,
+                                              local_error="Connection refused", **pre_tls)),
+        Verdict.UNKNOWN: case(observation(), expect=NOTHING),
+    }
+
+
+def found(c: Case, rule_id: str) -> list:
+    """The findings of one rule on case `c`."""
+    from mtlsprobe.rules.engine import run_rules
+
+    return [x for x in run_rules(c) if x.rule == rule_id]
+
+
+def rule_ids(c: Case) -> set[str]:
+    from mtlsprobe.rules.engine import run_rules
+
+    return {x.rule for x in run_rules(c)}
