@@ -115,9 +115,7 @@ class Reader:
     def sub(self, n: int, context: str | None = None) -> Reader:
         """A reader over the next `n` bytes; this reader moves past them."""
         i = self._take(n)
-        return Reader(
-            self._data, self.context if context is None else context, start=i, end=i + n
-        )
+        return Reader(self._data, self.context if context is None else context, start=i, end=i + n)
 
     def sub_vector(self, prefix: int, context: str | None = None) -> Reader:
         """A reader over a length-prefixed vector's contents."""

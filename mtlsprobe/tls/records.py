@@ -92,9 +92,7 @@ class RecordSplitter:
             if at == 0:
                 what = describe_start(header + peek)
                 raise DecodeError(f"not TLS: {what}", offset=at, context="record")
-            raise DecodeError(
-                f"bad record header {header.hex()}", offset=at, context="record"
-            )
+            raise DecodeError(f"bad record header {header.hex()}", offset=at, context="record")
         if length > MAX_RECORD_LEN:
             raise DecodeError(f"record length {length} over the limit", offset=at, context="record")
         return ctype, (major << 8) | minor, length

@@ -1,0 +1,838 @@
+"""Transcript -> Observation: what one TLS connection showed, and what it hid.
+
+Sans-IO: bytes in, values out; no sockets, files, clock or logging. Remarks go to
+``Observation.notes``. :func:`observe` never raises on network bytes: malformed input
+becomes a note, and the facts it hid stay ``Seen.UNKNOWN``.
+
+The one rule that matters most: a fact we could not have seen is UNKNOWN, never NO.
+NO needs positive evidence, e.g. (TLS 1.2) ServerHelloDone without a CertificateRequest,
+or (TLS 1.3, decrypted) the server's Finished without one.
+
+History alphabet (Zeek ``ssl_history``-like; UPPER case = client, lower case = server):
+
+    c client_hello        s server_hello         j hello_retry_request
+    o encrypted_ext.      x certificate          k server_key_exchange
+    r certificate_request n server_hello_done    y certificate_verify
+    g client_key_exchange f finished             t new_session_ticket
+    h hello_request       u certificate_status   m key_update
+    z other handshake     i change_cipher_spec   l alert
+    d application data    e encrypted record we could not read     b heartbeat
+
+Runs of ``d``/``e`` from one side collapse to one letter, and once the handshake is done
+only the first POST_HANDSHAKE_RECORDS records per direction are examined in full; later
+ones are only counted from their headers (cheap on long captures), which still catches
+TLS 1.2 alerts and renegotiation.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from mtlsprobe.certs import CertError, cert_info
+from mtlsprobe.model import (
+    AlertInfo,
+    CertInfo,
+    CertRequestInfo,
+    Direction,
+    Observation,
+    Outcome,
+    Seen,
+    Stage,
+    StreamEnd,
+    Transcript,
+)
+from mtlsprobe.tls import keylog as kl
+from mtlsprobe.tls.constants import (
+    TLS13,
+    AlertDescription,
+    ContentType,
+    HandshakeType,
+    alert_name,
+    cipher_suite_name,
+    handshake_name,
+    signature_scheme_name,
+    version_name,
+)
+from mtlsprobe.tls.decrypt import (
+    DecryptError,
+    Tls12Decryptor,
+    Tls13Decryptor,
+    UnsupportedSuite,
+    aead_spec,
+    hkdf_expand_label,
+    tls12_keys,
+)
+from mtlsprobe.tls.keylog import KeyLog
+from mtlsprobe.tls.messages import (
+    Certificate,
+    CertificateRequest,
+    ClientHello,
+    EncryptedExtensions,
+    HandshakeAssembler,
+    HandshakeMessage,
+    ServerHello,
+    parse_alerts,
+    parse_certificate,
+    parse_certificate_request,
+    parse_client_hello,
+    parse_encrypted_extensions,
+    parse_key_update,
+    parse_server_hello,
+)
+from mtlsprobe.tls.reader import DecodeError
+from mtlsprobe.tls.records import Record, RecordSplitter, describe_start
+
+POST_HANDSHAKE_RECORDS = 8
+# After the budget: payloads of these types are still read (TLS 1.2 alerts and
+# renegotiation records); application data is only counted.
+_LATE_KEEP = frozenset({ContentType.CHANGE_CIPHER_SPEC, ContentType.ALERT, ContentType.HANDSHAKE})
+# Smallest TLS 1.3 record that can hold a Finished: 4 + 32 + 1 (type) + 16 (tag).
+_MIN_FINISHED_RECORD = 53
+# An encrypted TLS 1.3 alert: 2 bytes + 1 (inner type) + 16 (tag).
+_ALERT_SHAPED_RECORD = 19
+
+LETTERS = {
+    HandshakeType.HELLO_REQUEST: "h",
+    HandshakeType.CLIENT_HELLO: "c",
+    HandshakeType.SERVER_HELLO: "s",
+    HandshakeType.NEW_SESSION_TICKET: "t",
+    HandshakeType.ENCRYPTED_EXTENSIONS: "o",
+    HandshakeType.CERTIFICATE: "x",
+    HandshakeType.SERVER_KEY_EXCHANGE: "k",
+    HandshakeType.CERTIFICATE_REQUEST: "r",
+    HandshakeType.SERVER_HELLO_DONE: "n",
+    HandshakeType.CERTIFICATE_VERIFY: "y",
+    HandshakeType.CLIENT_KEY_EXCHANGE: "g",
+    HandshakeType.FINISHED: "f",
+    HandshakeType.CERTIFICATE_STATUS: "u",
+    HandshakeType.KEY_UPDATE: "m",
+}
+_NON_FATAL_13 = frozenset({AlertDescription.close_notify, AlertDescription.user_canceled})
+
+
+def _who(direction: Direction) -> str:
+    return "client" if direction is Direction.C2S else "server"
+
+
+@dataclass(eq=False)
+class _Side:
+    """Parsing state of one direction."""
+
+    direction: Direction
+    splitter: RecordSplitter = field(default_factory=RecordSplitter)
+    assembler: HandshakeAssembler = field(default_factory=HandshakeAssembler)
+    head: bytearray = field(default_factory=bytearray)  # first bytes, for "not TLS" notes
+    bytes: int = 0
+    records: int = 0
+    dead: str | None = None  # why parsing stopped (gap, framing lost)
+    dead_at_start: bool = False
+    gap_after_handshake: bool = False
+    ccs: bool = False  # TLS 1.2: ChangeCipherSpec sent, later records are encrypted
+    finished: bool = False  # Finished of the first handshake seen (or inferred)
+    finished_inferred: bool = False
+    dec: Tls13Decryptor | Tls12Decryptor | None = None
+    next_dec: Tls13Decryptor | None = None  # TLS 1.3: the application-traffic key
+    app_secret: bytes | None = None
+    after_done: int = 0  # records since the handshake completed
+    app_data: bool = False  # application data after the handshake (maybe, if not decrypted)
+    opaque_after_hello: int = 0
+    alert_shaped_last: bool = False  # the last record was an undecrypted alert-shaped one
+    decrypt_failed: bool = False
+
+    @property
+    def client(self) -> bool:
+        return self.direction is Direction.C2S
+
+    def letter(self, lower: str) -> str:
+        return lower.upper() if self.client else lower
+
+
+class Observer:
+    """Incremental observer for one connection (h2-style: feed bytes, then close)."""
+
+    def __init__(self, *, keylog: KeyLog | str | None = None) -> None:
+        if isinstance(keylog, str):
+            keylog = KeyLog.parse(keylog)
+        self.keylog = keylog
+        self.sides = {d: _Side(d) for d in Direction}
+        self.notes: list[str] = []
+        self._noted: set[str] = set()
+        self.history: list[str] = []
+        self.alerts: list[AlertInfo] = []
+        self._fatal: AlertInfo | None = None
+        self.ch: ClientHello | None = None
+        self.ch_latest: ClientHello | None = None
+        self.sh: ServerHello | None = None
+        self.sh_latest: ServerHello | None = None
+        self.hello_retry = False
+        self.ee: EncryptedExtensions | None = None
+        self.server_cert: Certificate | None = None
+        self.server_cert_malformed = False
+        self.client_cert: Certificate | None = None
+        self.client_cert_malformed = False
+        self.client_skipped_cert = False
+        self.cert_request: CertificateRequest | None = None
+        self.cert_request_where: str | None = None
+        self.server_hello_done = False
+        self.resumed = False
+        self.renegotiation = False
+        self.renegotiation_hidden = False
+        self.decrypted = False
+        self.not_tls: str | None = None
+        self._keys_ready = False
+
+    # --- public API -----------------------------------------------------------------
+
+    @property
+    def tls13(self) -> bool:
+        if self.sh is not None:
+            return self.sh.version == TLS13
+        return self.hello_retry
+
+    @property
+    def handshake_done(self) -> bool:
+        c, s = self.sides[Direction.C2S], self.sides[Direction.S2C]
+        return c.finished and s.finished
+
+    def note(self, text: str) -> None:
+        if text not in self._noted:
+            self._noted.add(text)
+            self.notes.append(text)
+
+    def feed(self, direction: Direction, data: bytes | memoryview) -> None:
+        """Consume bytes one side sent, in the order they were sent. Never raises."""
+        side = self.sides[direction]
+        side.bytes += len(data)
+        if len(side.head) < 32:
+            side.head += data[: 32 - len(side.head)]
+        if side.dead is not None:
+            return
+        try:
+            records = side.splitter.feed(data)
+        except DecodeError as exc:
+            self._lose(side, exc)
+            return
+        for rec in records:
+            try:
+                self._record(side, rec)
+            except DecodeError as exc:
+                self._lose(side, exc)
+                return
+
+    def gap(self, direction: Direction, length: int, offset: int | None = None) -> None:
+        """Bytes of one direction are missing: stop parsing it (framing is lost)."""
+        side = self.sides[direction]
+        if side.dead is None:
+            where = f" at offset {offset}" if offset is not None else ""
+            side.dead = "gap"
+            side.gap_after_handshake = self.handshake_done
+            self.note(
+                f"{length} bytes missing from the {_who(direction)} stream{where}: "
+                "later messages in that direction are unknown"
+            )
+
+    def lose_start(self) -> None:
+        """The capture began mid-connection: nothing can be framed."""
+        for side in self.sides.values():
+            side.dead = "truncated"
+            side.dead_at_start = True
+        self.note("capture began mid-connection: the handshake was not captured")
+
+    # --- records --------------------------------------------------------------------
+
+    def _lose(self, side: _Side, exc: DecodeError) -> None:
+        side.dead = "decode"
+        if exc.context == "record" and exc.offset == 0:
+            if side.client:
+                self.note(f"client did not speak TLS: {describe_start(bytes(side.head))}")
+            else:
+                self.not_tls = describe_start(bytes(side.head))
+            return
+        self.note(f"{_who(side.direction)} stream unreadable from here: {exc}")
+
+    def _add(self, side: _Side, lower: str, *, collapse: bool = False) -> None:
+        letter = side.letter(lower)
+        if collapse and self.history and self.history[-1] == letter:
+            return
+        self.history.append(letter)
+
+    def _record(self, side: _Side, rec: Record) -> None:
+        side.records += 1
+        done = self.handshake_done
+        over_budget = False
+        if done:
+            side.after_done += 1
+            if side.after_done > POST_HANDSHAKE_RECORDS:
+                over_budget = True
+                side.splitter.keep = _LATE_KEEP
+        ctype = rec.content_type
+        side.alert_shaped_last = False
+        if ctype == ContentType.APPLICATION_DATA:
+            if over_budget:
+                self._count_only(side)
+            else:
+                self._application_record(side, rec, done)
+        elif ctype == ContentType.CHANGE_CIPHER_SPEC:
+            self._add(side, "i")
+            self._change_cipher_spec(side)
+        elif ctype == ContentType.ALERT:
+            if side.ccs and not self.tls13:
+                plain = self._open12(side, rec)
+                if plain is None:
+                    self._alert(side, None, decrypted=False)
+                else:
+                    self._alert(side, plain, decrypted=True)
+            else:
+                self._alert(side, rec.payload, decrypted=False)
+        elif ctype == ContentType.HANDSHAKE:
+            if side.ccs and not self.tls13:
+                plain = self._open12(side, rec)
+                if plain is None:
+                    self._opaque_handshake12(side)
+                else:
+                    self._handshake_bytes(side, plain)
+            else:
+                self._handshake_bytes(side, rec.payload)
+        elif ctype == ContentType.HEARTBEAT:
+            self._add(side, "b")
+
+    def _count_only(self, side: _Side) -> None:
+        side.app_data = True
+        if side.dec is not None:
+            if isinstance(side.dec, Tls12Decryptor):
+                side.dec.skip()
+            else:
+                side.dec.seq += 1
+
+    def _application_record(self, side: _Side, rec: Record, done: bool) -> None:
+        if not self.tls13 or self.sh is None:
+            if self.sh is None and side.client:
+                self.note("client sent encrypted data before the ServerHello (0-RTT)")
+                self._add(side, "e", collapse=True)
+                return
+            if isinstance(side.dec, Tls12Decryptor):
+                side.dec.skip()  # TLS 1.2 application data: only the sequence number matters
+            self._add(side, "d", collapse=True)
+            if done:
+                side.app_data = True
+            return
+        opened = self._open13(side, rec)
+        if opened is None:
+            self._opaque13(side, rec, done)
+            return
+        inner, content = opened
+        if inner == ContentType.HANDSHAKE:
+            self._handshake_bytes(side, content)
+        elif inner == ContentType.ALERT:
+            self._alert(side, content, decrypted=True)
+        elif inner == ContentType.APPLICATION_DATA:
+            self._add(side, "d", collapse=True)
+            if self.handshake_done:
+                side.app_data = True
+        else:
+            self.note(f"{_who(side.direction)} sent inner content type {inner}")
+
+    def _opaque13(self, side: _Side, rec: Record, done: bool) -> None:
+        """A TLS 1.3 record we could not decrypt: only its shape is known."""
+        self._add(side, "e", collapse=True)
+        side.opaque_after_hello += 1
+        other = self.sides[Direction.S2C if side.client else Direction.C2S]
+        if rec.length == _ALERT_SHAPED_RECORD and (side.client or other.finished_inferred):
+            side.alert_shaped_last = True
+            when = " after the client's handshake flight" if not side.client else ""
+            self.note(
+                f"{_who(side.direction)} sent a {rec.length}-byte encrypted record{when}: "
+                "the shape of an encrypted alert (not decrypted, so not counted as one)"
+            )
+        elif side.client and not side.finished and rec.length >= _MIN_FINISHED_RECORD:
+            # The client only encrypts under handshake keys after the server's whole
+            # flight, and its flight ends with Finished: the handshake completed (shape).
+            side.finished = side.finished_inferred = True
+            server = self.sides[Direction.S2C]
+            if not server.finished:
+                server.finished = server.finished_inferred = True
+        elif done and not side.client:
+            side.app_data = True
+
+    def _change_cipher_spec(self, side: _Side) -> None:
+        if self.tls13 or self.sh is None:
+            return  # RFC 8446 §5: middlebox-compatibility CCS, no meaning
+        side.ccs = True
+        side.dec = None
+        if not side.client and not self.server_hello_done and self.server_cert is None:
+            self.resumed = True  # abbreviated handshake: CCS right after ServerHello
+        self._setup12(side)
+
+    def _setup12(self, side: _Side) -> None:
+        if self.keylog is None or self.ch_latest is None or self.sh_latest is None:
+            return
+        master = self.keylog.get(self.ch_latest.random, kl.CLIENT_RANDOM)
+        if master is None:
+            self.note("key log has no CLIENT_RANDOM secret for this connection")
+            return
+        suite = self.sh_latest.cipher_suite
+        try:
+            keys = tls12_keys(suite, master, self.ch_latest.random, self.sh_latest.random)
+        except UnsupportedSuite as exc:
+            self.note(f"TLS 1.2 records not decrypted: {exc}")
+            return
+        if side.client:
+            side.dec = Tls12Decryptor(suite, keys.client_key, keys.client_iv)
+        else:
+            side.dec = Tls12Decryptor(suite, keys.server_key, keys.server_iv)
+
+    def _open12(self, side: _Side, rec: Record) -> bytes | None:
+        if not isinstance(side.dec, Tls12Decryptor):
+            return None
+        try:
+            _, plain = side.dec.decrypt(rec.header, rec.payload)
+        except DecryptError:
+            if not side.decrypt_failed:
+                side.decrypt_failed = True
+                self.note(f"{_who(side.direction)} TLS 1.2 record did not decrypt with the key log")
+            side.dec = None
+            return None
+        self.decrypted = True
+        return plain
+
+    def _opaque_handshake12(self, side: _Side) -> None:
+        """An encrypted TLS 1.2 handshake record we cannot read."""
+        if not side.finished:
+            self._add(side, "f")  # the first one after CCS is Finished (RFC 5246 §7.4.9)
+            self._finished(side)
+            return
+        self._add(side, "e")
+        self.renegotiation = True
+        self.renegotiation_hidden = True
+        self.note(
+            f"{_who(side.direction)} sent an encrypted handshake record after both Finished: "
+            "a renegotiation (its messages are hidden without a key log)"
+        )
+
+    # --- TLS 1.3 keys -----------------------------------------------------------------
+
+    def _setup13(self) -> None:
+        if self._keys_ready or self.sh is None or self.ch is None:
+            return
+        self._keys_ready = True
+        if self.keylog is None:
+            self.note(
+                "TLS 1.3 without a key log: the server certificate, CertificateRequest and "
+                "client Certificate are encrypted, so they are unknown"
+            )
+            return
+        secrets = self.keylog.secrets(self.ch.random)
+        if not secrets:
+            self.note(
+                "TLS 1.3: the key log has no secrets for this connection's client random, "
+                "so the encrypted handshake is unknown"
+            )
+            return
+        suite = self.sh.cipher_suite
+        try:
+            aead_spec(suite)
+        except UnsupportedSuite as exc:
+            self.note(f"TLS 1.3 records not decrypted: {exc}")
+            return
+        pairs = (
+            (Direction.C2S, kl.CLIENT_HANDSHAKE_TRAFFIC_SECRET, kl.CLIENT_TRAFFIC_SECRET_0),
+            (Direction.S2C, kl.SERVER_HANDSHAKE_TRAFFIC_SECRET, kl.SERVER_TRAFFIC_SECRET_0),
+        )
+        for direction, hs_label, ap_label in pairs:
+            side = self.sides[direction]
+            hs, ap = secrets.get(hs_label), secrets.get(ap_label)
+            if hs is not None:
+                side.dec = Tls13Decryptor(suite, hs)
+            if ap is not None:
+                side.next_dec = Tls13Decryptor(suite, ap)
+                side.app_secret = ap
+            if hs is None or ap is None:
+                self.note(f"key log lacks some {_who(direction)} TLS 1.3 secrets")
+
+    def _open13(self, side: _Side, rec: Record) -> tuple[int, bytes] | None:
+        for attempt in (side.dec, side.next_dec):
+            if not isinstance(attempt, Tls13Decryptor):
+                continue
+            try:
+                result = attempt.decrypt(rec.header, rec.payload)
+            except DecryptError:
+                continue
+            if attempt is side.next_dec:
+                side.dec, side.next_dec = side.next_dec, None
+            self.decrypted = True
+            return result
+        if side.dec is not None or side.next_dec is not None:
+            if not side.decrypt_failed:
+                side.decrypt_failed = True
+                self.note(f"{_who(side.direction)} TLS 1.3 record did not decrypt with the key log")
+            side.dec = side.next_dec = None
+        return None
+
+    # --- handshake messages -------------------------------------------------------------
+
+    def _handshake_bytes(self, side: _Side, payload: bytes) -> None:
+        for msg in side.assembler.feed(payload):  # DecodeError: framing lost, side dies
+            self._handshake(side, msg)
+
+    def _handshake(self, side: _Side, msg: HandshakeMessage) -> None:
+        t = msg.msg_type
+        post = self.handshake_done
+        letter = LETTERS.get(t, "z")  # type: ignore[call-overload]
+        try:
+            if t == HandshakeType.CLIENT_HELLO and side.client:
+                self._client_hello(msg, post)
+            elif t == HandshakeType.SERVER_HELLO and not side.client:
+                sh = parse_server_hello(msg.body)
+                if sh.is_hello_retry:
+                    letter = "j"
+                    self.hello_retry = True
+                else:
+                    self._server_hello(sh)
+            elif t == HandshakeType.ENCRYPTED_EXTENSIONS and not side.client:
+                self.ee = parse_encrypted_extensions(msg.body)
+            elif t == HandshakeType.CERTIFICATE:
+                self._certificate(side, msg, post)
+            elif t == HandshakeType.CERTIFICATE_REQUEST and not side.client:
+                self._certificate_request(msg, post)
+            elif t == HandshakeType.SERVER_HELLO_DONE and not side.client and not post:
+                self.server_hello_done = True
+            elif t == HandshakeType.CLIENT_KEY_EXCHANGE and side.client and not post:
+                if self.cert_request is not None and self.client_cert is None:
+                    self.client_skipped_cert = True
+            elif t == HandshakeType.FINISHED:
+                self._finished(side)
+            elif t == HandshakeType.HELLO_REQUEST and not side.client and post:
+                self._renegotiation(side)
+            elif t == HandshakeType.KEY_UPDATE and self.tls13:
+                parse_key_update(msg.body)
+                self._key_update(side)
+        except DecodeError as exc:
+            self.note(f"malformed {_who(side.direction)} {handshake_name(t)}: {exc}")
+        self._add(side, letter)
+
+    def _client_hello(self, msg: HandshakeMessage, post: bool) -> None:
+        try:
+            ch = parse_client_hello(msg.body)
+        except DecodeError:
+            if post:
+                self._renegotiation(self.sides[Direction.C2S])
+            raise
+        self.ch_latest = ch
+        if self.ch is None:
+            self.ch = ch
+        elif post:
+            self._renegotiation(self.sides[Direction.C2S])
+
+    def _server_hello(self, sh: ServerHello) -> None:
+        self.sh_latest = sh
+        if self.sh is not None:
+            return  # renegotiation: the first handshake's facts stay
+        self.sh = sh
+        if sh.version == TLS13:
+            self.resumed = sh.psk_selected
+            self._setup13()
+        elif self.ch is not None and sh.session_id and sh.session_id == self.ch.session_id:
+            self.resumed = True
+
+    def _certificate(self, side: _Side, msg: HandshakeMessage, post: bool) -> None:
+        try:
+            cert = parse_certificate(msg.body, tls13=self.tls13)
+        except DecodeError:
+            if side.client:
+                self.client_cert_malformed = True
+            else:
+                self.server_cert_malformed = True
+            raise
+        if side.client:
+            self.client_cert = cert  # the latest: a PHA or renegotiation answer counts
+        elif self.server_cert is None:
+            self.server_cert = cert
+
+    def _certificate_request(self, msg: HandshakeMessage, post: bool) -> None:
+        where = "handshake" if not post else ("post_handshake" if self.tls13 else "renegotiation")
+        if self.cert_request is None:
+            self.cert_request_where = where
+            self.cert_request = CertificateRequest()  # seen, even if the body is malformed
+        try:
+            cr = parse_certificate_request(msg.body, tls13=self.tls13)
+        except DecodeError:
+            raise
+        if self.cert_request_where == where:
+            self.cert_request = cr
+
+    def _finished(self, side: _Side) -> None:
+        if side.finished:
+            return
+        side.finished = True
+        if self.tls13 and side.next_dec is not None:
+            side.dec, side.next_dec = side.next_dec, None
+
+    def _key_update(self, side: _Side) -> None:
+        # RFC 8446 §7.2: application_traffic_secret_N+1 = HKDF-Expand-Label(secret_N,
+        # "traffic upd", "", Hash.length). Later records of this side use the new key.
+        if side.app_secret is None or self.sh is None:
+            return
+        spec = aead_spec(self.sh.cipher_suite)
+        h = spec.hash()
+        side.app_secret = hkdf_expand_label(side.app_secret, "traffic upd", b"", h.digest_size, h)
+        side.dec = Tls13Decryptor(self.sh.cipher_suite, side.app_secret)
+
+    def _renegotiation(self, side: _Side) -> None:
+        if not self.renegotiation:
+            self.renegotiation = True
+            self.note(f"{_who(side.direction)} started a renegotiation after the handshake")
+
+    # --- alerts -------------------------------------------------------------------------
+
+    def _alert(self, side: _Side, payload: bytes | None, *, decrypted: bool) -> None:
+        after = self.handshake_done
+        self._add(side, "l")
+        if payload is None:
+            info = AlertInfo(
+                sender=side.direction,
+                level="unknown",
+                description="encrypted",
+                after_handshake=after,
+            )
+            self.alerts.append(info)
+            if not after and self._fatal is None:
+                self._fatal = info
+            return
+        try:
+            alerts = parse_alerts(payload)
+        except DecodeError as exc:
+            self.note(f"malformed {_who(side.direction)} alert: {exc}")
+            return
+        for a in alerts:
+            level = {1: "warning", 2: "fatal"}.get(a.level, "unknown")
+            info = AlertInfo(
+                sender=side.direction,
+                level=level,
+                description=alert_name(a.description),
+                code=a.description,
+                after_handshake=after,
+                decrypted=decrypted,
+            )
+            self.alerts.append(info)
+            # RFC 8446 §6: in TLS 1.3 every alert but close_notify/user_canceled is fatal.
+            fatal = a.level == 2 or (self.tls13 and a.description not in _NON_FATAL_13)
+            if fatal and self._fatal is None:
+                self._fatal = info
+
+    # --- result -------------------------------------------------------------------------
+
+    def close(self, transcript: Transcript) -> Observation:
+        """The Observation for everything fed so far. Never raises on network bytes."""
+        for side in self.sides.values():
+            if side.dead is None and side.splitter.incomplete:
+                self.note(
+                    f"{_who(side.direction)} stream ended inside a record "
+                    f"({side.splitter.pending} bytes pending)"
+                )
+            elif side.dead is None and side.assembler.pending:
+                self.note(f"{_who(side.direction)} stream ended inside a handshake message")
+        if self.not_tls is not None:
+            self.note(f"server did not answer with TLS: {self.not_tls}")
+        if self.sides[Direction.C2S].finished_inferred:
+            self.note("TLS 1.3 handshake completion inferred from record shapes (not decrypted)")
+        ch, sh = self.ch, self.sh
+        server_chain, server_seen = self._server_chain()
+        cert_request = self._cert_request_info()
+        client_chain, client_seen = self._client_chain(cert_request.seen)
+        outcome = self._outcome(transcript)
+        alpn = None
+        if sh is not None:
+            alpn = self.ee.alpn if self.tls13 and self.ee is not None else sh.alpn
+        return Observation(
+            label=transcript.label,
+            client=transcript.client,
+            server=transcript.server,
+            route=transcript.route,
+            observed_at=transcript.started_at,
+            attempt=transcript.attempt,
+            history="".join(self.history),
+            offered_versions=tuple(version_name(v) for v in ch.offered_versions) if ch else (),
+            version=version_name(sh.version) if sh else None,
+            cipher_suite=cipher_suite_name(sh.cipher_suite) if sh else None,
+            sni=ch.sni if ch else None,
+            alpn_offered=ch.alpn if ch else (),
+            alpn=alpn,
+            ja3=ch.ja3 if ch else None,
+            hello_retry=self.hello_retry,
+            resumed=self.resumed,
+            server_chain=server_chain,
+            server_chain_seen=server_seen,
+            cert_request=cert_request,
+            client_chain=client_chain,
+            client_chain_seen=client_seen,
+            alerts=tuple(self.alerts),
+            renegotiation=self._renegotiation_seen(),
+            post_handshake_auth_offered=bool(ch and ch.post_handshake_auth),
+            outcome=outcome,
+            stage=self._stage(transcript, outcome),
+            end=transcript.end,
+            decrypted=self.decrypted,
+            gaps=transcript.gaps,
+            tcp=transcript.tcp,
+            http=transcript.http,
+            server_hello_ms=transcript.server_hello_ms,
+            local_error=transcript.local_error,
+            notes=(*transcript.notes, *self.notes),
+        )
+
+    def _infos(self, cert: Certificate, who: str) -> tuple[CertInfo, ...]:
+        out = []
+        for i, der in enumerate(cert.certificates):
+            try:
+                out.append(cert_info(der))
+            except CertError as exc:
+                self.note(f"{who} certificate #{i} is not a valid certificate: {exc}")
+        return tuple(out)
+
+    def _server_finished_seen(self) -> bool:
+        s = self.sides[Direction.S2C]
+        return s.finished and not s.finished_inferred
+
+    def _server_chain(self) -> tuple[tuple[CertInfo, ...], Seen]:
+        if self.server_cert is not None:
+            return self._infos(self.server_cert, "server"), Seen.YES
+        if self.server_cert_malformed:
+            return (), Seen.UNKNOWN
+        if self.sh is not None and (self.server_hello_done or self._server_finished_seen()):
+            if self.resumed:
+                self.note("resumed session: no certificates were exchanged on this connection")
+            return (), Seen.NO
+        return (), Seen.UNKNOWN
+
+    def _cert_request_info(self) -> CertRequestInfo:
+        cr = self.cert_request
+        if cr is not None:
+            return CertRequestInfo(
+                seen=Seen.YES,
+                authorities=cr.authority_names,
+                signature_algorithms=tuple(
+                    signature_scheme_name(s) for s in cr.signature_algorithms
+                ),
+                where=self.cert_request_where,
+            )
+        if self.sh is None:
+            return CertRequestInfo(seen=Seen.UNKNOWN)
+        ended_handshake = self.server_hello_done or self._server_finished_seen()
+        if not ended_handshake:
+            return CertRequestInfo(seen=Seen.UNKNOWN)
+        if self.renegotiation_hidden:
+            self.note(
+                "no CertificateRequest in the initial handshake, but an encrypted "
+                "renegotiation followed: a CertificateRequest in it would be hidden"
+            )
+            return CertRequestInfo(seen=Seen.UNKNOWN)
+        if self.tls13 and self.ch is not None and self.ch.post_handshake_auth:
+            self.note(
+                "no CertificateRequest in the handshake; the client offered post-handshake "
+                "auth, so the server could still ask later"
+            )
+        return CertRequestInfo(seen=Seen.NO)
+
+    def _client_chain(self, cr_seen: Seen) -> tuple[tuple[CertInfo, ...], Seen]:
+        if self.client_cert is not None:
+            return self._infos(self.client_cert, "client"), Seen.YES
+        if self.client_cert_malformed:
+            return (), Seen.UNKNOWN
+        if cr_seen is Seen.NO:
+            return (), Seen.NO
+        client = self.sides[Direction.C2S]
+        if (
+            cr_seen is Seen.YES
+            and self.cert_request_where == "handshake"
+            and (self.client_skipped_cert or (client.finished and not client.finished_inferred))
+        ):
+            return (), Seen.NO
+        return (), Seen.UNKNOWN
+
+    def _renegotiation_seen(self) -> Seen:
+        if self.renegotiation:
+            return Seen.YES
+        if self.sh is None or self.tls13 or not self.handshake_done:
+            return Seen.NO
+        if any(s.dead is not None for s in self.sides.values()):
+            return Seen.UNKNOWN  # a later part of the stream was not walked
+        return Seen.NO
+
+    def _outcome(self, t: Transcript) -> Outcome:
+        client, server = self.sides[Direction.C2S], self.sides[Direction.S2C]
+        if self.not_tls is not None:
+            return Outcome.NOT_TLS
+        if self._fatal is not None:
+            if self._fatal.sender is Direction.S2C:
+                return Outcome.REJECTED_BY_SERVER
+            return Outcome.REJECTED_BY_CLIENT
+        if any(s.alert_shaped_last for s in self.sides.values()):
+            return Outcome.INCOMPLETE  # looks like an alert, but we could not read it
+        if self.handshake_done:
+            return Outcome.ESTABLISHED
+        if any(s.dead_at_start for s in self.sides.values()):
+            return Outcome.INCOMPLETE
+        if server.bytes == 0:
+            if client.bytes == 0:
+                return Outcome.INCOMPLETE
+            if t.end in (StreamEnd.RST, StreamEnd.FIN):
+                return Outcome.ABORTED
+            if t.end in (StreamEnd.TIMEOUT, StreamEnd.CLOSED_BY_US):
+                return Outcome.NO_ANSWER
+            return Outcome.INCOMPLETE
+        if t.gaps or any(s.dead == "gap" for s in self.sides.values()):
+            return Outcome.INCOMPLETE
+        if t.end in (StreamEnd.RST, StreamEnd.FIN, StreamEnd.CLOSED_BY_US):
+            return Outcome.ABORTED
+        return Outcome.INCOMPLETE
+
+    def _stage(self, t: Transcript, outcome: Outcome) -> Stage:
+        if t.failed_stage is not None:
+            return t.failed_stage
+        if not self.handshake_done:
+            return Stage.HANDSHAKE
+        server = self.sides[Direction.S2C]
+        fatal_after = self._fatal is not None and self._fatal.after_handshake
+        ended = t.end in (StreamEnd.RST, StreamEnd.FIN) or any(
+            s.alert_shaped_last for s in self.sides.values()
+        )
+        if fatal_after or (ended and not server.app_data):
+            return Stage.FIRST_READ
+        http = t.http
+        if http is not None and (http.error or (http.status is not None and http.status >= 400)):
+            return Stage.HTTP
+        return Stage.ESTABLISHED
+
+
+def observe(transcript: Transcript) -> Observation:
+    """Observe one transcript. Never raises on malformed network bytes."""
+    obs = Observer(keylog=transcript.keylog)
+    if transcript.truncated_at_start:
+        obs.lose_start()
+    pending = {
+        d: deque(sorted((g for g in transcript.gaps if g.direction is d), key=lambda g: g.offset))
+        for d in Direction
+    }
+    offset = dict.fromkeys(Direction, 0)  # stream offset of the next byte, gaps included
+    for chunk in transcript.chunks:
+        d = chunk.direction
+        view = memoryview(chunk.data)
+        i = 0
+        gaps = pending[d]
+        while gaps and gaps[0].offset <= offset[d] + len(view) - i:
+            g = gaps.popleft()
+            cut = max(g.offset - offset[d], 0)
+            if cut:
+                obs.feed(d, view[i : i + cut])
+                i += cut
+                offset[d] += cut
+            obs.gap(d, g.length, g.offset)
+            offset[d] = max(offset[d], g.offset) + g.length
+        if i < len(view):
+            obs.feed(d, view[i:])
+            offset[d] += len(view) - i
+    for d, gaps in pending.items():
+        for g in gaps:
+            obs.gap(d, g.length, g.offset)
+    return obs.close(transcript)
