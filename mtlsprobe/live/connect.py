@@ -273,11 +273,12 @@ def _parse_connect_response(head: bytes, leftover: bytes) -> _Tunnel:
         name, sep, value = line.partition(":")
         if sep:
             headers.append((name.strip(), value.strip()))
-    schemes = tuple(
-        v.split(None, 1)[0] for n, v in headers if n.lower() == "proxy-authenticate" and v
-    )
+    status = int(parts[1])
+    # Proxy-Authenticate on 407; some proxies (tinyproxy 1.11) answer 401 + WWW-Authenticate.
+    wanted = {"proxy-authenticate"} | ({"www-authenticate"} if status == 401 else set())
+    schemes = tuple(v.split(None, 1)[0] for n, v in headers if n.lower() in wanted and v)
     return _Tunnel(
-        status=int(parts[1]),
+        status=status,
         reason=parts[2] if len(parts) > 2 else "",
         headers=tuple(headers),
         auth_schemes=schemes,
