@@ -229,7 +229,11 @@ class ReferenceServer(TcpService):
         ssock = self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         self.track(ssock)
         try:
-            ssock.do_handshake()
+            try:
+                ssock.do_handshake()
+            except ssl.SSLError:
+                self._linger(ssock)
+                raise
             self._note_session(ssock, seen)
             if self.behaviour == "http":
                 self._serve_http(ssock, seen)
@@ -241,6 +245,17 @@ class ReferenceServer(TcpService):
             self.untrack(ssock)
             with contextlib.suppress(OSError):
                 ssock.close()
+
+    def _linger(self, ssock: ssl.SSLSocket, limit: float = 2.0) -> None:
+        """After a failed handshake (the alert is sent), half-close and drain what the client
+        still sends, as nginx's lingering close does, so it reads our alert instead of an RST."""
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(ssock, socket.SHUT_WR)
+            deadline = time.monotonic() + limit
+            while not self.stopping and time.monotonic() < deadline:
+                r, _, _ = select.select([ssock], [], [], 0.2)
+                if r and not socket.socket.recv(ssock, 65536):
+                    return
 
     def _note_session(self, ssock: ssl.SSLSocket, seen: ConnectionSeen) -> None:
         seen.tls_version = ssock.version()
