@@ -118,6 +118,16 @@ def test_observer_decrypts_certificate_required_from_live_transcript(make_refere
     )
 
 
+def test_observer_sees_post_handshake_request_and_our_certificate(make_reference_server, agent):
+    server = make_reference_server(behaviour="post_handshake_auth")
+    t = _attempt(server, AGENT, creds=agent, http_path="/secure")
+    obs = _observe(t)
+    assert obs.post_handshake_auth_offered
+    assert obs.cert_request.seen.value == "yes" and obs.cert_request.where == "post_handshake"
+    assert [c.sha256 for c in obs.client_chain] == [agent.leaf_sha256]
+    assert obs.http is not None and obs.http.status == 200
+
+
 def test_tls12_nocert_rejected_inside_the_handshake(make_reference_server, private_tmp):
     server = make_reference_server(verify="required")
     t = _attempt(server, TLS12_NOCERT)
@@ -321,3 +331,31 @@ def test_no_secret_files_survive(make_reference_server, agent, private_tmp):
     leftovers = [p for p in private_tmp.rglob("*")]
     assert leftovers == [], leftovers
     assert not any(n.startswith("mtlsprobe-") for n in os.listdir(private_tmp))
+
+
+def test_non_tls_answer_is_recorded():
+    """A banner instead of a ServerHello: OpenSSL's reason and the bytes are both kept."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(4096)
+            conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+
+    worker = threading.Thread(target=serve, daemon=True)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 3
+        conn = open_connection(Endpoint(host="127.0.0.1", port=port), RoutePlan(),
+                               deadline=deadline)
+        t = run_attempt(conn, TLS13_NOCERT, sni=None, deadline=deadline)
+    finally:
+        worker.join(3)
+        listener.close()
+    assert _sent(t, Direction.S2C) == b"SSH-2.0-OpenSSH_9.6\r\n"
+    assert t.local_error == "WRONG_VERSION_NUMBER"

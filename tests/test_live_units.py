@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mtlsprobe.errors import InputError
-from mtlsprobe.live.connect import connect_request
+from mtlsprobe.live.connect import _parse_connect_response, connect_request
 from mtlsprobe.live.proxy import (
     env_proxy,
     no_proxy_matches,
@@ -178,3 +178,14 @@ def test_plan_routes_order_and_switches():
     assert len(plan_routes(target, proxies=["envproxy:3128"], environ=env)) == 2
     with pytest.raises(InputError):
         plan_routes(target, environ={"HTTPS_PROXY": "socks5://x:1"})
+
+
+def test_connect_answer_keeps_early_tls_bytes_for_the_handshake():
+    tunnel = _parse_connect_response(
+        b"HTTP/1.1 200 Connection established\r\nVia: 1.1 squid", b"\x16\x03\x03\x00"
+    )
+    assert (tunnel.status, tunnel.reason, tunnel.headers) == (
+        200, "Connection established", (("Via", "1.1 squid"),)
+    )
+    assert tunnel.leftover == b"\x16\x03\x03\x00" and tunnel.error is None
+    assert _parse_connect_response(b"SSH-2.0-OpenSSH_9.6", b"").error is not None
