@@ -1,0 +1,90 @@
+"""The one serialiser: model values -> JSON-ready values -> deterministic text.
+
+dataclass -> dict in field order; Enum -> value; datetime -> RFC 3339 UTC with 'Z';
+bytes (certificate ``der``) -> base64; tuples -> lists. Key logs and private keys are
+refused, never written: a report may be attached to a ticket.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import enum
+import json
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import PurePath
+
+from cryptography.hazmat.primitives.asymmetric import dh, dsa, ec, ed448, ed25519, rsa, x448, x25519
+
+_PRIVATE_KEYS = (
+    rsa.RSAPrivateKey,
+    ec.EllipticCurvePrivateKey,
+    dsa.DSAPrivateKey,
+    dh.DHPrivateKey,
+    ed25519.Ed25519PrivateKey,
+    ed448.Ed448PrivateKey,
+    x25519.X25519PrivateKey,
+    x448.X448PrivateKey,
+)
+_NEVER_FIELDS = frozenset({"keylog", "private_key", "password"})  # CertInfo.key is a description
+_SECRET_MARKERS = ("PRIVATE KEY-----", "CLIENT_HANDSHAKE_TRAFFIC_SECRET", "CLIENT_RANDOM ")
+
+
+class SecretError(ValueError):
+    """Something secret was about to be serialised."""
+
+
+def rfc3339(when: datetime) -> str:
+    """UTC with a 'Z'; naive datetimes are taken as UTC. Fractions only when present."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    when = when.astimezone(timezone.utc)
+    text = when.strftime("%Y-%m-%dT%H:%M:%S")
+    if when.microsecond:
+        text += f".{when.microsecond:06d}".rstrip("0")
+    return text + "Z"
+
+
+def _text(value: str) -> str:
+    for marker in _SECRET_MARKERS:
+        if marker in value:
+            raise SecretError("refusing to serialise key material")
+    return value
+
+
+def to_jsonable(obj: object) -> object:
+    """A JSON-ready copy of `obj`. Raises SecretError for key material, TypeError otherwise."""
+    if obj is None or isinstance(obj, (bool, int, float)):
+        return obj
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, str):
+        return _text(obj)
+    if isinstance(obj, datetime):
+        return rfc3339(obj)
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(obj)).decode("ascii")
+    if isinstance(obj, _PRIVATE_KEYS):
+        raise SecretError("refusing to serialise a private key")
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out: dict[str, object] = {}
+        for f in dataclasses.fields(obj):
+            if f.name in _NEVER_FIELDS:
+                continue  # e.g. Transcript.keylog: never leaves memory
+            out[f.name] = to_jsonable(getattr(obj, f.name))
+        return out
+    if isinstance(obj, Mapping):
+        return {_text(str(k)): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, (set, frozenset)):
+        return sorted((to_jsonable(v) for v in obj), key=json.dumps)
+    if isinstance(obj, PurePath):
+        return str(obj)
+    raise TypeError(f"cannot serialise {type(obj).__name__}")
+
+
+def dumps(report: object) -> str:
+    """Deterministic JSON text (indent 2, field order kept, UTF-8 characters as is)."""
+    return json.dumps(to_jsonable(report), indent=2, ensure_ascii=False)

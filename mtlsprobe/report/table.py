@@ -1,0 +1,112 @@
+"""The human-readable report: one row per target x route, findings per result, overall line.
+
+Pure: Report in, text out (tabulate). Column helpers are shared with the Markdown renderer.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from tabulate import tabulate
+
+from mtlsprobe.model import CaseResult, Finding, Report, Seen
+
+_CN = re.compile(r"(?:^|,)CN=((?:\\.|[^,\\])+)")
+
+SUMMARY_HEADERS = ("target", "route", "verdict", "product", "TLS", "server issuer", "CertReq",
+                   "client cert", "reason")
+FINDING_HEADERS = ("id", "severity", "summary", "remediation")
+
+_CLIENT_CERT_WORDS = (
+    ("MTLS030", "untrusted accepted (server rejects it)"),
+    ("MTLS031", "untrusted accepted"),
+    ("MTLS032", "untrusted rejected"),
+    ("MTLS033", "agent rejected"),
+    ("MTLS034", "agent not sent"),
+    ("MTLS035", "agent accepted"),
+)
+
+
+def short_name(dn: str) -> str:
+    """The CN of an RFC 4514 name, else the whole name."""
+    m = _CN.search(dn)
+    return m.group(1).replace("\\", "") if m else dn
+
+
+def tls_versions(result: CaseResult) -> str:
+    seen = [o.version for o in result.observations if o.version]
+    return ", ".join(dict.fromkeys(seen)) or "-"
+
+
+def server_issuers(result: CaseResult) -> str:
+    names = [short_name(o.server_chain[0].issuer) for o in result.observations
+             if o.server_chain_seen is Seen.YES and o.server_chain]
+    return "; ".join(dict.fromkeys(names)) or "-"
+
+
+def cert_request(result: CaseResult) -> str:
+    obs = result.observations
+    if not obs:
+        return "-"
+    yes = [o for o in obs if o.cert_request.seen is Seen.YES]
+    no = [o for o in obs if o.cert_request.seen is Seen.NO]
+    if yes and no:
+        return f"mixed ({len(yes)}/{len(yes) + len(no)} yes)"
+    if yes:
+        where = yes[0].cert_request.where
+        return "yes" if where in (None, "handshake") else f"yes ({where})"
+    return "no" if no else "unknown"
+
+
+def client_cert_behaviour(result: CaseResult) -> str:
+    ids = {f.rule for f in result.findings}
+    words = [text for rule_id, text in _CLIENT_CERT_WORDS if rule_id in ids]
+    return "; ".join(words) or "-"
+
+
+def summary_row(result: CaseResult) -> tuple[str, ...]:
+    return (
+        str(result.target),
+        result.route.name,
+        result.verdict.value,
+        result.product or "-",
+        tls_versions(result),
+        server_issuers(result),
+        cert_request(result),
+        client_cert_behaviour(result),
+        result.reason,
+    )
+
+
+def finding_row(f: Finding) -> tuple[str, ...]:
+    return (f.rule, f.severity.value, f.summary, f.remediation or "")
+
+
+def _findings_block(results: Sequence[CaseResult]) -> list[str]:
+    out: list[str] = []
+    for r in results:
+        out.append("")
+        out.append(f"{r.target} via {r.route.name}: {r.verdict.value}")
+        if not r.findings:
+            out.append("  (no findings)")
+            continue
+        out.append(tabulate([finding_row(f) for f in r.findings], headers=FINDING_HEADERS,
+                            tablefmt="simple", maxcolwidths=[None, None, 60, 50]))
+    return out
+
+
+def render_table(report: Report) -> str:
+    """Summary table, findings per result, then the overall line."""
+    lines: list[str] = []
+    if report.results:
+        lines.append(tabulate([summary_row(r) for r in report.results], headers=SUMMARY_HEADERS,
+                              tablefmt="simple",
+                              maxcolwidths=[28, 24, None, 18, 16, 28, 12, 22, 48]))
+    else:
+        lines.append("No targets were judged.")
+    lines.extend(_findings_block(report.results))
+    lines.extend(f"note: {n}" for n in report.notes)
+    lines.append("")
+    lines.append(f"Overall: {report.verdict.value} (exit {report.exit_code})")
+    return "\n".join(lines) + "\n"
