@@ -15,6 +15,7 @@ accepted the client, so the first read only takes what has arrived.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -60,8 +61,6 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLError) and exc.reason:
         return str(exc.reason)
     if isinstance(exc, OSError) and exc.errno:
-        import errno
-
         return errno.errorcode.get(exc.errno, str(exc))
     return type(exc).__name__
 
@@ -113,8 +112,8 @@ class _Recorder:
             self.end = StreamEnd.TIMEOUT
             return False
         except OSError as exc:
-            self.end = StreamEnd.RST if isinstance(exc, ConnectionResetError | BrokenPipeError) \
-                else self.end
+            if isinstance(exc, ConnectionResetError | BrokenPipeError):
+                self.end = StreamEnd.RST
             self.local_error = self.local_error or _reason(exc)
             return False
         return True
@@ -125,16 +124,11 @@ class _Recorder:
             return _EOF if self.end == StreamEnd.FIN else _RST
         left = until - time.monotonic()
         try:
-            self.sock.settimeout(max(0.0, left) if left > 0 else 0.0)
+            self.sock.settimeout(max(0.0, left))  # 0.0: just poll
             data = self.sock.recv(65536)
         except (TimeoutError, BlockingIOError):
             return _TIMEOUT
-        except (ConnectionResetError, ConnectionAbortedError) as exc:
-            self.end = StreamEnd.RST
-            self.local_error = self.local_error or _reason(exc)
-            self.incoming.write_eof()
-            return _RST
-        except OSError as exc:
+        except OSError as exc:  # ECONNRESET and friends
             self.end = StreamEnd.RST
             self.local_error = self.local_error or _reason(exc)
             self.incoming.write_eof()
@@ -339,6 +333,7 @@ def run_attempt(
     finally:
         conn.close()
         shutil.rmtree(workdir, ignore_errors=True)
+    log.debug("%s %s: end=%s error=%s", conn.server, attempt.name, rec.end, rec.local_error)
     server_hello_ms = None
     if rec.first_sent is not None and rec.first_received is not None:
         server_hello_ms = max(0.0, (rec.first_received - rec.first_sent) * 1000.0)
