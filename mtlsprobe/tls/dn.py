@@ -85,6 +85,15 @@ def _attribute(r: Reader) -> x509.NameAttribute:
 
 def parse_name(der: bytes) -> x509.Name:
     """Decode a DER Name. Raises DecodeError."""
+    try:
+        return _parse_name(der)
+    except DecodeError:
+        raise
+    except (ValueError, TypeError) as exc:  # cryptography refusing an OID or an RDN
+        raise DecodeError(str(exc), context="DistinguishedName") from None
+
+
+def _parse_name(der: bytes) -> x509.Name:
     r = Reader(der, "DistinguishedName")
     tag, seq = _tlv(r)
     if tag != _SEQUENCE:
@@ -112,5 +121,5 @@ def name_to_string(der: bytes) -> str:
     name = parse_name(der)
     try:
         return name.rfc4514_string()
-    except ValueError as exc:  # pragma: no cover - defensive
+    except (ValueError, TypeError) as exc:  # pragma: no cover - defensive
         raise DecodeError(f"unprintable name: {exc}", context="DistinguishedName") from None

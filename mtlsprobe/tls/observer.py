@@ -686,7 +686,7 @@ class Observer:
         for i, der in enumerate(cert.certificates):
             try:
                 out.append(cert_info(der))
-            except CertError as exc:
+            except (CertError, ValueError, TypeError) as exc:
                 self.note(f"{who} certificate #{i} is not a valid certificate: {exc}")
         return tuple(out)
 
