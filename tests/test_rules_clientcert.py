@@ -49,8 +49,27 @@ def test_mtls032_untrusted_rejected_nginx_style():
 
 def test_mtls032_untrusted_rejected_status_496_and_late_eof():
     assert found(f.case(f.untrusted(http=HttpExchange(path="/", status=496))), "MTLS032")
-    eof = f.untrusted(outcome=Outcome.ABORTED, stage=Stage.FIRST_READ, http=None)
-    assert found(f.case(eof), "MTLS032")
+    # The observer calls a handshake that ended before any data ESTABLISHED at FIRST_READ.
+    eof = f.untrusted(outcome=Outcome.ESTABLISHED, stage=Stage.FIRST_READ, http=None)
+    c = f.case(eof)
+    assert found(c, "MTLS032") and not found(c, "MTLS031")
+
+
+def test_encrypted_alert_after_handshake_is_not_a_rejection():
+    from mtlsprobe.model import AlertInfo, Direction
+
+    hidden = AlertInfo(sender=Direction.S2C, level="unknown", description="encrypted",
+                       after_handshake=True)
+    c = f.case(f.untrusted(alerts=(hidden,)))
+    assert not found(c, "MTLS032") and found(c, "MTLS031")
+
+
+def test_tls13_alert_with_warning_level_byte_still_rejects():
+    from mtlsprobe.model import AlertInfo, Direction
+
+    odd = AlertInfo(sender=Direction.S2C, level="warning", description="certificate_required",
+                    code=116, after_handshake=True, decrypted=True)
+    assert found(f.case(f.untrusted(alerts=(odd,), stage=Stage.HTTP)), "MTLS032")
 
 
 def test_mtls033_agent_rejected_by_alert():

@@ -42,11 +42,11 @@ def _untrusted_outcome(obs: dict[str, Any]) -> str | None:
     http = obs.get("http") or {}
     status = http.get("status")
     body = http.get("body_excerpt") or ""
-    alerts = [a for a in obs.get("alerts", ())
-              if a.get("sender") == "server_to_client" and a.get("level") != "warning"
-              and a.get("description") != "close_notify"]
-    if alerts or obs.get("outcome") == "rejected_by_server" or status in _CERT_HTTP_REJECT or (
-        status == 400 and any(m in body for m in _NGINX_MARKERS)
+    if (
+        obs.get("outcome") == "rejected_by_server"
+        or obs.get("stage") == "first_read"
+        or status in _CERT_HTTP_REJECT
+        or (status == 400 and any(m in body for m in _NGINX_MARKERS))
     ):
         return "rejected"
     if obs.get("outcome") == "established" and status != 400:

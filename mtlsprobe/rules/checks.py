@@ -110,12 +110,27 @@ def _labels(observations: Sequence[Observation]) -> str:
     return ", ".join(o.label for o in observations)
 
 
+_NOT_FATAL = ("close_notify", "user_canceled")
+
+
 def _server_alerts(obs: Observation) -> list[str]:
-    return [
-        a.description
-        for a in obs.alerts
-        if a.sender is Direction.S2C and a.level != "warning" and a.description != "close_notify"
-    ]
+    """Fatal alerts from the server side, as the observer judges them.
+
+    RFC 8446 §6: in TLS 1.3 every alert but close_notify/user_canceled is fatal whatever
+    its level byte. An undecryptable alert after the handshake may be a close_notify, so
+    it is not counted.
+    """
+    out = []
+    for a in obs.alerts:
+        if a.sender is not Direction.S2C or a.description in _NOT_FATAL:
+            continue
+        if (
+            a.level == "fatal"
+            or (a.level == "warning" and obs.version == "TLSv1.3")
+            or (a.level == "unknown" and not a.after_handshake)
+        ):
+            out.append(a.description)
+    return out
 
 
 def _rejection(obs: Observation) -> tuple[str, str] | None:
@@ -132,7 +147,9 @@ def _rejection(obs: Observation) -> tuple[str, str] | None:
                 return "http.body_excerpt", f'HTTP 400 "{marker}"'
     if obs.outcome is Outcome.REJECTED_BY_SERVER:
         return "outcome", obs.outcome.value
-    if obs.stage is Stage.FIRST_READ and obs.outcome is Outcome.ABORTED:
+    if obs.stage is Stage.FIRST_READ:
+        # The observer's stage for "ended right after the handshake, before any data":
+        # a TLS 1.3 server rejecting the certificate, when its alert got lost in an EOF/RST.
         return "stage", "closed right after the handshake (TLS 1.3 late rejection)"
     return None
 
