@@ -26,8 +26,10 @@ def run_demo(timeout: float = 5.0) -> tuple[Report, bool]:
     """Run the demo; return its report and whether every path got its expected verdict."""
     from mtlsprobe.credentials import Credentials
     from mtlsprobe.live.probe import ProbeOptions
-    from mtlsprobe.loopback import InterceptingProxy, TcpRelay, TerminatingProxy
+    from mtlsprobe.loopback.intercepting_proxy import InterceptingProxy
     from mtlsprobe.loopback.server import ReferenceServer
+    from mtlsprobe.loopback.tcp_relay import TcpRelay
+    from mtlsprobe.loopback.terminating_proxy import TerminatingProxy
 
     root = CA("mtlsprobe Demo Server Root", org="Demo Corp")
     server_id = root.issue("ec-server.demo.test", sans=("ec-server.demo.test", "127.0.0.1"))

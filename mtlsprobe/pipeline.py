@@ -11,14 +11,13 @@ import getpass
 import platform
 import socket
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timezone
 
 from mtlsprobe import __version__
+from mtlsprobe.live.probe import ProbeOptions, probe_targets
 from mtlsprobe.model import Case, CaseResult, Endpoint, Expectations, Observation, Report, Route
-from mtlsprobe.rules.engine import evaluate, exit_code, overall
+from mtlsprobe.report.build import build_report
+from mtlsprobe.rules.engine import evaluate
 from mtlsprobe.tls.observer import observe
-
-SCHEMA_VERSION = 1
 
 
 def host_facts() -> dict[str, str]:
@@ -42,18 +41,7 @@ def make_report(
     inputs: dict[str, object],
     notes: Iterable[str] = (),
 ) -> Report:
-    return Report(
-        schema_version=SCHEMA_VERSION,
-        tool_version=__version__,
-        generated_at=datetime.now(timezone.utc).replace(microsecond=0),
-        command=command,
-        host=host_facts(),
-        inputs=inputs,
-        results=tuple(results),
-        verdict=overall(results),
-        exit_code=exit_code(results),
-        notes=tuple(notes),
-    )
+    return build_report(command, results, inputs, host_facts(), notes)
 
 
 def judge(
@@ -75,16 +63,14 @@ def judge(
 
 def probe(
     targets: Sequence[tuple[Endpoint, str]],
-    options: object,
+    options: ProbeOptions,
     expect: Expectations,
 ) -> list[CaseResult]:
     """Probe each (target, source) over every route; one CaseResult per target x route."""
-    from mtlsprobe.live.probe import probe_targets
-
     results: list[CaseResult] = []
     endpoints = [t for t, _ in targets]
     sources = dict(targets)
-    for target, routes in zip(endpoints, probe_targets(endpoints, options)):  # type: ignore[arg-type]
+    for target, routes in zip(endpoints, probe_targets(endpoints, options), strict=True):
         for route, transcripts in routes:
             observations = [observe(t) for t in transcripts]
             results.append(judge(target, route, observations, expect, sources.get(target)))
