@@ -109,13 +109,21 @@ def streams(messages: list[tuple[str, bytes]]) -> dict[str, bytes]:
 
 
 def reorder(segs: list[Seg], seed: int = 1, window: int = 4) -> list[Seg]:
-    """Shuffle segments within windows, keeping timestamps in file order."""
+    """Shuffle consecutive segments of one sender (a flight), ``window`` at a time.
+
+    As on the wire seen from one capture point: the network may reorder a flight, but a
+    peer never acknowledges bytes before they passed the capture point.
+    """
     rng = random.Random(seed)
     out: list[Seg] = []
-    for i in range(0, len(segs), window):
-        block = segs[i : i + window]
-        rng.shuffle(block)
-        out += block
+    flight: list[Seg] = []
+    for s in [*segs, None]:
+        if flight and (s is None or s.sport != flight[0].sport or len(flight) == window):
+            rng.shuffle(flight)
+            out += flight
+            flight = []
+        if s is not None:
+            flight.append(s)
     return retime(out, segs[0].ts)
 
 

@@ -168,7 +168,7 @@ class CaptureFile:
         buf, pos, count = b"", 0, 0
         while True:
             if len(buf) - pos < 16:
-                buf = buf[pos:] + _read_exact(f, CHUNK)
+                buf = buf[pos:] + _read_exact(f, max(CHUNK, 16))
                 pos = 0
                 if len(buf) < 16:
                     if buf:
@@ -202,7 +202,7 @@ class CaptureFile:
         last_ts = 0.0
         while True:
             if len(buf) - pos < 12:
-                buf = buf[pos:] + _read_exact(f, CHUNK)
+                buf = buf[pos:] + _read_exact(f, max(CHUNK, 16))
                 pos = 0
                 if len(buf) < 12:
                     if buf:
