@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import factories as f
 import pytest
 
 from mtlsprobe.model import Expectations, HttpExchange, Outcome, Seen, Verdict
@@ -12,7 +13,6 @@ from mtlsprobe.report.baseline import load_baseline
 from mtlsprobe.report.build import build_report
 from mtlsprobe.report.jsonout import dumps
 from mtlsprobe.rules import evaluate
-from tests import factories as f
 
 
 def saved(*cases) -> dict:

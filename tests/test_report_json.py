@@ -9,6 +9,7 @@ import datetime as dt
 import json
 from importlib import resources
 
+import factories as f
 import jsonschema
 import pytest
 
@@ -17,7 +18,6 @@ from mtlsprobe.model import Report, Transcript, Verdict
 from mtlsprobe.report.build import build_report
 from mtlsprobe.report.jsonout import SecretError, dumps, rfc3339, to_jsonable
 from mtlsprobe.rules import evaluate
-from tests import factories as f
 
 WHEN = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
 

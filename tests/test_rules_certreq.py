@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
+import factories as f
+from factories import found
+
 from mtlsprobe.model import CertRequestInfo, Seen, Severity, Verdict
 from mtlsprobe.rules import evaluate
-from tests import factories as f
-from tests.factories import found
 
 
 def test_mtls001_reports_where_and_ca_names():

@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
+import factories as f
+
 from mtlsprobe import certs
 from mtlsprobe.model import Expectations, Finding, HttpExchange, Severity, Verdict
 from mtlsprobe.rules import evaluate
 from mtlsprobe.rules.engine import run_rules
-from tests import factories as f
 
 
 def found(case, rule_id: str) -> list[Finding]:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import factories as f
+from factories import found
+
 from mtlsprobe.model import HttpExchange, Outcome, Seen, Severity, Stage, Verdict
 from mtlsprobe.rules import evaluate
-from tests import factories as f
-from tests.factories import found
 
 NGINX_400 = HttpExchange(path="/", status=400, reason="Bad Request",
                          body_excerpt="<center>No required SSL certificate was sent</center>")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import factories as f
+from factories import found
+
 from mtlsprobe.model import Outcome, Seen, Severity, Verdict
 from mtlsprobe.rules import evaluate
-from tests import factories as f
-from tests.factories import found
 
 
 def repeat(n: int, **changes):

@@ -10,12 +10,12 @@ import dataclasses
 import ssl
 
 import pytest
+import tlsgen
 
 from mtlsprobe import certs
 from mtlsprobe.model import Attempt, Case, CertKind, Expectations, Verdict
 from mtlsprobe.rules import evaluate
 from mtlsprobe.tls.observer import observe
-from tests import tlsgen
 
 
 def attempt(label: str, kind: CertKind, version: str, cert: str | None, **kw):

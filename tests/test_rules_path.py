@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
+import factories as f
+from factories import found
+
 from mtlsprobe.model import CertRequestInfo, HttpExchange, Outcome, Seen, Stage, Verdict
 from mtlsprobe.rules import evaluate
-from tests import factories as f
-from tests.factories import found
 
 PRE_TLS = dict(
     server_chain=(), server_chain_seen=Seen.UNKNOWN, version=None, cipher_suite=None,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import factories as f
+from factories import found
+
 from mtlsprobe.model import (
     AlertInfo,
     CertRequestInfo,
@@ -13,8 +16,6 @@ from mtlsprobe.model import (
     Verdict,
 )
 from mtlsprobe.rules import evaluate
-from tests import factories as f
-from tests.factories import found
 
 
 def test_mtls090_no_expectations_is_unknown():

@@ -7,6 +7,7 @@ import re
 from importlib import resources
 from pathlib import Path
 
+import factories as f
 import pytest
 
 from mtlsprobe.model import HttpExchange
@@ -19,7 +20,6 @@ from mtlsprobe.rules.signatures import (
     match_http,
     parse_signatures,
 )
-from tests import factories as f
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "middleboxes.md"
 
