@@ -253,3 +253,51 @@ def rule_ids(c: Case) -> set[str]:
     from mtlsprobe.rules.engine import run_rules
 
     return {x.rule for x in run_rules(c)}
+
+
+def corpus() -> list[Case]:
+    """Cases that, together, make every registered rule fire at least once."""
+    from mtlsprobe.model import AlertInfo, Gap
+
+    cases = list(scenarios().values())
+    pre_tls: dict[str, object] = dict(
+        server_chain=(), server_chain_seen=Seen.UNKNOWN, version=None, cipher_suite=None,
+        cert_request=CertRequestInfo(seen=Seen.UNKNOWN), client_chain=(),
+        client_chain_seen=Seen.UNKNOWN, outcome=Outcome.ABORTED, http=None,
+        server_hello_ms=None,
+    )
+    ca = pki.CA("Some Proxy CA")
+    minted = ca.issue("ec.example.com", key=ca.key, not_before=OBSERVED_AT)
+    same_ca = SERVER_ISSUING_CA.issue("lb.example.com", not_before=MONTH_AGO)
+    late = dataclasses.replace(CERT_REQUEST, where="post_handshake",
+                               authorities=("CN=Someone Else CA",))
+    cases += [
+        case(intercepted("mitmproxy", "mitmproxy"), expect=with_baseline()),
+        case(observation(server_chain=(info(minted), info(ca)))),
+        case(observation(server_chain=chain_of(same_ca))),
+        case(observation(), expect=ROOTS_ONLY),
+        case(observation(cert_request=late, version="TLSv1.2",
+                         http=dataclasses.replace(HTTP_OK, headers=(("Via", "1.1 squid"),))),
+             observation(label="repeat-2", server_chain=foreign_chain("Other CA"),
+                         outcome=Outcome.ABORTED),
+             expect=dataclasses.replace(PINNED, baseline=(baseline_port(versions=("TLSv1.3",)),))),
+        case(untrusted(), rejected(observation(client_chain=())), expect=with_baseline()),
+        case(untrusted(), expect=NOTHING),
+        case(observation(label="tls13-nocert", stage=Stage.HANDSHAKE, **pre_tls),
+             nocert("TLSv1.2")),
+        case(observation(stage=Stage.HANDSHAKE, **pre_tls)),
+        case(observation(stage=Stage.HANDSHAKE, **{**pre_tls, "outcome": Outcome.NOT_TLS})),
+        case(observation(server_chain=(), server_chain_seen=Seen.UNKNOWN, decrypted=False,
+                         cert_request=CertRequestInfo(seen=Seen.UNKNOWN),
+                         gaps=(Gap(direction=Direction.S2C, offset=0, length=10),)),
+             expect=with_baseline()),
+        case(observation(server_chain=(), server_chain_seen=Seen.NO, version=None,
+                         server_hello_ms=None, outcome=Outcome.REJECTED_BY_SERVER,
+                         stage=Stage.HANDSHAKE, http=None, client_chain=(),
+                         client_chain_seen=Seen.NO,
+                         alerts=(AlertInfo(sender=Direction.S2C, level="fatal",
+                                           description="protocol_version"),))),
+        case(observation(http=HttpExchange(path="/", status=200, headers=(
+            ("X-BlueCoat-Via", "1"),)))),
+    ]
+    return cases

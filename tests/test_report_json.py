@@ -128,3 +128,11 @@ def test_schema_catches_drift(mutate):
     mutate(bad)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft202012Validator(schema()).validate(bad)
+
+
+def test_report_of_the_whole_rule_corpus_validates():
+    results = [evaluate(c) for c in f.corpus()]
+    doc = json.loads(dumps(build_report("analyze", results, {}, {}, generated_at=WHEN)))
+    jsonschema.Draft202012Validator(schema()).validate(doc)
+    rules = {x["rule"] for r in doc["results"] for x in r["findings"]}
+    assert len(rules) >= 30

@@ -49,11 +49,16 @@ def test_findings_sorted_by_severity_rank_then_id():
 
 
 def test_every_finding_has_evidence_and_non_info_ones_a_remediation():
-    for c in f.scenarios().values():
+    fired = set()
+    for c in f.corpus():
         for x in run_rules(c):
+            fired.add(x.rule)
             assert x.evidence, x.rule
+            assert all(e.field and e.value for e in x.evidence), x.rule
+            assert x.summary and x.title, x.rule
             if x.severity is not Severity.INFO:
                 assert x.remediation, x.rule
+    assert fired == {r.id for r in RULES}  # the corpus exercises every rule
 
 
 # --- one test per verdict-table row (first match wins) ----------------------------------
