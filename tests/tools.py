@@ -204,6 +204,7 @@ class OpenSSLServer(ExternalProgram):
         tls: str | None = None,
         www: bool = True,
         msg: bool = False,
+        resume_on_reneg: bool = False,
         extra_args: tuple[str, ...] = (),
         binary: str = "openssl",
     ) -> None:
@@ -217,6 +218,7 @@ class OpenSSLServer(ExternalProgram):
         self.tls = tls
         self.www = www
         self.msg = msg
+        self.resume_on_reneg = resume_on_reneg
         self.extra_args = extra_args
         self.binary = binary
         self.host = "127.0.0.1"
@@ -229,7 +231,10 @@ class OpenSSLServer(ExternalProgram):
     def argv(self) -> list[str]:
         cert = write_private(self.workdir / "server-cert.pem", self.identity.cert_pem)
         key = write_private(self.workdir / "server-key.pem", self.identity.key_pem())
-        argv = [self.binary, "s_server", "-accept", f"{self.host}:0"]
+        # s_server prints some lines with C stdio (buffered on a pipe): ask for line buffering.
+        stdbuf = shutil.which("stdbuf")
+        argv = [stdbuf, "-oL", "-eL"] if stdbuf else []
+        argv += [self.binary, "s_server", "-accept", f"{self.host}:0"]
         argv += ["-cert", str(cert), "-key", str(key)]
         if self.identity.chain:
             chain = self.identity.chain_pem[len(self.identity.cert_pem) :]
@@ -251,6 +256,8 @@ class OpenSSLServer(ExternalProgram):
             argv.append("-www")
         if self.msg:
             argv.append("-msg")
+        if not self.resume_on_reneg:
+            argv.append("-no_resumption_on_reneg")  # else 'R' resumes and asks for no cert
         return argv + list(self.extra_args)
 
     def start(self) -> OpenSSLServer:
@@ -261,16 +268,24 @@ class OpenSSLServer(ExternalProgram):
         self.port = int(m.group(2))
         return self
 
-    def command(self, keys: str) -> None:
-        """Type a command line into s_server (echo mode, with a client connected):
+    def command(self, keys: str, *, wait_for: str | None = None, timeout: float = 10.0):
+        """Type one line into s_server's stdin (echo mode, a client connected) and optionally
+        wait for a regex in the output printed after it; returns the match (or None).
 
-        'R' renegotiate requesting a client cert (TLS 1.2), 'r' renegotiate,
-        'c' TLS 1.3 post-handshake CertificateRequest, 'k'/'K' key update, 'q' quit connection,
-        'Q' quit server. Any other line is sent to the client as data.
+        Keystrokes (OpenSSL 3.0 apps/s_server.c, sv_body): 'R' renegotiate requesting a client
+        cert (TLS 1.2; SSL_VERIFY_PEER|CLIENT_ONCE), 'r' renegotiate, 'c' TLS 1.3 post-handshake
+        CertificateRequest, 'k'/'K' key update, 'q' end the connection, 'Q' quit the server.
+        These print 'SSL_do_handshake -> N'. Any other line goes to the client as data.
+        s_server reads stdin in chunks and drops what follows a command in the same chunk, so
+        wait for each command's effect before typing the next.
         """
         assert self.process is not None and self.process.stdin is not None
+        start = self.line_count
         self.process.stdin.write(keys + "\n")
         self.process.stdin.flush()
+        if wait_for is None:
+            return None
+        return self.wait_for_line(wait_for, timeout=timeout, start=start)
 
 
 class Tinyproxy(ExternalProgram):
