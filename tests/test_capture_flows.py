@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from mtlsprobe.capture import pcapfile
 from mtlsprobe.capture.flows import CaptureReader, iter_transcripts, tls_record_start
 from mtlsprobe.errors import InputError
-from mtlsprobe.model import Direction, StreamEnd
+from mtlsprobe.model import Direction, Stage, StreamEnd
 from tests import pcapgen
 
 CLIENT_HELLO = b"\x16\x03\x01\x01\x00\x01\x00\x00\xfc\x03\x03" + bytes(range(256))[:245]
@@ -211,3 +211,32 @@ def test_property_any_capture_damage_without_loss_yields_the_same_bytes(tmp_path
     (t,), _ = read(path)
     check_streams(t)
     assert t.gaps == ()
+
+
+CONNECT = b"CONNECT server.example:8443 HTTP/1.1\r\nHost: server.example:8443\r\n\r\n"
+
+
+def test_http_connect_prelude_becomes_the_route_and_is_stripped(tmp_path):
+    ok = b"HTTP/1.1 200 Connection established\r\nVia: 1.1 squid\r\n\r\n"
+    messages = [("c", CONNECT), ("s", ok), *MESSAGES]
+    segs = pcapgen.conversation(messages, server=("10.9.9.9", 3128), segment_size=40)
+    # server segments: the reply in 40 + 15 bytes, then the TLS flight: drop its bytes 120..160
+    segs = pcapgen.drop(segs, pcapgen.data_indexes(segs, 3128)[5])
+    (t,), _ = read(pcapgen.capture(segs, tmp_path / "x.pcap"))
+    assert (t.server.host, t.server.port) == ("server.example", 8443)
+    assert t.route.kind == "http_proxy" and t.route.proxy == "http://10.9.9.9:3128"
+    assert (t.route.connect_status, t.route.connect_reason) == (200, "Connection established")
+    assert ("Via", "1.1 squid") in t.route.connect_headers and t.failed_stage is None
+    assert stream(t, Direction.C2S) == STREAMS["c"]
+    # gap offsets count from the first byte after the CONNECT reply
+    assert [(g.direction, g.offset, g.length) for g in t.gaps] == [(Direction.S2C, 120, 40)]
+    assert stream(t, Direction.S2C) == STREAMS["s"][:120] + STREAMS["s"][160:]
+
+
+def test_http_connect_refused_by_the_proxy(tmp_path):
+    auth = (b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+            b"Proxy-Authenticate: Negotiate\r\nProxy-Authenticate: Basic realm=x\r\n\r\n")
+    segs = pcapgen.conversation([("c", CONNECT), ("s", auth)], server=("10.9.9.9", 3128))
+    (t,), _ = read(pcapgen.capture(segs, tmp_path / "x.pcap"))
+    assert t.route.connect_status == 407 and t.route.proxy_auth_schemes == ("Negotiate", "Basic")
+    assert t.failed_stage is Stage.PROXY and t.chunks == ()

@@ -34,12 +34,23 @@ from typing import BinaryIO
 from mtlsprobe.capture.linklayer import ACK, FIN, RST, SYN, TcpSegment, decode
 from mtlsprobe.capture.pcapfile import CaptureFile
 from mtlsprobe.capture.tcp import TcpReassembler
-from mtlsprobe.model import Chunk, Direction, Endpoint, Gap, Route, StreamEnd, TcpFacts, Transcript
+from mtlsprobe.model import (
+    Chunk,
+    Direction,
+    Endpoint,
+    Gap,
+    Route,
+    Stage,
+    StreamEnd,
+    TcpFacts,
+    Transcript,
+)
 
 CLOSED_MEMORY = 65536  # how many recently closed 4-tuples to remember
 TLS_CONTENT_TYPES = frozenset(range(20, 25))  # change_cipher_spec .. heartbeat
 MAX_RECORD = (1 << 14) + 2048
 CAPTURE_ROUTE = Route(kind="capture", source="capture")
+CONNECT_LIMIT = 16384  # an HTTP CONNECT request or response head longer than this is not one
 
 Addr = tuple[str, int]
 
@@ -262,7 +273,8 @@ class CaptureReader:
         if conn.keep is False:
             return
         at = ts - conn.start
-        runs = me.stream.segment(seg.seq, seg.payload, bool(flags & FIN))
+        seq = (seg.seq + 1) & 0xFFFFFFFF if flags & SYN else seg.seq  # TCP Fast Open data
+        runs = me.stream.segment(seq, seg.payload, bool(flags & FIN))
         for run in runs:
             self._deliver(conn, me, at, run)
         if flags & ACK and peer.stream.started:
@@ -296,6 +308,10 @@ class CaptureReader:
         server = conn.b if client is conn.a else conn.a
         if server.addr[1] in self.ports:
             return True
+        if client.first.startswith(b"CONNEC"):
+            if _connect_prelude(conn, client, server, final=final) is not None:
+                return True
+            return False if final else None
         starts_with_gap = bool(client.stream.gaps) and client.stream.gaps[0][0] == 0
         if starts_with_gap:
             verdict = tls_record_start(server.first)
@@ -323,6 +339,10 @@ class CaptureReader:
         client, how = conn.client()
         if client is None:
             client, how = conn.port_guess(), "port"
+
+        def endpoint(side: _Side) -> Endpoint:
+            return Endpoint(host=side.addr[0], port=side.addr[1], ip=side.addr[0])
+
         server = conn.b if client is conn.a else conn.a
         direction = {id(client): Direction.C2S, id(server): Direction.S2C}
         notes: list[str] = []
@@ -334,11 +354,26 @@ class CaptureReader:
                     "port": "no SYN seen: client guessed as the side with the higher port",
                 }[how]
             )
+        route, target, chunks = CAPTURE_ROUTE, endpoint(server), conn.chunks
+        failed_stage = None
+        skip = {id(client): 0, id(server): 0}
+        prelude = _connect_prelude(conn, client, server, final=True)
+        if prelude is not None:
+            route, target, skip[id(client)], skip[id(server)] = prelude
+            chunks = _strip(conn.chunks, skip)
+            if not 200 <= (route.connect_status or 0) < 300:
+                failed_stage = Stage.PROXY
+            notes.append(f"HTTP CONNECT through {route.proxy} to {target}")
         gaps: list[Gap] = []
         for side in (client, server):
             s = side.stream
             name = "client" if side is client else "server"
-            gaps += [Gap(direction=direction[id(side)], offset=o, length=n) for o, n in s.gaps]
+            cut = skip[id(side)]
+            gaps += [
+                Gap(direction=direction[id(side)], offset=o - cut, length=n)
+                for o, n in s.gaps
+                if o >= cut
+            ]
             if s.gaps:
                 missing = sum(n for _, n in s.gaps)
                 notes.append(f"{name} stream: {len(s.gaps)} gap(s), {missing} byte(s) not captured")
@@ -373,26 +408,96 @@ class CaptureReader:
             synack_options=conn.synack_options,
         )
 
-        def endpoint(side: _Side) -> Endpoint:
-            return Endpoint(host=side.addr[0], port=side.addr[1], ip=side.addr[0])
-
         return Transcript(
             label=f"{self.capture.name} flow {conn.index}",
             client=endpoint(client),
-            server=endpoint(server),
-            route=CAPTURE_ROUTE,
+            server=target,
+            route=route,
             started_at=datetime.fromtimestamp(conn.start, tz=timezone.utc),
             chunks=tuple(
                 Chunk(direction=direction[id(side)], at=at, data=data)
-                for side, at, data in conn.chunks
+                for side, at, data in chunks
             ),
             gaps=tuple(gaps),
             end=end,
             keylog=self.capture.keylog,
             tcp=tcp,
+            failed_stage=failed_stage,
             truncated_at_start=truncated,
             notes=tuple(notes),
         )
+
+
+def _head(conn: _Connection, side: _Side, limit: int = CONNECT_LIMIT) -> bytes:
+    parts, n = [], 0
+    for s, _at, data in conn.chunks:
+        if s is side:
+            parts.append(data)
+            n += len(data)
+            if n >= limit:
+                break
+    return b"".join(parts)
+
+
+def _http_head(data: bytes) -> tuple[list[str], int] | None:
+    """(lines, length) of an HTTP message head ending with an empty line, or None."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    return data[:end].decode("latin-1").split("\r\n"), end + 4
+
+
+def _connect_prelude(
+    conn: _Connection, client: _Side, server: _Side, *, final: bool
+) -> tuple[Route, Endpoint, int, int] | None:
+    """An HTTP CONNECT exchange opening the connection: (route, target, request length,
+    response length). None while incomplete or when it is not one."""
+    request = _http_head(_head(conn, client))
+    response = _http_head(_head(conn, server))
+    if request is None or response is None:
+        return None
+    (req_lines, req_len), (resp_lines, resp_len) = request, response
+    method, _, rest = req_lines[0].partition(" ")
+    authority = rest.split(" ")[0]
+    host, _, port = authority.rpartition(":")
+    status_line = resp_lines[0].split(" ", 2)
+    if method != "CONNECT" or not port.isdigit() or not status_line[0].startswith("HTTP/"):
+        return None
+    if len(status_line) < 2 or not status_line[1].isdigit():
+        return None
+    headers = tuple(
+        (k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in resp_lines[1:])
+    )
+    schemes = tuple(v.split(" ")[0] for k, v in headers if k.lower() == "proxy-authenticate")
+    proxy = server.addr
+    route = Route(
+        kind="http_proxy",
+        proxy=f"http://{'[' + proxy[0] + ']' if ':' in proxy[0] else proxy[0]}:{proxy[1]}",
+        source="capture",
+        connect_status=int(status_line[1]),
+        connect_reason=status_line[2] if len(status_line) > 2 else "",
+        connect_headers=headers,
+        proxy_auth_schemes=schemes,
+    )
+    target = Endpoint(host=host.strip("[]"), port=int(port))
+    return route, target, req_len, resp_len
+
+
+def _strip(
+    chunks: list[tuple[_Side, float, bytes]], skip: dict[int, int]
+) -> list[tuple[_Side, float, bytes]]:
+    """Drop the first ``skip[id(side)]`` bytes each side sent."""
+    out = []
+    left = dict(skip)
+    for side, at, data in chunks:
+        n = left[id(side)]
+        if n:
+            cut = min(n, len(data))
+            left[id(side)] -= cut
+            data = data[cut:]
+        if data:
+            out.append((side, at, data))
+    return out
 
 
 def iter_transcripts(

@@ -1,7 +1,7 @@
 """Frame decoding: (link type, frame bytes) -> one TCP segment, or None.
 
 Boundary: link layer (Ethernet with 802.1Q/802.1ad/QinQ tags and PPPoE, Linux SLL/SLL2,
-raw IP, BSD null/loop), IPv4/IPv6 and the TCP header. No flow state, no reassembly.
+raw IP, BSD null/loop), IPv4/IPv6 (and 6in4) and the TCP header. No flow state, no reassembly.
 
 Frames that are not TCP, IP fragments, unknown link types and malformed headers return
 None; the reason is counted in the ``skipped`` mapping the caller passes in.
@@ -25,7 +25,7 @@ ETH_PPPOE = 0x8864
 PPP_IPV4, PPP_IPV6 = 0x0021, 0x0057
 
 IPV6_EXT_HEADERS = frozenset({0, 43, 60})  # hop-by-hop, routing, destination options
-IPV6_FRAGMENT, IPV6_AH, TCP = 44, 51, 6
+IPV6_FRAGMENT, IPV6_AH, TCP, IPV6_IN_IPV4 = 44, 51, 6, 41
 
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 
@@ -146,6 +146,8 @@ def _ipv4_tcp(frame: bytes, off: int, skipped: dict[str, int] | None) -> TcpSegm
         _count(skipped, "short IPv4 header")
         return None
     vihl, _tos, total, ip_id, frag, ttl, proto = _ipv4(frame, off)
+    if proto == IPV6_IN_IPV4 and not frag & 0x3FFF:  # 6in4 tunnel
+        return _ipv6_tcp(frame, off + (vihl & 0x0F) * 4, skipped)
     if proto != TCP:
         _count(skipped, "not TCP")
         return None
