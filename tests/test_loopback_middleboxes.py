@@ -190,6 +190,25 @@ def test_terminating_proxy_injects_lb_cookie(make_reference_server, loopback_pki
     assert b'"client_cert_sha256": null' in body
 
 
+def test_terminating_proxy_with_client_ssl_profile_asks_but_does_not_forward(
+    mtls_server, loopback_pki, start_service
+):
+    lb = start_service(
+        TerminatingProxy(
+            loopback_pki.server,
+            mtls_server.address,
+            client_ca=loopback_pki.client_ca,
+            verify="required",
+        )
+    )
+    with pytest.raises(ssl.SSLError):  # the LB itself now insists on a client cert
+        tls_exchange(socket.create_connection(lb.address, timeout=5), loopback_pki.server_root)
+    raw = socket.create_connection(lb.address, timeout=5)
+    _, response = tls_exchange(raw, loopback_pki.server_root, loopback_pki.client)
+    assert response.startswith(b"HTTP/1.1 502")  # accepted by the LB, refused by the server
+    assert mtls_server.wait_seen(1)[0].client_cert_sha256 is None
+
+
 def test_add_cookie_leaves_non_http_alone():
     assert add_cookie(b"\x16\x03\x03junk\r\n\r\n", "x") == b"\x16\x03\x03junk\r\n\r\n"
 

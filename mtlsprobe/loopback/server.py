@@ -281,7 +281,7 @@ class ReferenceServer(TcpService):
         except Exception:  # InvalidSignature, wrong key type, other issuer
             return False
         now = dt.datetime.now(dt.timezone.utc)
-        return cert.not_valid_before_utc <= now <= cert.not_valid_after_utc
+        return _not_before(cert) <= now <= _not_after(cert)
 
     def _answer_json(self, ssock: ssl.SSLSocket, seen: ConnectionSeen) -> None:
         seen.status = 200
@@ -352,3 +352,13 @@ def _error_text(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLError) and exc.reason:
         return f"{exc.reason}: {exc}"
     return f"{type(exc).__name__}: {exc}"
+
+
+def _not_before(cert: x509.Certificate) -> dt.datetime:
+    value = getattr(cert, "not_valid_before_utc", None)  # cryptography >= 42
+    return value or cert.not_valid_before.replace(tzinfo=dt.timezone.utc)
+
+
+def _not_after(cert: x509.Certificate) -> dt.datetime:
+    value = getattr(cert, "not_valid_after_utc", None)
+    return value or cert.not_valid_after.replace(tzinfo=dt.timezone.utc)

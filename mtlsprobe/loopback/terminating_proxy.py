@@ -3,8 +3,10 @@
 Boundary: loopback middlebox. It holds a certificate issued by the server's OWN root (so the
 client sees a perfectly valid chain), does not ask the client for a certificate, and
 re-encrypts upstream without one. HTTP passes untouched unless `lb_cookie` is set, in which case
-a `Set-Cookie: SERVERID=...` is added to the first response, as LBs do for stickiness. When the
-upstream refuses, the client gets a `502 Bad Gateway`.
+a `Set-Cookie: SERVERID=...` is added to the first response, as LBs do for stickiness. With
+`client_ca`/`verify` it asks the client for a certificate itself (an LB "client-SSL profile"),
+which still never reaches the server. When the upstream refuses, the client gets a
+`502 Bad Gateway`.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ class TerminatingProxy(TcpService):
         lb_cookie: str | None = None,
         upstream_trust: list[pki.CA] | None = None,
         upstream_sni: str | None = None,
+        client_ca: pki.CA | None = None,
+        verify: str = "none",
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -55,7 +59,7 @@ class TerminatingProxy(TcpService):
         self.upstream = upstream
         self.lb_cookie = lb_cookie
         self.upstream_sni = upstream_sni
-        self.context = server_context(identity)
+        self.context = server_context(identity, client_ca=client_ca, verify=verify)
         self.context.sni_callback = _note_sni
         if upstream_trust:
             self._up_ctx = client_context(trust=upstream_trust)
