@@ -15,8 +15,16 @@ Decisions, for reviewers:
   that sent the first packet.
 - Kept (emitted): the client stream starts with a TLS (or SSLv2-compatible hello) record
   header; or it starts with a gap and the server stream starts with a TLS record; or the
-  server port is in ``ports``. Others are counted in ``stats["non_tls_connections"]`` and
-  stop being reassembled as soon as that is clear.
+  server port is in ``ports``; or it opens with an HTTP CONNECT exchange (any status). Others
+  are counted in ``stats["non_tls_connections"]`` and stop being reassembled once that is clear.
+- HTTP CONNECT: the request and reply are stripped from the chunks (gap offsets shift with
+  them); they become ``route`` (kind "http_proxy", proxy URL, status, reply headers, auth
+  schemes) and ``server`` is the CONNECT target; a non-2xx reply sets
+  ``failed_stage=Stage.PROXY``.
+- Gap offsets are stream offsets counting the missing bytes (offset 0 = first byte after
+  the SYN, or after the CONNECT reply); chunks hold only captured bytes.
+- Assumes one capture point: a peer's ACK past a hole means the capture lost those bytes,
+  so the hole becomes a gap at once (chunk order then stays faithful).
 - A connection is emitted when it closes (RST, or FIN both ways with both streams complete)
   so memory stays flat on large captures; the rest are emitted at the end of the capture.
 - Labels are ``"<file> flow N"``, N counting TCP connections from 0 in order of their first
