@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from datetime import timezone
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -100,7 +101,7 @@ def cert_info(der: bytes) -> CertInfo:
     try:
         key = describe_key(cert.public_key())
         pin = spki_pin(cert)
-    except (ValueError, TypeError):  # unsupported key algorithm
+    except (ValueError, TypeError, UnsupportedAlgorithm):  # unknown or malformed key
         key, pin = "unsupported", ""
     try:
         sig = cert.signature_hash_algorithm
@@ -184,11 +185,47 @@ def anchor_of(chain: Sequence[CertInfo], roots: Iterable[CertInfo]) -> CertInfo 
 
 
 def leaf_shares_issuer_key(chain: Sequence[CertInfo]) -> bool:
-    """mitmproxy's tell: every minted leaf reuses the CA's key pair."""
-    if len(chain) < 2 or not chain[0].spki_pin:
+    """mitmproxy's tell: every minted leaf reuses the CA's key pair.
+
+    Seen either as a CA certificate in `chain` with the leaf's key and the leaf's issuer
+    name, or, when the peer sent the leaf alone, as a leaf that is not self-issued yet
+    whose signature verifies with its own public key.
+    """
+    if not chain or not chain[0].spki_pin:
         return False
     leaf = chain[0]
-    return any(c.spki_pin == leaf.spki_pin and c.subject == leaf.issuer for c in chain[1:])
+    if any(c.spki_pin == leaf.spki_pin and c.subject == leaf.issuer for c in chain[1:]):
+        return True
+    if leaf.self_issued:
+        return False
+    try:
+        cert = parse_der(leaf.der)
+        cert.verify_directly_issued_by(_renamed_issuer(cert))
+    except Exception:  # InvalidSignature, unsupported key types, odd encodings
+        return False
+    return True
+
+
+def _renamed_issuer(cert: x509.Certificate) -> x509.Certificate:
+    """A stand-in issuer: the leaf's own key under the leaf's issuer name.
+
+    verify_directly_issued_by checks names before the signature, so the stand-in carries
+    the issuer's name; only the public key matters for the signature check.
+    """
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec as _ec
+
+    throwaway = _ec.generate_private_key(_ec.SECP256R1())
+    return (
+        x509.CertificateBuilder()
+        .subject_name(cert.issuer)
+        .issuer_name(cert.issuer)
+        .public_key(cert.public_key())
+        .serial_number(1)
+        .not_valid_before(cert.not_valid_before_utc)
+        .not_valid_after(cert.not_valid_after_utc)
+        .sign(throwaway, hashes.SHA256())
+    )
 
 
 def chain_pins(chain: Sequence[CertInfo]) -> set[str]:

@@ -127,7 +127,7 @@ def emit(report: Report, fmt: str, output: Path | None) -> None:
 class Main(click.Group):
     """Turns every exception into one line and a documented exit code."""
 
-    def main(self, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
+    def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("standalone_mode", True)
         debug = "--debug" in sys.argv[1:]
         try:
@@ -244,8 +244,9 @@ def probe(
         raise click.UsageError("--cert and --key go together")
     creds = None
     if cert or pkcs12:
-        password = password_from(password_file)
-        creds = load_credentials(cert=cert, key=key, pkcs12=pkcs12, password=password)
+        creds = load_credentials(
+            cert=cert, key=key, pkcs12=pkcs12, password=lambda: password_from(password_file)
+        )
     agent_chain = ()
     if creds is not None:
         from mtlsprobe.certs import cert_info

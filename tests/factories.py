@@ -271,7 +271,12 @@ def corpus() -> list[Case]:
     same_ca = SERVER_ISSUING_CA.issue("lb.example.com", not_before=MONTH_AGO)
     late = dataclasses.replace(CERT_REQUEST, where="post_handshake",
                                authorities=("CN=Someone Else CA",))
+    expired = SERVER_ISSUING_CA.issue("ec.example.com", not_before=MONTH_AGO,
+                                      not_after=OBSERVED_AT - dt.timedelta(days=1))
+    leaf_only = SERVER_ISSUING_CA.issue("ec.example.com", not_before=MONTH_AGO)
     cases += [
+        case(observation(server_chain=chain_of(expired))),
+        case(observation(server_chain=(info(leaf_only),)), expect=ROOTS_ONLY),
         case(intercepted("mitmproxy", "mitmproxy"), expect=with_baseline()),
         case(observation(server_chain=(info(minted), info(ca)))),
         case(observation(server_chain=chain_of(same_ca))),

@@ -63,7 +63,9 @@ def test_agent_certificate_from_another_ca_is_rejected(pinned):
 def test_not_enforcing_server_passes_and_says_so(pinned):
     res = judge(probe(verify=ssl.CERT_NONE), pinned)
     assert res.verdict is Verdict.PASS_END_TO_END, res.reason
-    assert {"MTLS002", "MTLS031"} <= {x.rule for x in res.findings}
+    fired = {x.rule for x in res.findings}
+    assert "MTLS002" in fired
+    assert "MTLS031" not in fired  # not asked for a certificate, so none was "accepted"
 
 
 def test_chain_from_another_ca_is_inspected():

@@ -27,7 +27,8 @@ from mtlsprobe.model import (
     Transcript,
 )
 
-STARTED = dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+# The certificates are made now, so the transcripts are dated now too (judged at that time).
+STARTED = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
 
 
 @dataclass(frozen=True)

@@ -257,6 +257,8 @@ def chain_not_from_ca(case: Case) -> Iterator[Finding]:
     for chain, seen_by in _chains(case):
         if _anchor(case, chain) is not None or match_chain(chain, kinds=("load_balancer",)):
             continue  # a load balancer's own certificate is MTLS018's finding
+        if _missing_issuer(chain) is not None and not _minted(seen_by[0], chain):
+            continue  # cannot tell which root it builds to: MTLS023's finding
         top = chain[-1]
         via = f" (top of chain issued by {top.issuer})" if top.issuer != chain[0].issuer else ""
         yield finding(
@@ -318,6 +320,23 @@ def chain_not_baseline(case: Case) -> Iterator[Finding]:
             remediation=INSPECT_FIX.format(t=_target(case))
             + " If the server's certificate was renewed, take a new baseline.",
         )
+
+
+def _missing_issuer(chain: Chain) -> str | None:
+    """The issuer name the chain stops at when the peer left it out (incomplete chain)."""
+    top = chain[-1]
+    if top.self_issued:
+        return None
+    if any(c.subject == top.issuer for c in chain):
+        return None
+    return top.issuer
+
+
+def _minted(obs: Observation, chain: Chain) -> bool:
+    """Signs of a certificate minted on the fly by an interception product."""
+    return abs(obs.observed_at - chain[0].not_before) <= FRESH_LEAF or leaf_shares_issuer_key(
+        chain
+    )
 
 
 def _unconfirmed_chains(case: Case) -> list[tuple[Chain, list[Observation]]]:
@@ -473,6 +492,28 @@ def load_balancer(case: Case) -> Iterator[Finding]:
 # --- CertificateRequest vs the baseline -------------------------------------------------
 
 
+@rule("MTLS019", "Server certificate not valid at the time seen", Severity.WARNING)
+def server_cert_out_of_date(case: Case) -> Iterator[Finding]:
+    for chain, seen_by in _chains(case):
+        obs = seen_by[0]
+        leaf = chain[0]
+        if leaf.not_before <= obs.observed_at <= leaf.not_after:
+            continue
+        state = "expired" if obs.observed_at > leaf.not_after else "not yet valid"
+        yield finding(
+            "MTLS019",
+            f"The server certificate for {_target(case)} ({leaf.subject}) was {state} when "
+            "seen: agents that validate the server (trusted communication) will refuse it.",
+            evidence=[
+                _ev(obs, "server_chain[0].not_before", leaf.not_before.isoformat()),
+                _ev(obs, "server_chain[0].not_after", leaf.not_after.isoformat()),
+                _ev(obs, "observed_at", obs.observed_at.isoformat()),
+            ],
+            remediation="Renew the server certificate (or fix the clock of the host that "
+            "took this measurement).",
+        )
+
+
 @rule("MTLS020", "CertificateRequest missing on this path", Severity.BREAKS)
 def cert_request_vanished(case: Case) -> Iterator[Finding]:
     base = _baseline(case)
@@ -547,6 +588,31 @@ def agent_issuer_not_requested(case: Case) -> Iterator[Finding]:
 # --- what the far end does with client certificates ---------------------------------------
 
 
+@rule("MTLS023", "Server chain incomplete", Severity.UNKNOWN)
+def chain_incomplete(case: Case) -> Iterator[Finding]:
+    if not case.expect.roots:
+        return
+    for chain, seen_by in _chains(case):
+        missing = _missing_issuer(chain)
+        if missing is None or _anchor(case, chain) is not None or _minted(seen_by[0], chain):
+            continue
+        confirmed = _confirmed(case, chain)
+        yield finding(
+            "MTLS023",
+            f"The server for {_target(case)} sent an incomplete chain: {missing} is missing, "
+            "so it cannot be checked against --ca"
+            + (" (the pin/baseline still identifies the real server)." if confirmed else
+               "; whether this is the real server stays open."),
+            evidence=[
+                _ev(seen_by[0], f"server_chain[{len(chain) - 1}].issuer", missing),
+                _ev(None, "expect.roots", "; ".join(r.subject for r in case.expect.roots)),
+            ],
+            remediation="Configure the server to send its intermediate certificates; "
+            "meanwhile add the intermediate to --ca or give --pin/--baseline.",
+            severity=Severity.WARNING if confirmed else Severity.UNKNOWN,
+        )
+
+
 def _attempts(case: Case, kind: CertKind) -> list[Observation]:
     return [o for o in case.observations if _kind(o) is kind]
 
@@ -581,7 +647,7 @@ def untrusted_accepted(case: Case) -> Iterator[Finding]:
     if base is not None and base.rejects_untrusted_cert is Seen.YES:
         return
     for obs in _attempts(case, CertKind.UNTRUSTED):
-        if _accepted(obs):
+        if _sent_cert(obs) and _accepted(obs):  # never asked for: nothing was accepted
             yield finding(
                 "MTLS031",
                 "The far end accepted a throwaway certificate from an unknown CA: it does not "
