@@ -124,8 +124,37 @@ def emit(report: Report, fmt: str, output: Path | None) -> None:
         click.echo(text, nl=False)
 
 
+#: Commands that live in their own modules (mtlsprobe/commands/), imported on first use
+#: so that `mtlsprobe probe` never pays for summarize/serve/analyze imports.
+LAZY_COMMANDS = {
+    "analyze": "mtlsprobe.commands.analyze:analyze",
+    "check-cert": "mtlsprobe.commands.check_cert:check_cert",
+    "summarize": "mtlsprobe.commands.summarize:summarize",
+    "serve": "mtlsprobe.commands.serve:serve",
+    "trace": "mtlsprobe.commands.trace:trace",
+}
+
+
 class Main(click.Group):
     """Turns every exception into one line and a documented exit code."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        from importlib.util import find_spec
+
+        lazy = [n for n, ref in LAZY_COMMANDS.items() if find_spec(ref.split(":")[0])]
+        return sorted([*super().list_commands(ctx), *lazy])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in LAZY_COMMANDS:
+            from importlib import import_module
+            from importlib.util import find_spec
+
+            module, attr = LAZY_COMMANDS[name].split(":")
+            if find_spec(module) is None:
+                return None
+            command: click.Command = getattr(import_module(module), attr)
+            return command
+        return super().get_command(ctx, name)
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("standalone_mode", True)
