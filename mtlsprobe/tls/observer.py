@@ -805,9 +805,13 @@ class Observer:
         return Stage.ESTABLISHED
 
 
-def observe(transcript: Transcript) -> Observation:
-    """Observe one transcript. Never raises on malformed network bytes."""
-    obs = Observer(keylog=transcript.keylog)
+def observe(transcript: Transcript, keylog: KeyLog | str | None = None) -> Observation:
+    """Observe one transcript. Never raises on malformed network bytes.
+
+    ``keylog`` (parsed once by the caller, e.g. every key log of a capture merged) is used
+    instead of ``transcript.keylog`` when given.
+    """
+    obs = Observer(keylog=keylog if keylog is not None else transcript.keylog)
     if transcript.truncated_at_start:
         obs.lose_start()
     pending = {
