@@ -65,9 +65,16 @@ def client_cert_behaviour(result: CaseResult) -> str:
     return "; ".join(words) or "-"
 
 
+def target_label(result: CaseResult) -> str:
+    """The target, with where it came from when that is more than the command line."""
+    if result.source and result.source not in ("flag", "capture"):
+        return f"{result.target}\n({result.source})"
+    return str(result.target)
+
+
 def summary_row(result: CaseResult) -> tuple[str, ...]:
     return (
-        str(result.target),
+        target_label(result),
         result.route.name,
         result.verdict.value,
         result.product or "-",
@@ -87,7 +94,7 @@ def _findings_block(results: Sequence[CaseResult]) -> list[str]:
     out: list[str] = []
     for r in results:
         out.append("")
-        out.append(f"{r.target} via {r.route.name}: {r.verdict.value}")
+        out.append(f"{target_label(r)} via {r.route.name}: {r.verdict.value}")
         if not r.findings:
             out.append("  (no findings)")
             continue
