@@ -187,6 +187,29 @@ class Transcript:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ReflectorEcho:
+    """What an ``mtlsprobe serve`` reflector reported about one of our connections, beside
+    what we sent on it, for the MTLS08x comparisons. Filled by ``mtlsprobe.reflector``."""
+
+    status: str  # "ok" | "missing" | "malformed" | "bad_signature"
+    signed: bool = False  # HMAC checked with the shared secret
+    peer: str | None = None  # the address the reflector saw the connection come from
+    hello_sha256: str | None = None  # the ClientHello message the reflector received
+    ja3: str | None = None
+    offered_versions: tuple[str, ...] = ()
+    cipher_suites: tuple[str, ...] = ()
+    sni: str | None = None
+    alpn_offered: tuple[str, ...] = ()
+    version: str | None = None
+    cipher_suite: str | None = None
+    client_chain_sha256: tuple[str, ...] = ()  # what arrived (leaf first; may be leaf only)
+    server_chain_sha256: tuple[str, ...] = ()  # what the reflector presented
+    sent_hello_sha256: str | None = None  # the ClientHello we sent (from our transcript)
+    sent_ja3: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CertInfo:
     sha256: str  # hex of the DER
     spki_pin: str  # "sha256/BASE64" of SubjectPublicKeyInfo (HPKP style)
@@ -263,6 +286,7 @@ class Observation:
     server_hello_ms: float | None = None
     local_error: str | None = None
     notes: tuple[str, ...] = ()
+    reflected: ReflectorEcho | None = None  # the far end's echo, when it is a reflector
 
 
 # --- expectations and judgement ------------------------------------------------------
