@@ -378,3 +378,20 @@ def test_chain_changing_between_repeats_is_caught(
     result = only(probe(pool.address, Expectations(), repeat=4))
     assert "MTLS040" in ids(result)
     assert result.verdict is Verdict.UNKNOWN
+
+
+def test_lb_cookie_names_the_load_balancer(
+    make_reference_server, loopback_pki, start_service, root_only
+):
+    """A persistence cookie inside TLS proves an HTTP-aware box decrypted the session."""
+    from mtlsprobe.loopback.terminating_proxy import TerminatingProxy
+
+    server = make_reference_server(verify="none")  # before enforcement: answers everyone
+    identity = loopback_pki.server_root.issue("localhost", sans=("localhost", "127.0.0.1"))
+    lb = start_service(TerminatingProxy(
+        identity, server.address, lb_cookie="BIGipServerpool_ec=1677787402.20480.0000"
+    ))
+    result = only(probe(lb.address, root_only, http_path="/"))
+    assert result.verdict is Verdict.TERMINATED_BY_LB
+    assert "MTLS018" in ids(result)
+    assert result.product and "F5" in result.product

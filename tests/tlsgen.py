@@ -8,8 +8,6 @@ is deleted. Other test modules may import :func:`run` and :func:`pki`.
 
 from __future__ import annotations
 
-import _ssl
-import ctypes
 import datetime as dt
 import functools
 import os
@@ -18,6 +16,7 @@ import tempfile
 from dataclasses import dataclass
 
 from mtlsprobe import pki as pkimod
+from mtlsprobe.loopback.openssl_hooks import set_client_ca_names
 from mtlsprobe.model import (
     Chunk,
     Direction,
@@ -54,24 +53,6 @@ def pki() -> Pki:
         client_good=client_ca.issue("agent-1"),
         client_other=other_ca.issue("stranger"),
     )
-
-
-def _set_client_ca_list(ctx: ssl.SSLContext, pem_path: str) -> None:
-    """Make the server name its client CAs in CertificateRequest.
-
-    Python's ssl has no SSL_CTX_set_client_CA_list, and load_verify_locations does not set
-    it, so OpenSSL would send an empty CA list. Test-only ctypes: the PySSLContext struct
-    holds the SSL_CTX pointer right after the object header.
-    """
-    lib = ctypes.CDLL(_ssl.__file__)
-    lib.SSL_load_client_CA_file.restype = ctypes.c_void_p
-    lib.SSL_load_client_CA_file.argtypes = [ctypes.c_char_p]
-    lib.SSL_CTX_set_client_CA_list.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-    names = lib.SSL_load_client_CA_file(pem_path.encode())
-    if not names:
-        raise RuntimeError("SSL_load_client_CA_file failed")
-    ctx_ptr = ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value
-    lib.SSL_CTX_set_client_CA_list(ctx_ptr, names)
 
 
 def _write(directory: str, name: str, data: bytes) -> str:
@@ -114,8 +95,8 @@ def run(
         if verify != ssl.CERT_NONE:
             ca_pem = _write(tmp, "client-ca.pem", p.client_ca.cert_pem)
             sctx.load_verify_locations(cafile=ca_pem)
-            if client_ca_list:
-                _set_client_ca_list(sctx, ca_pem)
+            if client_ca_list and not set_client_ca_names(sctx, [p.client_ca.der]):
+                raise RuntimeError("cannot set the server's client CA list on this Python")
         if server_alpn:
             sctx.set_alpn_protocols(list(server_alpn))
         if request_pha:

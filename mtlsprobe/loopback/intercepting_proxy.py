@@ -24,15 +24,10 @@ from mtlsprobe.loopback.proxy_protocol import (
     read_head,
     response,
 )
-from mtlsprobe.loopback.relay import FlowSeen, error_text, pump
+from mtlsprobe.loopback.relay import FlowSeen, error_text
 from mtlsprobe.loopback.tcp_service import TcpService
 from mtlsprobe.loopback.tls_contexts import client_context, load_identity
-from mtlsprobe.loopback.upstream import (
-    answer_bad_gateway,
-    close_quietly,
-    connect_tls,
-    drain_request_head,
-)
+from mtlsprobe.loopback.upstream import bridge_tls, close_quietly
 
 PRODUCT = "mtlsprobe Demo Inspection"
 
@@ -124,25 +119,7 @@ class InterceptingProxy(TcpService):
                 return
             flow.sni = getattr(client, "_mtlsprobe_sni", None)
             name = flow.sni or (None if _is_ip(target[0]) else target[0])
-            try:
-                up = connect_tls(self, target, self._upstream_context(), name)
-            except (OSError, ValueError) as exc:
-                flow.upstream_error = error_text(exc)
-                flow.status = 502
-                drain_request_head(client)
-                answer_bad_gateway(
-                    client, PRODUCT, "upstream TLS handshake failed", flow.upstream_error
-                )
-                return
-            flow.upstream_tls_version = up.version()
-            result = pump(client, up, stopping=lambda: self.stopping)
-            flow.bytes_up, flow.bytes_down = result.bytes_up, result.bytes_down
-            flow.client_error, flow.upstream_error = result.client_error, result.upstream_error
-            if result.upstream_error and result.bytes_down == 0 and not result.client_error:
-                flow.status = 502
-                answer_bad_gateway(
-                    client, PRODUCT, "upstream closed the connection", result.upstream_error
-                )
+            up = bridge_tls(self, client, flow, target, self._upstream_context(), name, PRODUCT)
         finally:
             close_quietly(self, up)
             if client is not None:

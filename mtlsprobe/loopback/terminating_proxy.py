@@ -14,25 +14,25 @@ from __future__ import annotations
 import socket
 
 from mtlsprobe import pki
-from mtlsprobe.loopback.relay import FlowSeen, error_text, pump
+from mtlsprobe.loopback.relay import FlowSeen, error_text
 from mtlsprobe.loopback.tcp_service import TcpService
 from mtlsprobe.loopback.tls_contexts import client_context, server_context
-from mtlsprobe.loopback.upstream import (
-    answer_bad_gateway,
-    close_quietly,
-    connect_tls,
-    drain_request_head,
-)
+from mtlsprobe.loopback.upstream import bridge_tls, close_quietly
 
 PRODUCT = "mtlsprobe-lb"
 
 
 def add_cookie(head: bytes, cookie: str) -> bytes:
-    """Insert `Set-Cookie: SERVERID=<cookie>; path=/` after the status line of a response head."""
+    """Insert `Set-Cookie: <cookie>; path=/` after the status line of a response head.
+
+    `cookie` is `name=value`; a bare value becomes `SERVERID=<value>` (haproxy's usual name).
+    """
     line_end = head.find(b"\r\n")
     if not head.startswith(b"HTTP/") or line_end < 0:
         return head
-    extra = f"Set-Cookie: SERVERID={cookie}; path=/\r\n".encode()
+    if "=" not in cookie:
+        cookie = f"SERVERID={cookie}"
+    extra = f"Set-Cookie: {cookie}; path=/\r\n".encode()
     return head[: line_end + 2] + extra + head[line_end + 2 :]
 
 
@@ -78,31 +78,12 @@ class TerminatingProxy(TcpService):
                 flow.client_error = error_text(exc)
                 return
             flow.sni = getattr(client, "_mtlsprobe_sni", None)
-            try:
-                up = connect_tls(self, self.upstream, self._up_ctx, self.upstream_sni or flow.sni)
-            except (OSError, ValueError) as exc:
-                flow.upstream_error = error_text(exc)
-                flow.status = 502
-                drain_request_head(client)
-                answer_bad_gateway(
-                    client, PRODUCT, "upstream TLS handshake failed", flow.upstream_error
-                )
-                return
-            flow.upstream_tls_version = up.version()
             cookie = self.lb_cookie
-            result = pump(
-                client,
-                up,
-                stopping=lambda: self.stopping,
+            up = bridge_tls(
+                self, client, flow, self.upstream, self._up_ctx,
+                self.upstream_sni or flow.sni, PRODUCT,
                 rewrite_response_head=(lambda h: add_cookie(h, cookie)) if cookie else None,
             )
-            flow.bytes_up, flow.bytes_down = result.bytes_up, result.bytes_down
-            flow.client_error, flow.upstream_error = result.client_error, result.upstream_error
-            if result.upstream_error and result.bytes_down == 0 and not result.client_error:
-                flow.status = 502
-                answer_bad_gateway(
-                    client, PRODUCT, "upstream closed the connection", result.upstream_error
-                )
         finally:
             close_quietly(self, up)
             close_quietly(self, client)

@@ -9,9 +9,10 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
+from collections.abc import Callable
 
 from mtlsprobe.loopback.proxy_protocol import response
-from mtlsprobe.loopback.relay import error_text
+from mtlsprobe.loopback.relay import FlowSeen, error_text, pump
 from mtlsprobe.loopback.tcp_service import TcpService
 
 CONNECT_TIMEOUT = 5.0
@@ -85,8 +86,45 @@ def answer_bad_gateway(sock: socket.socket, product: str, what: str, exc_text: s
         )
 
 
+def bridge_tls(
+    service: TcpService,
+    client: ssl.SSLSocket,
+    flow: FlowSeen,
+    target: tuple[str, int],
+    context: ssl.SSLContext,
+    server_hostname: str | None,
+    product: str,
+    rewrite_response_head: Callable[[bytes], bytes] | None = None,
+) -> ssl.SSLSocket | None:
+    """A terminating middlebox's second half: its own TLS session to `target`, then relay.
+
+    The client's certificate (if any) stays on the client side: that is the point. On an
+    upstream failure the client gets a 502 naming `product`. Returns the upstream socket
+    (for the caller to close), or None when it could not be opened.
+    """
+    try:
+        up = connect_tls(service, target, context, server_hostname)
+    except (OSError, ValueError) as exc:
+        flow.upstream_error = error_text(exc)
+        flow.status = 502
+        drain_request_head(client)
+        answer_bad_gateway(client, product, "upstream TLS handshake failed", flow.upstream_error)
+        return None
+    flow.upstream_tls_version = up.version()
+    result = pump(
+        client, up, stopping=lambda: service.stopping, rewrite_response_head=rewrite_response_head
+    )
+    flow.bytes_up, flow.bytes_down = result.bytes_up, result.bytes_down
+    flow.client_error, flow.upstream_error = result.client_error, result.upstream_error
+    if result.upstream_error and result.bytes_down == 0 and not result.client_error:
+        flow.status = 502
+        answer_bad_gateway(client, product, "upstream closed the connection", result.upstream_error)
+    return up
+
+
 __all__ = [
     "answer_bad_gateway",
+    "bridge_tls",
     "close_quietly",
     "connect_tcp",
     "connect_tls",
