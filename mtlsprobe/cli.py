@@ -38,7 +38,7 @@ Exit codes:
   12  unknown: not enough evidence for a verdict
 """
 
-FORMATS = ("table", "json", "markdown")
+FORMATS = ("table", "json", "markdown", "jsonl")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -105,6 +105,10 @@ def render(report: Report, fmt: str) -> str:
         from mtlsprobe.report.jsonout import dumps
 
         return dumps(report)
+    if fmt == "jsonl":
+        from mtlsprobe.report.jsonl import render_jsonl
+
+        return render_jsonl(report)
     if fmt == "markdown":
         from mtlsprobe.report.markdown import render_markdown
 
