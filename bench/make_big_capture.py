@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtlsprobe import pki  # noqa: E402
+from mtlsprobe import pki
 
 OUT = Path(__file__).resolve().parent / "out" / "loopback.pcap"
 # name -> (TLS version, client certificate mode)
@@ -44,6 +44,7 @@ SERVERS = {
 }
 RESPONSE = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"
 BULK_BLOCK = os.urandom(1 << 20)
+BULK_PACE = 0.008  # seconds between 1 MiB blocks: ~125 MB/s per bulk connection
 
 
 def make_pki(tmp: Path) -> dict[str, Path]:
@@ -77,6 +78,7 @@ def _serve_one(ctx: ssl.SSLContext, conn: socket.socket) -> None:
                 while sent < size:
                     tls.sendall(BULK_BLOCK[: min(len(BULK_BLOCK), size - sent)])
                     sent += len(BULK_BLOCK)
+                    time.sleep(BULK_PACE)  # keep tcpdump from dropping loopback packets
             else:
                 tls.sendall(RESPONSE)
     except (OSError, ssl.SSLError):
@@ -139,12 +141,14 @@ def client_process(worker: int, jobs: list[tuple[str, int, bool, int]],
             contexts[key] = _client_ctx(files, keylog, cert, version)
         sni = f"svc{(worker * 7 + i) % 50}.bench.test"
         try:
-            with socket.create_connection(("127.0.0.1", port)) as raw:
-                with contexts[key].wrap_socket(raw, server_hostname=sni) as tls:
-                    tls.sendall(f"BULK {bulk}\r\n".encode() if bulk else b"GET / HTTP/1.0\r\n\r\n")
-                    got = 0
-                    while chunk := tls.recv(1 << 16):
-                        got += len(chunk)
+            request = f"BULK {bulk}\r\n".encode() if bulk else b"GET / HTTP/1.0\r\n\r\n"
+            with (
+                socket.create_connection(("127.0.0.1", port)) as raw,
+                contexts[key].wrap_socket(raw, server_hostname=sni) as tls,
+            ):
+                tls.sendall(request)
+                while tls.recv(1 << 16):
+                    pass
             ok += 1
         except (OSError, ssl.SSLError):
             failed += 1
@@ -165,11 +169,10 @@ def record(out: Path, handshakes: int, bulk: int, bulk_mb: int, workers: int = 2
         server = mp.Process(target=server_process, args=(files, ready), daemon=True)
         server.start()
         ports = dict(ready.get(timeout=30) for _ in SERVERS)
-        low, high = min(ports.values()), max(ports.values())
         partial = out.with_suffix(".partial")
         tcpdump = subprocess.Popen(
             ["tcpdump", "-i", "lo", "-s", "0", "-B", str(256 * 1024), "--immediate-mode",
-             "-U", "-w", str(partial),
+             "-w", str(partial),
              " or ".join(f"tcp port {p}" for p in ports.values())],
             stderr=subprocess.PIPE, text=True,
         )
@@ -207,11 +210,11 @@ def record(out: Path, handshakes: int, bulk: int, bulk_mb: int, workers: int = 2
         failed = sum(r[2] for r in results)
         print(f"{ok} connections completed, {failed} ended in a TLS error (expected for "
               f"missing client certs), {elapsed:.0f} s", file=sys.stderr)
-        # let tcpdump drain: wait until the file stops growing
+        # let tcpdump drain its ring: wait until the file stops growing
         size = -1
         while partial.stat().st_size != size:
             size = partial.stat().st_size
-            time.sleep(1.0)
+            time.sleep(2.0)
         tcpdump.send_signal(2)
         _, err = tcpdump.communicate(timeout=60)
         dropped = re.search(r"(\d+) packets? dropped by kernel", err)
@@ -225,7 +228,6 @@ def record(out: Path, handshakes: int, bulk: int, bulk_mb: int, workers: int = 2
                 f.write(k.read_text())
         partial.replace(out)
         print(f"wrote {out} ({out.stat().st_size / 1e6:.0f} MB) and {keys}", file=sys.stderr)
-        _ = low, high
     finally:
         if tcpdump is not None and tcpdump.poll() is None:
             tcpdump.kill()
