@@ -109,6 +109,20 @@ LETTERS = {
     HandshakeType.KEY_UPDATE: "m",
 }
 _NON_FATAL_13 = frozenset({AlertDescription.close_notify, AlertDescription.user_canceled})
+# DER -> CertInfo. The same few certificates recur across thousands of connections in a
+# capture; CertInfo is frozen, so observations can share one. Bounded: cleared when full.
+_CERT_CACHE: dict[bytes, CertInfo] = {}
+_CERT_CACHE_MAX = 4096
+
+
+def _cert_info(der: bytes) -> CertInfo:
+    info = _CERT_CACHE.get(der)
+    if info is None:
+        info = cert_info(der)
+        if len(_CERT_CACHE) >= _CERT_CACHE_MAX:
+            _CERT_CACHE.clear()
+        _CERT_CACHE[der] = info
+    return info
 
 
 def _who(direction: Direction) -> str:
@@ -685,7 +699,7 @@ class Observer:
         out = []
         for i, der in enumerate(cert.certificates):
             try:
-                out.append(cert_info(der))
+                out.append(_cert_info(der))
             except (CertError, ValueError, TypeError) as exc:
                 self.note(f"{who} certificate #{i} is not a valid certificate: {exc}")
         return tuple(out)
