@@ -1,0 +1,163 @@
+"""Stream JSON documents out of report files, folders, stdin, gzip: one at a time.
+
+Accepts full JSON reports (pretty-printed, as `--format json` writes them; several may be
+concatenated), JSON Lines (`--format jsonl`), JSON arrays of either, and gzip of all of
+these. Nothing here is fatal: unreadable paths and malformed lines are counted in
+:class:`InputStats` (with a few examples) and reading goes on.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+SUFFIXES = (".json", ".jsonl", ".ndjson", ".gz")
+MAX_DOCUMENT = 64 * 1024 * 1024  # a pretty-printed report larger than this is given up on
+EXAMPLES = 5
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+@dataclass
+class InputStats:
+    """What reading saw; counts are exact, examples are capped at EXAMPLES each."""
+
+    streams: int = 0
+    documents: int = 0
+    malformed: int = 0
+    foreign: int = 0
+    unreadable: list[str] = field(default_factory=list)
+    malformed_examples: list[str] = field(default_factory=list)
+    foreign_examples: list[str] = field(default_factory=list)
+
+    def bad_line(self, where: str, why: str) -> None:
+        self.malformed += 1
+        if len(self.malformed_examples) < EXAMPLES:
+            self.malformed_examples.append(f"{where}: {why}")
+
+    def foreign_document(self, where: str, why: str) -> None:
+        self.foreign += 1
+        if len(self.foreign_examples) < EXAMPLES:
+            self.foreign_examples.append(f"{where}: {why}")
+
+
+def expand(paths: Iterable[str], stats: InputStats) -> Iterator[str]:
+    """Files to read: '-' and files as given; folders recursively (*.json, *.jsonl, *.gz)."""
+    for p in paths:
+        if p == "-":
+            yield p
+        elif os.path.isdir(p):
+            found = False
+            for root, dirs, files in os.walk(p):
+                dirs.sort()
+                for name in sorted(files):
+                    if name.endswith(SUFFIXES):
+                        found = True
+                        yield os.path.join(root, name)
+            if not found:
+                stats.unreadable.append(f"{p}: folder holds no *.json, *.jsonl or *.gz file")
+        elif os.path.exists(p):
+            yield p
+        else:
+            stats.unreadable.append(f"{p}: no such file or folder")
+
+
+def _open(path: str) -> IO[str]:
+    raw: Any = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
+    try:
+        if not hasattr(raw, "peek"):
+            raw = io.BufferedReader(raw)
+        if raw.peek(2)[:2] == _GZIP_MAGIC:
+            raw = gzip.GzipFile(fileobj=raw, mode="rb")
+        return io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline=None)
+    except Exception:
+        if path != "-":
+            raw.close()
+        raise
+
+
+def _from_value(value: object) -> Iterator[object]:
+    if isinstance(value, list):
+        yield from value
+    else:
+        yield value
+
+
+def documents_in(lines: Iterable[str], name: str, stats: InputStats) -> Iterator[
+        tuple[str, object]]:
+    """(where, JSON value) for each document in a stream of text lines.
+
+    One JSON value per line, or pretty-printed values whose first line is a lone '{' or '['
+    and whose top-level closing bracket starts a line (what json.dumps(indent=...) writes).
+    """
+    pending: list[str] = []
+    size = start = 0
+    for n, line in enumerate(lines, 1):
+        if pending:
+            if line.startswith(("{", "[")) and line.strip() in ("{", "["):
+                stats.bad_line(f"{name}:{start}", "unterminated JSON document")
+                pending, size, start = [line], len(line), n
+                continue
+            pending.append(line)
+            size += len(line)
+            if line.startswith(("}", "]")):
+                try:
+                    value = json.loads("".join(pending))
+                except ValueError:
+                    if size <= MAX_DOCUMENT:
+                        continue  # a nested bracket at column 0: keep reading
+                    stats.bad_line(f"{name}:{start}", "JSON document too large or malformed")
+                    pending, size = [], 0
+                    continue
+                pending, size = [], 0
+                for v in _from_value(value):
+                    yield f"{name}:{start}", v
+            elif size > MAX_DOCUMENT:
+                stats.bad_line(f"{name}:{start}", "JSON document too large")
+                pending, size = [], 0
+            continue
+        text = line.strip()
+        if not text:
+            continue
+        if text in ("{", "["):
+            pending, size, start = [line], len(line), n
+            continue
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            stats.bad_line(f"{name}:{n}", f"not JSON ({exc.msg})")
+            continue
+        for v in _from_value(value):
+            yield f"{name}:{n}", v
+    if pending:
+        try:
+            value = json.loads("".join(pending))
+        except ValueError:
+            stats.bad_line(f"{name}:{start}", "unterminated JSON document")
+        else:
+            for v in _from_value(value):
+                yield f"{name}:{start}", v
+
+
+def read_documents(paths: Iterable[str], stats: InputStats) -> Iterator[tuple[str, object]]:
+    """Every JSON document in every input, in order; problems go to `stats`."""
+    for path in expand(paths, stats):
+        name = "<stdin>" if path == "-" else path
+        try:
+            stream = _open(path)
+        except OSError as exc:
+            stats.unreadable.append(f"{name}: {exc.strerror or exc}")
+            continue
+        stats.streams += 1
+        try:
+            with stream:
+                for where, value in documents_in(stream, name, stats):
+                    stats.documents += 1
+                    yield where, value
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            stats.unreadable.append(f"{name}: read failed ({exc})")
