@@ -106,7 +106,43 @@ class RecordSplitter:
         n = len(view)
         pos = 0
         buf = self._buf
+        keep = self.keep
         while pos < n:
+            # Fast path: no partial record pending and a whole header in view: frame the
+            # record straight from the caller's bytes, without the staging buffer.
+            if not buf and not self._skip and self._length < 0 and n - pos >= HEADER_LEN:
+                ctype, major, minor = view[pos], view[pos + 1], view[pos + 2]
+                length = (view[pos + 3] << 8) | view[pos + 4]
+                at = self._offset
+                if ctype not in _CONTENT_TYPES or major != 3 or minor > 4 or (
+                    length > MAX_RECORD_LEN
+                ):
+                    try:
+                        peek = bytes(view[pos + HEADER_LEN : pos + HEADER_LEN + 19])
+                        self._parse_header(bytes(view[pos : pos + HEADER_LEN]), at,
+                                           peek if at == 0 else b"")
+                    except DecodeError as exc:
+                        self.error = exc
+                        raise
+                end = pos + HEADER_LEN + length
+                if ctype not in keep:
+                    self.records += 1
+                    out.append(Record(ctype, (major << 8) | minor, b"", at, length, skipped=True))
+                    if end <= n:
+                        self._offset += HEADER_LEN + length
+                        pos = end
+                    else:
+                        self._skip = end - n
+                        self._offset += n - pos
+                        pos = n
+                    continue
+                if end <= n:
+                    out.append(Record(ctype, (major << 8) | minor,
+                                      bytes(view[pos + HEADER_LEN : end]), at, length))
+                    self.records += 1
+                    self._offset += HEADER_LEN + length
+                    pos = end
+                    continue
             if self._skip:
                 take = min(self._skip, n - pos)
                 self._skip -= take
