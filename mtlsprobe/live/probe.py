@@ -37,6 +37,8 @@ class ProbeOptions:
     direct: bool = True
     alpn: tuple[str, ...] = ("http/1.1",)
     environ: Mapping[str, str] | None = None  # None: os.environ (tests pass their own)
+    sniff: bool = False  # record our own packets for TTL/RST/option evidence (root needed)
+    sniff_log: object | None = None  # a live.sniff.SniffLog that receives packets and notes
 
 
 _untrusted_lock = threading.Lock()
@@ -138,6 +140,29 @@ def probe_targets(
     if not targets:
         return []
     untrusted_identity()  # create once, before threads race for it
+    if options.sniff:
+        from mtlsprobe.live import sniff
+
+        with sniff.SniffSession(_ports(targets, options), options.sniff_log) as session:
+            results = _probe_all(targets, options)
+        return [[(route, session.apply(ts)) for route, ts in routes] for routes in results]
+    return _probe_all(targets, options)
+
+
+def _probe_all(
+    targets: Sequence[Endpoint], options: ProbeOptions
+) -> list[list[tuple[Route, list[Transcript]]]]:
     workers = max(1, min(options.concurrency, len(targets)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="probe-targets") as pool:
         return list(pool.map(lambda t: probe_target(t, options), targets))
+
+
+def _ports(targets: Sequence[Endpoint], options: ProbeOptions) -> set[int]:
+    """Every TCP port the probe will connect to: the targets' and their proxies'."""
+    ports = {t.port for t in targets}
+    for t in targets:
+        for plan in plan_routes(t, proxies=options.proxies, use_env_proxy=options.use_env_proxy,
+                                direct=options.direct, environ=options.environ):
+            if plan.proxy is not None:
+                ports.add(plan.proxy.port)
+    return ports
