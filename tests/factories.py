@@ -304,5 +304,7 @@ def corpus() -> list[Case]:
                                            description="protocol_version"),))),
         case(observation(http=HttpExchange(path="/", status=200, headers=(
             ("X-BlueCoat-Via", "1"),)))),
+        # captured traffic (no attempt of ours): the client's certificate refused (MTLS070/071)
+        case(rejected(observation(label="capture flow 0", attempt=None), "bad_certificate")),
     ]
     return cases

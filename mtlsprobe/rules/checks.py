@@ -953,6 +953,106 @@ def not_tls(case: Case) -> Iterator[Finding]:
         )
 
 
+# --- captures: connections of a client we did not drive ------------------------------------
+
+CERT_ALERTS = frozenset({
+    "no_certificate", "bad_certificate", "unsupported_certificate", "certificate_revoked",
+    "certificate_expired", "certificate_unknown", "unknown_ca", "access_denied",
+    "certificate_required",
+})
+
+
+def _captured(case: Case) -> list[Observation]:
+    """Observations of captured traffic: no attempt of ours, so the client's choices."""
+    return [o for o in case.observations if o.attempt is None]
+
+
+def _client_closed(obs: Observation) -> bool:
+    """The client ended the connection itself (its close_notify came first)."""
+    after = [a for a in obs.alerts if a.after_handshake]
+    return bool(after) and after[0].sender is Direction.C2S and (
+        after[0].description == "close_notify"
+    )
+
+
+def _cert_refusal(obs: Observation) -> tuple[str, str] | None:
+    """How the far end refused the client's certificate (or its absence), or None.
+
+    Decisive: a certificate-related fatal alert from the server, or any server refusal of a
+    connection whose client answered a CertificateRequest (empty or not).
+    """
+    if _no_server_hello(obs):
+        return None
+    for description in _server_alerts(obs):
+        if description in CERT_ALERTS:
+            return "alerts", description
+    how = _rejection(obs)
+    if how is None or (how[0] == "stage" and _client_closed(obs)):
+        return None
+    if obs.cert_request.seen is Seen.YES and obs.client_chain_seen is Seen.YES:
+        return how
+    return None
+
+
+def _captured_accepted(obs: Observation) -> bool:
+    return _sent_cert(obs) and (
+        _accepted(obs) or (obs.outcome is Outcome.ESTABLISHED and _client_closed(obs))
+    )
+
+
+@rule("MTLS070", "Client certificate rejected in the capture", Severity.REJECTS)
+def captured_cert_rejected(case: Case) -> Iterator[Finding]:
+    captured = _captured(case)
+    refused = [(o, how) for o in captured if (how := _cert_refusal(o)) is not None]
+    if not refused or any(_captured_accepted(o) for o in captured):
+        return  # a certificate got through on another connection: the server validates
+    obs, how = refused[0]
+    sent = (
+        f"its certificate ({obs.client_chain[0].subject})" if _sent_cert(obs)
+        else "an empty Certificate" if _sent_empty(obs)
+        else "a certificate that could not be seen"
+    )
+    yield finding(
+        "MTLS070",
+        f"The far end refused the captured client, which sent {sent}, on "
+        f"{len(refused)} of {len(captured)} connection(s) ({how[1]}), and accepted a client "
+        "certificate on none.",
+        evidence=[_ev(o, h[0], h[1]) for o, h in refused]
+        + [_ev(obs, "client_chain_seen",
+               f"{obs.client_chain_seen.value} ({len(obs.client_chain)} certificate(s))"),
+           _ev(obs, "cert_request.authorities", _authorities(obs))],
+        remediation="Give the client a certificate issued by one of the requested CAs "
+        f"({_authorities(obs)}), valid now, with clientAuth, and configure it to send it.",
+    )
+
+
+@rule("MTLS071", "Connections in the capture", Severity.INFO)
+def captured_summary(case: Case) -> Iterator[Finding]:
+    captured = _captured(case)
+    if not captured:
+        return
+    chains = _chains(case)
+    sent = sum(1 for o in captured if _sent_cert(o))
+    empty = sum(1 for o in captured if _sent_empty(o))
+    hidden = sum(1 for o in captured if o.client_chain_seen is Seen.UNKNOWN)
+    accepted = sum(1 for o in captured if _captured_accepted(o))
+    chain_text = (
+        "no server chain visible" if not chains
+        else "the same server chain on every connection that showed one" if len(chains) == 1
+        else f"{len(chains)} different server chains"
+    )
+    yield finding(
+        "MTLS071",
+        f"{len(captured)} TLS connection(s) to {_target(case)} in the capture: {chain_text}; "
+        f"client certificate sent on {sent} (accepted on {accepted}), empty on {empty}, "
+        f"not visible on {hidden}.",
+        evidence=[_ev(None, "connections", len(captured)),
+                  _ev(None, "distinct_server_chains", len(chains)),
+                  _ev(None, "first_seen", min(o.observed_at for o in captured).isoformat()),
+                  _ev(None, "last_seen", max(o.observed_at for o in captured).isoformat())],
+    )
+
+
 # --- what we could not tell ----------------------------------------------------------------
 
 

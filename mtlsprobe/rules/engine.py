@@ -123,7 +123,7 @@ VERDICT_TABLE: tuple[VerdictRow, ...] = (
     ),
     # A foreign chain whose cause no signature names.
     VerdictRow(Verdict.INSPECTED, frozenset({"MTLS011", "MTLS012"})),
-    VerdictRow(Verdict.CLIENT_CERT_REJECTED, frozenset({"MTLS033", "MTLS034"})),
+    VerdictRow(Verdict.CLIENT_CERT_REJECTED, frozenset({"MTLS033", "MTLS034", "MTLS070"})),
     VerdictRow(Verdict.UNKNOWN, predicate=_is_unknown),
     # Pass needs expectations to have been checked: MTLS090/MTLS017 are 'unknown' otherwise.
     VerdictRow(Verdict.PASS_END_TO_END),
