@@ -88,14 +88,18 @@ def sort_key(f: Finding) -> tuple[int, str]:
 
 @dataclass(frozen=True, slots=True)
 class VerdictRow:
-    """One row: a set of rule ids, or a predicate on a finding; None matches always."""
+    """One row: a set of rule ids, or a predicate on a finding; None matches always.
+    `unless`: rule ids whose presence makes the row not apply (positive evidence)."""
 
     verdict: Verdict
     rules: frozenset[str] | None = None
     predicate: Callable[[Finding], bool] | None = None
+    unless: frozenset[str] = frozenset()
 
     def decider(self, findings: Sequence[Finding]) -> Finding | None:
         """The first (sorted) finding this row matches on."""
+        if self.unless and any(f.rule in self.unless for f in findings):
+            return None
         for f in findings:
             if self.rules is not None and f.rule in self.rules:
                 return f
@@ -116,7 +120,11 @@ VERDICT_TABLE: tuple[VerdictRow, ...] = (
     VerdictRow(Verdict.PROXY_AUTH_REQUIRED, frozenset({"MTLS060"})),
     VerdictRow(Verdict.BLOCKED, frozenset({"MTLS061", "MTLS063", "MTLS066"})),
     VerdictRow(Verdict.UNREACHABLE, frozenset({"MTLS062"})),
-    VerdictRow(Verdict.INSPECTED, frozenset({"MTLS010", "MTLS013", "MTLS014"})),
+    # MTLS080-082: a `serve` reflector received something other than what we sent.
+    VerdictRow(
+        Verdict.INSPECTED,
+        frozenset({"MTLS010", "MTLS013", "MTLS014", "MTLS080", "MTLS081", "MTLS082"}),
+    ),
     VerdictRow(
         Verdict.TERMINATED_BY_LB,
         frozenset({"MTLS016", "MTLS018", "MTLS020", "MTLS021", "MTLS030"}),
@@ -124,7 +132,8 @@ VERDICT_TABLE: tuple[VerdictRow, ...] = (
     # A foreign chain whose cause no signature names.
     VerdictRow(Verdict.INSPECTED, frozenset({"MTLS011", "MTLS012"})),
     VerdictRow(Verdict.CLIENT_CERT_REJECTED, frozenset({"MTLS033", "MTLS034", "MTLS070"})),
-    VerdictRow(Verdict.UNKNOWN, predicate=_is_unknown),
+    # MTLS083 (a reflector confirms end to end) stands in for --pin/--baseline on its target.
+    VerdictRow(Verdict.UNKNOWN, predicate=_is_unknown, unless=frozenset({"MTLS083"})),
     # Pass needs expectations to have been checked: MTLS090/MTLS017 are 'unknown' otherwise.
     VerdictRow(Verdict.PASS_END_TO_END),
 )
@@ -144,6 +153,8 @@ def decide(findings: Sequence[Finding]) -> tuple[Verdict, VerdictRow, Finding | 
 def _pass_reason(findings: Sequence[Finding]) -> str:
     ids = {f.rule for f in findings}
     parts = ["chain matches the pinned/baseline server"]
+    if "MTLS083" in ids:
+        parts = ["reflector confirms hello, client certificate and chain end to end"]
     if "MTLS035" in ids:
         parts.append("agent certificate accepted")
     if "MTLS001" in ids:
