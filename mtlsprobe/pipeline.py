@@ -10,7 +10,7 @@ from __future__ import annotations
 import getpass
 import platform
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from mtlsprobe import __version__
 from mtlsprobe.live.probe import ProbeOptions, probe_targets
@@ -40,8 +40,10 @@ def make_report(
     results: Sequence[CaseResult],
     inputs: dict[str, object],
     notes: Iterable[str] = (),
+    host_extra: Mapping[str, str] | None = None,
 ) -> Report:
-    return build_report(command, results, inputs, host_facts(), notes)
+    """`host_extra`: facts about the measuring host found on the way (e.g. agent_version)."""
+    return build_report(command, results, inputs, {**host_facts(), **(host_extra or {})}, notes)
 
 
 def judge(
