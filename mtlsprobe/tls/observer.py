@@ -27,6 +27,7 @@ TLS 1.2 alerts and renegotiation.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from mtlsprobe.certs import CertError, cert_info
@@ -246,12 +247,19 @@ class Observer:
                 "later messages in that direction are unknown"
             )
 
-    def lose_start(self) -> None:
-        """The capture began mid-connection: nothing can be framed."""
+    def lose_start(self, keep: Iterable[Direction] = ()) -> None:
+        """The capture began mid-connection: nothing can be framed, except in the
+        directions in ``keep`` (their first captured bytes are known to be a hello)."""
+        kept = set(keep)
         for side in self.sides.values():
-            side.dead = "truncated"
-            side.dead_at_start = True
-        self.note("capture began mid-connection: the handshake was not captured")
+            if side.direction not in kept:
+                side.dead = "truncated"
+                side.dead_at_start = True
+        if len(kept) == len(self.sides):
+            self.note("no SYN captured, but both sides start with their hello: the handshake "
+                      "is read from there")
+        else:
+            self.note("capture began mid-connection: the handshake was not captured")
 
     # --- records --------------------------------------------------------------------
 
@@ -819,6 +827,30 @@ class Observer:
         return Stage.ESTABLISHED
 
 
+_HELLO = {Direction.C2S: HandshakeType.CLIENT_HELLO, Direction.S2C: HandshakeType.SERVER_HELLO}
+
+
+def _starts_with_hello(transcript: Transcript) -> set[Direction]:
+    """Directions whose first captured bytes are a handshake record holding their hello.
+
+    A capture that missed the SYN (e.g. filtered to TLS packets only) may still hold the
+    whole handshake: a stream that starts with a ClientHello/ServerHello record is framed
+    from its first byte, so it can be read like one whose SYN was seen.
+    """
+    out: set[Direction] = set()
+    missing_first = {g.direction for g in transcript.gaps if g.offset == 0}
+    first: dict[Direction, bytes] = {}
+    for chunk in transcript.chunks:
+        if chunk.direction not in first:
+            first[chunk.direction] = chunk.data
+    for direction, data in first.items():
+        if direction in missing_first or len(data) < 6:
+            continue
+        if data[0] == ContentType.HANDSHAKE and data[1] == 3 and data[5] == _HELLO[direction]:
+            out.add(direction)
+    return out
+
+
 def observe(transcript: Transcript, keylog: KeyLog | str | None = None) -> Observation:
     """Observe one transcript. Never raises on malformed network bytes.
 
@@ -827,7 +859,7 @@ def observe(transcript: Transcript, keylog: KeyLog | str | None = None) -> Obser
     """
     obs = Observer(keylog=keylog if keylog is not None else transcript.keylog)
     if transcript.truncated_at_start:
-        obs.lose_start()
+        obs.lose_start(keep=_starts_with_hello(transcript))
     pending = {
         d: deque(sorted((g for g in transcript.gaps if g.direction is d), key=lambda g: g.offset))
         for d in Direction
