@@ -34,7 +34,7 @@ Decisions, for reviewers:
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO
@@ -59,6 +59,7 @@ TLS_CONTENT_TYPES = frozenset(range(20, 25))  # change_cipher_spec .. heartbeat
 MAX_RECORD = (1 << 14) + 2048
 CAPTURE_ROUTE = Route(kind="capture", source="capture")
 CONNECT_LIMIT = 16384  # an HTTP CONNECT request or response head longer than this is not one
+PROGRESS_EVERY = 4095  # call the progress hook every 4096 packets (mask)
 
 Addr = tuple[str, int]
 
@@ -169,8 +170,10 @@ class CaptureReader:
         *,
         ports: set[int] | None = None,
         max_bytes: int = 256 * 1024,
+        progress: Callable[[int, int | None], None] | None = None,
     ) -> None:
         self.capture = CaptureFile(source)
+        self.progress = progress  # called with (file bytes read, file size or None)
         self.ports = frozenset(ports or ())
         self.max_bytes = max_bytes
         self.stats: dict[str, int] = {
@@ -198,9 +201,13 @@ class CaptureReader:
         closed: OrderedDict[tuple[Addr, Addr], None] = OrderedDict()
         stats = self.stats
         skipped = self.skipped
+        progress = self.progress
+        capture = self.capture
         try:
-            for ts, linktype, frame in self.capture:
+            for ts, linktype, frame in capture:
                 stats["packets"] += 1
+                if progress is not None and not stats["packets"] & PROGRESS_EVERY:
+                    progress(capture.position, capture.size)
                 seg = decode(linktype, frame, skipped)
                 if seg is None:
                     continue
@@ -234,6 +241,8 @@ class CaptureReader:
                     t = self._finish(conn)
                     if t is not None:
                         yield t
+            if progress is not None:
+                progress(capture.size or capture.position, capture.size)
             for conn in sorted(table.values(), key=lambda c: c.index):
                 t = self._finish(conn)
                 if t is not None:

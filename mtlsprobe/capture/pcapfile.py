@@ -14,6 +14,8 @@ not look inside frames; ``linklayer`` does that.
 from __future__ import annotations
 
 import gzip
+import os
+import stat
 import struct
 import sys
 from collections.abc import Iterator
@@ -99,6 +101,14 @@ class CaptureFile:
                     raise InputError(f"cannot open capture {source}: {e.strerror}") from e
         else:
             raw, self.name = source, getattr(source, "name", "capture")
+        self._raw = raw
+        self.size: int | None = None  # bytes in the (possibly compressed) file, when known
+        try:
+            st = os.fstat(raw.fileno())
+            if stat.S_ISREG(st.st_mode):
+                self.size = st.st_size
+        except (AttributeError, OSError, ValueError):
+            pass
         try:
             self._stream, self._head = self._detect(raw)
         except BaseException:
@@ -126,6 +136,14 @@ class CaptureFile:
                 f"{self.name}: not a pcap or pcapng capture (starts with {head.hex()})"
             )
         return stream, head
+
+    @property
+    def position(self) -> int:
+        """Bytes of the file consumed so far (compressed bytes for gzip); 0 when unknown."""
+        try:
+            return self._raw.tell()
+        except (AttributeError, OSError, ValueError):
+            return 0
 
     def close(self) -> None:
         if self._owned is not None:

@@ -1,0 +1,134 @@
+"""The streaming analyze path (capture.observations) against the Transcript path, and the
+progress hook/bar.
+
+The streaming reader must give exactly the observations that ``observe(transcript,
+keylog=...)`` gives for every transcript ``CaptureReader`` yields, on the committed
+fixture captures (real loopback TLS, with key logs) and the shared real-world corpus.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from mtlsprobe.capture.flows import CaptureReader
+from mtlsprobe.capture.observations import ObservationReader, iter_observations, merge_keylogs
+from mtlsprobe.capture.progress import ProgressBar, progress_for
+from mtlsprobe.tls.keylog import KeyLog
+from mtlsprobe.tls.observer import observe
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "fixtures" / "pcaps"
+SHARED = ROOT.parent / "shared" / "pcaps"
+
+
+def _fixture_captures() -> list[Path]:
+    if not FIXTURES.is_dir():
+        return []
+    return sorted(p for p in FIXTURES.iterdir() if p.suffix in (".pcap", ".pcapng"))
+
+
+def _shared_captures() -> list[tuple[Path, Path | None]]:
+    manifest = SHARED / "manifest.json"
+    if not manifest.exists():
+        return []
+    out = []
+    for entry in json.loads(manifest.read_text()):
+        keylog = entry.get("keylog")
+        out.append((SHARED / entry["path"], SHARED / keylog if keylog else None))
+    return out
+
+
+def _transcript_path(path: Path, keylog: KeyLog | None) -> list:
+    reader = CaptureReader(path)
+    out = []
+    for t in reader:
+        embedded = KeyLog.parse(reader.keylog_text) if reader.keylog_text else None
+        out.append(observe(t, keylog=merge_keylogs(keylog, embedded)))
+    return out
+
+
+def _keys_for(path: Path) -> KeyLog | None:
+    keys = path.with_name(path.name + ".keys")
+    return KeyLog.parse(keys.read_text()) if keys.exists() else None
+
+
+@pytest.mark.parametrize("path", _fixture_captures(), ids=lambda p: p.name)
+def test_fixture_captures_stream_like_transcripts(path: Path) -> None:
+    keylog = _keys_for(path)
+    streamed = list(iter_observations(path, keylog=keylog))
+    assert streamed, "fixture capture with no TLS connection"
+    assert streamed == _transcript_path(path, keylog)
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason=f"{SHARED} absent")
+def test_shared_corpus_streams_like_transcripts() -> None:
+    compared = 0
+    for path, keylog_path in _shared_captures():
+        keylog = KeyLog.parse(keylog_path.read_text()) if keylog_path else None
+        try:
+            streamed = list(iter_observations(path, keylog=keylog))
+        except Exception as exc:  # a capture the reader refuses must be refused by both
+            with pytest.raises(type(exc)):
+                _transcript_path(path, keylog)
+            continue
+        assert streamed == _transcript_path(path, keylog), path
+        compared += len(streamed)
+    assert compared > 500  # the corpus has ~1000 TLS handshakes
+
+
+def test_keylog_text_and_parsed_keylog_agree() -> None:
+    captures = [p for p in _fixture_captures() if _keys_for(p) is not None]
+    if not captures:
+        pytest.skip("no fixture capture with a key log")
+    path = captures[0]
+    text = path.with_name(path.name + ".keys").read_text()
+    by_text = list(iter_observations(path, keylog=text))
+    assert by_text == list(iter_observations(path, keylog=KeyLog.parse(text)))
+    assert any(o.decrypted for o in by_text)
+    assert not any(o.decrypted for o in iter_observations(path))
+
+
+def test_merge_keylogs_keeps_every_secret() -> None:
+    a = KeyLog.parse(f"CLIENT_RANDOM {'11' * 32} {'aa' * 48}\n")
+    b = KeyLog.parse(f"CLIENT_RANDOM {'22' * 32} {'bb' * 48}\nnonsense\n")
+    merged = merge_keylogs(a, None, b)
+    assert merged is not None and len(merged) == 2 and merged.skipped_lines == 1
+    assert merge_keylogs(None, None) is None
+    assert merge_keylogs(a) is a
+
+
+def test_progress_hook_reaches_the_file_size() -> None:
+    path = _fixture_captures()[0] if _fixture_captures() else None
+    if path is None:
+        pytest.skip("no fixture captures")
+    calls: list[tuple[int, int | None]] = []
+    reader = ObservationReader(path, progress=lambda done, total: calls.append((done, total)))
+    list(reader)
+    size = path.stat().st_size
+    assert calls and calls[-1] == (size, size)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+
+
+def test_progress_bar_renders_and_erases() -> None:
+    out = io.StringIO()
+    bar = ProgressBar(200_000_000, stream=out, interval=0.0)
+    bar(50_000_000)
+    bar(200_000_000)
+    assert "25%" in out.getvalue() and "100%" in out.getvalue()
+    bar.close()
+    assert out.getvalue().endswith("\r")
+
+
+def test_progress_only_for_large_inputs_on_a_terminal() -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert progress_for(10 << 30, stream=io.StringIO()) is None  # not a terminal
+    assert progress_for(1000, stream=Tty()) is None  # small
+    assert progress_for(None, stream=Tty()) is None  # stdin: size unknown
+    assert isinstance(progress_for(10 << 30, stream=Tty()), ProgressBar)
