@@ -204,9 +204,10 @@ def main(debug: bool) -> None:
 
 
 @main.command(epilog=EXIT_CODES_HELP)
-@click.argument("targets", nargs=-1, required=True, metavar="TARGET...")
+@click.argument("targets", nargs=-1, metavar="[TARGET]...")
 @click.option("--port", "ports", multiple=True, type=click.IntRange(1, 65535),
-              help="Port to probe on every target (repeatable; default 8383 or the target's).")
+              help="Port to probe on every target (repeatable; default 8383, the preset's "
+                   "ports, or the target's).")
 @expectation_options
 @click.option("--save-baseline", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write this run's JSON report to FILE for later --baseline use "
@@ -235,6 +236,18 @@ def main(debug: bool) -> None:
               help="After each handshake send GET PATH and record status and revealing headers.")
 @click.option("--concurrency", type=click.IntRange(1, 256), default=8, show_default=True,
               help="Targets probed at once.")
+@click.option("--targets", "targets_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="File of targets, one per line: host[:port] or 'host port'; # comments.")
+@click.option("--preset", type=click.Choice(["endpoint-central"]),
+              help="Probe the product's agent ports (endpoint-central: 8383 8027 8443 8031, "
+                   "8384 with a distribution server) on the servers in the agent's own "
+                   "configuration (when no TARGET is given).")
+@click.option("--reflector", "reflectors", multiple=True, metavar="HOST[:PORT]",
+              help="An `mtlsprobe serve` listener: compare what it received with what we "
+                   "sent (repeatable; default port 18383).")
+@click.option("--reflector-secret-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Secret to verify the reflector's signed echo (else "
+                   "$MTLSPROBE_REFLECTOR_SECRET).")
 @output_options
 def probe(
     targets: Sequence[str],
@@ -255,6 +268,10 @@ def probe(
     repeat: int,
     http_path: str | None,
     concurrency: int,
+    targets_file: Path | None,
+    preset: str | None,
+    reflectors: Sequence[str],
+    reflector_secret_file: Path | None,
     fmt: str,
     output: Path | None,
 ) -> None:
@@ -269,7 +286,7 @@ def probe(
     from mtlsprobe import expectations, pipeline
     from mtlsprobe.credentials import load_credentials, password_from
     from mtlsprobe.live.probe import ProbeOptions
-    from mtlsprobe.live.targets import expand_targets
+    from mtlsprobe.presets import plan_targets
 
     if pkcs12 and (cert or key):
         raise click.UsageError("use either --pkcs12 or --cert/--key, not both")
@@ -286,7 +303,12 @@ def probe(
 
         agent_chain = tuple(cert_info(d) for d in creds.chain_der)
     expect = expectations.build(ca=ca, pins=pins, baseline=baseline, agent_chain=agent_chain)
-    endpoints = expand_targets(targets, ports)
+    plan = plan_targets(targets, ports=ports, targets_file=targets_file, preset=preset)
+    if not plan.targets and not reflectors:
+        why = "".join(f"; {n}" for n in plan.notes)
+        raise click.UsageError("nothing to probe: give TARGET..., --targets FILE, --reflector "
+                               f"or --preset on an agent host{why}")
+    endpoints = [e for e, _ in plan.targets]
     options = ProbeOptions(
         sni=sni,
         timeout=timeout,
@@ -298,7 +320,11 @@ def probe(
         credentials=creds,
         concurrency=concurrency,
     )
-    results = pipeline.probe([(e, "flag") for e in endpoints], options, expect)
+    results = pipeline.probe(list(plan.targets), options, expect)
+    if reflectors:
+        from mtlsprobe.reflector import probe_reflectors
+
+        results += probe_reflectors(reflectors, options, expect, reflector_secret_file)
     inputs: dict[str, object] = {
         "targets": [str(e) for e in endpoints],
         "ca": [str(p) for p in ca],
@@ -313,8 +339,13 @@ def probe(
         "timeout": timeout,
         "repeat": repeat,
         "http_path": http_path,
+        "sources": [s for _, s in plan.targets],
+        "targets_file": str(targets_file) if targets_file else None,
+        "preset": preset,
+        "reflectors": list(reflectors),
     }
-    report = pipeline.make_report("probe", results, inputs)
+    report = pipeline.make_report("probe", results, inputs, plan.notes,
+                                  host_extra=plan.host_extra)
     if save_baseline:
         from mtlsprobe.report.jsonout import dumps
 
