@@ -27,8 +27,9 @@ import os
 import socket
 import ssl
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -167,8 +168,12 @@ class Reflector(TcpService):
         secret: bytes | None = None,
         max_connections: int = 16,
         timeout: float = 10.0,
+        on_answer: Callable[[dict[str, object]], None] | None = None,
     ) -> None:
         super().__init__(host, port)
+        self.on_answer = on_answer
+        self.answered = 0  # connections answered with an echo (nothing else is kept)
+        self._answered_cond = threading.Condition()
         self.max_connections = max_connections
         self.io_timeout = timeout
         self.timeout = timeout
@@ -200,7 +205,6 @@ class Reflector(TcpService):
             raise EnvironmentProblem("cannot set the CA names of the CertificateRequest")
         self.client_ca_names = [certs.cert_info(d).subject for d in ca_ders]
         self.context = ctx
-        self._active = 0
 
     # -- one connection ------------------------------------------------------------------------
 
@@ -225,6 +229,16 @@ class Reflector(TcpService):
         echo = self.echo(sslobj, hello, digest, peer, request)
         pump.write(self.answer(echo, request))
         pump.close()
+        with self._answered_cond:
+            self.answered += 1
+            self._answered_cond.notify_all()
+        if self.on_answer is not None:
+            self.on_answer(json.loads(echo))
+
+    def wait_answered(self, count: int, timeout: float | None = None) -> bool:
+        """Block until `count` connections were answered (False on timeout)."""
+        with self._answered_cond:
+            return self._answered_cond.wait_for(lambda: self.answered >= count, timeout)
 
     def echo(
         self, sslobj: ssl.SSLObject, hello: ClientHello, digest: str, peer: tuple, request: bytes
@@ -512,3 +526,26 @@ def identity_from_files(
         serialization.NoEncryption(),
     )
     return chain, key_pem
+
+
+#: Where `mtlsprobe serve` listens by default (a spare port; see commands/serve.py).
+DEFAULT_PORT = 18383
+
+
+def probe_reflectors(
+    texts: Sequence[str],
+    options: ProbeOptions,
+    expect: Expectations,
+    secret_file: Path | None = None,
+) -> list[CaseResult]:
+    """`probe --reflector HOST[:PORT]` (repeatable): each reflector in turn, source
+    "reflector". Raises InputError for a bad address or secret file."""
+    from mtlsprobe.live.targets import parse_target
+
+    secret = read_secret(secret_file)
+    results: list[CaseResult] = []
+    for text in texts:
+        host, port = parse_target(text)
+        target = Endpoint(host=host, port=port or DEFAULT_PORT)
+        results.extend(probe_reflector(target, options, expect, secret))
+    return results
