@@ -307,4 +307,7 @@ def corpus() -> list[Case]:
         # captured traffic (no attempt of ours): the client's certificate refused (MTLS070/071)
         case(rejected(observation(label="capture flow 0", attempt=None), "bad_certificate")),
     ]
+    from hopfacts import corpus_cases  # hop traces and TTL facts (MTLS051..055)
+
+    cases += corpus_cases()
     return cases

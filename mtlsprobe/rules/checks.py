@@ -824,6 +824,169 @@ def late_cert_request(case: Case) -> Iterator[Finding]:
 # --- the path carries nothing ------------------------------------------------------------
 
 
+# --- MTLS05x: where on the path (hop trace and passive TCP/IP evidence) ------------------
+
+_INITIAL_TTLS = (32, 64, 128, 255)
+
+
+def _hops_back(ttl: int) -> tuple[int, int]:
+    """(assumed initial TTL, routers between the sender and us) for a received TTL."""
+    initial = next(i for i in _INITIAL_TTLS if i >= ttl)
+    return initial, initial - ttl
+
+
+def _sender(ttl: int) -> str:
+    initial, back = _hops_back(ttl)
+    return f"TTL {ttl} (initial {initial}, {back} hop{'s' if back != 1 else ''} back)"
+
+
+def _middlebox(case: Case, answers: tuple[str, ...]) -> Iterator[tuple[str, str, str]]:
+    """(rule-ready 'hop N (addr)', what it did, evidence list) when the trace located one."""
+    t = case.hops
+    if t is None or t.middlebox_hop is None or (t.middlebox_answer or "tls") not in answers:
+        return
+    where = f"hop {t.middlebox_hop}" + (f" ({t.middlebox_addr})" if t.middlebox_addr else "")
+    what = {"tcp": "terminates TCP and answers the ClientHello",
+            "rst": "resets the connection after the ClientHello",
+            "fin": "closes the connection after the ClientHello"}.get(
+        t.middlebox_answer or "", "answers the ClientHello")
+    yield where, what, f"{t.ip_distance or t.tcp_distance}"
+
+
+def _hop_evidence(case: Case) -> list[Evidence]:
+    t = case.hops
+    assert t is not None
+    return [
+        Evidence(observation="", field="hops.middlebox_hop", value=str(t.middlebox_hop)),
+        Evidence(observation="", field="hops.middlebox_addr", value=t.middlebox_addr or "?"),
+        Evidence(observation="", field="hops.middlebox_reason", value=t.middlebox_reason or "-"),
+        Evidence(observation="", field="hops.distances",
+                 value=f"ip {t.ip_distance}, tcp {t.tcp_distance}, tls {t.tls_distance}"),
+    ]
+
+
+@rule("MTLS051", "Early hop answers the ClientHello", Severity.WARNING)
+def early_hop_answers(case: Case) -> Iterator[Finding]:
+    for where, what, server in _middlebox(case, ("tcp", "tls", "data")):
+        yield finding(
+            "MTLS051",
+            f"Middlebox at {where}: it {what} instead of {_target(case)}, which is {server} "
+            "hops away.",
+            evidence=_hop_evidence(case),
+            remediation=f"Give the network team {where}: exempt {_target(case)} from TLS "
+            "interception there, or route around it. Whether it breaks client certificates "
+            "is what the chain findings say.",
+        )
+
+
+def _server_ttls(obs: Observation) -> tuple[int | None, tuple[int, ...]]:
+    tcp = obs.tcp
+    if tcp is None:
+        return None, ()
+    return tcp.synack_ttl, tcp.server_ttls
+
+
+@rule("MTLS052", "TTL discontinuity: TLS answered by a different machine than TCP",
+      Severity.WARNING)
+def ttl_discontinuity(case: Case) -> Iterator[Finding]:
+    odd: list[Evidence] = []
+    for o in case.observations:
+        synack, later = _server_ttls(o)
+        if synack is None or not later:
+            continue
+        differ = [ttl for ttl in later if _hops_back(ttl) != _hops_back(synack)]
+        if differ:
+            odd.append(_ev(o, "tcp.synack_ttl", _sender(synack)))
+            odd.extend(_ev(o, "tcp.server_ttls", _sender(ttl)) for ttl in differ)
+    t = case.hops
+    if t is not None:
+        synack = next((p for p in t.probes if p.phase == "tcp" and p.answer == "synack"
+                       and p.ttl == t.tcp_distance and p.reply_ttl), None)
+        hello = next((p for p in t.probes if p.phase == "tls" and p.ttl == t.tls_distance
+                      and p.answer in ("tls", "rst", "fin") and p.reply_ttl), None)
+        if synack and hello and _hops_back(synack.reply_ttl) != _hops_back(hello.reply_ttl):
+            odd.append(Evidence(observation="", field="hops.synack_reply_ttl",
+                                value=_sender(synack.reply_ttl or 0)))
+            odd.append(Evidence(observation="", field=f"hops.{hello.answer}_reply_ttl",
+                                value=_sender(hello.reply_ttl or 0)))
+    if odd:
+        yield finding(
+            "MTLS052",
+            f"The SYN-ACK from {_target(case)} and the later TLS segments arrive with TTLs of "
+            "different senders: one machine answered TCP and another one answers TLS.",
+            evidence=odd,
+            remediation="Look for a SYN proxy, load balancer or inspecting firewall in front "
+            "of the server (the TTLs say how many hops back each sender is).",
+        )
+
+
+@rule("MTLS053", "Injected RST", Severity.WARNING)
+def injected_rst(case: Case) -> Iterator[Finding]:
+    for o in case.observations:
+        tcp = o.tcp
+        if tcp is None or tuple(tcp.rst_from) != (Direction.S2C,) or not tcp.rst_ttls:
+            continue  # only when every RST came from the server's side
+        known = [x for x in (tcp.synack_ttl, *tcp.server_ttls) if x is not None]
+        if not known:
+            continue
+        senders = {_hops_back(x) for x in known}
+        foreign = [x for x in tcp.rst_ttls if _hops_back(x) not in senders]
+        if not foreign:
+            continue
+        yield finding(
+            "MTLS053",
+            f"A reset on {o.label} carries {_sender(foreign[0])}, unlike every other segment "
+            f"from {_target(case)} ({', '.join(_sender(x) for x in sorted(set(known)))}): "
+            "something on the path injected it.",
+            evidence=[_ev(o, "tcp.rst_ttls", _sender(x)) for x in foreign]
+            + [_ev(o, "tcp.synack_ttl", tcp.synack_ttl)],
+            remediation="Find the device that resets TLS to this server (probe --trace names "
+            "its hop) and exempt the server there.",
+        )
+        return
+
+
+@rule("MTLS054", "TCP/IP headers rewritten on the path", Severity.WARNING)
+def headers_rewritten(case: Case) -> Iterator[Finding]:
+    t = case.hops
+    if t is None:
+        return
+    first: dict[str, int] = {}
+    evidence: list[Evidence] = []
+    for p in sorted(t.probes, key=lambda p: (p.ttl, p.phase)):
+        for change in p.rewritten:
+            if change.startswith(("src ", "ports ")):
+                continue  # NAT: everywhere, and harmless to TLS
+            what = change.split(" ", 1)[0] if "->" in change else change
+            if what in first:
+                continue
+            first[what] = p.ttl
+            evidence.append(Evidence(observation="", field=f"hops[{p.phase} ttl {p.ttl}]",
+                                     value=f"{change} (quoted by {p.addr or '?'})"))
+    if evidence:
+        hop = min(first.values())
+        yield finding(
+            "MTLS054",
+            f"The probe's packets arrive changed at hop {hop} ({', '.join(sorted(first))}): "
+            f"a device before hop {hop} rewrites them.",
+            evidence=evidence,
+            remediation="MSS clamping is often benign; other rewriting (options stripped, "
+            "payload or addresses changed) marks a middlebox: ask its owner what it does.",
+        )
+
+
+@rule("MTLS055", "Early hop resets the ClientHello", Severity.BLOCKS)
+def early_hop_resets(case: Case) -> Iterator[Finding]:
+    for where, what, server in _middlebox(case, ("rst", "fin")):
+        yield finding(
+            "MTLS055",
+            f"Middlebox at {where}: it {what} to {_target(case)}, which is {server} hops "
+            "away.",
+            evidence=_hop_evidence(case),
+            remediation=f"Give the network team {where}: allow TLS to {_target(case)} "
+            "through that firewall/IPS.",
+        )
+
 def _all(case: Case, pred: Callable[[Observation], bool]) -> bool:
     return bool(case.observations) and all(pred(o) for o in case.observations)
 

@@ -118,7 +118,8 @@ def _is_unknown(f: Finding) -> bool:
 
 VERDICT_TABLE: tuple[VerdictRow, ...] = (
     VerdictRow(Verdict.PROXY_AUTH_REQUIRED, frozenset({"MTLS060"})),
-    VerdictRow(Verdict.BLOCKED, frozenset({"MTLS061", "MTLS063", "MTLS066"})),
+    # MTLS055 first: it names the hop that resets the ClientHello.
+    VerdictRow(Verdict.BLOCKED, frozenset({"MTLS055", "MTLS061", "MTLS063", "MTLS066"})),
     VerdictRow(Verdict.UNREACHABLE, frozenset({"MTLS062"})),
     # MTLS080-082: a `serve` reflector received something other than what we sent.
     VerdictRow(
