@@ -93,3 +93,53 @@ def test_nothing_found_returns_no_targets_and_the_notes():
 def test_unknown_preset():
     with pytest.raises(InputError, match="unknown preset"):
         get_preset("sccm")
+
+
+# --- the probe command with --preset / --targets (real loopback server) ---------------------
+
+
+def cli(*args: str, env: dict[str, str] | None = None):
+    import json as _json
+
+    from click.testing import CliRunner
+
+    from mtlsprobe.cli import main
+
+    res = CliRunner().invoke(main, ["probe", "--no-env-proxy", "--repeat", "1", "--timeout",
+                                    "4", *args], env=env)
+    try:
+        return res, _json.loads(res.output)
+    except ValueError:
+        return res, None
+
+
+def test_probe_preset_reads_the_agent_config(tmp_path, mtls_server):
+    import json as _json
+
+    folder = tmp_path / "agent" / "data"
+    folder.mkdir(parents=True)
+    info = folder / "serverinfo.json"
+    info.write_text(_json.dumps({"servername": "127.0.0.1", "serversecureport": "8383",
+                                 "linuxagentversion": "11.3.2400.L"}))
+    res, report = cli("--preset", "endpoint-central", "--port", str(mtls_server.port),
+                      "--format", "json", env={"MTLSPROBE_AGENT_ROOT": str(tmp_path / "agent")})
+    assert report is not None, res.output
+    assert report["host"]["agent_version"] == "11.3.2400.L"
+    (result,) = report["results"]
+    assert result["source"] == f"file:{info}"
+    assert result["target"]["port"] == mtls_server.port
+    assert report["inputs"]["preset"] == "endpoint-central"
+
+
+def test_probe_preset_without_agent_config_is_a_usage_error(tmp_path):
+    res, _ = cli("--preset", "endpoint-central",
+                 env={"MTLSPROBE_AGENT_ROOT": str(tmp_path / "none")})
+    assert res.exit_code == 2
+    assert "nothing to probe" in res.output and "no Endpoint Central agent" in res.output
+
+
+def test_probe_targets_file_shows_the_source(tmp_path, mtls_server):
+    f = tmp_path / "targets.txt"
+    f.write_text(f"# lab\n127.0.0.1 {mtls_server.port}\n")
+    res, _ = cli("--targets", str(f))
+    assert f"targets-file:{f}:2" in res.output  # the table names where the target came from
