@@ -32,6 +32,9 @@ FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 _ipv4 = struct.Struct("!BBHHHBB").unpack_from  # vihl, tos, total, id, frag, ttl, proto
 _tcp = struct.Struct("!HHIIBB").unpack_from  # sport, dport, seq, ack, offset, flags
 _u16 = struct.Struct("!H").unpack_from
+# IPv4 without options followed by the TCP header, in one call (the common case)
+_ipv4_tcp_plain = struct.Struct("!xxHHHBB2x4s4sHHIIBB").unpack_from
+_ADDR4: dict[bytes, str] = {}  # packed IPv4 address -> text; captures reuse few addresses
 
 
 class TcpSegment(NamedTuple):
@@ -145,6 +148,13 @@ def _ipv4_tcp(frame: bytes, off: int, skipped: dict[str, int] | None) -> TcpSegm
     if len(frame) < off + 20:
         _count(skipped, "short IPv4 header")
         return None
+    if frame[off] == 0x45 and len(frame) >= off + 40:
+        total, ip_id, frag, ttl, proto, src, dst, sport, dport, seq, ack, doff, flags = (
+            _ipv4_tcp_plain(frame, off)
+        )
+        if proto == TCP and not frag & 0x3FFF and doff >> 4 >= 5:
+            return _plain_segment(frame, off, total, ip_id, ttl, src, dst, sport, dport, seq,
+                                  ack, doff, flags, skipped)
     vihl, _tos, total, ip_id, frag, ttl, proto = _ipv4(frame, off)
     if proto == IPV6_IN_IPV4 and not frag & 0x3FFF:  # 6in4 tunnel
         return _ipv6_tcp(frame, off + (vihl & 0x0F) * 4, skipped)
@@ -214,4 +224,34 @@ def _tcp_segment(
     payload = frame[pos + hlen : end] if pos + hlen < end else b""
     return TcpSegment(
         src, dst, sport, dport, seq, ack, flags, ttl, ip_id, options, payload, truncated
+    )
+
+
+def _addr4(packed: bytes) -> str:
+    text = _ADDR4.get(packed)
+    if text is None:
+        if len(_ADDR4) > 65536:
+            _ADDR4.clear()
+        text = _ADDR4[packed] = inet_ntop(AF_INET, packed)
+    return text
+
+
+def _plain_segment(
+    frame: bytes, off: int, total: int, ip_id: int, ttl: int, src: bytes, dst: bytes,
+    sport: int, dport: int, seq: int, ack: int, doff: int, flags: int,
+    skipped: dict[str, int] | None,
+) -> TcpSegment | None:
+    """IPv4 without options: the same result as ``_tcp_segment`` from one header unpack."""
+    pos = off + 20
+    hlen = (doff >> 4) * 4
+    if len(frame) < pos + hlen:
+        _count(skipped, "malformed TCP header")
+        return None
+    end = off + total if total >= 20 else len(frame)
+    payload_at = pos + hlen
+    return TcpSegment(
+        _addr4(src), _addr4(dst), sport, dport, seq, ack, flags, ttl, ip_id,
+        frame[pos + 20 : payload_at] if hlen > 20 else b"",
+        frame[payload_at:end] if payload_at < end else b"",
+        end > len(frame),
     )
