@@ -58,7 +58,7 @@ class _Agent:
     __slots__ = ("addresses", "agent_cert", "agent_version", "last", "missing", "results")
 
     def __init__(self) -> None:
-        self.results: dict[tuple[str, str], _Result] = {}
+        self.results: list[_Result] = []  # newest per (target, route); usually one or two
         self.last: float | None = None
         self.addresses: tuple[str, ...] = ()
         self.agent_version: str | None = None
@@ -125,6 +125,17 @@ class FleetSummary:
         return [a for a in self.agents if a.missing]
 
 
+def _tally_worst(table: dict[str, Counter[Verdict]],
+                 pairs: Iterable[tuple[str, Verdict]]) -> None:
+    """Count the agent once per key, with its worst verdict there."""
+    per: dict[str, Verdict] = {}
+    for key, verdict in pairs:
+        if key not in per or RANK[verdict] < RANK[per[key]]:
+            per[key] = verdict
+    for key, verdict in per.items():
+        table.setdefault(key, Counter())[verdict] += 1
+
+
 class FleetAggregator:
     """Feed rows with add(); call summary() once at the end."""
 
@@ -136,25 +147,29 @@ class FleetAggregator:
     def __len__(self) -> int:
         return len(self._agents)
 
+    def _s(self, text: str | None) -> str | None:
+        return None if text is None else self._pool.setdefault(text, text)
+
     def add(self, row: Row) -> None:
         self.rows += 1
         agent = self._agents.get(row.agent)
         if agent is None:
             agent = self._agents[row.agent] = _Agent()
         new = _Result(row, self._pool)
-        key = (new.target or "-", new.route or "-")
-        old = agent.results.get(key)
-        if old is None or (new.ts or 0.0) >= (old.ts or 0.0):
-            agent.results[key] = new
-        if new.ts is not None and (agent.last is None or new.ts >= agent.last):
-            agent.last = new.ts
+        for i, old in enumerate(agent.results):
+            if old.target == new.target and old.route == new.route:
+                if (new.ts or 0.0) >= (old.ts or 0.0):
+                    agent.results[i] = new
+                break
+        else:
+            agent.results.append(new)
+        if (new.ts is not None and (agent.last is None or new.ts >= agent.last)) or (
+                agent.last is None and not agent.addresses):
+            if new.ts is not None:
+                agent.last = new.ts
             agent.addresses = row.addresses or agent.addresses
-            agent.agent_version = row.agent_version or agent.agent_version
+            agent.agent_version = self._s(row.agent_version) or agent.agent_version
             agent.agent_cert = row.agent_cert or agent.agent_cert
-        elif agent.last is None:
-            agent.addresses = agent.addresses or row.addresses
-            agent.agent_version = agent.agent_version or row.agent_version
-            agent.agent_cert = agent.agent_cert or row.agent_cert
         if row.missing and not set(row.missing) <= agent.missing:
             agent.missing = agent.missing | set(row.missing)
 
@@ -174,7 +189,7 @@ class FleetAggregator:
         by_port: dict[str, Counter[Verdict]] = {}
         by_site: dict[str, Counter[Verdict]] = {}
         for name, agent in self._agents.items():
-            results = list(agent.results.values())
+            results = agent.results
             worst = min(results, key=lambda r: (RANK[r.verdict], r.target or "", r.route or ""))
             site = sites.site_of(name, agent.addresses)
             by_verdict[worst.verdict] += 1
@@ -182,15 +197,15 @@ class FleetAggregator:
                 by_cause[worst.cause or "-"] += 1
             for product in {r.product for r in results if r.product}:
                 by_product[product] += 1
-            for table, keyof in ((by_route, lambda r: r.route or "-"),
-                                 (by_port, lambda r: "-" if r.port is None else str(r.port))):
-                per: dict[str, Verdict] = {}
-                for r in results:
-                    k = keyof(r)
-                    if k not in per or RANK[r.verdict] < RANK[per[k]]:
-                        per[k] = r.verdict
-                for k, v in per.items():
-                    table.setdefault(k, Counter())[v] += 1
+            if len(results) == 1:
+                r = results[0]
+                by_route.setdefault(r.route or "-", Counter())[r.verdict] += 1
+                by_port.setdefault("-" if r.port is None else str(r.port),
+                                   Counter())[r.verdict] += 1
+            else:
+                _tally_worst(by_route, ((r.route or "-", r.verdict) for r in results))
+                _tally_worst(by_port, (("-" if r.port is None else str(r.port), r.verdict)
+                                       for r in results))
             by_site.setdefault(site, Counter())[worst.verdict] += 1
             last = (datetime.fromtimestamp(agent.last, tz=now.tzinfo)
                     if agent.last is not None else None)

@@ -73,7 +73,10 @@ def _agent_json(a: AgentLine) -> dict[str, object]:
     }
 
 
-def to_json_value(s: FleetSummary) -> dict[str, object]:
+_AGENT_LISTS = ("cut_off", "stale", "incomplete")
+
+
+def _head_json(s: FleetSummary) -> dict[str, object]:
     st = s.stats
     return {
         "summary_version": 1,
@@ -89,9 +92,6 @@ def to_json_value(s: FleetSummary) -> dict[str, object]:
         "by_route": _dimension(s.by_route),
         "by_port": _dimension(s.by_port),
         "by_site": _dimension(s.by_site),
-        "cut_off": [_agent_json(a) for a in s.cut_off],
-        "stale": [_agent_json(a) for a in s.stale],
-        "incomplete": [_agent_json(a) for a in s.incomplete],
         "input": {
             "streams": st.streams, "documents": st.documents, "results": s.rows,
             "malformed": st.malformed, "foreign": st.foreign, "unreadable": st.unreadable,
@@ -101,8 +101,27 @@ def to_json_value(s: FleetSummary) -> dict[str, object]:
     }
 
 
+def _agent_lists(s: FleetSummary) -> dict[str, list[AgentLine]]:
+    return {"cut_off": s.cut_off, "stale": s.stale, "incomplete": s.incomplete}
+
+
+def to_json_value(s: FleetSummary) -> dict[str, object]:
+    """The summary as one JSON-ready value (agent lists: cut_off, stale, incomplete)."""
+    lists = _agent_lists(s)
+    return {**_head_json(s), **{k: [_agent_json(a) for a in lists[k]] for k in _AGENT_LISTS}}
+
+
 def render_json(s: FleetSummary) -> str:
-    return json.dumps(to_json_value(s), indent=2, ensure_ascii=False) + "\n"
+    """Same value as to_json_value, written one agent per line: no per-agent dicts kept."""
+    head = json.dumps(_head_json(s), indent=2, ensure_ascii=False)
+    parts = [head[: head.rindex("}")].rstrip()]
+    for key, agents in _agent_lists(s).items():
+        parts.append(f',\n  "{key}": [')
+        parts.append(",".join("\n    " + json.dumps(_agent_json(a), ensure_ascii=False)
+                              for a in agents))
+        parts.append("\n  ]" if agents else "]")
+    parts.append("\n}\n")
+    return "".join(parts)
 
 
 def render_csv(s: FleetSummary) -> str:

@@ -17,15 +17,39 @@ from mtlsprobe.errors import InputError
 
 UNKNOWN_SITE = "unknown"
 _HEADER_KEYS = {"hostname", "host", "cidr", "network", "subnet", "key", "name"}
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _parse(text: str) -> tuple[int, int] | None:
+    """(version, integer) of an address; a fast path for dotted quads."""
+    parts = text.split(".")
+    if len(parts) == 4 and all(p.isdigit() and len(p) <= 3 for p in parts):
+        a, b, c, d = (int(p) for p in parts)
+        if max(a, b, c, d) < 256:
+            return 4, (a << 24) | (b << 16) | (c << 8) | d
+        return None
+    try:
+        address = ipaddress.ip_address(text.split("%")[0])
+    except ValueError:
+        return None
+    return address.version, int(address)
+
+
+def _routable(version: int, value: int) -> bool:
+    if version == 4:
+        return value >> 24 not in (0, 127) and value >> 16 != 0xA9FE  # 0/8, 127/8, 169.254/16
+    return value > 1 and value >> 118 != 0x3FA  # ::, ::1, fe80::/10
+
+
+def _bits(version: int) -> int:
+    return 32 if version == 4 else 128
 
 
 class SiteMap:
-    """Hostname and CIDR entries; lookups are O(number of distinct prefix lengths)."""
+    """Hostname and CIDR entries; a lookup costs one dict probe per distinct prefix length."""
 
     def __init__(self) -> None:
         self.hosts: dict[str, str] = {}
-        self.nets: dict[int, dict[Network, str]] = {}  # prefix length -> network -> site
+        self.nets: dict[tuple[int, int], dict[int, str]] = {}  # (version, length) -> net -> site
 
     def add(self, key: str, site: str) -> None:
         try:
@@ -33,37 +57,36 @@ class SiteMap:
         except ValueError:
             self.hosts[key.lower()] = site
             return
-        self.nets.setdefault(net.prefixlen, {})[net] = site
+        slot = self.nets.setdefault((net.version, net.prefixlen), {})
+        slot[int(net.network_address)] = site
 
-    def _by_address(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
-        for length in sorted(self.nets, reverse=True):
-            if length > address.max_prefixlen:
+    def _by_address(self, version: int, value: int) -> str | None:
+        for (v, length) in sorted(self.nets, key=lambda k: -k[1]):
+            if v != version:
                 continue
-            net = ipaddress.ip_network(f"{address}/{length}", strict=False)
-            site = self.nets[length].get(net)
+            shift = _bits(version) - length
+            site = self.nets[(v, length)].get((value >> shift) << shift)
             if site is not None:
                 return site
         return None
 
     def site_of(self, hostname: str, addresses: Sequence[str]) -> str:
-        site = self.hosts.get(hostname.lower())
+        site = self.hosts.get(hostname.lower()) if self.hosts else None
         if site is not None:
             return site
-        parsed = []
-        for text in addresses:
-            try:
-                parsed.append(ipaddress.ip_address(text.split("%")[0]))
-            except ValueError:
+        parsed = [p for p in map(_parse, addresses) if p is not None]
+        if self.nets:
+            for version, value in parsed:
+                site = self._by_address(version, value)
+                if site is not None:
+                    return site
+        for version, value in parsed:
+            if not _routable(version, value):
                 continue
-        for address in parsed:
-            site = self._by_address(address)
-            if site is not None:
-                return site
-        for address in parsed:
-            if address.is_loopback or address.is_link_local or address.is_unspecified:
-                continue
-            length = 24 if address.version == 4 else 64
-            return str(ipaddress.ip_network(f"{address}/{length}", strict=False))
+            if version == 4:
+                return f"{value >> 24}.{value >> 16 & 255}.{value >> 8 & 255}.0/24"
+            net = ipaddress.IPv6Network(((value >> 64) << 64, 64))
+            return str(net)
         return UNKNOWN_SITE
 
 
