@@ -460,7 +460,9 @@ class Tcpdump(Daemon):
         self.path = path
 
     def argv(self) -> list[str]:
-        return ["tcpdump", "-i", self.ifname, "-U", "-s", "0", "-n", "-w", str(self.path), "tcp"]
+        # --immediate-mode: packets reach the file as they come, so stopping loses none
+        return ["tcpdump", "-i", self.ifname, "--immediate-mode", "-U", "-s", "0", "-n",
+                "-w", str(self.path), "tcp"]
 
     def wait_ready(self) -> None:
         self.wait_for_output(r"listening on")
