@@ -98,3 +98,18 @@ def test_summary_counts_chains_and_only_speaks_for_captures():
     assert "2 different server chains" in x.summary
     assert {e.field: e.value for e in x.evidence}["connections"] == "2"
     assert not found(f.case(f.observation()), "MTLS071")  # a live attempt: not a capture
+
+
+def test_a_completed_connection_with_a_hidden_certificate_may_have_been_accepted():
+    """TLS 1.3 without keys: the refusal seen on TLS 1.2 does not prove every cert failed."""
+    tls12_refused = dataclasses.replace(
+        captured("flow 0", version="TLSv1.2", client_chain=(), client_chain_seen=Seen.YES),
+        alerts=(AlertInfo(sender=Direction.S2C, level="fatal", description="handshake_failure",
+                          code=40),),
+        outcome=Outcome.REJECTED_BY_SERVER, stage=Stage.HANDSHAKE,
+    )
+    hidden = captured("flow 1", client_chain=(), client_chain_seen=Seen.UNKNOWN,
+                      cert_request=f.CertRequestInfo(seen=Seen.UNKNOWN), decrypted=False,
+                      stage=Stage.ESTABLISHED)
+    assert found(f.case(tls12_refused), "MTLS070")
+    assert not found(f.case(tls12_refused, hidden), "MTLS070")

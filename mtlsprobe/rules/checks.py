@@ -1163,12 +1163,21 @@ def _captured_accepted(obs: Observation) -> bool:
     )
 
 
+def _maybe_accepted(obs: Observation) -> bool:
+    """Completed with its client certificate hidden (TLS 1.3 without keys): may carry one."""
+    return (
+        obs.client_chain_seen is Seen.UNKNOWN
+        and (obs.outcome is Outcome.ESTABLISHED or obs.stage is Stage.ESTABLISHED)
+        and _cert_refusal(obs) is None
+    )
+
+
 @rule("MTLS070", "Client certificate rejected in the capture", Severity.REJECTS)
 def captured_cert_rejected(case: Case) -> Iterator[Finding]:
     captured = _captured(case)
     refused = [(o, how) for o in captured if (how := _cert_refusal(o)) is not None]
-    if not refused or any(_captured_accepted(o) for o in captured):
-        return  # a certificate got through on another connection: the server validates
+    if not refused or any(_captured_accepted(o) or _maybe_accepted(o) for o in captured):
+        return  # a certificate got (or may have got) through elsewhere: the server validates
     obs, how = refused[0]
     sent = (
         f"its certificate ({obs.client_chain[0].subject})" if _sent_cert(obs)
