@@ -848,6 +848,14 @@ def _starts_with_hello(transcript: Transcript) -> set[Direction]:
             continue
         if data[0] == ContentType.HANDSHAKE and data[1] == 3 and data[5] == _HELLO[direction]:
             out.add(direction)
+    server = first.get(Direction.S2C, b"")
+    if (
+        Direction.C2S in out
+        and Direction.S2C not in missing_first
+        and server[:2] == bytes((ContentType.ALERT, 3))
+        and server[3:5] == b"\x00\x02"
+    ):
+        out.add(Direction.S2C)  # the server refused the ClientHello with a plaintext alert
     return out
 
 
