@@ -1,0 +1,68 @@
+"""mtlsprobe.analyze pieces: --server parsing/matching, grouping connections into servers,
+and reading a stream whose SYN was not captured but which starts with its hello."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from mtlsprobe.analyze import ServerFilter, group_by_server, read_capture
+from mtlsprobe.capture.flows import CaptureReader
+from mtlsprobe.errors import InputError
+from mtlsprobe.model import Endpoint, Seen
+from mtlsprobe.tls.observer import observe
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "pcaps"
+
+
+@pytest.mark.parametrize(("text", "host", "port"), [
+    ("example.com", "example.com", None),
+    ("Example.COM.:8443", "example.com", 8443),
+    ("[::1]:443", "::1", 443),
+    ("::1", "::1", None),
+    ("127.0.0.1:80", "127.0.0.1", 80),
+])
+def test_server_filter_parses(text, host, port):
+    assert ServerFilter.parse(text) == ServerFilter(host=host, port=port)
+
+
+@pytest.mark.parametrize("text", ["host:0", "host:70000", "host:x", "[::1", ":443", "[::1]x"])
+def test_server_filter_refuses_nonsense(text):
+    with pytest.raises(InputError):
+        ServerFilter.parse(text)
+
+
+def test_server_filter_matches_name_or_ip_and_port():
+    target = Endpoint(host="localhost", port=443, ip="127.0.0.1")
+    assert ServerFilter.parse("LOCALHOST").matches(target)
+    assert ServerFilter.parse("127.0.0.1:443").matches(target)
+    assert not ServerFilter.parse("localhost:8443").matches(target)
+    assert not ServerFilter.parse("other").matches(target)
+
+
+def test_connections_without_sni_join_the_one_named_server_on_their_address():
+    [obs, *rest] = read_capture(FIXTURES / "direct-tls13.pcapng").observations
+    nameless = dataclasses.replace(obs, sni=None, label="nameless")
+    groups = group_by_server([obs, *rest, nameless])
+    assert len(groups) == 1
+    target, route, members = groups[0]
+    assert target.host == "localhost" and target.ip == "127.0.0.1" and route.kind == "capture"
+    assert "nameless" in [o.label for o in members]
+    other = dataclasses.replace(obs, sni="other.example", label="other")
+    assert len(group_by_server([obs, nameless, other])) == 3  # two names: nobody adopts it
+
+
+def test_missing_syn_with_hellos_at_the_start_is_read_like_a_whole_connection():
+    for t in CaptureReader(FIXTURES / "direct-tls12.pcap"):
+        whole = observe(t)
+        cut = observe(dataclasses.replace(t, truncated_at_start=True))
+        assert (cut.sni, cut.version, cut.cert_request.seen) == (
+            whole.sni, whole.version, whole.cert_request.seen)
+        assert cut.server_chain == whole.server_chain and cut.alerts == whole.alerts
+        assert whole.cert_request.seen is Seen.YES or whole.version != "TLSv1.2"
+    # a stream that does not start with a hello stays unknown
+    t = next(iter(CaptureReader(FIXTURES / "direct-tls12.pcap")))
+    shifted = dataclasses.replace(t, truncated_at_start=True, chunks=t.chunks[1:])
+    assert observe(shifted).sni is None
