@@ -467,10 +467,6 @@ class Tcpdump(Daemon):
     def wait_ready(self) -> None:
         self.wait_for_output(r"listening on")
 
-    def stop(self) -> None:
-        """SIGTERM makes tcpdump flush and close the file."""
-        super().stop()
-
 
 # --- the probe, run for real inside a namespace ----------------------------------------------
 

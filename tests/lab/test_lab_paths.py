@@ -7,6 +7,8 @@ server itself logged (did the agent's certificate arrive?).
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 from .daemons import (
@@ -256,3 +258,29 @@ def test_firewall_killing_the_client_hello_is_blocked(lab, action):
     assert run.returncode == 11
     outcomes = {o["outcome"] for o in run.result["observations"]}
     assert outcomes == ({"aborted"} if action.startswith("reject") else {"no_answer"}), outcomes
+
+
+# --- the lab itself ---------------------------------------------------------------------------
+
+
+def test_a_topology_leaves_nothing_behind(topology):
+    """Build a second topology with a daemon in it, tear it down, and find no trace: no
+    namespace, no process in it, no veth in the host's namespace, nothing in nft."""
+    from .netns import Topology, lab_namespaces, run
+
+    host_links = run(["ip", "-o", "link"]).stdout
+    topo = Topology("leak").create()
+    try:
+        assert set(lab_namespaces(topo.prefix)) == set(topo.names.values())
+        topo.nft("router", "table inet probe { chain c { type filter hook forward priority 0; }; }")
+        proc = subprocess.Popen(topo.argv("server", ["sh", "-c", "echo in; exec sleep 60"]),
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline() == "in\n"  # inside the namespace now
+        assert topo.pids("server") == [proc.pid]
+    finally:
+        problems = topo.destroy()
+    proc.wait(5)
+    proc.stdout.close()
+    assert problems == [f"processes left in {topo.ns('server')}: [{proc.pid}]"]
+    assert not lab_namespaces(topo.prefix)
+    assert run(["ip", "-o", "link"]).stdout.count("to-") == host_links.count("to-")
