@@ -248,6 +248,18 @@ def main(debug: bool) -> None:
 @click.option("--reflector-secret-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Secret to verify the reflector's signed echo (else "
                    "$MTLSPROBE_REFLECTOR_SECRET).")
+@click.option("--trace", "trace_hops", is_flag=True,
+              help="Also trace the direct path hop by hop (ICMP/SYN/ClientHello with rising "
+                   "TTL) and name the hop that answers or resets the ClientHello (IPv4; root "
+                   "or CAP_NET_RAW).")
+@click.option("--capture", type=click.Path(dir_okay=False, path_type=Path),
+              metavar="FILE.pcapng",
+              help="Write the probe's own packets (its connections only; root or CAP_NET_RAW) "
+                   "to FILE.pcapng with the TLS key log of the throwaway sessions (no-cert and "
+                   "untrusted-cert) embedded; never the agent-certificate session's.")
+@click.option("--capture-secrets", is_flag=True,
+              help="With --capture, also embed the key log of the session that used the "
+                   "agent's real certificate (anyone with the file can decrypt it).")
 @output_options
 def probe(
     targets: Sequence[str],
@@ -272,6 +284,9 @@ def probe(
     preset: str | None,
     reflectors: Sequence[str],
     reflector_secret_file: Path | None,
+    trace_hops: bool,
+    capture: Path | None,
+    capture_secrets: bool,
     fmt: str,
     output: Path | None,
 ) -> None:
@@ -309,6 +324,9 @@ def probe(
         raise click.UsageError("nothing to probe: give TARGET..., --targets FILE, --reflector "
                                f"or --preset on an agent host{why}")
     endpoints = [e for e, _ in plan.targets]
+    from mtlsprobe.live.sniff import SniffLog
+
+    sniff_log = SniffLog()  # passive TTL/RST evidence on every connection, when privileged
     options = ProbeOptions(
         sni=sni,
         timeout=timeout,
@@ -319,8 +337,18 @@ def probe(
         direct=not no_direct,
         credentials=creds,
         concurrency=concurrency,
+        sniff=True,
+        sniff_log=sniff_log,
     )
     results = pipeline.probe(list(plan.targets), options, expect)
+    from mtlsprobe.commands import trace as path_evidence
+
+    path_notes = list(sniff_log.notes)
+    if trace_hops:
+        results, more = path_evidence.traced(results, expect, sni, timeout)
+        path_notes += more
+    if capture:
+        path_notes += path_evidence.write_capture(capture, sniff_log, capture_secrets)
     if reflectors:
         from mtlsprobe.reflector import probe_reflectors
 
@@ -343,8 +371,10 @@ def probe(
         "targets_file": str(targets_file) if targets_file else None,
         "preset": preset,
         "reflectors": list(reflectors),
+        "trace": trace_hops,
+        "capture": str(capture) if capture else None,
     }
-    report = pipeline.make_report("probe", results, inputs, plan.notes,
+    report = pipeline.make_report("probe", results, inputs, [*plan.notes, *path_notes],
                                   host_extra=plan.host_extra)
     if save_baseline:
         from mtlsprobe.report.jsonout import dumps

@@ -273,20 +273,40 @@ def throwaway_keylog(transcripts: Iterable[Transcript], *, include_agent: bool =
     return "".join(line + "\n" for line in lines)
 
 
+ATTEMPT_COMMENT = "mtlsprobe attempt: {name}; client certificate: {kind}"
+
+
+def attempt_comments(transcripts: Iterable[Transcript]) -> dict[Client, str]:
+    """Per connection, the comment its first packet gets: which attempt it was."""
+    out: dict[Client, str] = {}
+    for t in transcripts:
+        client = client_of(t)
+        if client is not None and t.attempt is not None:
+            out[client] = ATTEMPT_COMMENT.format(name=t.attempt.name,
+                                                 kind=t.attempt.client_cert.value)
+    return out
+
+
 def to_pcapng(
     packets: Sequence[Packet],
     *,
     keylog: str = "",
     comment: str | None = None,
+    labels: dict[Client, str] | None = None,
 ) -> bytes:
-    """The packets as pcapng (raw IP link type), the key log first in a DSB."""
+    """The packets as pcapng (raw IP link type), the key log first in a DSB; the first
+    packet of each connection in `labels` carries its label as a comment."""
     buf = io.BytesIO()
     w = PcapngWriter(buf, comment=comment)
     ifid = w.add_interface(LINKTYPE_RAW, name="mtlsprobe")
     if keylog:
         w.add_secrets(keylog)
+    pending = dict(labels or {})
     for p in packets:
-        w.add_packet(ifid, p.ts, p.data, outbound=p.outbound)
+        note = None
+        if pending and (f := p.flow()) is not None:
+            note = pending.pop((f[0], f[1]), None) or pending.pop((f[2], f[3]), None)
+        w.add_packet(ifid, p.ts, p.data, outbound=p.outbound, comment=note)
     return buf.getvalue()
 
 

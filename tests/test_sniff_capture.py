@@ -1,0 +1,172 @@
+"""probe --capture on loopback: the probe's own packets, its throwaway key log, and
+`analyze` of that file reaching the same verdict and rule ids as the live run.
+
+Needs a packet socket (root / CAP_NET_RAW; CI runs as root); skipped otherwise, except the
+test that the unprivileged path only notes what it cannot do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import struct
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mtlsprobe.capture.flows import CaptureReader
+from mtlsprobe.cli import main
+from mtlsprobe.live import sniff
+from mtlsprobe.model import Attempt, CertKind, Endpoint
+from mtlsprobe.pipeline import judge
+from mtlsprobe.tls.observer import observe
+
+NO_SNIFF = sniff.unavailable()
+needs_sniff = pytest.mark.skipif(NO_SNIFF is not None, reason=f"no packet socket: {NO_SNIFF}")
+
+
+@pytest.fixture
+def files(tmp_path: Path, loopback_pki) -> dict[str, str]:
+    out = {}
+    for name, data, mode in (("root.pem", loopback_pki.server_root.cert_pem, 0o644),
+                             ("agent.pem", loopback_pki.client.cert_pem, 0o644),
+                             ("agent.key", loopback_pki.client.key_pem(), 0o600)):
+        p = tmp_path / name
+        p.write_bytes(data)
+        p.chmod(mode)
+        out[name] = str(p)
+    return out
+
+
+def run(*args: str) -> tuple[int, dict]:
+    r = CliRunner().invoke(main, [*args, "--format", "json"], catch_exceptions=False)
+    return r.exit_code, json.loads(r.stdout)
+
+
+def rule_ids(report: dict) -> set[str]:
+    return {f["rule"] for r in report["results"] for f in r["findings"]}
+
+
+def live_and_offline(mtls_server, files, tmp_path: Path, *extra: str):
+    host, port = mtls_server.address
+    cap = tmp_path / "probe.pcapng"
+    code, live = run("probe", f"{host}:{port}", "--sni", "localhost", "--ca", files["root.pem"],
+                     "--cert", files["agent.pem"], "--key", files["agent.key"],
+                     "--no-env-proxy", "--repeat", "2", "--timeout", "5", "--capture", str(cap),
+                     *extra)
+    assert code in (0, 12) and cap.exists()
+    # analyze's pipeline on the file, with the attempts the pcapng comments name
+    from mtlsprobe import expectations
+
+    expect = expectations.build(ca=[Path(files["root.pem"])], pins=(), baseline=None)
+    labels = attempts_from_comments(cap)
+    observations = [observe(replace(t, attempt=labels[(t.client.ip, t.client.port)]))
+                    for t in CaptureReader(cap)]
+    offline = judge(Endpoint(host="localhost", port=port, ip=host), observations[0].route,
+                    observations, expect, "capture")
+    return cap, live, offline
+
+
+@needs_sniff
+def test_capture_holds_only_the_probes_connections_and_throwaway_keys(mtls_server, files,
+                                                                      tmp_path: Path):
+    cap, live, offline = live_and_offline(mtls_server, files, tmp_path)
+    assert oct(cap.stat().st_mode & 0o777) == "0o600"
+    assert any("written to" in n for n in live["notes"])
+    obs = live["results"][0]["observations"]
+    assert all(o["tcp"]["synack_ttl"] == 64 for o in obs)  # passive facts, from the sniffer
+    clients = {(o["client"]["ip"], o["client"]["port"]) for o in obs}
+    assert {(t.client.ip, t.client.port) for t in CaptureReader(cap)} == clients
+    reader = CaptureReader(cap)
+    list(reader)
+    randoms = {line.split()[1] for line in reader.keylog_text.splitlines() if line}
+    assert len(randoms) == len(obs) - 1  # every session but the agent-certificate one
+    # same verdict; the agent session stays opaque offline, so only its acceptance is missing
+    assert offline.verdict.value == live["verdict"]
+    assert rule_ids(live) - {f.rule for f in offline.findings} == {"MTLS035"}
+
+
+@needs_sniff
+def test_capture_with_secrets_gives_analyze_the_same_verdict_and_rule_ids(mtls_server, files,
+                                                                          tmp_path: Path):
+    _cap, live, offline = live_and_offline(mtls_server, files, tmp_path, "--capture-secrets")
+    assert offline.verdict.value == live["verdict"]
+    assert {f.rule for f in offline.findings} == rule_ids(live)
+    assert len(offline.observations) == len(live["results"][0]["observations"])
+
+
+def attempts_from_comments(path: Path) -> dict[tuple[str, int], Attempt]:
+    """Client (ip, port) -> Attempt, from the comment on each connection's first packet."""
+    data, pos, out = path.read_bytes(), 0, {}
+    while pos < len(data):
+        btype, blen = struct.unpack_from("<II", data, pos)
+        if btype == 6:
+            caplen = struct.unpack_from("<I", data, pos + 20)[0]
+            frame = data[pos + 28 : pos + 28 + caplen]
+            opt = pos + 28 + caplen + (-caplen % 4)
+            while opt + 4 <= pos + blen - 4:
+                code, length = struct.unpack_from("<HH", data, opt)
+                if code == 0:
+                    break
+                text = data[opt + 4 : opt + 4 + length].decode()
+                if code == 1 and text.startswith("mtlsprobe attempt: "):
+                    name, _, kind = text[len("mtlsprobe attempt: "):].partition(
+                        "; client certificate: ")
+                    src = socket.inet_ntoa(frame[12:16])
+                    sport = struct.unpack_from("!H", frame, 20)[0]
+                    out[(src, sport)] = Attempt(name=name, client_cert=CertKind(kind))
+                opt += 4 + length + (-length % 4)
+        pos += blen
+    return out
+
+
+@needs_sniff
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
+def test_tshark_decrypts_the_throwaway_sessions_with_the_embedded_key_log(mtls_server, files,
+                                                                           tmp_path: Path):
+    host, port = mtls_server.address
+    cap = tmp_path / "probe.pcapng"
+    run("probe", f"{host}:{port}", "--sni", "localhost", "--no-env-proxy", "--repeat", "1",
+        "--timeout", "5", "--capture", str(cap))
+    out = subprocess.run(
+        ["tshark", "-r", str(cap), "-Y", "tls.handshake.type == 11", "-T", "fields",
+         "-e", "tcp.stream"], capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.split()
+    # TLS 1.3 Certificate messages are encrypted: tshark sees them only with the DSB keys
+    assert len(set(out)) >= 2
+
+
+@needs_sniff
+def test_capture_secrets_adds_the_agent_session(mtls_server, files, tmp_path: Path):
+    host, port = mtls_server.address
+    cap = tmp_path / "probe.pcapng"
+    _code, live = run("probe", f"{host}:{port}", "--sni", "localhost", "--cert",
+                     files["agent.pem"], "--key", files["agent.key"], "--no-env-proxy",
+                     "--repeat", "1", "--timeout", "5", "--capture", str(cap),
+                     "--capture-secrets")
+    reader = CaptureReader(cap)
+    list(reader)
+    randoms = {line.split()[1] for line in reader.keylog_text.splitlines() if line}
+    assert len(randoms) == len(live["results"][0]["observations"])
+
+
+def test_without_privileges_the_probe_notes_it_and_carries_on(mtls_server, files,
+                                                              tmp_path: Path, monkeypatch):
+    def refuse(self):
+        raise sniff.SniffUnavailable("not root and no CAP_NET_RAW")
+
+    monkeypatch.setattr(sniff.Sniffer, "start", refuse)
+    host, port = mtls_server.address
+    cap = tmp_path / "probe.pcapng"
+    _code, live = run("probe", f"{host}:{port}", "--sni", "localhost", "--no-env-proxy",
+                     "--repeat", "1", "--timeout", "5", "--capture", str(cap))
+    assert not cap.exists()
+    notes = " ".join(live["notes"])
+    assert "CAP_NET_RAW" in notes and "no capture written" in notes
+    assert live["results"][0]["observations"]  # the probe itself ran
+    assert os.geteuid() == 0 or "passive" in notes
