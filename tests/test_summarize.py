@@ -297,3 +297,16 @@ def test_table_and_markdown_name_every_section(fleet):
     code, md, _ = summarize(str(folder), "--format", "markdown")
     assert md.startswith("# mtlsprobe fleet summary: terminated_by_lb")
     assert "## Agents that would be cut off (1)" in md and "| pc-81 |" in md
+
+
+def test_streamed_json_equals_the_json_value(fleet):
+    from datetime import datetime, timezone
+
+    from mtlsprobe.fleet.render import render_json, to_json_value
+    from mtlsprobe.fleet.rollup import roll_up
+
+    folder = fleet([("pc-90", "pass", "json"), ("pc-91", "unreachable", "jsonl")],
+                   when=NOW - timedelta(days=9))
+    summary = roll_up([str(folder)], now=datetime.now(timezone.utc))
+    assert json.loads(render_json(summary)) == json.loads(json.dumps(to_json_value(summary)))
+    assert len(summary.stale) == 2 and len(summary.cut_off) == 1
