@@ -413,9 +413,10 @@ def rules() -> None:
     """List every rule id with its severity and title."""
     from tabulate import tabulate
 
+    from mtlsprobe.credcheck import CRED_RULES
     from mtlsprobe.rules.engine import RULES
 
-    rows = [(r.id, r.severity.value, r.title) for r in RULES]
+    rows = [(r.id, r.severity.value, r.title) for r in (*RULES, *CRED_RULES)]
     click.echo(tabulate(rows, headers=("id", "severity", "title"), tablefmt="simple"))
 
 
