@@ -172,7 +172,7 @@ def rewritten(quote: _Quote, sent: _Quote) -> tuple[str, ...]:
             out.append(f"ports {sent.sport}:{sent.dport}->{quote.sport}:{quote.dport}")
         if quote.window is not None and sent.window is not None and quote.window != sent.window:
             out.append(f"window {sent.window}->{quote.window}")
-        if quote.options and quote.options != sent.options:
+        if sent.options and quote.options != sent.options:  # () = not ours to know (kernel)
             out.extend(_option_changes(sent.options, quote.options))
         n = min(len(quote.payload), len(sent.payload))
         if n and quote.payload[:n] != sent.payload[:n]:
@@ -385,14 +385,28 @@ def _ip_and_tcp(
                 return False
             return all((phase, t) in answers for t in range(1, d))
 
-        until = min(deadline, time.monotonic() + options.probe_timeout * 2)
-        for r in socks.pump(until):
-            key, probe = _match_batch(r, ident, dst, by_port, sent_at)
-            if key is None or key in answers:
-                continue
-            answers[key] = probe
-            if settled("ip") and settled("tcp"):
-                break
+        def collect(wait: float) -> None:
+            for r in socks.pump(min(deadline, time.monotonic() + wait)):
+                key, probe = _match_batch(r, ident, dst, by_port, sent_at)
+                if key is None or key in answers:
+                    continue
+                answers[key] = probe
+                if settled("ip") and settled("tcp"):
+                    return
+
+        collect(options.probe_timeout * 2)
+        # one more try for silent hops below the distance (routers rate-limit ICMP)
+        wanted = dict(packets)
+        missing = [
+            key for phase in ("ip", "tcp") if phase in options.phases
+            for key in ((phase, t) for t in range(1, (_distance(answers, phase) or 0)))
+            if key not in answers
+        ]
+        if missing and time.monotonic() < deadline:
+            for key in missing:
+                sent_at[key] = time.monotonic()
+                socks.send.sendto(wanted[key], (dst, 0))
+            collect(options.probe_timeout)
     finally:
         for r in reserved:
             r.close()
