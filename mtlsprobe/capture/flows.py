@@ -203,15 +203,19 @@ class CaptureReader:
         skipped = self.skipped
         progress = self.progress
         capture = self.capture
+        add = self._add
+        # per-packet counters live in locals and are written to ``stats`` before every
+        # yield and at the end, so readers of ``stats`` see them current
+        packets, segments = stats["packets"], stats["tcp_segments"]
         try:
             for ts, linktype, frame in capture:
-                stats["packets"] += 1
-                if progress is not None and not stats["packets"] & PROGRESS_EVERY:
+                packets += 1
+                if progress is not None and not packets & PROGRESS_EVERY:
                     progress(capture.position, capture.size)
                 seg = decode(linktype, frame, skipped)
                 if seg is None:
                     continue
-                stats["tcp_segments"] += 1
+                segments += 1
                 src, dst = (seg.src, seg.sport), (seg.dst, seg.dport)
                 key = (src, dst) if src < dst else (dst, src)
                 conn = table.get(key)
@@ -221,6 +225,7 @@ class CaptureReader:
                         del table[key]
                         t = self._finish(conn)
                         if t is not None:
+                            stats["packets"], stats["tcp_segments"] = packets, segments
                             yield t
                         conn = None
                     closed.pop(key, None)
@@ -232,15 +237,17 @@ class CaptureReader:
                         stats["connections"], src, dst, ts, self.max_bytes
                     )
                     stats["connections"] += 1
-                self._add(conn, src, seg, ts)
-                if conn.closed():
+                add(conn, src, seg, ts)
+                if (conn.rst or (conn.a.fin and conn.b.fin)) and conn.closed():
                     del table[key]
                     closed[key] = None
                     if len(closed) > CLOSED_MEMORY:
                         closed.popitem(last=False)
                     t = self._finish(conn)
                     if t is not None:
+                        stats["packets"], stats["tcp_segments"] = packets, segments
                         yield t
+            stats["packets"], stats["tcp_segments"] = packets, segments
             if progress is not None:
                 progress(capture.size or capture.position, capture.size)
             for conn in sorted(table.values(), key=lambda c: c.index):
@@ -249,6 +256,7 @@ class CaptureReader:
                     yield t
             table.clear()
         finally:
+            stats["packets"], stats["tcp_segments"] = packets, segments
             self.capture.close()
 
     # --- per packet ----------------------------------------------------------------
