@@ -250,7 +250,7 @@ def test_same_root_terminator_with_only_the_ca_is_unknown(lab):
 
 @pytest.mark.parametrize("action", ["reject with tcp reset", "drop"])
 def test_firewall_killing_the_client_hello_is_blocked(lab, action):
-    server(lab)
+    srv = server(lab)
     lab.nft("router", "nft-block-hello.nft", port=8383, action=action)
     run = lab.probe(f"{lab.addr.server}:8383", timeout=3, http_path=None)
     assert run.verdict == "blocked", run.explain()
@@ -258,6 +258,7 @@ def test_firewall_killing_the_client_hello_is_blocked(lab, action):
     assert run.returncode == 11
     outcomes = {o["outcome"] for o in run.result["observations"]}
     assert outcomes == ({"aborted"} if action.startswith("reject") else {"no_answer"}), outcomes
+    assert not srv.requests()  # ground truth: nothing reached the server's HTTP layer
 
 
 # --- the lab itself ---------------------------------------------------------------------------
