@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import jsonschema
 import pytest
 from lab.netns import lab_namespaces, unavailable
 from trace_topology import (
@@ -35,6 +36,7 @@ from trace_topology import (
 )
 
 pytestmark = pytest.mark.lab
+SCHEMA = json.loads((REPO / "mtlsprobe" / "schema" / "report-v1.json").read_text("utf-8"))
 TARGET = f"{SERVER}:443"
 
 
@@ -66,7 +68,9 @@ def in_agent(topo: TraceTopology, *args: str) -> tuple[int, dict]:
         capture_output=True, text=True, timeout=120, env=env(), cwd=REPO,
     )
     assert proc.stdout, proc.stderr
-    return proc.returncode, json.loads(proc.stdout)
+    report = json.loads(proc.stdout)
+    jsonschema.validate(report, SCHEMA)
+    return proc.returncode, report
 
 
 def trace(topo: TraceTopology) -> dict:
