@@ -125,6 +125,15 @@ def test_firewall_resetting_client_hellos_in_r1_is_named_hop_1(topo, server):
         assert result["verdict"] == "blocked"
         assert f"hop 1 ({HOP1})" in result["reason"]
 
+        # passive evidence, no trace: the sniffer sees the reset's TTL (64: sent by hop 1)
+        # unlike the server's SYN-ACK (62: three hops)
+        _code, report = in_agent(topo, "probe", TARGET, "--no-env-proxy", "--repeat", "1",
+                                 "--timeout", "5")
+        [res] = report["results"]
+        assert res["verdict"] == "blocked"
+        injected = next(f for f in res["findings"] if f["rule"] == "MTLS053")
+        assert "TTL 64" in injected["summary"]
+
 
 def test_mss_clamping_in_r1_shows_in_hop_2s_quote(topo, server):
     with nft_rules(topo, "r1", MSS_CLAMP_NFT):
