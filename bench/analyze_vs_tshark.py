@@ -8,7 +8,8 @@ first with bench/make_big_capture.py when absent (real TLS on loopback: 22,000 h
 TLS 1.2 and 1.3, with and without client certificates, plus 1 GB of bulk data).
 
 Every tool runs once, in this process's run, as a child process under ``/usr/bin/time``
-(wall seconds and peak RSS; falls back to ``getrusage(RUSAGE_CHILDREN)``), and extracts
+(wall seconds, CPU seconds and peak RSS; falls back to ``getrusage(RUSAGE_CHILDREN)``;
+CPU time is the steadier figure on a shared machine), and extracts
 the same facts: SNI, version, certificate subjects, CertificateRequest, client
 certificate and alerts. tshark gets them from a display filter on handshake types
 1 2 11 13 plus alerts; ssldump prints every handshake message. Prints seconds, MB/s, the
@@ -45,31 +46,42 @@ FIELDS = [
 class Run:
     name: str
     seconds: float
+    cpu: float  # user + system seconds: steadier than wall time on a busy machine
     peak_mb: float
     output_bytes: int
     returncode: int
 
 
-def _timed(name: str, argv: list[str], out_path: Path, env: dict[str, str] | None = None) -> Run:
-    """Run argv once, stdout to out_path; wall time and peak RSS of the child."""
+def _timed(name: str, argv: list[str], out_path: Path, env: dict[str, str] | None = None,
+           timeout: float | None = None) -> Run:
+    """Run argv once, stdout to out_path; wall time, CPU time and peak RSS of the child."""
     gnu_time = Path("/usr/bin/time")
     stats = out_path.with_suffix(".time")
     if gnu_time.exists():
-        argv = [str(gnu_time), "-f", "%e %M", "-o", str(stats), *argv]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        argv = [str(gnu_time), "-f", "%e %M %U %S", "-o", str(stats), *argv]
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    before, cpu_before = usage.ru_maxrss, usage.ru_utime + usage.ru_stime
     start = time.perf_counter()
     sink = Path(os.devnull) if name == "cat" else out_path  # cat: read speed, not disk
     with sink.open("wb") as out:
-        proc = subprocess.run(argv, stdout=out, stderr=subprocess.DEVNULL, env=env, check=False)
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.DEVNULL, env=env)
+        try:
+            returncode = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.terminate()  # /usr/bin/time passes it on and still reports
+            returncode = proc.wait()
     wall = time.perf_counter() - start
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    peak_kb, cpu = usage.ru_maxrss, usage.ru_utime + usage.ru_stime - cpu_before
     if gnu_time.exists() and stats.exists():
-        text = stats.read_text().split()
-        wall, peak_kb = float(text[-2]), int(text[-1])
+        fields = stats.read_text().split()[-4:]
+        if len(fields) == 4 and fields[0].replace(".", "").isdigit():
+            wall, peak_kb = float(fields[0]), int(fields[1])
+            cpu = float(fields[2]) + float(fields[3])
     elif peak_kb <= before:
         peak_kb = 0  # an earlier child had a larger peak: not measurable this way
     size = out_path.stat().st_size if out_path.exists() else 0
-    return Run(name, wall, peak_kb / 1024, size, proc.returncode)
+    return Run(name, wall, cpu, peak_kb / 1024, size, returncode)
 
 
 def _analyze_cmd(capture: Path, keylog: Path | None) -> list[str]:
@@ -120,13 +132,19 @@ def table(runs: list[Run], size: int) -> str:
         o = by.get(other)
         return f"{o.seconds / r.seconds:.2f}x" if o and r.seconds else "-"
 
-    rows = [("tool", "seconds", "MB/s", "vs tshark", "vs ssldump", "peak RSS MB", "out MB")]
+    def cpu_ratio(r: Run, other: str) -> str:
+        o = by.get(other)
+        return f"{o.cpu / r.cpu:.2f}x" if o and r.cpu else "-"
+
+    rows = [("tool", "seconds", "MB/s", "vs tshark", "vs ssldump", "CPU s", "CPU vs tshark",
+             "peak RSS MB", "out MB")]
     for r in runs:
         keyed = r.name.endswith("+keylog")
         rows.append((
             r.name, f"{r.seconds:.2f}", f"{size / 1e6 / r.seconds:.0f}",
             ratio(r, "tshark +keylog" if keyed else "tshark"),
             ratio(r, "ssldump +keylog" if keyed else "ssldump"),
+            f"{r.cpu:.2f}", cpu_ratio(r, "tshark +keylog" if keyed else "tshark"),
             f"{r.peak_mb:.0f}", f"{r.output_bytes / 1e6:.1f}",
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -143,6 +161,8 @@ def main() -> None:
     ap.add_argument("--keylog", type=Path, help="key log (default: CAPTURE.keys when present)")
     ap.add_argument("--no-keylog", action="store_true", help="skip the key-log runs")
     ap.add_argument("--only", help="comma-separated tool names to run (e.g. 'cat,mtlsprobe')")
+    ap.add_argument("--timeout", type=float, default=600,
+                    help="stop a tool after this many seconds (its row then shows the cut-off)")
     args = ap.parse_args()
     capture = args.capture or DEFAULT
     if args.capture is None and not capture.exists():
@@ -162,10 +182,10 @@ def main() -> None:
         for i, (name, argv) in enumerate(plan(capture, keylog)):
             if args.only and not any(name.startswith(o) for o in args.only.split(",")):
                 continue
-            run = _timed(name, argv, Path(tmp) / f"run{i}.out", env=env)
+            run = _timed(name, argv, Path(tmp) / f"run{i}.out", env=env, timeout=args.timeout)
             runs.append(run)
-            print(f"  {name}: {run.seconds:.2f} s, peak {run.peak_mb:.0f} MB, "
-                  f"exit {run.returncode}", file=sys.stderr)
+            print(f"  {name}: {run.seconds:.2f} s ({run.cpu:.2f} s CPU), peak "
+                  f"{run.peak_mb:.0f} MB, exit {run.returncode}", file=sys.stderr)
     print(table(runs, size))
 
 
