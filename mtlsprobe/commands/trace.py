@@ -36,11 +36,10 @@ def ipv4_of(target: Endpoint) -> Endpoint:
 
 def judge_trace(target: Endpoint, hops: HopTrace, source: str | None = "flag") -> CaseResult:
     """The hop rules over a case that has a trace and no handshakes."""
-    from mtlsprobe.rules.engine import RULES, _load_rules, decide, sort_key
+    from mtlsprobe.rules.engine import decide, sort_key, spec
 
-    _load_rules()
     case = Case(target=target, route=DIRECT, observations=(), source=source, hops=hops)
-    findings = sorted((f for s in RULES if s.id in HOP_RULES for f in s.fn(case)),
+    findings = sorted((f for rule_id in HOP_RULES for f in spec(rule_id).fn(case)),
                       key=sort_key)
     verdict, _row, decider = decide(findings)
     if decider is not None and verdict is not Verdict.PASS_END_TO_END:
