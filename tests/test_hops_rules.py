@@ -87,3 +87,15 @@ def test_hop_findings_leave_a_pass_a_pass():
     result = evaluate(h.with_hops(h.intercepted_at_hop2()))
     assert result.verdict is Verdict.PASS_END_TO_END
     assert "MTLS051" in {x.rule for x in result.findings}
+
+
+def test_trace_command_verdicts_from_the_hop_rules_alone():
+    from mtlsprobe.commands.trace import judge_trace
+
+    blocked = judge_trace(f.TARGET, h.reset_at_hop1())
+    assert blocked.verdict is Verdict.BLOCKED and "hop 1 (10.252.1.1)" in blocked.reason
+    located = judge_trace(f.TARGET, h.intercepted_at_hop2())
+    assert located.verdict is Verdict.UNKNOWN and "hop 2 (10.252.2.2)" in located.reason
+    clean = judge_trace(f.TARGET, h.routed())
+    assert clean.verdict is Verdict.UNKNOWN and "No hop before the server" in clean.reason
+    assert clean.hops == h.routed() and clean.findings == ()
