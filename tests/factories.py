@@ -276,6 +276,10 @@ def corpus() -> list[Case]:
     leaf_only = SERVER_ISSUING_CA.issue("ec.example.com", not_before=MONTH_AGO)
     cases += [
         case(observation(server_chain=chain_of(expired))),
+        case(observation(cert_request=NO_CERT_REQUEST, client_chain=(), client_chain_seen=Seen.NO,
+                         http=HttpExchange(path="/", status=400, reason="Bad Request",
+                                           body_excerpt="No required SSL certificate was sent")),
+             expect=ROOTS_ONLY),
         case(observation(server_chain=(info(leaf_only),)), expect=ROOTS_ONLY),
         case(intercepted("mitmproxy", "mitmproxy"), expect=with_baseline()),
         case(observation(server_chain=(info(minted), info(ca)))),

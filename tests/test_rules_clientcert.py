@@ -115,3 +115,27 @@ def test_interceptor_that_rejects_the_agent_is_still_inspected():
     res = evaluate(f.case(obs))
     assert res.verdict is Verdict.INSPECTED
     assert "MTLS033" in {x.rule for x in res.findings}
+
+
+# --- MTLS024: the server behind the path asks over HTTP for what the path never asked ---------
+
+
+def test_mtls024_server_page_without_a_request_is_a_terminator():
+    obs = f.observation(cert_request=f.NO_CERT_REQUEST, client_chain=(),
+                        client_chain_seen=Seen.NO, http=NGINX_400)
+    c = f.case(obs, expect=f.ROOTS_ONLY)
+    (x,) = found(c, "MTLS024")
+    assert x.severity is Severity.BREAKS
+    assert not found(c, "MTLS033")  # nothing was sent, so nothing was rejected
+    assert evaluate(c).verdict is Verdict.TERMINATED_BY_LB
+
+
+def test_mtls024_silent_when_the_request_arrived_or_we_had_no_cert():
+    asked = f.observation(http=NGINX_400)  # CertificateRequest seen: MTLS033's business
+    assert not found(f.case(asked), "MTLS024")
+    no_cert = f.nocert(cert_request=f.NO_CERT_REQUEST, http=NGINX_400)
+    assert not found(f.case(no_cert), "MTLS024")
+    other_400 = f.observation(cert_request=f.NO_CERT_REQUEST, client_chain=(),
+                              client_chain_seen=Seen.NO,
+                              http=HttpExchange(path="/", status=400, body_excerpt="bad"))
+    assert not found(f.case(other_400), "MTLS024")

@@ -250,13 +250,20 @@ def cert_not_requested(case: Case) -> Iterator[Finding]:
 # --- whose certificate is this? ------------------------------------------------------------
 
 
+def _load_balancer_seen(chain: Chain, seen_by: Sequence[Observation]) -> bool:
+    """A load-balancer signature on the certificate or in the HTTP answers on it."""
+    return bool(match_chain(chain, kinds=("load_balancer",))) or any(
+        match_http(o.http, kinds=("load_balancer",)) for o in seen_by
+    )
+
+
 @rule("MTLS010", "Server chain does not build to the expected CA", Severity.BREAKS)
 def chain_not_from_ca(case: Case) -> Iterator[Finding]:
     if not case.expect.roots:
         return
     for chain, seen_by in _chains(case):
-        if _anchor(case, chain) is not None or match_chain(chain, kinds=("load_balancer",)):
-            continue  # a load balancer's own certificate is MTLS018's finding
+        if _anchor(case, chain) is not None or _load_balancer_seen(chain, seen_by):
+            continue  # a recognised load balancer is MTLS018's finding
         if _missing_issuer(chain) is not None and not _minted(seen_by[0], chain):
             continue  # cannot tell which root it builds to: MTLS023's finding
         top = chain[-1]
@@ -613,6 +620,41 @@ def chain_incomplete(case: Case) -> Iterator[Finding]:
         )
 
 
+def _demands_cert_over_http(obs: Observation) -> str | None:
+    """The nginx-style page saying no client certificate arrived, if this is one."""
+    http = obs.http
+    if http is None or http.status not in (400, 496):
+        return None
+    if http.status == 496 or NGINX_CERT_MARKERS[0] in http.body_excerpt:
+        return f"HTTP {http.status} {NGINX_CERT_MARKERS[0]!r}"
+    return None
+
+
+@rule("MTLS024", "Server behind the path wants a certificate the path never asked for",
+      Severity.BREAKS)
+def cert_demanded_behind_path(case: Case) -> Iterator[Finding]:
+    for obs in case.observations:
+        page = _demands_cert_over_http(obs)
+        if page is None or obs.cert_request.seen is not Seen.NO:
+            continue
+        if _kind(obs) not in (CertKind.AGENT, CertKind.UNTRUSTED):
+            continue  # only meaningful when we had a certificate ready to send
+        yield finding(
+            "MTLS024",
+            f"The server behind {_target(case)} answered {page}, yet no CertificateRequest "
+            "reached us although we had a certificate ready: a device on the path terminates "
+            "TLS and opens its own session to the server.",
+            evidence=[
+                _ev(obs, "http.status", obs.http.status if obs.http else "-"),
+                _ev(obs, "cert_request.seen", "no"),
+                _ev(obs, "attempt.client_cert", _kind(obs).value),
+            ],
+            remediation=LB_FIX.format(t=_target(case))
+            + " If it is an inspecting proxy, exempt the target from TLS inspection instead.",
+        )
+        return
+
+
 def _attempts(case: Case, kind: CertKind) -> list[Observation]:
     return [o for o in case.observations if _kind(o) is kind]
 
@@ -679,8 +721,8 @@ def agent_rejected(case: Case) -> Iterator[Finding]:
         how = _rejection(obs)
         if how is None or _sent_empty(obs) or _no_server_hello(obs):
             continue
-        if obs.client_chain_seen is Seen.NO and how[0] not in ("http.status", "http.body_excerpt"):
-            continue  # never sent a certificate: not a judgement on it
+        if obs.client_chain_seen is Seen.NO:
+            continue  # never asked, never sent: not a judgement on it (see MTLS024)
         note = "" if _sent_cert(obs) else " (whether the certificate was sent is unknown)"
         yield finding(
             "MTLS033",

@@ -128,7 +128,7 @@ VERDICT_TABLE: tuple[VerdictRow, ...] = (
     ),
     VerdictRow(
         Verdict.TERMINATED_BY_LB,
-        frozenset({"MTLS016", "MTLS018", "MTLS020", "MTLS021", "MTLS030"}),
+        frozenset({"MTLS016", "MTLS018", "MTLS020", "MTLS021", "MTLS024", "MTLS030"}),
     ),
     # A foreign chain whose cause no signature names.
     VerdictRow(Verdict.INSPECTED, frozenset({"MTLS011", "MTLS012"})),

@@ -158,19 +158,12 @@ def test_mitmproxy_transparent_redirect_is_inspected_and_named(lab):
     assert_agent_cert_never_arrived(srv, lab)
 
 
-HAPROXY_DIAGNOSIS = (
-    "mtlsprobe/rules/checks.py chain_not_from_ca (MTLS010) skips a foreign chain only when a "
-    "load-balancer signature matches the CHAIN; here the LB is recognised from the HTTP "
-    "response (Set-Cookie SERVERID -> MTLS018), yet MTLS010 still fires and the verdict "
-    "table's INSPECTED row (MTLS010) wins over TERMINATED_BY_LB (MTLS018). Fix: also skip "
-    "when match_http(o.http, kinds=('load_balancer',)) hits for an observation in seen_by"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=HAPROXY_DIAGNOSIS)
 def test_haproxy_terminating_tls_is_a_load_balancer(lab):
+    """Judged with --ca: the cookie names the balancer, so its foreign certificate is not
+    read as an interception product's re-signing (MTLS010 stands aside for MTLS018)."""
     run = haproxy_terminating(lab, ca=True)
     assert run.verdict == "terminated_by_lb", run.explain()
+    assert "MTLS010" not in run.rules
 
 
 def test_haproxy_terminating_tls_with_a_pin_is_a_load_balancer(lab):
@@ -225,24 +218,31 @@ def test_same_root_terminator_with_baseline_is_terminated_by_lb(lab):
     assert_agent_cert_never_arrived(srv, lab, since=before)
 
 
-CA_ONLY_DIAGNOSIS = (
-    "mtlsprobe/rules/checks.py agent_rejected (MTLS033) counts the real server's HTTP 400 "
-    "'No required SSL certificate was sent', relayed by the terminator, as a rejection of the "
-    "agent certificate although no CertificateRequest was seen (cert_request.seen NO) and so "
-    "no certificate was sent; MTLS033 (REJECTS) then outranks MTLS017 (UNKNOWN) and the "
-    "verdict is client_cert_rejected. Fix: skip when obs.cert_request.seen is Seen.NO and "
-    "not _sent_cert(obs)"
-)
+def same_root_terminator_before_enforcement(lab) -> NginxServer:
+    srv = server(lab, "off")
+    lab.start(NginxTerminator(lab.topo, lab.dir("nginx-terminator"), lab.pki))
+    return srv
 
 
-@pytest.mark.xfail(strict=True, reason=CA_ONLY_DIAGNOSIS)
 def test_same_root_terminator_with_only_the_ca_is_unknown(lab):
-    same_root_terminator(lab)
+    """Before enforcement nothing but a pin or a baseline tells the terminator apart."""
+    same_root_terminator_before_enforcement(lab)
     run = lab.probe(f"{lab.addr.middlebox}:8443", pin=False)
     assert run.verdict == "unknown", run.explain()
     assert "MTLS017" in run.rules, run.explain()
     assert "pin" in run.result["reason"] or "baseline" in run.result["reason"]
     assert run.returncode == 12
+
+
+def test_same_root_terminator_in_front_of_an_enforcing_server_is_caught_without_pins(lab):
+    """Once the server enforces, its own 'No required SSL certificate was sent' page,
+    relayed by the terminator while no CertificateRequest reached the agent, proves it."""
+    srv = same_root_terminator(lab)
+    run = lab.probe(f"{lab.addr.middlebox}:8443", pin=False)
+    assert run.verdict == "terminated_by_lb", run.explain()
+    assert "MTLS024" in run.rules and "MTLS033" not in run.rules, run.explain()
+    assert run.returncode == 10
+    assert_agent_cert_never_arrived(srv, lab)
 
 
 # --- paths that carry nothing -----------------------------------------------------------------
