@@ -314,4 +314,19 @@ def corpus() -> list[Case]:
     from hopfacts import corpus_cases  # hop traces and TTL facts (MTLS051..055)
 
     cases += corpus_cases()
+    from mtlsprobe.model import ReflectorEcho
+
+    hello = "a" * 64
+    echo_ok = ReflectorEcho(status="ok", signed=True, hello_sha256=hello,
+                            sent_hello_sha256=hello, client_chain_sha256=(AGENT_CERT.sha256,),
+                            server_chain_sha256=tuple(c.sha256 for c in REAL_CHAIN))
+    echo_bad = dataclasses.replace(echo_ok, hello_sha256="b" * 64, client_chain_sha256=(),
+                                   server_chain_sha256=("0" * 64,))
+    agent_sent = dataclasses.replace(attempt(), client_cert_sha256=AGENT_CERT.sha256)
+    cases += [
+        case(observation(attempt=agent_sent, reflected=echo_ok), expect=NOTHING),
+        case(observation(attempt=agent_sent, reflected=echo_bad), expect=NOTHING),
+        case(observation(reflected=ReflectorEcho(status="bad_signature", error="HMAC mismatch")),
+             expect=NOTHING),
+    ]
     return cases
