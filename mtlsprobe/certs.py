@@ -62,8 +62,19 @@ def name_str(name: x509.Name) -> str:
     """RFC 4514 string of a name; never raises on odd encodings."""
     try:
         return name.rfc4514_string()
-    except ValueError:
-        return repr(name)
+    except (ValueError, KeyError, TypeError):  # odd attribute types/encodings in hostile DER
+        try:
+            return repr(name)
+        except Exception:
+            return "<undecodable name>"
+
+
+def _name_of(cert: x509.Certificate, which: str) -> str:
+    """cert.subject / cert.issuer as text; cryptography parses names lazily and can raise."""
+    try:
+        return name_str(getattr(cert, which))
+    except (ValueError, KeyError, TypeError):
+        return "<undecodable name>"
 
 
 def common_name(name: x509.Name) -> str | None:
@@ -108,11 +119,12 @@ def cert_info(der: bytes) -> CertInfo:
         sig_name = f"{sig.name}" if sig else "none"
     except Exception:
         sig_name = cert.signature_algorithm_oid.dotted_string
+    subject, issuer = _name_of(cert, "subject"), _name_of(cert, "issuer")
     return CertInfo(
         sha256=hashlib.sha256(der).hexdigest(),
         spki_pin=pin,
-        subject=name_str(cert.subject),
-        issuer=name_str(cert.issuer),
+        subject=subject,
+        issuer=issuer,
         serial=format(cert.serial_number, "x"),
         not_before=cert.not_valid_before_utc.astimezone(timezone.utc),
         not_after=cert.not_valid_after_utc.astimezone(timezone.utc),
@@ -122,7 +134,7 @@ def cert_info(der: bytes) -> CertInfo:
         key=key,
         signature_algorithm=sig_name,
         is_ca=is_ca,
-        self_issued=cert.subject == cert.issuer,
+        self_issued=subject == issuer,
         der=der,
     )
 
