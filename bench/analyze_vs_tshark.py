@@ -68,8 +68,10 @@ def _timed(name: str, argv: list[str], out_path: Path, env: dict[str, str] | Non
         try:
             returncode = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            proc.terminate()  # /usr/bin/time passes it on and still reports
+            proc.terminate()
             returncode = proc.wait()
+            return Run(f"{name} (cut at {timeout:.0f} s)", time.perf_counter() - start, 0.0,
+                       0.0, 0, returncode)  # CPU and peak RSS are not known for it
     wall = time.perf_counter() - start
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     peak_kb, cpu = usage.ru_maxrss, usage.ru_utime + usage.ru_stime - cpu_before
