@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import warnings
 from collections.abc import Iterable, Sequence
 from datetime import timezone
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -90,7 +92,18 @@ def parse_der(der: bytes) -> x509.Certificate:
 
 
 def cert_info(der: bytes) -> CertInfo:
-    """Facts of one DER certificate. Raises CertError for bytes that are not one."""
+    """Facts of one DER certificate. Raises CertError for bytes that are not one.
+
+    Certificates seen on the wire break RFC 5280 in small ways (negative serials, ...);
+    cryptography warns about those on stderr, which is no place for evidence, so the
+    warnings are silenced here: the facts are still reported.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        return _cert_info(der)
+
+
+def _cert_info(der: bytes) -> CertInfo:
     cert = parse_der(der)
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
