@@ -83,6 +83,32 @@ def expectation_options(fn: F) -> F:
     return fn
 
 
+def credential_options(fn: F) -> F:
+    """--cert/--key | --pkcs12 and --password-file: the agent's own credentials."""
+    fn = click.option(
+        "--password-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="File holding the key password (else $MTLSPROBE_KEY_PASSWORD, else a prompt on "
+        "a terminal).",
+    )(fn)
+    fn = click.option(
+        "--pkcs12",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Agent certificate and key as PKCS#12 (.p12/.pfx).",
+    )(fn)
+    fn = click.option(
+        "--key",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Agent private key (PEM or DER; may be encrypted).",
+    )(fn)
+    fn = click.option(
+        "--cert",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Agent certificate (PEM or DER; may hold intermediates after the leaf).",
+    )(fn)
+    return fn
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write text so readers see the old file or the whole new one, never half."""
     path = Path(path)
@@ -212,15 +238,7 @@ def main(debug: bool) -> None:
 @click.option("--save-baseline", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write this run's JSON report to FILE for later --baseline use "
                    "(run it on the server's own LAN).")
-@click.option("--cert", type=click.Path(dir_okay=False, path_type=Path),
-              help="Agent certificate (PEM or DER).")
-@click.option("--key", type=click.Path(dir_okay=False, path_type=Path),
-              help="Agent private key (PEM or DER; may be encrypted).")
-@click.option("--pkcs12", type=click.Path(dir_okay=False, path_type=Path),
-              help="Agent certificate and key as PKCS#12 (.p12/.pfx).")
-@click.option("--password-file", type=click.Path(dir_okay=False, path_type=Path),
-              help="File holding the key password (else $MTLSPROBE_KEY_PASSWORD, else a prompt "
-                   "on a terminal).")
+@credential_options
 @click.option("--proxy", "proxies", multiple=True, metavar="URL",
               help="Explicit proxy http://[user:pass@]host:port, tried with CONNECT (repeatable).")
 @click.option("--no-env-proxy", is_flag=True,

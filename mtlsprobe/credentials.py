@@ -42,6 +42,7 @@ class Credentials:
 
     chain_der: tuple[bytes, ...]
     key: PrivateKey = field(repr=False)
+    key_matches: bool = True  # False only from load_credentials(require_match=False)
 
     @property
     def leaf_der(self) -> bytes:
@@ -128,10 +129,14 @@ def load_credentials(
     key: Path | None = None,
     pkcs12: Path | None = None,
     password: PasswordSource = None,
+    *,
+    require_match: bool = True,
 ) -> Credentials:
     """Load credentials from ``--cert``/``--key`` (PEM or DER, PKCS#8 or traditional,
     encrypted or not; `key` may be omitted when the cert file also holds the key) or from
-    ``--pkcs12``. Returns Credentials with the chain leaf first. Raises InputError.
+    ``--pkcs12``. Returns Credentials with the chain leaf first. Raises InputError, also
+    for a key that does not match the certificate unless `require_match` is False (then
+    ``Credentials.key_matches`` says so: check-cert reports it as a finding).
     """
     if pkcs12 is not None:
         if cert is not None or key is not None:
@@ -143,8 +148,12 @@ def load_credentials(
     chain = _load_certs(cert_path)
     key_path = Path(key) if key is not None else cert_path
     private_key = _load_key(key_path, password, combined=key is None)
-    _check_pair(chain[0], private_key, cert_path, key_path)
-    return Credentials(chain_der=tuple(_der(c) for c in chain), key=private_key)
+    matches = _pair_matches(chain[0], private_key)
+    if require_match and not matches:
+        raise InputError(f"private key {key_path} does not match certificate {cert_path}")
+    return Credentials(
+        chain_der=tuple(_der(c) for c in chain), key=private_key, key_matches=matches
+    )
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -190,7 +199,7 @@ def _load_key(path: Path, password: PasswordSource, *, combined: bool) -> Privat
         if not pw:
             raise InputError(
                 f"private key {path} is encrypted: give its password "
-                f"(--key-password-file or {PASSWORD_ENV})"
+                f"(--password-file or {PASSWORD_ENV})"
             ) from None
         try:
             key = loader(data, pw)
@@ -211,13 +220,11 @@ def _public_der(obj: object) -> bytes:
     )
 
 
-def _check_pair(leaf: x509.Certificate, key: PrivateKey, cert_path: Path, key_path: Path) -> None:
+def _pair_matches(leaf: x509.Certificate, key: PrivateKey) -> bool:
     try:
-        matches = _public_der(leaf.public_key()) == _public_der(key.public_key())
-    except Exception:
-        matches = False
-    if not matches:
-        raise InputError(f"private key {key_path} does not match certificate {cert_path}")
+        return _public_der(leaf.public_key()) == _public_der(key.public_key())
+    except Exception:  # unsupported key types: treat as not matching
+        return False
 
 
 def _load_pkcs12(path: Path, password: PasswordSource) -> Credentials:
@@ -231,7 +238,7 @@ def _load_pkcs12(path: Path, password: PasswordSource) -> Credentials:
         if not pw:
             raise InputError(
                 f"cannot open PKCS#12 file {path}: it needs a password "
-                f"(--key-password-file or {PASSWORD_ENV}), or it is damaged"
+                f"(--password-file or {PASSWORD_ENV}), or it is damaged"
             ) from None
         try:
             bundle = _pkcs12.load_pkcs12(data, pw)
@@ -248,7 +255,8 @@ def _load_pkcs12(path: Path, password: PasswordSource) -> Credentials:
     leaf = bundle.cert.certificate
     if not isinstance(bundle.key, PrivateKey):
         raise InputError(f"{path}: unsupported private key type")
-    _check_pair(leaf, bundle.key, path, path)
+    if not _pair_matches(leaf, bundle.key):
+        raise InputError(f"{path}: its private key does not match its certificate")
     extra = _order_chain(leaf, [c.certificate for c in bundle.additional_certs])
     return Credentials(chain_der=(_der(leaf), *(_der(c) for c in extra)), key=bundle.key)
 

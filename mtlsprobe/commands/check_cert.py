@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
 import click
-from cryptography.hazmat.primitives import serialization
 
-from mtlsprobe.cli import EXIT_CODES_HELP, emit, output_options
-from mtlsprobe.errors import InputError
+from mtlsprobe.cli import EXIT_CODES_HELP, credential_options, emit, output_options
 
 VERDICT_HELP = """\b
 Verdicts (so exit codes follow the probe bands):
@@ -30,76 +28,8 @@ The result's target is `<agent credentials>:0` via route `local`; rule ids are M
 """
 
 
-def _spki(public_key: object) -> bytes:
-    return public_key.public_bytes(  # type: ignore[attr-defined]
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
-def _once(fn: Callable[[], bytes | None]) -> Callable[[], bytes | None]:
-    """Ask for the password at most once, however many loaders need it."""
-    cache: list[bytes | None] = []
-
-    def get() -> bytes | None:
-        if not cache:
-            cache.append(fn())
-        return cache[0]
-
-    return get
-
-
-def _key_spki(path: Path, password: Callable[[], bytes | None]) -> bytes | None:
-    """The public half of the key in `path`, or None when it cannot be read at all."""
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return None
-    loader = (serialization.load_pem_private_key if b"-----BEGIN" in data
-              else serialization.load_der_private_key)
-    for pw in (None, password):
-        try:
-            key = loader(data, pw() if callable(pw) else pw)
-            return _spki(key.public_key())
-        except TypeError:
-            continue  # encrypted: try again with the password
-        except Exception:
-            return None
-    return None
-
-
-def _load(cert: Path | None, key: Path | None, pkcs12: Path | None,
-          password: Callable[[], bytes | None]) -> tuple[tuple[bytes, ...], bool]:
-    """(chain DER leaf first, key matches). A mismatching pair is a finding, not an error."""
-    from mtlsprobe.certs import CertError, load_certificates, to_der
-    from mtlsprobe.credentials import load_credentials
-
-    try:
-        creds = load_credentials(cert=cert, key=key, pkcs12=pkcs12, password=password)
-        return creds.chain_der, True
-    except InputError as err:
-        if pkcs12 is not None or cert is None or key is None:
-            raise
-        error = err
-    try:  # was it only the pair that failed? then the other checks still apply
-        chain = load_certificates(cert.read_bytes())
-    except (OSError, CertError):
-        raise error from None
-    spki = _key_spki(key, password)
-    if spki is None or spki == _spki(chain[0].public_key()):
-        raise error
-    return tuple(to_der(c) for c in chain), False
-
-
 @click.command("check-cert", epilog=VERDICT_HELP + "\n" + EXIT_CODES_HELP)
-@click.option("--cert", type=click.Path(dir_okay=False, path_type=Path),
-              help="Agent certificate (PEM or DER; may hold intermediates after the leaf).")
-@click.option("--key", type=click.Path(dir_okay=False, path_type=Path),
-              help="Agent private key (PEM or DER; may be encrypted).")
-@click.option("--pkcs12", type=click.Path(dir_okay=False, path_type=Path),
-              help="Agent certificate and key as PKCS#12 (.p12/.pfx).")
-@click.option("--password-file", type=click.Path(dir_okay=False, path_type=Path),
-              help="File holding the key password (else $MTLSPROBE_KEY_PASSWORD, else a prompt "
-                   "on a terminal).")
+@credential_options
 @click.option("--ca", "ca", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               help="PEM bundle holding the CA the server trusts for client certificates "
                    "(repeatable).")
@@ -121,14 +51,14 @@ def check_cert(
     """
     from mtlsprobe import credcheck, expectations, pipeline
     from mtlsprobe.certs import cert_info
-    from mtlsprobe.credentials import password_from
+    from mtlsprobe.credentials import load_credentials, password_from
 
     if pkcs12 and (cert or key):
         raise click.UsageError("use either --pkcs12 or --cert/--key, not both")
     if not pkcs12 and not (cert and key):
         raise click.UsageError("give --cert and --key, or --pkcs12")
-    password = _once(lambda: password_from(password_file))
-    chain_der, matches = _load(cert, key, pkcs12, password)
+    creds = load_credentials(cert=cert, key=key, pkcs12=pkcs12,
+                             password=lambda: password_from(password_file), require_match=False)
     roots = expectations.load_roots(ca)
     key_file = pkcs12 or key
     mode = None
@@ -137,9 +67,9 @@ def check_cert(
             mode = os.stat(key_file).st_mode & 0o777
         except OSError:
             mode = None
-    chain = tuple(cert_info(d) for d in chain_der)
+    chain = tuple(cert_info(d) for d in creds.chain_der)
     facts = credcheck.CredentialFacts(
-        chain=chain, key_matches=matches, key_file=str(key_file), key_file_mode=mode,
+        chain=chain, key_matches=creds.key_matches, key_file=str(key_file), key_file_mode=mode,
         roots=roots,
     )
     now = datetime.now(timezone.utc)
