@@ -287,6 +287,10 @@ class Observation:
     local_error: str | None = None
     notes: tuple[str, ...] = ()
     reflected: ReflectorEcho | None = None  # the far end's echo, when it is a reflector
+    # analyze keeps one observation per distinct behaviour of a server: ``repeats`` counts the
+    # connections it stands for (itself included), ``last_observed_at`` the last one's start
+    repeats: int = 1
+    last_observed_at: datetime | None = None
 
 
 # --- expectations and judgement ------------------------------------------------------
