@@ -7,7 +7,7 @@ read as NO. Rule ids are public API: never renumber or reuse them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import timedelta
 
 from mtlsprobe.certs import anchor_of, chain_pins, leaf_shares_issuer_key
@@ -1172,6 +1172,11 @@ def _captured(case: Case) -> list[Observation]:
     return [o for o in case.observations if o.attempt is None]
 
 
+def _connections(observations: Iterable[Observation]) -> int:
+    """Connections behind ``observations`` (analyze keeps one per behaviour, with repeats)."""
+    return sum(o.repeats for o in observations)
+
+
 def _client_closed(obs: Observation) -> bool:
     """The client ended the connection itself (its close_notify came first)."""
     after = [a for a in obs.alerts if a.after_handshake]
@@ -1229,7 +1234,8 @@ def captured_cert_rejected(case: Case) -> Iterator[Finding]:
     yield finding(
         "MTLS070",
         f"The far end refused the captured client, which sent {sent}, on "
-        f"{len(refused)} of {len(captured)} connection(s) ({how[1]}), and accepted a client "
+        f"{_connections(o for o, _ in refused)} of {_connections(captured)} connection(s) "
+        f"({how[1]}), and accepted a client "
         "certificate on none.",
         evidence=[_ev(o, h[0], h[1]) for o, h in refused]
         + [_ev(obs, "client_chain_seen",
@@ -1246,10 +1252,12 @@ def captured_summary(case: Case) -> Iterator[Finding]:
     if not captured:
         return
     chains = _chains(case)
-    sent = sum(1 for o in captured if _sent_cert(o))
-    empty = sum(1 for o in captured if _sent_empty(o))
-    hidden = sum(1 for o in captured if o.client_chain_seen is Seen.UNKNOWN)
-    accepted = sum(1 for o in captured if _captured_accepted(o))
+    total = _connections(captured)
+    sent = _connections(o for o in captured if _sent_cert(o))
+    empty = _connections(o for o in captured if _sent_empty(o))
+    hidden = _connections(o for o in captured if o.client_chain_seen is Seen.UNKNOWN)
+    accepted = _connections(o for o in captured if _captured_accepted(o))
+    last_seen = max(o.last_observed_at or o.observed_at for o in captured)
     chain_text = (
         "no server chain visible" if not chains
         else "the same server chain on every connection that showed one" if len(chains) == 1
@@ -1257,13 +1265,13 @@ def captured_summary(case: Case) -> Iterator[Finding]:
     )
     yield finding(
         "MTLS071",
-        f"{len(captured)} TLS connection(s) to {_target(case)} in the capture: {chain_text}; "
+        f"{total} TLS connection(s) to {_target(case)} in the capture: {chain_text}; "
         f"client certificate sent on {sent} (accepted on {accepted}), empty on {empty}, "
         f"not visible on {hidden}.",
-        evidence=[_ev(None, "connections", len(captured)),
+        evidence=[_ev(None, "connections", total),
                   _ev(None, "distinct_server_chains", len(chains)),
                   _ev(None, "first_seen", min(o.observed_at for o in captured).isoformat()),
-                  _ev(None, "last_seen", max(o.observed_at for o in captured).isoformat())],
+                  _ev(None, "last_seen", last_seen.isoformat())],
     )
 
 
