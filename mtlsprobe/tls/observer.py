@@ -36,6 +36,7 @@ from mtlsprobe.model import (
     CertInfo,
     CertRequestInfo,
     Direction,
+    HttpExchange,
     Observation,
     Outcome,
     Seen,
@@ -64,6 +65,7 @@ from mtlsprobe.tls.decrypt import (
     hkdf_expand_label,
     tls12_keys,
 )
+from mtlsprobe.tls.http_head import HttpHeads
 from mtlsprobe.tls.keylog import KeyLog
 from mtlsprobe.tls.messages import (
     Certificate,
@@ -196,6 +198,7 @@ class Observer:
         self.decrypted = False
         self.not_tls: str | None = None
         self._keys_ready = False
+        self.http = HttpHeads()  # the first HTTP/1.x exchange in decrypted application data
 
     # --- public API -----------------------------------------------------------------
 
@@ -334,7 +337,12 @@ class Observer:
                 self._add(side, "e", collapse=True)
                 return
             if isinstance(side.dec, Tls12Decryptor):
-                side.dec.skip()  # TLS 1.2 application data: only the sequence number matters
+                if self.http.wants(side.direction):
+                    plain = self._open12(side, rec)
+                    if plain is not None:
+                        self.http.feed(side.direction, plain)
+                else:
+                    side.dec.skip()  # only the sequence number matters now
             self._add(side, "d", collapse=True)
             if done:
                 side.app_data = True
@@ -350,6 +358,7 @@ class Observer:
             self._alert(side, content, decrypted=True)
         elif inner == ContentType.APPLICATION_DATA:
             self._add(side, "d", collapse=True)
+            self.http.feed(side.direction, content)
             if self.handshake_done:
                 side.app_data = True
         else:
@@ -663,6 +672,7 @@ class Observer:
         cert_request = self._cert_request_info()
         client_chain, client_seen = self._client_chain(cert_request.seen)
         outcome = self._outcome(transcript)
+        http = transcript.http if transcript.http is not None else self._http_exchange()
         alpn = None
         if sh is not None:
             alpn = self.ee.alpn if self.tls13 and self.ee is not None else sh.alpn
@@ -692,12 +702,12 @@ class Observer:
             renegotiation=self._renegotiation_seen(),
             post_handshake_auth_offered=bool(ch and ch.post_handshake_auth),
             outcome=outcome,
-            stage=self._stage(transcript, outcome),
+            stage=self._stage(transcript, http),
             end=transcript.end,
             decrypted=self.decrypted,
             gaps=transcript.gaps,
             tcp=transcript.tcp,
-            http=transcript.http,
+            http=http,
             server_hello_ms=transcript.server_hello_ms,
             local_error=transcript.local_error,
             notes=(*transcript.notes, *self.notes),
@@ -809,7 +819,17 @@ class Observer:
             return Outcome.ABORTED
         return Outcome.INCOMPLETE
 
-    def _stage(self, t: Transcript, outcome: Outcome) -> Stage:
+    def _http_exchange(self) -> HttpExchange | None:
+        """The first HTTP/1.x exchange read from decrypted application data (captures)."""
+        exchange = self.http.exchange()
+        if exchange is not None and not self.http.head_complete:
+            self.note(
+                "HTTP response head not complete in the application data examined: "
+                "its headers are partial"
+            )
+        return exchange
+
+    def _stage(self, t: Transcript, http: HttpExchange | None) -> Stage:
         if t.failed_stage is not None:
             return t.failed_stage
         if not self.handshake_done:
@@ -821,7 +841,6 @@ class Observer:
         )
         if fatal_after or (ended and not server.app_data):
             return Stage.FIRST_READ
-        http = t.http
         if http is not None and (http.error or (http.status is not None and http.status >= 400)):
             return Stage.HTTP
         return Stage.ESTABLISHED
