@@ -17,16 +17,25 @@ Decisions, for reviewers:
   note and the rest is analysed. A source that is not a capture is an ``InputError``,
   raised before anything is written.
 - Observations are judged at capture time (``observed_at`` = the connection's first packet).
+- Memory stays flat in the capture size: connections stream through a per-server tally that
+  keeps one observation per distinct *behaviour* (the facts rules judge, see ``behaviour``),
+  the first seen, with ``repeats`` (how many connections showed it) and ``last_observed_at``.
+  The rules look at distinct behaviours (chains that differ, some vs all reset); counts
+  reach MTLS070/071 through ``repeats``. At most ``MAX_BEHAVIOURS`` per server are kept;
+  connections with further behaviours are counted in a report note.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from mtlsprobe.capture.flows import CaptureReader
+from mtlsprobe.capture.observations import merge_keylogs as merge_parsed
 from mtlsprobe.errors import InputError
 from mtlsprobe.model import CaseResult, Endpoint, Expectations, Observation, Route
 from mtlsprobe.tls.keylog import KeyLog
@@ -34,6 +43,9 @@ from mtlsprobe.tls.observer import observe
 
 CAPTURE_SOURCE = "capture"
 Source = str | Path
+MAX_BEHAVIOURS = 32  # distinct behaviours kept per server; more are only counted
+# HTTP response headers whose values differ between otherwise identical answers
+_VOLATILE_HEADERS = frozenset({"date", "expires", "age", "last-modified", "etag", "set-cookie"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +153,67 @@ class CaptureResult:
     notes: list[str] = field(default_factory=list)
 
 
+class CaptureObservations:
+    """Stream one capture's TLS connections as Observations (in order of closing).
+
+    Iterate once; then ``notes`` holds the capture's notes. ``name`` is the capture's name
+    (the path when the source could not be opened as a capture and was skipped).
+    Raises InputError when ``source`` is not a capture, unless ``in_folder`` (a file in a
+    folder given as CAPTURE): then it yields nothing and says so in ``notes``.
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        *,
+        keylog: KeyLog | None = None,
+        ports: Iterable[int] = (),
+        in_folder: bool = False,
+    ) -> None:
+        self.reader: CaptureReader | None = None
+        self.notes: list[str] = []
+        self.name = str(source)
+        self.external = keylog  # the --keylog files, parsed once for every capture
+        try:
+            self.reader = CaptureReader(source, ports=set(ports) or None)
+        except InputError as exc:
+            if not in_folder:
+                raise
+            self.notes.append(f"skipped {source}: {exc}")
+            return
+        self.name = self.reader.capture.name
+
+    def __iter__(self) -> Iterator[Observation]:
+        reader, name = self.reader, self.name
+        if reader is None:
+            return
+        embedded = ""
+        keylog = self.external
+        undecrypted_before_late_keys = 0
+        for transcript in reader:
+            if reader.keylog_text != embedded:
+                embedded = reader.keylog_text
+                keylog = merge_parsed(self.external, KeyLog.parse(embedded))
+            obs = observe(transcript, keylog=keylog)
+            if not obs.decrypted and obs.version is not None:
+                undecrypted_before_late_keys += 1
+            yield obs
+        notes = self.notes
+        if reader.keylog_text != embedded and undecrypted_before_late_keys:
+            notes.append(
+                f"{name}: a key log embedded late in the capture was not applied to "
+                f"{undecrypted_before_late_keys} earlier connection(s)"
+            )
+        notes.extend(f"{name}: {n}" for n in reader.notes)
+        if keylog is not None and keylog.skipped_lines:
+            notes.append(f"{name}: {keylog.skipped_lines} key log line(s) not understood")
+        stats = reader.stats
+        notes.append(
+            f"{name}: {stats['packets']} packets, {stats['connections']} TCP connections, "
+            f"{stats['tls_connections']} with TLS"
+        )
+
+
 def read_capture(
     source: Source,
     *,
@@ -148,46 +221,16 @@ def read_capture(
     ports: Iterable[int] = (),
     in_folder: bool = False,
 ) -> CaptureResult:
-    """Observe every TLS connection of one capture with the merged key logs.
+    """Every observation of one capture, in first-seen order (see ``CaptureObservations``).
 
-    Raises InputError when ``source`` is not a capture, unless ``in_folder`` (a file in a
-    folder given as CAPTURE): then it is skipped with a note.
+    Keeps them all: for tests and small captures; ``analyze`` streams instead.
     """
-    try:
-        reader = CaptureReader(source, ports=set(ports) or None)
-    except InputError as exc:
-        if in_folder:
-            return CaptureResult(name=str(source), notes=[f"skipped {source}: {exc}"])
-        raise
-    name = reader.capture.name
-    result = CaptureResult(name=name)
-    external = [t for t in keylog_texts if t]
-    embedded = ""
-    keylog = merge_keylogs(external)
-    undecrypted_before_late_keys = 0
-    for transcript in reader:
-        if reader.keylog_text != embedded:
-            embedded = reader.keylog_text
-            keylog = merge_keylogs([*external, embedded])
-        obs = observe(transcript, keylog=keylog)
-        if not obs.decrypted and obs.version is not None:
-            undecrypted_before_late_keys += 1
-        result.observations.append(obs)
-    result.observations.sort(key=lambda o: o.observed_at)  # emitted at close: first-seen order
-    if reader.keylog_text != embedded and undecrypted_before_late_keys:
-        result.notes.append(
-            f"{name}: a key log embedded late in the capture was not applied to "
-            f"{undecrypted_before_late_keys} earlier connection(s)"
-        )
-    result.notes.extend(f"{name}: {n}" for n in reader.notes)
-    if keylog is not None and keylog.skipped_lines:
-        result.notes.append(f"{name}: {keylog.skipped_lines} key log line(s) not understood")
-    stats = reader.stats
-    result.notes.append(
-        f"{name}: {stats['packets']} packets, {stats['connections']} TCP connections, "
-        f"{stats['tls_connections']} with TLS"
+    stream = CaptureObservations(
+        source, keylog=merge_keylogs(keylog_texts), ports=ports, in_folder=in_folder
     )
-    return result
+    observations = list(stream)
+    observations.sort(key=lambda o: o.observed_at)  # emitted at close: first-seen order
+    return CaptureResult(name=stream.name, observations=observations, notes=stream.notes)
 
 
 # --- servers -------------------------------------------------------------------------------
@@ -207,40 +250,156 @@ def _server_name(obs: Observation) -> str:
     return _canonical_host(obs.server.ip or obs.server.host)
 
 
+def behaviour(obs: Observation) -> tuple[object, ...]:
+    """The facts the rules judge a connection by: equal tuples are one behaviour.
+
+    Left out on purpose, as they differ between otherwise equal connections: the label,
+    client port, times, retransmission counts, gap offsets, notes, the history's
+    application-data runs, JA3, HTTP dates and bodies.
+    """
+    tcp, http = obs.tcp, obs.http
+    return (
+        obs.server, obs.route, obs.attempt, obs.sni, obs.version, obs.cipher_suite,
+        obs.offered_versions, obs.alpn, obs.hello_retry, obs.resumed,
+        tuple(c.sha256 for c in obs.server_chain), obs.server_chain_seen, obs.cert_request,
+        obs.client_chain_seen, tuple(c.sha256 for c in obs.client_chain),
+        obs.alerts, obs.renegotiation, obs.post_handshake_auth_offered,
+        obs.outcome, obs.stage, obs.end, obs.decrypted, bool(obs.gaps),
+        tcp and (tcp.syn_ttl, tcp.synack_ttl, tcp.client_ttls, tcp.server_ttls,
+                 tcp.rst_from, tcp.rst_ttls, tcp.synack_options),
+        http and (http.path, http.status, http.reason, http.error,
+                  tuple(h for h in http.headers if h[0].lower() not in _VOLATILE_HEADERS)),
+        obs.local_error, obs.reflected,
+    )
+
+
+@dataclass(slots=True)
+class _Behaviour:
+    first: Observation  # the earliest connection that showed it
+    count: int
+    last: datetime  # start of the latest one
+
+
+class ServerTally:
+    """One server's distinct behaviours: the first observation of each, with counts.
+
+    Memory is bounded by ``MAX_BEHAVIOURS``; connections with a behaviour beyond that are
+    counted in ``overflow``. ``order`` sorts servers by (capture index, first connection).
+    """
+
+    def __init__(self, order: tuple[int, datetime]) -> None:
+        self.behaviours: dict[tuple[object, ...], _Behaviour] = {}
+        self.overflow = 0
+        self.order = order
+
+    def add(self, obs: Observation, count: int = 1, last: datetime | None = None) -> None:
+        key = behaviour(obs)
+        last = last or obs.observed_at
+        seen = self.behaviours.get(key)
+        if seen is None:
+            if len(self.behaviours) >= MAX_BEHAVIOURS:
+                self.overflow += count
+            else:
+                self.behaviours[key] = _Behaviour(obs, count, last)
+            return
+        seen.count += count
+        if obs.observed_at < seen.first.observed_at:
+            seen.first = obs
+        if last > seen.last:
+            seen.last = last
+
+    def merge(self, other: ServerTally) -> None:
+        for b in other.behaviours.values():
+            self.add(b.first, b.count, b.last)
+        self.overflow += other.overflow
+
+    @property
+    def named(self) -> bool:
+        return any(b.first.sni for b in self.behaviours.values())
+
+    @property
+    def connections(self) -> int:
+        return sum(b.count for b in self.behaviours.values()) + self.overflow
+
+    def observations(self) -> list[Observation]:
+        """One per behaviour, in first-seen order, with ``repeats`` when it recurred."""
+        out = [
+            b.first if b.count == 1
+            else dataclasses.replace(b.first, repeats=b.count, last_observed_at=b.last)
+            for b in self.behaviours.values()
+        ]
+        out.sort(key=lambda o: o.observed_at)
+        return out
+
+
+@dataclass(frozen=True)
+class ServerGroup:
+    """One server's case material: target, route, representative observations."""
+
+    target: Endpoint
+    route: Route
+    observations: list[Observation]
+    overflow: int  # connections with behaviours beyond MAX_BEHAVIOURS (counted, not kept)
+    connections: int
+
+
+class ServerTallies:
+    """Observations -> one ServerTally per server, as connections stream by."""
+
+    def __init__(self) -> None:
+        self.tallies: dict[ServerKey, ServerTally] = {}
+
+    def add(self, obs: Observation, capture_index: int = 0) -> None:
+        key = (_server_name(obs), obs.server.port, *_route_key(obs.route))
+        tally = self.tallies.get(key)
+        order = (capture_index, obs.observed_at)
+        if tally is None:
+            tally = self.tallies[key] = ServerTally(order)
+        elif order < tally.order:
+            tally.order = order
+        tally.add(obs)
+
+    def groups(self) -> list[ServerGroup]:
+        """Per server, in order of first connection (nameless ones adopted first)."""
+        tallies = dict(sorted(self.tallies.items(), key=lambda kv: kv[1].order))
+        _adopt_nameless(tallies)
+        out = []
+        for (name, port, _kind, _proxy), tally in tallies.items():
+            members = tally.observations()
+            target = Endpoint(host=name, port=port, ip=members[0].server.ip)
+            out.append(ServerGroup(target, _case_route(members), members, tally.overflow,
+                                   tally.connections))
+        return out
+
+
 def group_by_server(
     observations: Sequence[Observation],
 ) -> list[tuple[Endpoint, Route, list[Observation]]]:
-    """(target, route, observations) per server, in order of first connection."""
-    groups: dict[ServerKey, list[Observation]] = {}
+    """(target, route, one observation per behaviour) per server, in order of first connection."""
+    tallies = ServerTallies()
     for obs in observations:
-        key = (_server_name(obs), obs.server.port, *_route_key(obs.route))
-        groups.setdefault(key, []).append(obs)
-    _adopt_nameless(groups)
-    out = []
-    for (name, port, _kind, _proxy), members in groups.items():
-        first = members[0]
-        ip = first.server.ip
-        target = Endpoint(host=name, port=port, ip=ip)
-        out.append((target, _case_route(members), members))
-    return out
+        tallies.add(obs)
+    return [(g.target, g.route, g.observations) for g in tallies.groups()]
 
 
-def _adopt_nameless(groups: dict[ServerKey, list[Observation]]) -> None:
+def _first(tally: ServerTally) -> Observation:
+    return min((b.first for b in tally.behaviours.values()), key=lambda o: o.observed_at)
+
+
+def _adopt_nameless(tallies: dict[ServerKey, ServerTally]) -> None:
     """Connections without a visible SNI join the one named server on the same address."""
-    for key in list(groups):
-        members = groups[key]
-        if any(o.sni for o in members) or members[0].route.kind == "http_proxy":
+    for key in list(tallies):
+        tally = tallies[key]
+        if not tally.behaviours or tally.named or _first(tally).route.kind == "http_proxy":
             continue
-        address = (members[0].server.ip, key[1], key[2], key[3])
+        address = (_first(tally).server.ip, key[1], key[2], key[3])
         named = [
-            k for k, ms in groups.items()
-            if k != key and any(o.sni for o in ms)
-            and (ms[0].server.ip, k[1], k[2], k[3]) == address
+            k for k, t in tallies.items()
+            if k != key and t.named and (_first(t).server.ip, k[1], k[2], k[3]) == address
         ]
         if len(named) == 1:
-            groups[named[0]].extend(members)
-            groups[named[0]].sort(key=lambda o: o.observed_at)
-            del groups[key]
+            tallies[named[0]].merge(tally)
+            del tallies[key]
 
 
 def _case_route(members: Sequence[Observation]) -> Route:
@@ -278,30 +437,37 @@ def analyze(
     sources = capture_sources(paths)
     notes: list[str] = []
     folders = {str(p) for p in paths if str(p) != "-" and Path(p).is_dir()}
-    observations: list[Observation] = []
+    tallies = ServerTallies()
     names: list[str] = []
-    for source in sources:
+    keylog = merge_keylogs(keylog_texts)
+    for index, source in enumerate(sources):
         in_folder = any(str(source).startswith(f.rstrip("/") + "/") for f in folders)
-        captured = read_capture(
-            source, keylog_texts=keylog_texts, ports=ports, in_folder=in_folder
-        )
-        names.append(captured.name)
-        observations.extend(captured.observations)
-        notes.extend(captured.notes)
-    if not observations:
+        stream = CaptureObservations(source, keylog=keylog, ports=ports, in_folder=in_folder)
+        for obs in stream:
+            tallies.add(obs, index)
+        names.append(stream.name)
+        notes.extend(stream.notes)
+    if not tallies.tallies:
         notes.append("no TLS connection found in the capture(s)")
     results = []
     port_set = set(ports)
-    for target, route, members in group_by_server(observations):
+    for group in tallies.groups():
+        target = group.target
         if port_set and target.port not in port_set:
             continue
         if servers and not any(s.matches(target) for s in servers):
             continue
-        results.append(judge(target, route, members, expect, CAPTURE_SOURCE))
+        if group.overflow:
+            notes.append(
+                f"{target.host}:{target.port}: {group.overflow} of {group.connections} "
+                f"connection(s) showed behaviours beyond the first {MAX_BEHAVIOURS} distinct "
+                "ones; they were counted, not judged"
+            )
+        results.append(judge(target, group.route, group.observations, expect, CAPTURE_SOURCE))
     for s in servers:
         if not any(s.matches(r.target) for r in results):
             where = f"{s.host}:{s.port}" if s.port else s.host
             notes.append(f"--server {where}: no TLS connection to it in the capture(s)")
-    if observations and not results and (servers or ports):
+    if tallies.tallies and not results and (servers or ports):
         notes.append("no TLS server matched --server/--port")
     return AnalyzeRun(results=results, notes=notes, captures=names)

@@ -62,7 +62,11 @@ def test_every_fixture_gets_its_expected_verdict_and_rules(scenario, ca_file):
     assert case["verdict"] == entry["expected_verdict"]
     assert sorted({f["rule"] for f in case["findings"]}) == entry["expected_rules"]
     assert result.exit_code == EXIT[entry["expected_verdict"]]
-    assert len(case["observations"]) == entry["connections"]
+    # one observation per distinct behaviour; repeats count the connections behind it
+    assert sum(o.get("repeats", 1) for o in case["observations"]) == entry["connections"]
+    [summary] = [f for f in case["findings"] if f["rule"] == "MTLS071"]
+    evidence = {e["field"]: e["value"] for e in summary["evidence"]}
+    assert evidence["connections"] == str(entry["connections"])
     assert case["source"] == "capture"
     assert result.stderr == ""
 

@@ -4,14 +4,21 @@ and reading a stream whose SYN was not captured but which starts with its hello.
 from __future__ import annotations
 
 import dataclasses
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from mtlsprobe.analyze import ServerFilter, group_by_server, read_capture
+from mtlsprobe.analyze import (
+    MAX_BEHAVIOURS,
+    ServerFilter,
+    ServerTally,
+    group_by_server,
+    read_capture,
+)
 from mtlsprobe.capture.flows import CaptureReader
 from mtlsprobe.errors import InputError
-from mtlsprobe.model import Endpoint, Seen
+from mtlsprobe.model import Endpoint, Outcome, Seen
 from mtlsprobe.tls.observer import observe
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "pcaps"
@@ -66,3 +73,26 @@ def test_missing_syn_with_hellos_at_the_start_is_read_like_a_whole_connection():
     t = next(iter(CaptureReader(FIXTURES / "direct-tls12.pcap")))
     shifted = dataclasses.replace(t, truncated_at_start=True, chunks=t.chunks[1:])
     assert observe(shifted).sni is None
+
+
+def test_tally_keeps_one_observation_per_behaviour_with_counts_and_times():
+    [obs, *_] = read_capture(FIXTURES / "direct-tls13.pcapng").observations
+    later = [dataclasses.replace(obs, label=f"flow {i}",
+                                 observed_at=obs.observed_at + timedelta(seconds=i))
+             for i in (3, 1, 2)]
+    other = dataclasses.replace(obs, outcome=Outcome.ABORTED, label="aborted")
+    [(_target, _route, members)] = group_by_server([*later, other, obs])
+    assert [m.label for m in members] == [obs.label, "aborted"]  # earliest first, kept
+    assert members[0].repeats == 4
+    assert members[0].last_observed_at == obs.observed_at + timedelta(seconds=3)
+    assert members[1].repeats == 1 and members[1].last_observed_at is None
+
+
+def test_tally_counts_behaviours_beyond_the_cap():
+    [obs, *_] = read_capture(FIXTURES / "direct-tls13.pcapng").observations
+    tally = ServerTally((0, obs.observed_at))
+    for i in range(MAX_BEHAVIOURS + 5):
+        tally.add(dataclasses.replace(obs, cipher_suite=f"suite {i}"))
+    tally.add(obs)
+    assert len(tally.observations()) == MAX_BEHAVIOURS
+    assert tally.overflow == 6 and tally.connections == MAX_BEHAVIOURS + 6
