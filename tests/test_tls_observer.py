@@ -18,6 +18,7 @@ from mtlsprobe.model import (
     Seen,
     Stage,
     StreamEnd,
+    TcpFacts,
     Transcript,
 )
 from mtlsprobe.tls.observer import observe
@@ -262,3 +263,21 @@ def test_long_connection_only_walks_headers():
     obs = observe(rebuild(t, chunks=(*t.chunks, *many)))
     assert obs.outcome is Outcome.ESTABLISHED and obs.cert_request.seen is Seen.YES
     assert len(obs.history) < 40
+
+
+def test_capture_ending_on_a_retransmitted_hello_is_no_answer():
+    t = gen(version="TLSv1.3")
+    hello = dataclasses.replace(t.chunks[0], at=0.003)
+    dropped = TcpFacts(syn_ttl=64, synack_ttl=62, client_ttls=(64,), retransmissions=4)
+    silent = rebuild(t, chunks=(hello,), end=StreamEnd.CAPTURE_ENDED, tcp=dropped)
+    assert observe(silent).outcome is Outcome.NO_ANSWER
+    # cut off right after the hello: no retransmission, nothing to tell
+    cut = rebuild(silent, tcp=dataclasses.replace(dropped, retransmissions=0))
+    assert observe(cut).outcome is Outcome.INCOMPLETE
+    # the server acknowledged (a segment after its SYN-ACK): held, not dropped
+    acked = rebuild(silent, tcp=dataclasses.replace(dropped, server_ttls=(62,)))
+    assert observe(acked).outcome is Outcome.INCOMPLETE
+    # hello sent after 1 s: the retransmission may have been the SYN's
+    late = rebuild(silent, chunks=(dataclasses.replace(hello, at=1.2),))
+    assert observe(late).outcome is Outcome.INCOMPLETE
+    assert observe(rebuild(silent, tcp=None)).outcome is Outcome.INCOMPLETE

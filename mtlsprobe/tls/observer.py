@@ -810,7 +810,7 @@ class Observer:
                 return Outcome.INCOMPLETE
             if t.end in (StreamEnd.RST, StreamEnd.FIN):
                 return Outcome.ABORTED
-            if t.end in (StreamEnd.TIMEOUT, StreamEnd.CLOSED_BY_US):
+            if t.end in (StreamEnd.TIMEOUT, StreamEnd.CLOSED_BY_US) or _hello_ignored(t):
                 return Outcome.NO_ANSWER
             return Outcome.INCOMPLETE
         if t.gaps or any(s.dead == "gap" for s in self.sides.values()):
@@ -844,6 +844,29 @@ class Observer:
         if http is not None and (http.error or (http.status is not None and http.status >= 400)):
             return Stage.HTTP
         return Stage.ESTABLISHED
+
+
+# RFC 6298 §2.1 / RFC 9293: the first retransmission of a SYN or SYN-ACK comes after an
+# initial RTO of 1 s (Linux TCP_TIMEOUT_INIT; 3 s in older stacks), never sooner.
+_SYN_RTO = 1.0
+
+
+def _hello_ignored(t: Transcript) -> bool:
+    """A capture that ended with the client's hello retransmitted and no segment at all
+    from the server after its SYN-ACK: the hello went unanswered (dropped on the path).
+
+    ``tcp.retransmissions`` also counts repeated SYNs and SYN-ACKs, so it is only taken as
+    the hello's when the client's first bytes came within one initial RTO of the first
+    packet: a SYN or SYN-ACK retransmission cannot have happened that early. A capture
+    merely cut off after the hello has no retransmission and stays INCOMPLETE.
+    """
+    tcp = t.tcp
+    if t.end is not StreamEnd.CAPTURE_ENDED or tcp is None or t.gaps or t.truncated_at_start:
+        return False
+    if tcp.retransmissions == 0 or tcp.server_ttls or tcp.rst_from or tcp.synack_ttl is None:
+        return False
+    first = next((c.at for c in t.chunks if c.direction is Direction.C2S), None)
+    return first is not None and first < _SYN_RTO
 
 
 _HELLO = {Direction.C2S: HandshakeType.CLIENT_HELLO, Direction.S2C: HandshakeType.SERVER_HELLO}
