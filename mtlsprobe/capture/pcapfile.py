@@ -40,7 +40,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 # pcapng block types
 SHB, IDB, PB, SPB, EPB, DSB = 0x0A0D0D0A, 1, 2, 3, 6, 0x0A
 TLS_KEY_LOG = 0x544C534B  # Decryption Secrets Block secrets type "TLSK"
-OPT_TSRESOL, OPT_TSOFFSET = 9, 14
+OPT_COMMENT, OPT_TSRESOL, OPT_TSOFFSET = 1, 9, 14
 
 Packet = tuple[float, int, bytes]  # (seconds since the epoch, link type, frame bytes)
 
@@ -82,12 +82,14 @@ class CaptureFile:
 
     Iterate to get ``(timestamp, linktype, frame)``. After (or during) iteration:
     ``notes`` holds damage and oddities, ``keylog_text`` the NSS key log lines found in
-    pcapng Decryption Secrets Blocks ("" when none).
+    pcapng Decryption Secrets Blocks ("" when none). While iterating, ``comment`` is the
+    first opt_comment of the packet just yielded (pcapng Enhanced Packet Blocks), or None.
     """
 
     def __init__(self, source: str | Path | BinaryIO) -> None:
         self.notes: list[str] = []
         self.keylog_text = ""
+        self.comment: str | None = None
         self.format = ""
         self._owned: BinaryIO | None = None
         if isinstance(source, (str, Path)):
@@ -272,8 +274,11 @@ class CaptureFile:
                 else:
                     linktype, tick, offset = ifaces[ifid]
                     last_ts = ((tsh << 32) | tsl) * tick + offset
+                    opts = data + ((caplen + 3) & ~3)
+                    self.comment = _comment(buf, opts, end - 4, order) if opts < end - 4 else None
                     yield last_ts, linktype, buf[data : data + caplen]
                     count += 1
+                    self.comment = None
             elif btype == SPB:
                 if not ifaces:
                     self.notes.append("skipped a simple packet block (no interface)")
@@ -311,3 +316,15 @@ class CaptureFile:
                 (offset,) = struct.unpack_from(order + "q", value)
             pos += 4 + ((length + 3) & ~3)
         return linktype, tick, offset
+
+
+def _comment(buf: bytes, pos: int, stop: int, order: str) -> str | None:
+    """The first opt_comment among the options in ``buf[pos:stop]``, or None."""
+    while pos + 4 <= stop:
+        code, length = struct.unpack_from(order + "HH", buf, pos)
+        if code == 0:
+            break
+        if code == OPT_COMMENT:
+            return bytes(buf[pos + 4 : min(pos + 4 + length, stop)]).decode("utf-8", "replace")
+        pos += 4 + ((length + 3) & ~3)
+    return None
