@@ -25,6 +25,9 @@ from mtlsprobe.tls.dn import name_to_string
 from mtlsprobe.tls.reader import DecodeError, Reader
 
 HANDSHAKE_HEADER_LEN = 4
+# RFC 8701 GREASE values (0x0A0A, 0x1A1A, ... 0xFAFA; ``constants.is_grease``) as a set, for
+# JA3: a membership test per value instead of a function call.
+_GREASE = frozenset((b << 8) | b for b in range(0x0A, 0x100, 0x10))
 # RFC 8446 allows 2^24-1; no message we parse comes close to this (a long chain is ~20 KB).
 MAX_HANDSHAKE_LEN = 1 << 20
 
@@ -88,11 +91,7 @@ def _parse_extensions(r: Reader) -> tuple[Extension, ...]:
     if r.at_end():
         return ()
     block = r.sub_vector(2, f"{r.context}.extensions")
-    out: list[Extension] = []
-    while not block.at_end():
-        etype = block.u16()
-        out.append(Extension(etype, block.vector(2)))
-    return tuple(out)
+    return tuple([Extension(etype, data) for etype, data in block.typed_vectors()])
 
 
 def _find(exts: tuple[Extension, ...], etype: int) -> bytes | None:
@@ -183,7 +182,7 @@ class ClientHello:
         """JA3 (salesforce/ja3): version,ciphers,extensions,groups,point formats; no GREASE."""
 
         def join(values: tuple[int, ...]) -> str:
-            return "-".join(str(v) for v in values if not is_grease(v))
+            return "-".join([str(v) for v in values if v not in _GREASE])
 
         return ",".join(
             (

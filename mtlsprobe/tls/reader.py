@@ -6,6 +6,8 @@ Sans-IO: no sockets, files, clock or logging. Every read either returns a value 
 
 from __future__ import annotations
 
+from struct import unpack_from
+
 
 class DecodeError(ValueError):
     """Malformed (not merely incomplete) bytes.
@@ -70,11 +72,21 @@ class Reader:
 
     # --- scalars --------------------------------------------------------------------
 
+    # The scalar and vector readers inline the bounds check of ``_take``: they run for
+    # every field of every ClientHello in a capture, and the extra call was most of their cost.
+
     def u8(self) -> int:
-        return self._data[self._take(1)]
+        i = self._pos
+        if i >= self._end:
+            raise self.error(f"needs 1 bytes, {self.remaining} left")
+        self._pos = i + 1
+        return self._data[i]
 
     def u16(self) -> int:
-        i = self._take(2)
+        i = self._pos
+        if i + 2 > self._end:
+            raise self.error(f"needs 2 bytes, {self.remaining} left")
+        self._pos = i + 2
         d = self._data
         return (d[i] << 8) | d[i + 1]
 
@@ -88,7 +100,10 @@ class Reader:
         return int.from_bytes(self._data[i : i + 4], "big")
 
     def bytes(self, n: int) -> bytes:
-        i = self._take(n)
+        i = self._pos
+        if n < 0 or i + n > self._end:
+            raise self.error(f"needs {n} bytes, {self.remaining} left")
+        self._pos = i + n
         return bytes(self._data[i : i + n])
 
     def rest(self) -> bytes:
@@ -110,6 +125,10 @@ class Reader:
 
     def vector(self, prefix: int) -> bytes:
         """An opaque vector with a 1-, 2- or 3-byte length prefix."""
+        if prefix == 2:
+            return self.bytes(self.u16())
+        if prefix == 1:
+            return self.bytes(self.u8())
         return self.bytes(self._length(prefix))
 
     def sub(self, n: int, context: str | None = None) -> Reader:
@@ -122,11 +141,33 @@ class Reader:
         return self.sub(self._length(prefix), context)
 
     def u16_list(self, prefix: int) -> tuple[int, ...]:
-        """A vector of uint16 values (cipher suites, groups, signature schemes)."""
-        r = self.sub_vector(prefix)
-        if r.remaining % 2:
-            raise r.error("odd length for a list of uint16")
-        return tuple(r.u16() for _ in range(r.remaining // 2))
+        """A vector of uint16 values (cipher suites, groups, signature schemes).
+
+        One ``struct.unpack_from`` for the whole list: a ClientHello carries dozens of them.
+        """
+        n = self._length(prefix)
+        i = self._take(n)
+        if n % 2:
+            raise DecodeError("odd length for a list of uint16", offset=i, context=self.context)
+        return unpack_from(f">{n >> 1}H", self._data, i)
+
+    def typed_vectors(self) -> list[tuple[int, bytes]]:
+        """(uint16 type, opaque<0..2^16-1>) pairs up to the end: the extensions layout
+        (RFC 8446 §4.2). Fast loop on the buffer; anything short is re-read field by field
+        so the DecodeError is the same as from ``u16()``/``vector(2)``."""
+        data, pos, end = self._data, self._pos, self._end
+        out = []
+        while pos + 4 <= end:
+            n = (data[pos + 2] << 8) | data[pos + 3]
+            stop = pos + 4 + n
+            if stop > end:
+                break
+            out.append(((data[pos] << 8) | data[pos + 1], bytes(data[pos + 4 : stop])))
+            pos = stop
+        self._pos = pos
+        while not self.at_end():  # only when malformed: raises the precise error
+            out.append((self.u16(), self.vector(2)))
+        return out
 
     def expect_end(self) -> None:
         if self._pos != self._end:
