@@ -27,6 +27,9 @@ Decisions, for reviewers:
   so the hole becomes a gap at once (chunk order then stays faithful).
 - A connection is emitted when it closes (RST, or FIN both ways with both streams complete)
   so memory stays flat on large captures; the rest are emitted at the end of the capture.
+- A pcapng packet comment ``mtlsprobe attempt: NAME; client certificate: KIND`` (the probe's
+  own capture, ``live.sniff``) on a connection's packets becomes ``Transcript.attempt``, so
+  analyze tells the probe's attempts from a client's connections.
 - Labels are ``"<file> flow N"``, N counting TCP connections from 0 in order of their first
   packet (like tshark's ``tcp.stream``, so ``tcp.stream == N`` usually finds it).
 """
@@ -43,6 +46,8 @@ from mtlsprobe.capture.linklayer import ACK, FIN, RST, SYN, TcpSegment, decode
 from mtlsprobe.capture.pcapfile import CaptureFile
 from mtlsprobe.capture.tcp import TcpReassembler
 from mtlsprobe.model import (
+    Attempt,
+    CertKind,
     Chunk,
     Direction,
     Endpoint,
@@ -60,6 +65,7 @@ MAX_RECORD = (1 << 14) + 2048
 CAPTURE_ROUTE = Route(kind="capture", source="capture")
 CONNECT_LIMIT = 16384  # an HTTP CONNECT request or response head longer than this is not one
 PROGRESS_EVERY = 4095  # call the progress hook every 4096 packets (mask)
+ATTEMPT_PREFIX = "mtlsprobe attempt: "  # live.sniff.ATTEMPT_COMMENT
 
 Addr = tuple[str, int]
 
@@ -105,7 +111,8 @@ class _Side:
 
 class _Connection:
     __slots__ = (
-        "a", "b", "chunks", "index", "keep", "last", "rst", "rst_ttls", "snapcut", "start",
+        "a", "attempt", "b", "chunks", "index", "keep", "last", "rst", "rst_ttls", "snapcut",
+        "start",
         "syn_from", "syn_ttl", "synack_from", "synack_options", "synack_ttl",
     )
 
@@ -123,6 +130,7 @@ class _Connection:
         self.rst: list[_Side] = []
         self.rst_ttls: dict[int, None] = {}
         self.snapcut = 0
+        self.attempt: Attempt | None = None  # named by a packet comment (probe captures)
 
     def side(self, addr: Addr) -> tuple[_Side, _Side]:
         return (self.a, self.b) if addr == self.a.addr else (self.b, self.a)
@@ -238,6 +246,8 @@ class CaptureReader:
                     )
                     stats["connections"] += 1
                 add(conn, src, seg, ts)
+                if capture.comment is not None and conn.attempt is None:
+                    conn.attempt = attempt_from_comment(capture.comment)
                 if (conn.rst or (conn.a.fin and conn.b.fin)) and conn.closed():
                     del table[key]
                     closed[key] = None
@@ -446,11 +456,24 @@ class CaptureReader:
             gaps=tuple(gaps),
             end=end,
             keylog=self.capture.keylog,
+            attempt=conn.attempt,
             tcp=tcp,
             failed_stage=failed_stage,
             truncated_at_start=truncated,
             notes=tuple(notes),
         )
+
+
+def attempt_from_comment(text: str) -> Attempt | None:
+    """The attempt a probe capture's packet comment names, or None for other comments."""
+    if not text.startswith(ATTEMPT_PREFIX):
+        return None
+    name, _, kind = text[len(ATTEMPT_PREFIX) :].partition("; client certificate: ")
+    try:
+        cert = CertKind(kind.strip())
+    except ValueError:
+        cert = CertKind.UNKNOWN
+    return Attempt(name=name.strip(), client_cert=cert) if name.strip() else None
 
 
 def _head(conn: _Connection, side: _Side, limit: int = CONNECT_LIMIT) -> bytes:
