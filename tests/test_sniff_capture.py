@@ -7,16 +7,16 @@ test that the unprivileged path only notes what it cannot do.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
-import socket
-import struct
 import subprocess
-from dataclasses import replace
 from pathlib import Path
 
+import pcapgen
 import pytest
+import tlsgen
 from click.testing import CliRunner
 
 from mtlsprobe.capture.flows import CaptureReader
@@ -60,13 +60,12 @@ def live_and_offline(mtls_server, files, tmp_path: Path, *extra: str):
                      "--no-env-proxy", "--repeat", "2", "--timeout", "5", "--capture", str(cap),
                      *extra)
     assert code in (0, 12) and cap.exists()
-    # analyze's pipeline on the file, with the attempts the pcapng comments name
+    # analyze's pipeline on the file; the reader names each attempt from its pcapng comment
     from mtlsprobe import expectations
 
     expect = expectations.build(ca=[Path(files["root.pem"])], pins=(), baseline=None)
-    labels = attempts_from_comments(cap)
-    observations = [observe(replace(t, attempt=labels[(t.client.ip, t.client.port)]))
-                    for t in CaptureReader(cap)]
+    observations = [observe(t) for t in CaptureReader(cap)]
+    assert all(o.attempt is not None for o in observations)
     offline = judge(Endpoint(host="localhost", port=port, ip=host), observations[0].route,
                     observations, expect, "capture")
     return cap, live, offline
@@ -98,31 +97,6 @@ def test_capture_with_secrets_gives_analyze_the_same_verdict_and_rule_ids(mtls_s
     assert offline.verdict.value == live["verdict"]
     assert {f.rule for f in offline.findings} == rule_ids(live)
     assert len(offline.observations) == len(live["results"][0]["observations"])
-
-
-def attempts_from_comments(path: Path) -> dict[tuple[str, int], Attempt]:
-    """Client (ip, port) -> Attempt, from the comment on each connection's first packet."""
-    data, pos, out = path.read_bytes(), 0, {}
-    while pos < len(data):
-        btype, blen = struct.unpack_from("<II", data, pos)
-        if btype == 6:
-            caplen = struct.unpack_from("<I", data, pos + 20)[0]
-            frame = data[pos + 28 : pos + 28 + caplen]
-            opt = pos + 28 + caplen + (-caplen % 4)
-            while opt + 4 <= pos + blen - 4:
-                code, length = struct.unpack_from("<HH", data, opt)
-                if code == 0:
-                    break
-                text = data[opt + 4 : opt + 4 + length].decode()
-                if code == 1 and text.startswith("mtlsprobe attempt: "):
-                    name, _, kind = text[len("mtlsprobe attempt: "):].partition(
-                        "; client certificate: ")
-                    src = socket.inet_ntoa(frame[12:16])
-                    sport = struct.unpack_from("!H", frame, 20)[0]
-                    out[(src, sport)] = Attempt(name=name, client_cert=CertKind(kind))
-                opt += 4 + length + (-length % 4)
-        pos += blen
-    return out
 
 
 @needs_sniff
@@ -170,3 +144,43 @@ def test_without_privileges_the_probe_notes_it_and_carries_on(mtls_server, files
     assert "CAP_NET_RAW" in notes and "no capture written" in notes
     assert live["results"][0]["observations"]  # the probe itself ran
     assert os.geteuid() == 0 or "passive" in notes
+
+
+def test_the_reader_names_each_connection_from_its_packet_comment():
+    hello = tlsgen.run(version="TLSv1.3").chunks[0].data
+    packets, comments = [], {}
+    for port, comment in ((40001, "mtlsprobe attempt: tls13-nocert; client certificate: none"),
+                          (40002, "mtlsprobe attempt: agent-cert; client certificate: agent"),
+                          (40003, "a comment someone else wrote"),
+                          (40004, None)):
+        segs = pcapgen.conversation([("c", hello)], client=("10.0.0.1", port), close="rst",
+                                    start=1_700_000_000.0 + port)
+        packets += [sniff.Packet(ts=s.ts, data=pcapgen.ip_tcp(s), ifname="lo",
+                                 outbound=s.sport == port) for s in segs]
+        if comment:
+            comments[("10.0.0.1", port)] = comment
+    reader = CaptureReader(io.BytesIO(sniff.to_pcapng(packets, labels=comments)))
+    got = {t.client.port: t.attempt for t in reader}
+    assert got == {40001: Attempt(name="tls13-nocert", client_cert=CertKind.NONE),
+                   40002: Attempt(name="agent-cert", client_cert=CertKind.AGENT),
+                   40003: None, 40004: None}
+
+
+@needs_sniff
+def test_analyze_of_the_probe_capture_matches_the_live_run(mtls_server, files, tmp_path: Path):
+    """The CLI end to end: live probe with --capture, then `mtlsprobe analyze` of the file.
+    Without the attempt comments, analyze took the probe's deliberate no-cert attempts for
+    a client's connections and judged them with the capture rules (MTLS070/071)."""
+    host, port = mtls_server.address
+    cap = tmp_path / "probe.pcapng"
+    code, live = run("probe", f"{host}:{port}", "--sni", "localhost", "--ca", files["root.pem"],
+                     "--cert", files["agent.pem"], "--key", files["agent.key"],
+                     "--no-env-proxy", "--repeat", "2", "--timeout", "5", "--capture", str(cap),
+                     "--capture-secrets")
+    offline_code, offline = run("analyze", str(cap), "--ca", files["root.pem"])
+    assert offline["verdict"] == live["verdict"]
+    assert rule_ids(offline) == rule_ids(live)
+    assert offline_code == code
+    [result] = offline["results"]
+    names = sorted(o["attempt"]["name"] for o in result["observations"])
+    assert names == sorted(o["attempt"]["name"] for o in live["results"][0]["observations"])
