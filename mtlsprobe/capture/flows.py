@@ -27,6 +27,9 @@ Decisions, for reviewers:
   so the hole becomes a gap at once (chunk order then stays faithful).
 - A connection is emitted when it closes (RST, or FIN both ways with both streams complete)
   so memory stays flat on large captures; the rest are emitted at the end of the capture.
+  After a RST it lingers ``RST_LINGER`` seconds (capture time) first: segments its peer
+  sent before the RST reached it are still in flight and are real bytes (e.g. the rest
+  of a server's certificate flight after a client's RST).
 - A pcapng packet comment ``mtlsprobe attempt: NAME; client certificate: KIND`` (the probe's
   own capture, ``live.sniff``) on a connection's packets becomes ``Transcript.attempt``, so
   analyze tells the probe's attempts from a client's connections.
@@ -36,7 +39,7 @@ Decisions, for reviewers:
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -60,6 +63,7 @@ from mtlsprobe.model import (
 )
 
 CLOSED_MEMORY = 65536  # how many recently closed 4-tuples to remember
+RST_LINGER = 1.0  # seconds a reset connection still takes in-flight segments
 TLS_CONTENT_TYPES = frozenset(range(20, 25))  # change_cipher_spec .. heartbeat
 MAX_RECORD = (1 << 14) + 2048
 CAPTURE_ROUTE = Route(kind="capture", source="capture")
@@ -111,8 +115,8 @@ class _Side:
 
 class _Connection:
     __slots__ = (
-        "a", "attempt", "b", "chunks", "index", "keep", "last", "rst", "rst_ttls", "snapcut",
-        "start",
+        "a", "attempt", "b", "chunks", "index", "keep", "last", "lingering", "rst", "rst_ttls",
+        "snapcut", "start",
         "syn_from", "syn_ttl", "synack_from", "synack_options", "synack_ttl",
     )
 
@@ -131,6 +135,7 @@ class _Connection:
         self.rst_ttls: dict[int, None] = {}
         self.snapcut = 0
         self.attempt: Attempt | None = None  # named by a packet comment (probe captures)
+        self.lingering = False  # reset, waiting RST_LINGER for in-flight segments
 
     def side(self, addr: Addr) -> tuple[_Side, _Side]:
         return (self.a, self.b) if addr == self.a.addr else (self.b, self.a)
@@ -207,6 +212,7 @@ class CaptureReader:
     def __iter__(self) -> Iterator[Transcript]:
         table: dict[tuple[Addr, Addr], _Connection] = {}
         closed: OrderedDict[tuple[Addr, Addr], None] = OrderedDict()
+        lingering: deque[tuple[float, tuple[Addr, Addr], _Connection]] = deque()
         stats = self.stats
         skipped = self.skipped
         progress = self.progress
@@ -220,6 +226,17 @@ class CaptureReader:
                 packets += 1
                 if progress is not None and not packets & PROGRESS_EVERY:
                     progress(capture.position, capture.size)
+                while lingering and ts >= lingering[0][0]:
+                    _, old_key, old = lingering.popleft()
+                    if table.get(old_key) is old:  # not replaced by a new SYN meanwhile
+                        del table[old_key]
+                        closed[old_key] = None
+                        if len(closed) > CLOSED_MEMORY:
+                            closed.popitem(last=False)
+                        t = self._finish(old)
+                        if t is not None:
+                            stats["packets"], stats["tcp_segments"] = packets, segments
+                            yield t
                 seg = decode(linktype, frame, skipped)
                 if seg is None:
                     continue
@@ -248,7 +265,11 @@ class CaptureReader:
                 add(conn, src, seg, ts)
                 if capture.comment is not None and conn.attempt is None:
                     conn.attempt = attempt_from_comment(capture.comment)
-                if (conn.rst or (conn.a.fin and conn.b.fin)) and conn.closed():
+                if conn.rst:
+                    if not conn.lingering:
+                        conn.lingering = True
+                        lingering.append((ts + RST_LINGER, key, conn))
+                elif conn.a.fin and conn.b.fin and conn.closed():
                     del table[key]
                     closed[key] = None
                     if len(closed) > CLOSED_MEMORY:
