@@ -73,8 +73,6 @@ LEGIT: dict[tuple[str, str], str] = {
        for n, w in ((4, "header"), (5, "content")) for fact in ("chain", "version")},
     ("ntop__nDPI/tests/cfgs/default/pcap/tls_invalid_reads.pcap", "version"): MALFORMED,
     ("ntop__nDPI/tests/cfgs/default/pcap/netflix.pcap", "alerts"): CAP,
-    ("ntop__nDPI/tests/cfgs/default/pcap/zoom.pcap", "alerts"): CAP,
-    ("ntop__nDPI/tests/cfgs/default/pcap/alexa-app.pcapng", "alerts"): CAP,
     ("ntop__nDPI/tests/cfgs/default/pcap/ocs.pcap", "alerts"): CAP,
     ("zeek__zeek/testing/btest/Traces/pppoe-over-qinq.pcap", "alerts"): CAP,
     ("princeb612__hotplace/test/testcase/tls/tls12/tls12no_renogotiation.pcapng", "alerts"): RENEG,
@@ -94,10 +92,9 @@ LEGIT: dict[tuple[str, str], str] = {
 
 # (capture, fact) -> a difference that is our shortfall (not investigated to the end yet).
 KNOWN_GAPS: dict[tuple[str, str], str] = {
-    **{(f"ntop__nDPI/tests/cfgs/default/pcap/{name}", fact): "server stream ends 'inside a "
-       "record' for us where tshark shows the Certificate: reassembly across a capture hole "
-       "to check (mtlsprobe.capture)"
-       for name in ("reddit.pcap", "pinterest.pcap", "KakaoTalk_chat.pcap")
+    **{("ntop__nDPI/tests/cfgs/default/pcap/KakaoTalk_chat.pcap", fact): "server stream ends "
+       "'inside a record' for us where tshark shows the Certificate: reassembly across a "
+       "capture hole to check (mtlsprobe.capture)"
        for fact in ("chain", "cert_request", "client_cert")},  # KakaoTalk #0: OUT_OF_ORDER too
     ("ntop__nDPI/tests/cfgs/default/pcap/zoom.pcap", "cert_request"): "late server records "
     "beyond the 256 KiB cap or a hole: CertificateRequest 'unknown' where tshark says no",
