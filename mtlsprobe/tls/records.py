@@ -8,7 +8,7 @@ captures cost one header parse per record.
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from mtlsprobe.tls.constants import ContentType
 from mtlsprobe.tls.reader import DecodeError
@@ -21,8 +21,10 @@ _CONTENT_TYPES = frozenset(int(t) for t in ContentType)
 ALL_TYPES: frozenset[int] = _CONTENT_TYPES
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
+    """One TLS record. A NamedTuple rather than a frozen dataclass: just as immutable, and
+    about three times cheaper to build, which counts at one per record of a capture."""
+
     content_type: int
     version: int  # legacy_record_version, e.g. 0x0303
     payload: bytes  # b"" when the payload was skipped (see ``skipped``)
