@@ -96,9 +96,6 @@ KNOWN_GAPS: dict[tuple[str, str], str] = {
        "'inside a record' for us where tshark shows the Certificate: reassembly across a "
        "capture hole to check (mtlsprobe.capture)"
        for fact in ("chain", "cert_request", "client_cert")},  # KakaoTalk #0: OUT_OF_ORDER too
-    ("ntop__nDPI/tests/cfgs/default/pcap/zoom.pcap", "cert_request"): "late server records "
-    "beyond the 256 KiB cap or a hole: CertificateRequest 'unknown' where tshark says no",
-    ("ntop__nDPI/tests/cfgs/default/pcap/zoom.pcap", "client_cert"): "follows cert_request",
     ("zeek__zeek/testing/btest/Traces/tls/tls-fragmented-handshake.pcap.gz", "cert_request"):
         "handshake message fragmented over many records: we end 'unknown' where tshark saw "
         "ServerHelloDone",

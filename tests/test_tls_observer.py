@@ -281,3 +281,17 @@ def test_capture_ending_on_a_retransmitted_hello_is_no_answer():
     late = rebuild(silent, chunks=(dataclasses.replace(hello, at=1.2),))
     assert observe(late).outcome is Outcome.INCOMPLETE
     assert observe(rebuild(silent, tcp=None)).outcome is Outcome.INCOMPLETE
+
+
+def test_npn_next_protocol_before_the_client_finished_is_not_a_renegotiation():
+    # NPN / Channel ID: the client sends one more encrypted handshake message after its CCS
+    # and before Finished (ntop zoom.pcap, KakaoTalk_chat.pcap), i.e. two encrypted handshake
+    # records before the server's Finished. Without keys both are opaque.
+    t = gen(version="TLSv1.2", verify=ssl.CERT_NONE, keylog=False)
+    flight = t.chunks[2].data  # ClientKeyExchange, CCS, Finished
+    assert flight[42:48] == b"\x14\x03\x03\x00\x01\x01"
+    next_protocol = b"\x16\x03\x03\x00\x3c" + bytes(range(60))
+    npn = Chunk(direction=C2S, at=t.chunks[2].at, data=flight[:48] + next_protocol + flight[48:])
+    obs = observe(rebuild(t, chunks=(*t.chunks[:2], npn, *t.chunks[3:])))
+    assert obs.renegotiation is Seen.NO and obs.cert_request.seen is Seen.NO
+    assert obs.outcome is Outcome.ESTABLISHED and "GIFE" in obs.history

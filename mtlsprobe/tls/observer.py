@@ -433,6 +433,12 @@ class Observer:
             self._add(side, "f")  # the first one after CCS is Finished (RFC 5246 §7.4.9)
             self._finished(side)
             return
+        if not self.handshake_done:
+            # Still the first handshake: a renegotiation needs it complete. A client that
+            # agreed NPN (or Channel ID) sends NextProtocol (EncryptedExtensions) after its
+            # CCS and before Finished, so its first encrypted record was not the Finished.
+            self._add(side, "e")
+            return
         self._add(side, "e")
         self.renegotiation = True
         self.renegotiation_hidden = True
