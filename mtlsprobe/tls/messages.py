@@ -13,7 +13,9 @@ extensions and trailing bytes inside extensions are kept or noted, never fatal.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from mtlsprobe.tls.constants import (
     HELLO_RETRY_REQUEST_RANDOM,
@@ -32,8 +34,9 @@ _GREASE = frozenset((b << 8) | b for b in range(0x0A, 0x100, 0x10))
 MAX_HANDSHAKE_LEN = 1 << 20
 
 
-@dataclass(frozen=True, slots=True)
-class HandshakeMessage:
+class HandshakeMessage(NamedTuple):
+    """One whole handshake message (NamedTuple: immutable and cheap to build)."""
+
     msg_type: int
     body: bytes
 
@@ -80,8 +83,9 @@ class HandshakeAssembler:
 # --- extensions ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Extension:
+class Extension(NamedTuple):
+    """One hello extension (NamedTuple: immutable, and a ClientHello carries a dozen)."""
+
     type: int
     data: bytes
 
@@ -199,6 +203,28 @@ class ClientHello:
         return hashlib.md5(self.ja3_string.encode(), usedforsecurity=False).hexdigest()
 
 
+# ClientHello extension type -> (ClientHello field, reader of the extension data). A table
+# rather than an if/elif chain on IntEnum members: each enum comparison costs ~100 ns, and
+# this runs for every extension of every ClientHello in a capture.
+_CH_FIELDS: dict[int, tuple[str, Callable[[bytes], object]]] = {int(t): v for t, v in {
+    ExtensionType.server_name: ("sni", _server_name),
+    ExtensionType.application_layer_protocol_negotiation: ("alpn", _alpn_list),
+    ExtensionType.supported_versions: (
+        "supported_versions", lambda d: _u16_list(d, 1, "supported_versions")),
+    ExtensionType.supported_groups: (
+        "supported_groups", lambda d: _u16_list(d, 2, "supported_groups")),
+    ExtensionType.ec_point_formats: (
+        "ec_point_formats", lambda d: _u8_list(d, "ec_point_formats")),
+    ExtensionType.signature_algorithms: (
+        "signature_algorithms", lambda d: _u16_list(d, 2, "signature_algorithms")),
+    ExtensionType.key_share: ("key_share_groups", _key_share_groups),
+    ExtensionType.post_handshake_auth: ("post_handshake_auth", lambda d: True),
+    ExtensionType.pre_shared_key: ("psk", lambda d: True),
+    ExtensionType.session_ticket: ("session_ticket", bool),
+    ExtensionType.early_data: ("early_data", lambda d: True),
+}.items()}
+
+
 def parse_client_hello(body: bytes) -> ClientHello:
     """RFC 8446 §4.1.2 / RFC 5246 §7.4.1.2. Raises DecodeError."""
     r = Reader(body, "ClientHello")
@@ -213,30 +239,10 @@ def parse_client_hello(body: bytes) -> ClientHello:
     # Lenient: bytes after the extensions block are ignored (some old stacks pad).
     fields: dict[str, object] = {}
     for ext in exts:
-        d = ext.data
-        t = ext.type
-        if t == ExtensionType.server_name:
-            fields["sni"] = _server_name(d)
-        elif t == ExtensionType.application_layer_protocol_negotiation:
-            fields["alpn"] = _alpn_list(d)
-        elif t == ExtensionType.supported_versions:
-            fields["supported_versions"] = _u16_list(d, 1, "supported_versions")
-        elif t == ExtensionType.supported_groups:
-            fields["supported_groups"] = _u16_list(d, 2, "supported_groups")
-        elif t == ExtensionType.ec_point_formats:
-            fields["ec_point_formats"] = _u8_list(d, "ec_point_formats")
-        elif t == ExtensionType.signature_algorithms:
-            fields["signature_algorithms"] = _u16_list(d, 2, "signature_algorithms")
-        elif t == ExtensionType.key_share:
-            fields["key_share_groups"] = _key_share_groups(d)
-        elif t == ExtensionType.post_handshake_auth:
-            fields["post_handshake_auth"] = True
-        elif t == ExtensionType.pre_shared_key:
-            fields["psk"] = True
-        elif t == ExtensionType.session_ticket:
-            fields["session_ticket"] = bool(d)
-        elif t == ExtensionType.early_data:
-            fields["early_data"] = True
+        known = _CH_FIELDS.get(ext.type)
+        if known is not None:
+            name, read = known
+            fields[name] = read(ext.data)
     return ClientHello(
         legacy_version=legacy_version,
         random=random,
