@@ -101,13 +101,13 @@ def _hello_type(data: bytes) -> int | None:
 class _Side:
     """What one endpoint sent."""
 
-    __slots__ = ("addr", "alt_isn", "fin", "first", "first_gaps", "isn", "stream", "ttls")
+    __slots__ = ("addr", "alt_isns", "fin", "first", "first_gaps", "isn", "stream", "ttls")
 
     def __init__(self, addr: Addr, max_bytes: int) -> None:
         self.addr = addr
         self.stream = TcpReassembler(max_bytes)
         self.isn: int | None = None  # sequence number of its SYN / SYN-ACK
-        self.alt_isn: int | None = None  # a later SYN-ACK with another ISN (see _add)
+        self.alt_isns: set[int] | None = None  # later SYN-ACKs' other ISNs (see _rebase)
         self.fin = False
         self.first = b""  # first bytes delivered (up to 6), to classify the stream
         self.first_gaps = 0  # gaps before the first delivered bytes
@@ -309,7 +309,7 @@ class CaptureReader:
             if me.isn is not None:
                 me.stream.retransmissions += 1
                 if flags & ACK and seg.seq != me.isn:
-                    me.alt_isn = seg.seq
+                    me.alt_isns = (me.alt_isns or set()) | {seg.seq}
             else:
                 me.isn = seg.seq
                 me.stream.syn(seg.seq)
@@ -337,19 +337,19 @@ class CaptureReader:
         for run in runs:
             self._deliver(conn, me, at, run)
         if flags & ACK and peer.stream.started:
-            if peer.alt_isn is not None and seg.ack == (peer.alt_isn + 1) & 0xFFFFFFFF:
-                self._rebase(peer)
+            if peer.alt_isns is not None and (seg.ack - 1) & 0xFFFFFFFF in peer.alt_isns:
+                self._rebase(peer, (seg.ack - 1) & 0xFFFFFFFF)
             for run in peer.stream.acked(seg.ack):
                 self._deliver(conn, peer, at, run)
         if runs and conn.keep is None:
             self._classify(conn)
 
-    def _rebase(self, side: _Side) -> None:
+    def _rebase(self, side: _Side, isn: int) -> None:
         """The peer acknowledged a later SYN-ACK's ISN, not the first one seen: that one is
         the connection (e.g. a SYN retransmitted after TCP Fast Open data was ignored got a
         new SYN-ACK). Restart the side's stream on it, if it delivered nothing yet."""
-        isn, side.alt_isn = side.alt_isn, None
-        if isn is None or side.stream.stored or side.stream.gaps:
+        side.alt_isns = None
+        if side.stream.stored or side.stream.gaps:
             return
         stream = TcpReassembler(self.max_bytes)
         stream.retransmissions = side.stream.retransmissions
