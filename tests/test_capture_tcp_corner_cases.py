@@ -2,6 +2,8 @@
 
 - A client's RST crosses the server's flight: the server's segments in flight still arrive
   and are real bytes (ntop reddit.pcap, pinterest.pcap); the reset connection lingers.
+- SYN-ACKs with different ISNs: the one the client acknowledges is the connection (suricata
+  tcp-fastopen-10-syn-data-ignore, ntop tls_multiple_synack_different_seq.pcapng).
 """
 
 from __future__ import annotations
@@ -70,3 +72,21 @@ def test_a_new_connection_on_the_tuple_during_the_linger_is_its_own(tls12, tmp_p
                                  isn_client=77777, start=first[-1].ts + 0.01)
     transcripts = list(CaptureReader(pcapgen.capture(first + again, tmp_path / "r.pcap")))
     assert [server_data(t) for t in transcripts] == [flight, flight]
+
+
+def synacks(hello: bytes, flight: bytes, *, acked: int) -> list[pcapgen.Seg]:
+    """Three SYN-ACKs with ISNs 1000, 2000, 3000; the client acknowledges ``acked``."""
+    segs = pcapgen.conversation([("c", hello), ("s", flight)], client=CLIENT, server=SERVER,
+                                isn_server=acked, close="fin")
+    syn, real_synack = segs[0], segs[1]
+    others = [dataclasses.replace(real_synack, seq=isn) for isn in (1000, 2000, 3000)
+              if isn != acked]
+    return [syn, *others[:1], real_synack, *others[1:], *segs[2:]]
+
+
+@pytest.mark.parametrize("acked", [1000, 2000, 3000])
+def test_the_synack_the_client_acknowledges_frames_the_server_stream(tls12, tmp_path, acked):
+    hello, flight = tls12
+    [t] = CaptureReader(pcapgen.capture(synacks(hello, flight, acked=acked), tmp_path / "s.pcap"))
+    assert server_data(t) == flight and not t.gaps
+    assert observe(t).server_chain_seen is Seen.YES
