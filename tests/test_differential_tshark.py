@@ -76,7 +76,6 @@ LEGIT: dict[tuple[str, str], str] = {
        for n, w in ((4, "header"), (5, "content")) for fact in ("chain", "version")},
     ("ntop__nDPI/tests/cfgs/default/pcap/tls_invalid_reads.pcap", "version"): MALFORMED,
     ("ntop__nDPI/tests/cfgs/default/pcap/netflix.pcap", "alerts"): CAP,
-    ("ntop__nDPI/tests/cfgs/default/pcap/ocs.pcap", "alerts"): CAP,
     ("zeek__zeek/testing/btest/Traces/pppoe-over-qinq.pcap", "alerts"): CAP,
     ("princeb612__hotplace/test/testcase/tls/tls12/tls12no_renogotiation.pcapng", "alerts"): RENEG,
     ("princeb612__hotplace/test/testcase/tls/tls12/tls12renogotiation.pcapng", "alerts"): RENEG,
@@ -105,9 +104,6 @@ KNOWN_GAPS: dict[tuple[str, str], str] = {
         "follows cert_request",
     ("zeek__zeek/testing/btest/Traces/tls/hrr.pcap", "version"): "HelloRetryRequest: tshark "
     "reports no version for the first handshake, we report TLSv1.3",
-    ("ntop__nDPI/tests/cfgs/default/pcap/tls_1.2_unidirectional_client_no_cert.pcapng",
-     "alerts"): "only the client side captured: with no ServerHello we do not know the client "
-    "switched to encryption, read its encrypted alert as plaintext and drop it as malformed",
     ("zeek__zeek/testing/btest/Traces/tls/ssl.v3.pcap", "alerts"): "one more encrypted "
     "server alert on our side",
 }

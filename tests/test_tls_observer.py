@@ -295,3 +295,20 @@ def test_npn_next_protocol_before_the_client_finished_is_not_a_renegotiation():
     obs = observe(rebuild(t, chunks=(*t.chunks[:2], npn, *t.chunks[3:])))
     assert obs.renegotiation is Seen.NO and obs.cert_request.seen is Seen.NO
     assert obs.outcome is Outcome.ESTABLISHED and "GIFE" in obs.history
+
+
+def test_one_way_capture_of_a_tls12_client_reads_its_encrypted_records_as_such():
+    # Only the client side captured (ntop tls_1.2_unidirectional_client_no_cert.pcapng): with
+    # no ServerHello, the records after the client's CCS are encrypted, not plaintext.
+    t = gen(version="TLSv1.2", verify=ssl.CERT_NONE, keylog=False)
+    client = tuple(c for c in t.chunks if c.direction is C2S)
+    alert = Chunk(direction=C2S, at=9, data=b"\x15\x03\x03\x00\x1a" + bytes(range(26)))
+    obs = observe(rebuild(t, chunks=(*client, alert), end=StreamEnd.FIN))
+    assert [(a.sender, a.description) for a in obs.alerts] == [(C2S, "encrypted")]
+    assert obs.history.startswith("CGIF") and obs.history.endswith("L")
+    assert not any("unreadable" in n or "0-RTT" in n for n in obs.notes)
+    # a TLS 1.3 client's compatibility CCS before its second (plaintext) ClientHello
+    hello = t.chunks[0].data
+    again = Chunk(direction=C2S, at=1, data=b"\x14\x03\x03\x00\x01\x01" + hello)
+    obs = observe(rebuild(t, chunks=(t.chunks[0], again), end=StreamEnd.FIN))
+    assert obs.history == "CIC" and obs.alerts == ()

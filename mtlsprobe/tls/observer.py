@@ -146,6 +146,7 @@ class _Side:
     dead_at_start: bool = False
     gap_after_handshake: bool = False
     ccs: bool = False  # TLS 1.2: ChangeCipherSpec sent, later records are encrypted
+    blind_ccs: bool = False  # CCS sent before any ServerHello was seen (see _record)
     finished: bool = False  # Finished of the first handshake seen (or inferred)
     finished_inferred: bool = False
     dec: Tls13Decryptor | Tls12Decryptor | None = None
@@ -308,6 +309,8 @@ class Observer:
                     self._alert(side, None, decrypted=False)
                 else:
                     self._alert(side, plain, decrypted=True)
+            elif side.blind_ccs and not _plain_alert(rec.payload):
+                self._alert(side, None, decrypted=False)
             else:
                 self._alert(side, rec.payload, decrypted=False)
         elif ctype == ContentType.HANDSHAKE:
@@ -317,7 +320,10 @@ class Observer:
                     self._opaque_handshake12(side)
                 else:
                     self._handshake_bytes(side, plain)
+            elif side.blind_ccs and not _plain_client_hello(rec.payload):
+                self._opaque_handshake12(side)
             else:
+                side.blind_ccs = False
                 self._handshake_bytes(side, rec.payload)
         elif ctype == ContentType.HEARTBEAT:
             self._add(side, "b")
@@ -332,7 +338,7 @@ class Observer:
 
     def _application_record(self, side: _Side, rec: Record, done: bool) -> None:
         if not self.tls13 or self.sh is None:
-            if self.sh is None and side.client:
+            if self.sh is None and side.client and not side.finished:
                 self.note("client sent encrypted data before the ServerHello (0-RTT)")
                 self._add(side, "e", collapse=True)
                 return
@@ -387,6 +393,11 @@ class Observer:
             side.app_data = True
 
     def _change_cipher_spec(self, side: _Side) -> None:
+        if self.sh is None and not self.hello_retry:
+            # No ServerHello seen (one-way capture, or lost): TLS <= 1.2 encrypts from here,
+            # while a TLS 1.3 client's compatibility CCS may precede a second, plaintext
+            # ClientHello. Records after it are told apart by their shape.
+            side.blind_ccs = True
         if self.tls13 or self.sh is None:
             return  # RFC 8446 §5: middlebox-compatibility CCS, no meaning
         side.ccs = True
@@ -850,6 +861,20 @@ class Observer:
         if http is not None and (http.error or (http.status is not None and http.status >= 400)):
             return Stage.HTTP
         return Stage.ESTABLISHED
+
+
+def _plain_client_hello(payload: bytes) -> bool:
+    """Whether a handshake record's payload starts like a plaintext ClientHello."""
+    return (
+        len(payload) >= 4
+        and payload[0] == HandshakeType.CLIENT_HELLO
+        and len(payload) - 4 <= int.from_bytes(payload[1:4], "big") <= 0xFFFF
+    )
+
+
+def _plain_alert(payload: bytes) -> bool:
+    """Whether an alert record's payload is a plaintext alert (level, description)."""
+    return len(payload) == 2 and payload[0] in (1, 2)
 
 
 # RFC 6298 §2.1 / RFC 9293: the first retransmission of a SYN or SYN-ACK comes after an
