@@ -105,8 +105,10 @@ def decode(linktype: int, frame: bytes, skipped: dict[str, int] | None = None) -
             (etype,) = _u16(frame, off + 2)
             off += 4
         if etype == ETH_PPPOE and len(frame) >= off + 8:
-            ppp = _u16(frame, off + 6)[0]
+            length, ppp = _u16(frame, off + 4)[0], _u16(frame, off + 6)[0]
             etype = ETH_IPV4 if ppp == PPP_IPV4 else ETH_IPV6 if ppp == PPP_IPV6 else 0
+            if off + 6 + length < len(frame):  # like tshark: the PPPoE length bounds the packet
+                frame = frame[: off + 6 + length]  # (Ethernet padding is not IP payload)
             off += 8
         if etype == ETH_IPV4:
             return _ipv4_tcp(frame, off, skipped)
