@@ -21,7 +21,6 @@ from mtlsprobe.tls.constants import (
     HELLO_RETRY_REQUEST_RANDOM,
     ExtensionType,
     HandshakeType,
-    is_grease,
 )
 from mtlsprobe.tls.dn import name_to_string
 from mtlsprobe.tls.reader import DecodeError, Reader
@@ -30,6 +29,8 @@ HANDSHAKE_HEADER_LEN = 4
 # RFC 8701 GREASE values (0x0A0A, 0x1A1A, ... 0xFAFA; ``constants.is_grease``) as a set, for
 # JA3: a membership test per value instead of a function call.
 _GREASE = frozenset((b << 8) | b for b in range(0x0A, 0x100, 0x10))
+_JA3_CACHE: dict[tuple[object, ...], str] = {}  # JA3 inputs -> digest (see ClientHello.ja3)
+_JA3_CACHE_MAX = 4096
 # RFC 8446 allows 2^24-1; no message we parse comes close to this (a long chain is ~20 KB).
 MAX_HANDSHAKE_LEN = 1 << 20
 
@@ -178,7 +179,7 @@ class ClientHello:
     @property
     def offered_versions(self) -> tuple[int, ...]:
         """supported_versions without GREASE, else the legacy version alone."""
-        real = tuple(v for v in self.supported_versions if not is_grease(v))
+        real = tuple([v for v in self.supported_versions if v not in _GREASE])
         return real or (self.legacy_version,)
 
     @property
@@ -200,7 +201,17 @@ class ClientHello:
 
     @property
     def ja3(self) -> str:
-        return hashlib.md5(self.ja3_string.encode(), usedforsecurity=False).hexdigest()
+        # A capture holds thousands of hellos from a few client stacks: the fingerprint's
+        # inputs repeat, so the digest is looked up by them before being built (bounded).
+        key = (self.legacy_version, self.cipher_suites, tuple([e.type for e in self.extensions]),
+               self.supported_groups, self.ec_point_formats)
+        digest = _JA3_CACHE.get(key)
+        if digest is None:
+            digest = hashlib.md5(self.ja3_string.encode(), usedforsecurity=False).hexdigest()
+            if len(_JA3_CACHE) >= _JA3_CACHE_MAX:
+                _JA3_CACHE.clear()
+            _JA3_CACHE[key] = digest
+        return digest
 
 
 # ClientHello extension type -> (ClientHello field, reader of the extension data). A table
