@@ -4,17 +4,21 @@
   and are real bytes (ntop reddit.pcap, pinterest.pcap); the reset connection lingers.
 - SYN-ACKs with different ISNs: the one the client acknowledges is the connection (suricata
   tcp-fastopen-10-syn-data-ignore, ntop tls_multiple_synack_different_seq.pcapng).
+- PPPoE: the session length bounds the IP packet, whatever its total length claims
+  (zeek pppoe-over-qinq.pcap).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import ssl
+import struct
 
 import pytest
 import tlsgen
 
 from mtlsprobe.capture.flows import RST_LINGER, CaptureReader
+from mtlsprobe.capture.linklayer import ETHERNET, decode
 from mtlsprobe.model import Direction, Seen
 from mtlsprobe.tls.observer import observe
 from tests import pcapgen
@@ -90,3 +94,15 @@ def test_the_synack_the_client_acknowledges_frames_the_server_stream(tls12, tmp_
     [t] = CaptureReader(pcapgen.capture(synacks(hello, flight, acked=acked), tmp_path / "s.pcap"))
     assert server_data(t) == flight and not t.gaps
     assert observe(t).server_chain_seen is Seen.YES
+
+
+@pytest.mark.parametrize("claimed_extra", [0, 6])
+def test_pppoe_padding_is_not_payload(claimed_extra):
+    seg = pcapgen.Seg(*SERVER, *CLIENT, seq=5, ack=7, flags=pcapgen.ACK)
+    ip = bytearray(pcapgen.ip_tcp(seg))
+    if claimed_extra:  # an IPv4 total length that counts the padding (checksum aside)
+        struct.pack_into("!H", ip, 2, len(ip) + claimed_extra)
+    pppoe = struct.pack("!BBHHH", 0x11, 0, 0x0F07, len(ip) + 2, 0x0021)
+    frame = b"\x02" * 12 + b"\x88\x64" + pppoe + bytes(ip) + b"\x00" * 6
+    got = decode(ETHERNET, frame)
+    assert got is not None and got.payload == b"" and (got.seq, got.ack) == (5, 7)
