@@ -961,7 +961,7 @@ def observe(transcript: Transcript, keylog: KeyLog | str | None = None) -> Obser
             obs.gap(d, g.length, g.offset)
             offset[d] = max(offset[d], g.offset) + g.length
         if i < len(view):
-            obs.feed(d, view[i:])
+            obs.feed(d, view[i:] if i else chunk.data)  # whole chunk: its bytes, no view
             offset[d] += len(view) - i
     for d, gaps in pending.items():
         for g in gaps:
