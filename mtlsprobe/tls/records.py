@@ -104,7 +104,9 @@ class RecordSplitter:
         if self.error is not None:
             raise self.error
         out: list[Record] = []
-        view = memoryview(data)
+        # bytes are indexed and sliced as they are (one copy per payload); other buffers
+        # through a memoryview (slices of it are views, copied once by ``bytes()``)
+        view = data if type(data) is bytes else memoryview(data)
         n = len(view)
         pos = 0
         buf = self._buf
