@@ -157,10 +157,11 @@ class _Side:
     opaque_after_hello: int = 0
     alert_shaped_last: bool = False  # the last record was an undecrypted alert-shaped one
     decrypt_failed: bool = False
+    # set once: read several times per record, where a property call was measurable
+    client: bool = field(init=False)
 
-    @property
-    def client(self) -> bool:
-        return self.direction is Direction.C2S
+    def __post_init__(self) -> None:
+        self.client = self.direction is Direction.C2S
 
     def letter(self, lower: str) -> str:
         return lower.upper() if self.client else lower
