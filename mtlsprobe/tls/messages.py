@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from struct import unpack_from
 from typing import NamedTuple
 
 from mtlsprobe.tls.constants import (
@@ -114,6 +115,10 @@ def _alpn_list(data: bytes) -> tuple[str, ...]:
 
 def _server_name(data: bytes) -> str | None:
     # RFC 6066 §3: ServerNameList; name_type 0 is host_name.
+    if len(data) >= 5 and data[2] == 0:  # the usual single host_name, read in place
+        listed, size = (data[0] << 8) | data[1], (data[3] << 8) | data[4]
+        if listed + 2 <= len(data) and size + 3 <= listed:
+            return data[5 : 5 + size].decode("ascii", "replace")
     r = Reader(data, "server_name")
     if r.at_end():
         return None  # a server's empty acknowledgement
@@ -127,6 +132,15 @@ def _server_name(data: bytes) -> str | None:
 
 
 def _u16_list(data: bytes, prefix: int, context: str) -> tuple[int, ...]:
+    # well-formed lists in one unpack; anything else through the Reader, for its error
+    if prefix == 2 and len(data) >= 2:
+        n = (data[0] << 8) | data[1]
+        if not n & 1 and n + 2 <= len(data):
+            return unpack_from(f">{n >> 1}H", data, 2)
+    elif prefix == 1 and data:
+        n = data[0]
+        if not n & 1 and n + 1 <= len(data):
+            return unpack_from(f">{n >> 1}H", data, 1)
     return Reader(data, context).u16_list(prefix)
 
 
