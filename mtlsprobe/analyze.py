@@ -28,6 +28,7 @@ Decisions, for reviewers:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -87,7 +88,10 @@ def _port(text: str, port_text: str) -> int:
     return int(port_text)
 
 
+@functools.lru_cache(maxsize=4096)
 def _canonical_host(host: str) -> str:
+    """Lower-case name without the root dot, or the IP address's canonical text (cached:
+    it runs per connection, and ``ip_address`` raising for every name was measurable)."""
     host = host.strip().strip("[]").rstrip(".").lower()
     try:
         return str(ipaddress.ip_address(host))
