@@ -71,6 +71,8 @@ class TcpReassembler:
                 return NOTHING
             self._base = seq
             self.started = self.truncated_at_start = True
+        elif not payload and not fin:
+            return NOTHING  # a bare ACK (most segments of a handshake): nothing to place
         off = self.offset(seq)
         end = off + len(payload)
         if fin and self.fin_offset is None:
@@ -101,8 +103,8 @@ class TcpReassembler:
 
     def acked(self, ack: int) -> Sequence[bytes]:
         """The peer acknowledged up to ``ack``: bytes before it that we lack are a gap."""
-        if not self.started:
-            return NOTHING
+        if not self.started or not (ack - self._base - self.next_offset) & MASK:
+            return NOTHING  # acknowledges exactly what we have (the usual case)
         limit = self.offset(ack)
         if self.fin_offset is not None:
             limit = min(limit, self.fin_offset)
