@@ -12,11 +12,12 @@ extensions and trailing bytes inside extensions are kept or noted, never fatal.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from struct import unpack_from
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from mtlsprobe.tls.constants import (
     HELLO_RETRY_REQUEST_RANDOM,
@@ -27,6 +28,7 @@ from mtlsprobe.tls.dn import name_to_string
 from mtlsprobe.tls.reader import DecodeError, Reader
 
 HANDSHAKE_HEADER_LEN = 4
+_T = TypeVar("_T")
 # RFC 8701 GREASE values (0x0A0A, 0x1A1A, ... 0xFAFA; ``constants.is_grease``) as a set, for
 # JA3: a membership test per value instead of a function call.
 _GREASE = frozenset((b << 8) | b for b in range(0x0A, 0x100, 0x10))
@@ -375,6 +377,34 @@ class Certificate:
     context: bytes = b""  # TLS 1.3 certificate_request_context
 
 
+_MEMO_ENTRIES = 256  # per parser
+_MEMO_MAX_BODY = 1 << 16
+
+
+def _memo(parse: Callable[..., _T]) -> Callable[..., _T]:
+    """Remember a parser's results by message body: a capture repeats the same server
+    Certificate and CertificateRequest (and a client's Certificate) thousands of times.
+    Results are frozen; only successful parses are kept (an error is raised afresh each
+    time); bounded in entries and body size."""
+    cache: dict[tuple[bytes, bool], _T] = {}
+
+    @functools.wraps(parse)
+    def cached(body: bytes, *, tls13: bool) -> _T:
+        if len(body) > _MEMO_MAX_BODY:
+            return parse(body, tls13=tls13)
+        key = (bytes(body), tls13)
+        hit = cache.get(key)
+        if hit is None:
+            hit = parse(body, tls13=tls13)
+            if len(cache) >= _MEMO_ENTRIES:
+                cache.clear()
+            cache[key] = hit
+        return hit
+
+    return cached
+
+
+@_memo
 def parse_certificate(body: bytes, *, tls13: bool) -> Certificate:
     """RFC 8446 §4.4.2 (per-entry extensions) / RFC 5246 §7.4.2. Raises DecodeError.
 
@@ -418,6 +448,7 @@ def _names(authorities: tuple[bytes, ...]) -> tuple[str, ...]:
     return tuple(out)
 
 
+@_memo
 def parse_certificate_request(body: bytes, *, tls13: bool) -> CertificateRequest:
     """RFC 8446 §4.3.2 / RFC 5246 §7.4.4. Raises DecodeError.
 
