@@ -392,15 +392,19 @@ def _first(tally: ServerTally) -> Observation:
 
 def _adopt_nameless(tallies: dict[ServerKey, ServerTally]) -> None:
     """Connections without a visible SNI join the one named server on the same address."""
-    for key in list(tallies):
-        tally = tallies[key]
-        if not tally.behaviours or tally.named or _first(tally).route.kind == "http_proxy":
+    firsts = {k: _first(t) for k, t in tallies.items()}
+
+    def address(key: ServerKey) -> tuple[object, ...]:
+        return (firsts[key].server.ip, *key[1:])
+
+    named_at: dict[tuple[object, ...], list[ServerKey]] = {}
+    for key, tally in tallies.items():
+        if tally.named:
+            named_at.setdefault(address(key), []).append(key)
+    for key, tally in list(tallies.items()):
+        if tally.named or firsts[key].route.kind == "http_proxy":
             continue
-        address = (_first(tally).server.ip, key[1], key[2], key[3])
-        named = [
-            k for k, t in tallies.items()
-            if k != key and t.named and (_first(t).server.ip, k[1], k[2], k[3]) == address
-        ]
+        named = named_at.get(address(key), [])
         if len(named) == 1:
             tallies[named[0]].merge(tally)
             del tallies[key]
