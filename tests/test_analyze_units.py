@@ -13,12 +13,13 @@ from mtlsprobe.analyze import (
     MAX_BEHAVIOURS,
     ServerFilter,
     ServerTally,
+    behaviour,
     group_by_server,
     read_capture,
 )
 from mtlsprobe.capture.flows import CaptureReader
 from mtlsprobe.errors import InputError
-from mtlsprobe.model import Endpoint, Outcome, Seen
+from mtlsprobe.model import Endpoint, HttpExchange, Outcome, Seen
 from mtlsprobe.tls.observer import observe
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "pcaps"
@@ -96,3 +97,16 @@ def test_tally_counts_behaviours_beyond_the_cap():
     tally.add(obs)
     assert len(tally.observations()) == MAX_BEHAVIOURS
     assert tally.overflow == 6 and tally.connections == MAX_BEHAVIOURS + 6
+
+
+def test_behaviour_ignores_what_differs_between_equal_connections():
+    [obs, *_] = read_capture(FIXTURES / "direct-tls13.pcapng").observations
+    answer = HttpExchange(path="/", status=200, headers=(("Date", "Mon"), ("Server", "x")))
+    a = dataclasses.replace(obs, http=answer, label="a", client=Endpoint(host="h", port=1))
+    b = dataclasses.replace(a, label="b", client=Endpoint(host="h", port=2),
+                            notes=("other",), ja3="other",
+                            http=dataclasses.replace(answer, headers=(("Date", "Tue"),
+                                                                      ("Server", "x"))))
+    assert behaviour(a) == behaviour(b)
+    rewritten = dataclasses.replace(answer, headers=(("Date", "Mon"), ("Server", "proxy")))
+    assert behaviour(dataclasses.replace(a, http=rewritten)) != behaviour(a)
