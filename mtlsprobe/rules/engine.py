@@ -1,7 +1,7 @@
 """The rule registry and the verdict table: Case -> Findings -> Verdict. Pure, no I/O.
 
-Rules are plain functions registered with ``@rule(id, title, severity)`` in
-``rules/checks.py``; ``RULES`` keeps definition order. The verdict is decided by
+Rules are plain functions registered with ``@rule(id, title, severity)`` in the topic
+modules beside this one (``RULE_MODULES``); ``RULES`` is kept in id order. The verdict is decided by
 ``VERDICT_TABLE``, an explicit ordered tuple: the first row that matches a finding wins.
 """
 
@@ -43,7 +43,7 @@ def rule(rule_id: str, title: str, severity: Severity) -> Callable[[RuleFn], Rul
 
 
 def spec(rule_id: str) -> RuleSpec:
-    _load_rules()
+    load_rules()
     return _BY_ID[rule_id]
 
 
@@ -180,14 +180,24 @@ def _product(verdict: Verdict, row: VerdictRow, findings: Sequence[Finding]) -> 
     return None
 
 
-def _load_rules() -> None:
-    if not RULES:
-        from mtlsprobe.rules import checks  # noqa: F401  (registers the rules)
+RULE_MODULES = ("requests", "identity", "client_certs", "consistency", "path", "reflector",
+                "unknown")
+
+
+def load_rules() -> None:
+    """Import the rule modules (registering their rules) once; RULES ends up in id order."""
+    if RULES:
+        return
+    from importlib import import_module
+
+    for name in RULE_MODULES:
+        import_module(f"mtlsprobe.rules.{name}")
+    RULES.sort(key=lambda s: s.id)
 
 
 def run_rules(case: Case) -> tuple[Finding, ...]:
     """Every rule over `case`, findings sorted by severity rank then id."""
-    _load_rules()
+    load_rules()
     found: list[Finding] = []
     for s in RULES:
         found.extend(s.fn(case))

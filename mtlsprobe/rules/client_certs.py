@@ -1,0 +1,267 @@
+"""What the far end does with client certificates: our untrusted and agent attempts
+(MTLS030-035) and a captured client's certificate (MTLS070-071).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from mtlsprobe.model import (
+    Case,
+    CertKind,
+    Direction,
+    Finding,
+    Observation,
+    Outcome,
+    Seen,
+    Severity,
+    Stage,
+)
+from mtlsprobe.rules.engine import finding, rule
+from mtlsprobe.rules.facts import (
+    LB_FIX,
+    _accepted,
+    _authorities,
+    _baseline,
+    _chains,
+    _ev,
+    _kind,
+    _no_server_hello,
+    _rejection,
+    _sent_cert,
+    _sent_empty,
+    _server_alerts,
+    _target,
+)
+
+
+def _attempts(case: Case, kind: CertKind) -> list[Observation]:
+    return [o for o in case.observations if _kind(o) is kind]
+
+
+@rule("MTLS030", "Untrusted certificate accepted where the server rejects it", Severity.BREAKS)
+def untrusted_accepted_vs_baseline(case: Case) -> Iterator[Finding]:
+    base = _baseline(case)
+    if base is None or base.rejects_untrusted_cert is not Seen.YES:
+        return
+    for obs in _attempts(case, CertKind.UNTRUSTED):
+        if not _accepted(obs):
+            continue
+        how = ("accepted a throwaway certificate from an unknown CA" if _sent_cert(obs)
+               else "completed the handshake without asking for the certificate")
+        yield finding(
+            "MTLS030",
+            f"The far end {how}, but the real server rejects untrusted certificates "
+            "(baseline): something other than the server completed the handshake.",
+            evidence=[
+                _ev(None, "baseline.rejects_untrusted_cert", "yes"),
+                _ev(obs, "outcome", obs.outcome.value),
+                _ev(obs, "http.status", obs.http.status if obs.http else "-"),
+            ],
+            remediation=LB_FIX.format(t=_target(case)),
+        )
+        return
+
+
+@rule("MTLS031", "Untrusted certificate accepted (no enforcement)", Severity.INFO)
+def untrusted_accepted(case: Case) -> Iterator[Finding]:
+    base = _baseline(case)
+    if base is not None and base.rejects_untrusted_cert is Seen.YES:
+        return
+    for obs in _attempts(case, CertKind.UNTRUSTED):
+        if _sent_cert(obs) and _accepted(obs):  # never asked for: nothing was accepted
+            yield finding(
+                "MTLS031",
+                "The far end accepted a throwaway certificate from an unknown CA: it does not "
+                "enforce client certificates (yet).",
+                evidence=[_ev(obs, "outcome", obs.outcome.value),
+                          _ev(obs, "client_chain_seen", obs.client_chain_seen.value)],
+            )
+            return
+
+
+@rule("MTLS032", "Untrusted certificate rejected", Severity.INFO)
+def untrusted_rejected(case: Case) -> Iterator[Finding]:
+    for obs in _attempts(case, CertKind.UNTRUSTED):
+        how = _rejection(obs)
+        if how is None:
+            continue
+        yield finding(
+            "MTLS032",
+            f"The far end rejected a throwaway certificate from an unknown CA ({how[1]}): it "
+            "validates client certificates.",
+            evidence=[_ev(obs, how[0], how[1])],
+        )
+        return
+
+
+@rule("MTLS033", "Agent certificate rejected", Severity.REJECTS)
+def agent_rejected(case: Case) -> Iterator[Finding]:
+    for obs in _attempts(case, CertKind.AGENT):
+        how = _rejection(obs)
+        if how is None or _sent_empty(obs) or _no_server_hello(obs):
+            continue
+        if obs.client_chain_seen is Seen.NO:
+            continue  # never asked, never sent: not a judgement on it (see MTLS024)
+        note = "" if _sent_cert(obs) else " (whether the certificate was sent is unknown)"
+        yield finding(
+            "MTLS033",
+            f"The far end rejected the agent certificate ({how[1]}){note}.",
+            evidence=[
+                _ev(obs, how[0], how[1]),
+                _ev(obs, "client_chain[0].subject",
+                    obs.client_chain[0].subject if obs.client_chain else "-"),
+                _ev(obs, "cert_request.authorities", _authorities(obs)),
+            ],
+            remediation="Check that the agent certificate is issued by a CA the server trusts, "
+            "is valid now and has clientAuth; re-issue it from the server's CA if not.",
+        )
+        return
+
+
+@rule("MTLS034", "Agent sent no certificate", Severity.REJECTS)
+def agent_sent_empty(case: Case) -> Iterator[Finding]:
+    for obs in _attempts(case, CertKind.AGENT):
+        if not _sent_empty(obs):
+            continue
+        yield finding(
+            "MTLS034",
+            "The TLS client sent an empty Certificate with the agent credentials: the agent "
+            f"certificate does not match the requested CAs ({_authorities(obs)}) or could not "
+            "be used.",
+            evidence=[
+                _ev(obs, "client_chain_seen", "yes (empty)"),
+                _ev(obs, "cert_request.authorities", _authorities(obs)),
+            ],
+            remediation="Use an agent certificate (with its chain) issued by one of the "
+            "requested CAs, with a matching private key and clientAuth usage.",
+        )
+        return
+
+
+@rule("MTLS035", "Agent certificate accepted", Severity.INFO)
+def agent_accepted(case: Case) -> Iterator[Finding]:
+    for obs in _attempts(case, CertKind.AGENT):
+        if _sent_cert(obs) and _accepted(obs):
+            yield finding(
+                "MTLS035",
+                "The far end accepted the agent certificate.",
+                evidence=[_ev(obs, "client_chain[0].subject", obs.client_chain[0].subject),
+                          _ev(obs, "outcome", obs.outcome.value)],
+            )
+            return
+
+
+CERT_ALERTS = frozenset({
+    "no_certificate", "bad_certificate", "unsupported_certificate", "certificate_revoked",
+    "certificate_expired", "certificate_unknown", "unknown_ca", "access_denied",
+    "certificate_required",
+})
+
+
+def _captured(case: Case) -> list[Observation]:
+    """Observations of captured traffic: no attempt of ours, so the client's choices."""
+    return [o for o in case.observations if o.attempt is None]
+
+
+def _connections(observations: Iterable[Observation]) -> int:
+    """Connections behind ``observations`` (analyze keeps one per behaviour, with repeats)."""
+    return sum(o.repeats for o in observations)
+
+
+def _client_closed(obs: Observation) -> bool:
+    """The client ended the connection itself (its close_notify came first)."""
+    after = [a for a in obs.alerts if a.after_handshake]
+    return bool(after) and after[0].sender is Direction.C2S and (
+        after[0].description == "close_notify"
+    )
+
+
+def _cert_refusal(obs: Observation) -> tuple[str, str] | None:
+    """How the far end refused the client's certificate (or its absence), or None.
+
+    Decisive: a certificate-related fatal alert from the server, or any server refusal of a
+    connection whose client answered a CertificateRequest (empty or not).
+    """
+    if _no_server_hello(obs):
+        return None
+    for description in _server_alerts(obs):
+        if description in CERT_ALERTS:
+            return "alerts", description
+    how = _rejection(obs)
+    if how is None or (how[0] == "stage" and _client_closed(obs)):
+        return None
+    if obs.cert_request.seen is Seen.YES and obs.client_chain_seen is Seen.YES:
+        return how
+    return None
+
+
+def _captured_accepted(obs: Observation) -> bool:
+    return _sent_cert(obs) and (
+        _accepted(obs) or (obs.outcome is Outcome.ESTABLISHED and _client_closed(obs))
+    )
+
+
+def _maybe_accepted(obs: Observation) -> bool:
+    """Completed with its client certificate hidden (TLS 1.3 without keys): may carry one."""
+    return (
+        obs.client_chain_seen is Seen.UNKNOWN
+        and (obs.outcome is Outcome.ESTABLISHED or obs.stage is Stage.ESTABLISHED)
+        and _cert_refusal(obs) is None
+    )
+
+
+@rule("MTLS070", "Client certificate rejected in the capture", Severity.REJECTS)
+def captured_cert_rejected(case: Case) -> Iterator[Finding]:
+    captured = _captured(case)
+    refused = [(o, how) for o in captured if (how := _cert_refusal(o)) is not None]
+    if not refused or any(_captured_accepted(o) or _maybe_accepted(o) for o in captured):
+        return  # a certificate got (or may have got) through elsewhere: the server validates
+    obs, how = refused[0]
+    sent = (
+        f"its certificate ({obs.client_chain[0].subject})" if _sent_cert(obs)
+        else "an empty Certificate" if _sent_empty(obs)
+        else "a certificate that could not be seen"
+    )
+    yield finding(
+        "MTLS070",
+        f"The far end refused the captured client, which sent {sent}, on "
+        f"{_connections(o for o, _ in refused)} of {_connections(captured)} connection(s) "
+        f"({how[1]}), and accepted a client "
+        "certificate on none.",
+        evidence=[_ev(o, h[0], h[1]) for o, h in refused]
+        + [_ev(obs, "client_chain_seen",
+               f"{obs.client_chain_seen.value} ({len(obs.client_chain)} certificate(s))"),
+           _ev(obs, "cert_request.authorities", _authorities(obs))],
+        remediation="Give the client a certificate issued by one of the requested CAs "
+        f"({_authorities(obs)}), valid now, with clientAuth, and configure it to send it.",
+    )
+
+
+@rule("MTLS071", "Connections in the capture", Severity.INFO)
+def captured_summary(case: Case) -> Iterator[Finding]:
+    captured = _captured(case)
+    if not captured:
+        return
+    chains = _chains(case)
+    total = _connections(captured)
+    sent = _connections(o for o in captured if _sent_cert(o))
+    empty = _connections(o for o in captured if _sent_empty(o))
+    hidden = _connections(o for o in captured if o.client_chain_seen is Seen.UNKNOWN)
+    accepted = _connections(o for o in captured if _captured_accepted(o))
+    last_seen = max(o.last_observed_at or o.observed_at for o in captured)
+    chain_text = (
+        "no server chain visible" if not chains
+        else "the same server chain on every connection that showed one" if len(chains) == 1
+        else f"{len(chains)} different server chains"
+    )
+    yield finding(
+        "MTLS071",
+        f"{total} TLS connection(s) to {_target(case)} in the capture: {chain_text}; "
+        f"client certificate sent on {sent} (accepted on {accepted}), empty on {empty}, "
+        f"not visible on {hidden}.",
+        evidence=[_ev(None, "connections", total),
+                  _ev(None, "distinct_server_chains", len(chains)),
+                  _ev(None, "first_seen", min(o.observed_at for o in captured).isoformat()),
+                  _ev(None, "last_seen", last_seen.isoformat())],
+    )

@@ -1,0 +1,307 @@
+"""Whose certificate is this? The server chain against --ca, --pin, the baseline and the
+signatures of interception products and load balancers (MTLS010-019, MTLS023).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from mtlsprobe.certs import leaf_shares_issuer_key
+from mtlsprobe.model import Case, Finding, Observation, Severity
+from mtlsprobe.rules.engine import finding, rule
+from mtlsprobe.rules.facts import (
+    EXPECT_FIX,
+    FRESH_LEAF,
+    INSPECT_FIX,
+    LB_FIX,
+    Chain,
+    _anchor,
+    _baseline,
+    _baseline_has_chains,
+    _baseline_match,
+    _chains,
+    _confirmed,
+    _dedupe,
+    _ev,
+    _identity_checked,
+    _labels,
+    _pin_match,
+    _same_root_impostor,
+    _signature_evidence,
+    _target,
+)
+from mtlsprobe.rules.signatures import Match, match_chain, match_http
+
+
+def _load_balancer_seen(chain: Chain, seen_by: Sequence[Observation]) -> bool:
+    """A load-balancer signature on the certificate or in the HTTP answers on it."""
+    return bool(match_chain(chain, kinds=("load_balancer",))) or any(
+        match_http(o.http, kinds=("load_balancer",)) for o in seen_by
+    )
+
+
+@rule("MTLS010", "Server chain does not build to the expected CA", Severity.BREAKS)
+def chain_not_from_ca(case: Case) -> Iterator[Finding]:
+    if not case.expect.roots:
+        return
+    for chain, seen_by in _chains(case):
+        if _anchor(case, chain) is not None or _load_balancer_seen(chain, seen_by):
+            continue  # a recognised load balancer is MTLS018's finding
+        if _missing_issuer(chain) is not None and not _minted(seen_by[0], chain):
+            continue  # cannot tell which root it builds to: MTLS023's finding
+        top = chain[-1]
+        via = f" (top of chain issued by {top.issuer})" if top.issuer != chain[0].issuer else ""
+        yield finding(
+            "MTLS010",
+            f"The server certificate for {_target(case)} is issued by {chain[0].issuer}, which "
+            f"does not build to any --ca root{via}: something between here and the server "
+            "re-signs the certificate.",
+            evidence=[
+                _ev(seen_by[0], "server_chain[0].issuer", chain[0].issuer),
+                _ev(seen_by[0], f"server_chain[{len(chain) - 1}].issuer", top.issuer),
+                _ev(None, "expect.roots", "; ".join(r.subject for r in case.expect.roots)),
+                _ev(None, "seen_by", _labels(seen_by)),
+            ],
+            remediation=INSPECT_FIX.format(t=_target(case))
+            + " If the server's certificate really changed, update --ca.",
+        )
+
+
+@rule("MTLS011", "No certificate in the chain matches a pin", Severity.BREAKS)
+def chain_not_pinned(case: Case) -> Iterator[Finding]:
+    if not case.expect.pins:
+        return
+    for chain, seen_by in _chains(case):
+        if _pin_match(case, chain) or _same_root_impostor(case, chain):
+            continue
+        yield finding(
+            "MTLS011",
+            f"No key in the server chain for {_target(case)} matches a --pin (leaf "
+            f"{chain[0].subject}, issued by {chain[0].issuer}): this is not the real server's "
+            "certificate.",
+            evidence=[
+                _ev(seen_by[0], "server_chain[0].spki_pin", chain[0].spki_pin),
+                _ev(seen_by[0], "server_chain[0].issuer", chain[0].issuer),
+                _ev(None, "expect.pins", ", ".join(case.expect.pins)),
+            ],
+            remediation=INSPECT_FIX.format(t=_target(case))
+            + " If the server's key was renewed, update --pin.",
+        )
+
+
+@rule("MTLS012", "Chain differs from the baseline", Severity.BREAKS)
+def chain_not_baseline(case: Case) -> Iterator[Finding]:
+    base = _baseline(case)
+    if base is None or not _baseline_has_chains(case):
+        return
+    for chain, seen_by in _chains(case):
+        if _baseline_match(case, chain) or _same_root_impostor(case, chain):
+            continue
+        yield finding(
+            "MTLS012",
+            f"The server chain for {_target(case)} (leaf {chain[0].subject}, issued by "
+            f"{chain[0].issuer}) is not one the real server showed in the baseline.",
+            evidence=[
+                _ev(seen_by[0], "server_chain[0].sha256", chain[0].sha256),
+                _ev(None, "baseline.chain_sha256[*][0]",
+                    ", ".join(c[0] for c in base.chain_sha256 if c) or "-"),
+                _ev(None, "seen_by", _labels(seen_by)),
+            ],
+            remediation=INSPECT_FIX.format(t=_target(case))
+            + " If the server's certificate was renewed, take a new baseline.",
+        )
+
+
+def _missing_issuer(chain: Chain) -> str | None:
+    """The issuer name the chain stops at when the peer left it out (incomplete chain)."""
+    top = chain[-1]
+    if top.self_issued:
+        return None
+    if any(c.subject == top.issuer for c in chain):
+        return None
+    return top.issuer
+
+
+def _minted(obs: Observation, chain: Chain) -> bool:
+    """Signs of a certificate minted on the fly by an interception product."""
+    return abs(obs.observed_at - chain[0].not_before) <= FRESH_LEAF or leaf_shares_issuer_key(
+        chain
+    )
+
+
+def _unconfirmed_chains(case: Case) -> list[tuple[Chain, list[Observation]]]:
+    return [(c, s) for c, s in _chains(case) if not _confirmed(case, c)]
+
+
+def _signature_hits(case: Case, kind: str) -> list[tuple[Match, Observation]]:
+    hits: list[tuple[Match, Observation]] = []
+    for chain, seen_by in _unconfirmed_chains(case):
+        hits.extend((m, seen_by[0]) for m in match_chain(chain, kinds=(kind,)))
+    for obs in case.observations:
+        hits.extend((m, obs) for m in match_http(obs.http, kinds=(kind,)))
+    return _dedupe(hits)
+
+
+@rule("MTLS013", "Interception product recognised", Severity.BREAKS)
+def interception_product(case: Case) -> Iterator[Finding]:
+    hits = _signature_hits(case, "interceptor")
+    if not hits:
+        return
+    products = list(dict.fromkeys(m.signature.product for m, _ in hits))
+    first = hits[0][0]
+    yield finding(
+        "MTLS013",
+        f"{' / '.join(products)} intercepts TLS to {_target(case)} ({first.field} = "
+        f"{first.value}); an intercepting proxy cannot present the agent's certificate.",
+        evidence=_signature_evidence(hits),
+        remediation=INSPECT_FIX.format(t=_target(case)),
+        product=products[0],
+    )
+
+
+@rule("MTLS014", "Leaf shares its issuer's key (mitmproxy-style)", Severity.BREAKS)
+def leaf_reuses_ca_key(case: Case) -> Iterator[Finding]:
+    for chain, seen_by in _unconfirmed_chains(case):
+        if not leaf_shares_issuer_key((*chain, *case.expect.roots)):
+            continue
+        yield finding(
+            "MTLS014",
+            f"The leaf for {_target(case)} uses the same key as its issuing CA "
+            f"({chain[0].issuer}): certificates minted on the fly, as mitmproxy does.",
+            evidence=[
+                _ev(seen_by[0], "server_chain[0].spki_pin", chain[0].spki_pin),
+                _ev(seen_by[0], "server_chain[0].issuer", chain[0].issuer),
+            ],
+            remediation=INSPECT_FIX.format(t=_target(case)),
+            product="mitmproxy",
+        )
+
+
+@rule("MTLS015", "Freshly minted server certificate", Severity.WARNING)
+def fresh_leaf(case: Case) -> Iterator[Finding]:
+    for chain, seen_by in _unconfirmed_chains(case):
+        obs = seen_by[0]
+        age = obs.observed_at - chain[0].not_before
+        if abs(age) > FRESH_LEAF:
+            continue
+        hours = age.total_seconds() / 3600
+        yield finding(
+            "MTLS015",
+            f"The server certificate for {_target(case)} became valid {hours:.0f} h before it "
+            "was seen: interception products mint certificates on demand (a hint, not proof).",
+            evidence=[
+                _ev(obs, "server_chain[0].not_before", chain[0].not_before.isoformat()),
+                _ev(obs, "observed_at", obs.observed_at.isoformat()),
+            ],
+            remediation="Compare with the certificate seen next to the server (--baseline).",
+        )
+
+
+@rule("MTLS016", "Same-CA certificate that is not the real server's", Severity.BREAKS)
+def same_root_terminator(case: Case) -> Iterator[Finding]:
+    for chain, seen_by in _chains(case):
+        if not _same_root_impostor(case, chain):
+            continue
+        anchor = _anchor(case, chain)
+        assert anchor is not None
+        yield finding(
+            "MTLS016",
+            f"The server chain for {_target(case)} builds to your CA ({anchor.subject}) but is "
+            "not the real server's certificate (pin/baseline mismatch): a TLS terminator "
+            "holding a certificate from your own CA answers instead of the server.",
+            evidence=[
+                _ev(seen_by[0], "server_chain[0].subject", chain[0].subject),
+                _ev(seen_by[0], "server_chain[0].spki_pin", chain[0].spki_pin),
+                _ev(None, "anchor", anchor.subject),
+            ],
+            remediation=LB_FIX.format(t=_target(case))
+            + " If the server's certificate was renewed, refresh --pin/--baseline.",
+        )
+
+
+@rule("MTLS017", "Same-CA terminator cannot be ruled out", Severity.UNKNOWN)
+def same_root_undecidable(case: Case) -> Iterator[Finding]:
+    if _identity_checked(case):
+        return
+    for chain, seen_by in _chains(case):
+        anchor = _anchor(case, chain)
+        if anchor is None:
+            continue
+        yield finding(
+            "MTLS017",
+            f"The server chain for {_target(case)} builds to your CA ({anchor.subject}), but "
+            "without a pin or baseline a terminator holding a certificate from the same CA "
+            "cannot be ruled out.",
+            evidence=[
+                _ev(seen_by[0], "server_chain[0].subject", chain[0].subject),
+                _ev(seen_by[0], "server_chain[0].spki_pin", chain[0].spki_pin),
+            ],
+            remediation=EXPECT_FIX,
+        )
+
+
+@rule("MTLS018", "Load balancer recognised", Severity.BREAKS)
+def load_balancer(case: Case) -> Iterator[Finding]:
+    hits = _signature_hits(case, "load_balancer")
+    if not hits:
+        return
+    products = list(dict.fromkeys(m.signature.product for m, _ in hits))
+    first = hits[0][0]
+    inside = " inside the TLS session, so an HTTP-aware box decrypted it" if (
+        first.field.startswith("http.")
+    ) else ""
+    yield finding(
+        "MTLS018",
+        f"{' / '.join(products)} terminates TLS for {_target(case)} ({first.field} = "
+        f"{first.value}{inside}).",
+        evidence=_signature_evidence(hits),
+        remediation=LB_FIX.format(t=_target(case)),
+        product=products[0],
+    )
+
+
+@rule("MTLS019", "Server certificate not valid at the time seen", Severity.WARNING)
+def server_cert_out_of_date(case: Case) -> Iterator[Finding]:
+    for chain, seen_by in _chains(case):
+        obs = seen_by[0]
+        leaf = chain[0]
+        if leaf.not_before <= obs.observed_at <= leaf.not_after:
+            continue
+        state = "expired" if obs.observed_at > leaf.not_after else "not yet valid"
+        yield finding(
+            "MTLS019",
+            f"The server certificate for {_target(case)} ({leaf.subject}) was {state} when "
+            "seen: agents that validate the server (trusted communication) will refuse it.",
+            evidence=[
+                _ev(obs, "server_chain[0].not_before", leaf.not_before.isoformat()),
+                _ev(obs, "server_chain[0].not_after", leaf.not_after.isoformat()),
+                _ev(obs, "observed_at", obs.observed_at.isoformat()),
+            ],
+            remediation="Renew the server certificate (or fix the clock of the host that "
+            "took this measurement).",
+        )
+
+
+@rule("MTLS023", "Server chain incomplete", Severity.UNKNOWN)
+def chain_incomplete(case: Case) -> Iterator[Finding]:
+    if not case.expect.roots:
+        return
+    for chain, seen_by in _chains(case):
+        missing = _missing_issuer(chain)
+        if missing is None or _anchor(case, chain) is not None or _minted(seen_by[0], chain):
+            continue
+        confirmed = _confirmed(case, chain)
+        yield finding(
+            "MTLS023",
+            f"The server for {_target(case)} sent an incomplete chain: {missing} is missing, "
+            "so it cannot be checked against --ca"
+            + (" (the pin/baseline still identifies the real server)." if confirmed else
+               "; whether this is the real server stays open."),
+            evidence=[
+                _ev(seen_by[0], f"server_chain[{len(chain) - 1}].issuer", missing),
+                _ev(None, "expect.roots", "; ".join(r.subject for r in case.expect.roots)),
+            ],
+            remediation="Configure the server to send its intermediate certificates; "
+            "meanwhile add the intermediate to --ca or give --pin/--baseline.",
+            severity=Severity.WARNING if confirmed else Severity.UNKNOWN,
+        )

@@ -1,0 +1,101 @@
+"""What we could not tell: missing expectations, hidden facts, no completed handshake
+(MTLS090-092).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from mtlsprobe.model import Case, Finding, Observation, Outcome, Seen, Severity
+from mtlsprobe.rules.engine import finding, rule
+from mtlsprobe.rules.facts import (
+    _PRE_TLS,
+    EXPECT_FIX,
+    _all,
+    _baseline,
+    _chains,
+    _ev,
+    _no_server_hello,
+    _not_tls,
+    _proxy_auth,
+    _proxy_refused,
+    _silenced,
+    _target,
+    _unreachable,
+)
+
+
+@rule("MTLS090", "No expectations given", Severity.UNKNOWN)
+def no_expectations(case: Case) -> Iterator[Finding]:
+    if case.expect.any or not any(o.stage not in _PRE_TLS for o in case.observations):
+        return
+    yield finding(
+        "MTLS090",
+        "No --ca, --pin or --baseline was given: cannot tell whether the certificate is the "
+        "real server's.",
+        evidence=[_ev(None, "expect", "none")],
+        remediation=EXPECT_FIX.replace("--pin (", "--ca (the server's CA), --pin ("),
+    )
+
+
+def _why_hidden(obs: Observation) -> str:
+    if obs.gaps:
+        return f"capture gap of {sum(g.length for g in obs.gaps)} bytes"
+    if obs.version == "TLSv1.3" and not obs.decrypted:
+        return "TLS 1.3 encrypts it and no key log was available"
+    if obs.end is not None and obs.end.value == "capture_ended":
+        return "the capture ended first"
+    return "not visible"
+
+
+@rule("MTLS091", "A decisive fact could not be seen", Severity.UNKNOWN)
+def hidden_fact(case: Case) -> Iterator[Finding]:
+    obs_all = case.observations
+    if not _chains(case):
+        hidden = [o for o in obs_all
+                  if o.server_chain_seen is Seen.UNKNOWN and not _no_server_hello(o)]
+        if hidden:
+            yield finding(
+                "MTLS091",
+                "The server certificate was not visible on any handshake "
+                f"({_why_hidden(hidden[0])}).",
+                evidence=[_ev(o, "server_chain_seen", f"unknown: {_why_hidden(o)}")
+                          for o in hidden],
+                remediation="Re-run live (the probe keeps its own keys) or supply the key log "
+                "(SSLKEYLOGFILE / pcapng secrets) with the capture.",
+            )
+    base = _baseline(case)
+    if base is not None and base.cert_request is Seen.YES:
+        known = [o for o in obs_all if o.cert_request.seen in (Seen.YES, Seen.NO)]
+        hidden = [o for o in obs_all if o.cert_request.seen is Seen.UNKNOWN]
+        if not known and hidden:
+            yield finding(
+                "MTLS091",
+                "Whether the far end asks for a client certificate could not be seen "
+                f"({_why_hidden(hidden[0])}), and the baseline says the real server does.",
+                evidence=[_ev(o, "cert_request.seen", f"unknown: {_why_hidden(o)}")
+                          for o in hidden],
+                remediation="Re-run live or supply the key log with the capture.",
+            )
+
+
+@rule("MTLS092", "No handshake completed", Severity.UNKNOWN)
+def nothing_completed(case: Case) -> Iterator[Finding]:
+    obs_all = case.observations
+    if _chains(case) or any(o.outcome is Outcome.ESTABLISHED for o in obs_all):
+        return
+    explained = (
+        _proxy_auth(case) or _proxy_refused(case) or _all(case, _unreachable)
+        or _all(case, _silenced) or _not_tls(case)
+        or any(o.server_chain_seen is Seen.UNKNOWN and not _no_server_hello(o) for o in obs_all)
+    )
+    if explained:
+        return
+    yield finding(
+        "MTLS092",
+        f"No TLS handshake with {_target(case)} completed and no rule explains why.",
+        evidence=[_ev(o, "outcome", f"{o.outcome.value} at {o.stage.value}"
+                      + (f": {o.local_error}" if o.local_error else ""))
+                  for o in obs_all] or [_ev(None, "observations", "none")],
+        remediation="Re-run with a capture (or --verbose) and inspect the local errors.",
+    )
