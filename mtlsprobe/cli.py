@@ -6,9 +6,7 @@ code; a traceback appears only with --debug. Reports go to stdout or, atomically
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,11 +14,11 @@ from typing import Any, TypeVar
 import click
 
 from mtlsprobe import __version__
+from mtlsprobe.atomic import write_atomic
 from mtlsprobe.errors import (
     EXIT_BUG,
     EXIT_INPUT,
     EXIT_USAGE,
-    InputError,
     MtlsprobeError,
 )
 from mtlsprobe.model import Report
@@ -107,23 +105,6 @@ def credential_options(fn: F) -> F:
         help="Agent certificate (PEM or DER; may hold intermediates after the leaf).",
     )(fn)
     return fn
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write text so readers see the old file or the whole new one, never half."""
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
-    except OSError as exc:
-        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def render(report: Report, fmt: str) -> str:
@@ -319,6 +300,7 @@ def probe(
     from mtlsprobe import expectations, pipeline
     from mtlsprobe.credentials import load_credentials, password_from
     from mtlsprobe.live.probe import ProbeOptions
+    from mtlsprobe.live.proxy import redact_url
     from mtlsprobe.presets import plan_targets
 
     if pkcs12 and (cert or key):
@@ -359,7 +341,7 @@ def probe(
         sniff_log=sniff_log,
     )
     results = pipeline.probe(list(plan.targets), options, expect)
-    from mtlsprobe.commands import trace as path_evidence
+    from mtlsprobe import path_evidence
 
     path_notes = list(sniff_log.notes)
     if trace_hops:
@@ -378,7 +360,7 @@ def probe(
         "baseline": str(baseline) if baseline else None,
         "agent_cert": agent_chain[0].sha256 if agent_chain else None,
         "agent_subject": agent_chain[0].subject if agent_chain else None,
-        "proxies": [_redact_url(p) for p in proxies],
+        "proxies": [redact_url(p) for p in proxies],
         "env_proxy": not no_env_proxy,
         "direct": not no_direct,
         "sni": sni,
@@ -400,22 +382,6 @@ def probe(
         write_atomic(save_baseline, dumps(report) + "\n")
     emit(report, fmt, output)
     sys.exit(report.exit_code)
-
-
-def _redact_url(url: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable proxy URL>"
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = host + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 @main.command()

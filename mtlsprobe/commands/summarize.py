@@ -13,7 +13,8 @@ from pathlib import Path
 
 import click
 
-from mtlsprobe.cli import EXIT_CODES_HELP, write_atomic
+from mtlsprobe.atomic import write_atomic
+from mtlsprobe.cli import EXIT_CODES_HELP
 
 SUMMARY_HELP = """\b
 An agent is a hostname; its verdict is the worst over its newest result per
