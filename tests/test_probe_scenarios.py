@@ -395,3 +395,17 @@ def test_lb_cookie_names_the_load_balancer(
     assert result.verdict is Verdict.TERMINATED_BY_LB
     assert "MTLS018" in ids(result)
     assert result.product and "F5" in result.product
+
+
+@pytest.mark.parametrize(
+    "suite", ["TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"]
+)
+def test_every_tls13_aead_is_decrypted_live(make_openssl_server, pinned, suite):
+    """The encrypted CertificateRequest is read whichever AEAD the server picks."""
+    server = make_openssl_server(tls="TLSv1.3", extra_args=("-ciphersuites", suite))
+    result = only(probe(server.address, pinned, repeat=1))
+    tls13 = [o for o in result.observations if o.version == "TLSv1.3"]
+    assert tls13 and all(o.cipher_suite == suite for o in tls13)
+    assert all(o.decrypted and o.cert_request.seen is Seen.YES for o in tls13)
+    names = {a for o in tls13 for a in o.cert_request.authorities}
+    assert any("CN=mtlsprobe Test Client CA" in a for a in names)
