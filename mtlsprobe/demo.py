@@ -7,9 +7,11 @@ returning; the only network traffic is to 127.0.0.1.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 
 from mtlsprobe import pipeline
 from mtlsprobe.certs import cert_info, chain_pins
+from mtlsprobe.errors import EXIT_BUG, EXIT_PASS
 from mtlsprobe.model import CaseResult, Endpoint, Expectations, Report, Verdict
 from mtlsprobe.pki import CA
 
@@ -89,7 +91,14 @@ def run_demo(timeout: float = 5.0) -> tuple[Report, bool]:
         "relay, through a re-signing intercepting proxy, and through a TLS-terminating "
         "proxy that holds a certificate from the server's own root.",
     )
-    return pipeline.make_report("demo", results, inputs, notes), ok
+    outcome = (
+        "demo: every path got the verdict it should (direct and relay pass; the intercepting "
+        "proxy is inspected; the terminating proxy is terminated_by_lb), so the demo exits 0"
+        if ok else "demo: a path did not get its expected verdict (this is a bug)"
+    )
+    report = pipeline.make_report("demo", results, inputs, (*notes, outcome))
+    # The report's exit code is the command's: 0 when the story came out as it should.
+    return replace(report, exit_code=EXIT_PASS if ok else EXIT_BUG), ok
 
 
 def _expected(result: CaseResult) -> bool:

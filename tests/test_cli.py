@@ -227,6 +227,7 @@ def test_demo_runs_fast_and_leaves_nothing_behind(tmp_path):
         "demo:terminating-proxy": "terminated_by_lb",
     }
     jsonschema.validate(report, SCHEMA)
+    assert report["exit_code"] == 0  # the report says what the command exits with
     assert list(tmp_path.iterdir()) == []  # no key log, no temp file left behind
 
 
