@@ -110,24 +110,14 @@ def decode(linktype: int, frame: bytes, skipped: dict[str, int] | None = None) -
             if off + 6 + length < len(frame):  # like tshark: the PPPoE length bounds the packet
                 frame = frame[: off + 6 + length]  # (Ethernet padding is not IP payload)
             off += 8
-        if etype == ETH_IPV4:
-            return _ipv4_tcp(frame, off, skipped)
-        if etype == ETH_IPV6:
-            return _ipv6_tcp(frame, off, skipped)
-        _count(skipped, "not IP")
-        return None
+        return _by_ethertype(etype, frame, off, skipped)
     if linktype in (SLL, SLL2):
         off = 16 if linktype == SLL else 20
         if len(frame) < off:
             _count(skipped, "short frame")
             return None
         (etype,) = _u16(frame, 14 if linktype == SLL else 0)
-        if etype == ETH_IPV4:
-            return _ipv4_tcp(frame, off, skipped)
-        if etype == ETH_IPV6:
-            return _ipv6_tcp(frame, off, skipped)
-        _count(skipped, "not IP")
-        return None
+        return _by_ethertype(etype, frame, off, skipped)
     if linktype in RAW_TYPES:
         off = 4 if linktype in (NULL, LOOP) else 0
         if len(frame) <= off:
@@ -143,6 +133,18 @@ def decode(linktype: int, frame: bytes, skipped: dict[str, int] | None = None) -
         _count(skipped, "not IP")
         return None
     _count(skipped, f"unsupported link type {linktype}")
+    return None
+
+
+def _by_ethertype(
+    etype: int, frame: bytes, off: int, skipped: dict[str, int] | None
+) -> TcpSegment | None:
+    """IPv4 or IPv6 at `off`, by the link layer's EtherType; anything else is counted."""
+    if etype == ETH_IPV4:
+        return _ipv4_tcp(frame, off, skipped)
+    if etype == ETH_IPV6:
+        return _ipv6_tcp(frame, off, skipped)
+    _count(skipped, "not IP")
     return None
 
 

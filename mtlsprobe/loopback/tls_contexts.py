@@ -38,6 +38,15 @@ def load_identity(ctx: ssl.SSLContext, identity: pki.Issued) -> None:
         ctx.load_cert_chain(path)
 
 
+def set_versions(ctx: ssl.SSLContext, min_version: str | None, max_version: str | None) -> None:
+    """Bound `ctx` to "TLSv1.2"/"TLSv1.3" names (None leaves the library default)."""
+    lo, hi = tls_version(min_version), tls_version(max_version)
+    if lo is not None:
+        ctx.minimum_version = lo
+    if hi is not None:
+        ctx.maximum_version = hi
+
+
 def server_context(
     identity: pki.Issued,
     *,
@@ -55,11 +64,7 @@ def server_context(
         raise ValueError(f"verify must be one of {list(modes)}, not {verify!r}")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     load_identity(ctx, identity)
-    lo, hi = tls_version(min_version), tls_version(max_version)
-    if lo is not None:
-        ctx.minimum_version = lo
-    if hi is not None:
-        ctx.maximum_version = hi
+    set_versions(ctx, min_version, max_version)
     if client_ca is not None:
         ctx.load_verify_locations(cadata=client_ca.cert_pem.decode())
     elif verify != "none":
@@ -88,9 +93,5 @@ def client_context(
         ctx.verify_mode = ssl.CERT_NONE
     if identity is not None:
         load_identity(ctx, identity)
-    lo, hi = tls_version(min_version), tls_version(max_version)
-    if lo is not None:
-        ctx.minimum_version = lo
-    if hi is not None:
-        ctx.maximum_version = hi
+    set_versions(ctx, min_version, max_version)
     return ctx
