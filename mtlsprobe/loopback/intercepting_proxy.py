@@ -24,10 +24,10 @@ from mtlsprobe.loopback.proxy_protocol import (
     read_head,
     response,
 )
-from mtlsprobe.loopback.relay import FlowSeen, error_text
+from mtlsprobe.loopback.relay import FlowSeen
 from mtlsprobe.loopback.tcp_service import TcpService
 from mtlsprobe.loopback.tls_contexts import client_context, load_identity
-from mtlsprobe.loopback.upstream import bridge_tls, close_quietly
+from mtlsprobe.loopback.upstream import accept_tls, bridge_tls, close_quietly
 
 PRODUCT = "mtlsprobe Demo Inspection"
 
@@ -107,17 +107,10 @@ class InterceptingProxy(TcpService):
             if target is None:
                 return
             flow.target = target
-            client = self.context_for(target[0]).wrap_socket(
-                sock, server_side=True, do_handshake_on_connect=False
-            )
-            client._mtlsprobe_default = target[0]  # type: ignore[attr-defined]
-            self.track(client)
-            try:
-                client.do_handshake()
-            except (OSError, ValueError) as exc:
-                flow.client_error = error_text(exc)
+            client = accept_tls(self, sock, self.context_for(target[0]), flow,
+                                default_name=target[0])
+            if client is None:
                 return
-            flow.sni = getattr(client, "_mtlsprobe_sni", None)
             name = flow.sni or (None if _is_ip(target[0]) else target[0])
             up = bridge_tls(self, client, flow, target, self._upstream_context(), name, PRODUCT)
         finally:

@@ -14,10 +14,10 @@ from __future__ import annotations
 import socket
 
 from mtlsprobe import pki
-from mtlsprobe.loopback.relay import FlowSeen, error_text
+from mtlsprobe.loopback.relay import FlowSeen
 from mtlsprobe.loopback.tcp_service import TcpService
 from mtlsprobe.loopback.tls_contexts import client_context, server_context
-from mtlsprobe.loopback.upstream import bridge_tls, close_quietly
+from mtlsprobe.loopback.upstream import accept_tls, bridge_tls, close_quietly
 
 PRODUCT = "mtlsprobe-lb"
 
@@ -70,14 +70,9 @@ class TerminatingProxy(TcpService):
         flow = FlowSeen(peer=(peer[0], peer[1]), target=self.upstream)
         client = up = None
         try:
-            client = self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-            self.track(client)
-            try:
-                client.do_handshake()
-            except (OSError, ValueError) as exc:
-                flow.client_error = error_text(exc)
+            client = accept_tls(self, sock, self.context, flow)
+            if client is None:
                 return
-            flow.sni = getattr(client, "_mtlsprobe_sni", None)
             cookie = self.lb_cookie
             up = bridge_tls(
                 self, client, flow, self.upstream, self._up_ctx,

@@ -86,6 +86,34 @@ def answer_bad_gateway(sock: socket.socket, product: str, what: str, exc_text: s
         )
 
 
+def accept_tls(
+    service: TcpService,
+    sock: socket.socket,
+    context: ssl.SSLContext,
+    flow: FlowSeen,
+    *,
+    default_name: str | None = None,
+) -> ssl.SSLSocket | None:
+    """A terminating middlebox's first half: the client's TLS handshake, ended here.
+
+    Records the SNI the client sent (the contexts' sni_callback stores it on the socket) or
+    the handshake error in `flow`; returns None when the handshake failed.
+    `default_name` is the name to mint for when the client sends no SNI.
+    """
+    client = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+    if default_name is not None:
+        client._mtlsprobe_default = default_name  # type: ignore[attr-defined]
+    service.track(client)
+    try:
+        client.do_handshake()
+    except (OSError, ValueError) as exc:
+        flow.client_error = error_text(exc)
+        close_quietly(service, client)
+        return None
+    flow.sni = getattr(client, "_mtlsprobe_sni", None)
+    return client
+
+
 def bridge_tls(
     service: TcpService,
     client: ssl.SSLSocket,
@@ -123,6 +151,7 @@ def bridge_tls(
 
 
 __all__ = [
+    "accept_tls",
     "answer_bad_gateway",
     "bridge_tls",
     "close_quietly",
