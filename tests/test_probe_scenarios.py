@@ -359,16 +359,9 @@ class RoundRobinRelay(TcpRelay):
         self._next: Callable[[], tuple[str, int]] = itertools.cycle(upstreams).__next__
         self._lock = threading.Lock()
 
-    def handle(self, sock: socket.socket, peer: tuple) -> None:
+    def pick_upstream(self) -> tuple[str, int]:
         with self._lock:
-            upstream = self._next()
-        TcpRelay(upstream).handle.__func__(self._with(upstream), sock, peer)  # type: ignore
-
-    def _with(self, upstream: tuple[str, int]) -> TcpRelay:
-        clone = object.__new__(type(self))
-        clone.__dict__.update(self.__dict__)
-        clone.upstream = upstream
-        return clone
+            return self._next()
 
 
 def test_chain_changing_between_repeats_is_caught(

@@ -21,11 +21,16 @@ class TcpRelay(TcpService):
         super().__init__(host, port)
         self.upstream = upstream
 
+    def pick_upstream(self) -> tuple[str, int]:
+        """Where the next connection goes (a pool overrides this)."""
+        return self.upstream
+
     def handle(self, sock: socket.socket, peer: tuple) -> None:
-        flow = FlowSeen(peer=(peer[0], peer[1]), target=self.upstream)
+        upstream = self.pick_upstream()
+        flow = FlowSeen(peer=(peer[0], peer[1]), target=upstream)
         up = None
         try:
-            up = connect_tcp(self, self.upstream)
+            up = connect_tcp(self, upstream)
             result = pump(sock, up, stopping=lambda: self.stopping)
             flow.bytes_up, flow.bytes_down = result.bytes_up, result.bytes_down
             flow.client_error, flow.upstream_error = result.client_error, result.upstream_error
