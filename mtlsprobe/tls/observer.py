@@ -671,8 +671,19 @@ class Observer:
 
     # --- result -------------------------------------------------------------------------
 
-    def close(self, transcript: Transcript) -> Observation:
-        """The Observation for everything fed so far. Never raises on network bytes."""
+    def close(
+        self, transcript: Transcript, *, first_client_at: float | None = None
+    ) -> Observation:
+        """The Observation for everything fed so far. Never raises on network bytes.
+
+        ``transcript`` gives the connection's metadata; its chunks are not read again.
+        ``first_client_at``: seconds from the first packet to the client's first bytes
+        (default: from ``transcript.chunks``), for telling an unanswered hello.
+        """
+        if first_client_at is None:
+            first_client_at = next(
+                (c.at for c in transcript.chunks if c.direction is Direction.C2S), None
+            )
         for side in self.sides.values():
             if side.dead is None and side.splitter.incomplete:
                 self.note(
@@ -689,7 +700,7 @@ class Observer:
         server_chain, server_seen = self._server_chain()
         cert_request = self._cert_request_info()
         client_chain, client_seen = self._client_chain(cert_request.seen)
-        outcome = self._outcome(transcript)
+        outcome = self._outcome(transcript, first_client_at)
         http = transcript.http if transcript.http is not None else self._http_exchange()
         alpn = None
         if sh is not None:
@@ -809,7 +820,7 @@ class Observer:
             return Seen.UNKNOWN  # a later part of the stream was not walked
         return Seen.NO
 
-    def _outcome(self, t: Transcript) -> Outcome:
+    def _outcome(self, t: Transcript, first_client_at: float | None) -> Outcome:
         client, server = self.sides[Direction.C2S], self.sides[Direction.S2C]
         if self.not_tls is not None:
             return Outcome.NOT_TLS
@@ -828,7 +839,9 @@ class Observer:
                 return Outcome.INCOMPLETE
             if t.end in (StreamEnd.RST, StreamEnd.FIN):
                 return Outcome.ABORTED
-            if t.end in (StreamEnd.TIMEOUT, StreamEnd.CLOSED_BY_US) or _hello_ignored(t):
+            if t.end in (StreamEnd.TIMEOUT, StreamEnd.CLOSED_BY_US) or _hello_ignored(
+                t, first_client_at
+            ):
                 return Outcome.NO_ANSWER
             return Outcome.INCOMPLETE
         if t.gaps or any(s.dead == "gap" for s in self.sides.values()):
@@ -883,7 +896,7 @@ def _plain_alert(payload: bytes) -> bool:
 _SYN_RTO = 1.0
 
 
-def _hello_ignored(t: Transcript) -> bool:
+def _hello_ignored(t: Transcript, first: float | None) -> bool:
     """A capture that ended with the client's hello retransmitted and no segment at all
     from the server after its SYN-ACK: the hello went unanswered (dropped on the path).
 
@@ -897,7 +910,6 @@ def _hello_ignored(t: Transcript) -> bool:
         return False
     if tcp.retransmissions == 0 or tcp.server_ttls or tcp.rst_from or tcp.synack_ttl is None:
         return False
-    first = next((c.at for c in t.chunks if c.direction is Direction.C2S), None)
     return first is not None and first < _SYN_RTO
 
 
