@@ -1,11 +1,19 @@
-"""Record a large capture of real TLS traffic on loopback, for bench/analyze_vs_tshark.py.
+"""Record a large capture of real TLS traffic, for bench/analyze_vs_tshark.py.
 
 Usage:
     python bench/make_big_capture.py [--handshakes 22000] [--bulk 16] [--bulk-mb 64]
-                                     [--out bench/out/loopback.pcap]
+                                     [--ethernet] [--bulk-pace 0.008] [--out FILE]
 
-Writes OUT (pcap, via ``tcpdump -i lo``) and OUT.keys (the clients' NSS key log, 0600).
-Five Python ``ssl`` servers on 127.0.0.1 (TLS 1.3 / TLS 1.2, without and with a required
+Writes OUT (pcap) and OUT.keys (the clients' NSS key log, 0600). By default the traffic runs
+on 127.0.0.1 and is recorded by ``tcpdump -i lo`` into bench/out/loopback.pcap: loopback's
+MTU is 65536 and GSO is on, so bulk data travels in ~64 KB segments (few, large packets).
+``--ethernet`` (root; needs ``ip`` and ``ethtool``) records a capture with real-network
+packet sizes instead, into bench/out/ethernet.pcap: servers and clients run in two network
+namespaces this script creates (``mtlsbench-srv`` 10.203.0.1/30, ``mtlsbench-cli``
+10.203.0.2/30) joined by a veth pair with MTU 1500 and TSO/GSO/GRO off, and tcpdump listens
+on the server's veth, so the file is Ethernet frames of at most 1514 bytes (checked after
+recording). The namespaces are removed on every exit path; no traffic leaves them.
+Five Python ``ssl`` servers (TLS 1.3 / TLS 1.2, without and with a required
 client certificate, and one that asks but does not require), two client processes doing
 ``--handshakes`` short connections between them (with and without a client certificate;
 a required certificate that is missing ends in an alert), then ``--bulk`` connections that
@@ -16,10 +24,13 @@ The test PKI is made on the fly and lives only in a private temp dir.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import multiprocessing as mp
 import os
 import re
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -27,6 +38,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -34,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mtlsprobe import pki
 
 OUT = Path(__file__).resolve().parent / "out" / "loopback.pcap"
+ETHERNET_OUT = OUT.with_name("ethernet.pcap")
 # name -> (TLS version, client certificate mode)
 SERVERS = {
     "tls13": (ssl.TLSVersion.TLSv1_3, ssl.CERT_NONE),
@@ -45,6 +59,7 @@ SERVERS = {
 RESPONSE = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"
 BULK_BLOCK = os.urandom(1 << 20)
 BULK_PACE = 0.008  # seconds between 1 MiB blocks: ~125 MB/s per bulk connection
+ETHERNET_MAX_FRAME = 1514  # MTU 1500 plus the 14-byte Ethernet header
 
 
 def make_pki(tmp: Path) -> dict[str, Path]:
@@ -65,10 +80,99 @@ def make_pki(tmp: Path) -> dict[str, Path]:
     return out
 
 
+# --- network ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Net:
+    """Where the servers listen, and where tcpdump records them."""
+
+    server_ip: str = "127.0.0.1"
+    interface: str = "lo"
+    server_ns: str | None = None  # network namespace of the servers and of tcpdump
+    client_ns: str | None = None
+
+
+LOOPBACK = Net()
+ETHERNET = Net("10.203.0.1", "mtlsb-srv", "mtlsbench-srv", "mtlsbench-cli")
+_ETHERNET_CLIENT = ("10.203.0.2", "mtlsb-cli")
+_CLONE_NEWNET = 0x40000000
+
+
+def _run(*argv: str) -> None:
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed: {proc.stderr.strip()}")
+
+
+def enter_netns(name: str | None) -> None:
+    """Move the calling (single-threaded, freshly forked) process into namespace NAME."""
+    if name is None:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(f"/var/run/netns/{name}", os.O_RDONLY)
+    try:
+        if libc.setns(fd, _CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns({name}): {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def ethernet_link(net: Net) -> Iterator[None]:
+    """Two namespaces joined by an MTU-1500 veth pair without segmentation offloads."""
+    assert net.server_ns and net.client_ns
+    for tool in ("ip", "ethtool"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"--ethernet needs {tool} (apt-get install iproute2 ethtool)")
+    existing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    for ns in (net.server_ns, net.client_ns):
+        if re.search(rf"^{re.escape(ns)}(\s|$)", existing, re.M):
+            raise SystemExit(f"network namespace {ns} exists (another run, or a killed one: "
+                             f"ip netns del {ns})")
+    client_ip, client_if = _ETHERNET_CLIENT
+    created: list[str] = []
+    try:
+        for ns in (net.server_ns, net.client_ns):
+            _run("ip", "netns", "add", ns)
+            created.append(ns)
+        _run("ip", "-n", net.server_ns, "link", "add", net.interface, "mtu", "1500",
+             "type", "veth", "peer", "name", client_if, "mtu", "1500", "netns", net.client_ns)
+        for ns, ifname, ip in ((net.server_ns, net.interface, net.server_ip),
+                               (net.client_ns, client_if, client_ip)):
+            _run("ip", "netns", "exec", ns, "ethtool", "-K", ifname,
+                 "tso", "off", "gso", "off", "gro", "off")
+            _run("ip", "-n", ns, "addr", "add", f"{ip}/30", "dev", ifname)
+            _run("ip", "-n", ns, "link", "set", ifname, "up")
+        yield
+    finally:
+        for ns in reversed(created):  # deleting a namespace also deletes its end of the veth
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def largest_frame(pcap: Path) -> tuple[int, int, int]:
+    """(link type, packet count, largest original frame length) of a classic pcap file."""
+    with pcap.open("rb") as f:
+        head = f.read(24)
+        endian = {b"\xd4\xc3\xb2\xa1": "<", b"\x4d\x3c\xb2\xa1": "<",
+                  b"\xa1\xb2\xc3\xd4": ">", b"\xa1\xb2\x3c\x4d": ">"}.get(head[:4])
+        if endian is None:
+            raise SystemExit(f"{pcap}: not a classic pcap file")
+        linktype = int.from_bytes(head[20:24], "little" if endian == "<" else "big")
+        count = largest = 0
+        order = "little" if endian == "<" else "big"
+        while len(rec := f.read(16)) == 16:
+            count += 1
+            largest = max(largest, int.from_bytes(rec[12:16], order))
+            f.seek(int.from_bytes(rec[8:12], order), os.SEEK_CUR)
+    return linktype, count, largest
+
+
 # --- servers ------------------------------------------------------------------------
 
 
-def _serve_one(ctx: ssl.SSLContext, conn: socket.socket) -> None:
+def _serve_one(ctx: ssl.SSLContext, conn: socket.socket, pace: float) -> None:
     try:
         with ctx.wrap_socket(conn, server_side=True) as tls:
             request = tls.recv(64)
@@ -78,7 +182,7 @@ def _serve_one(ctx: ssl.SSLContext, conn: socket.socket) -> None:
                 while sent < size:
                     tls.sendall(BULK_BLOCK[: min(len(BULK_BLOCK), size - sent)])
                     sent += len(BULK_BLOCK)
-                    time.sleep(BULK_PACE)  # keep tcpdump from dropping loopback packets
+                    time.sleep(pace)  # keep tcpdump from dropping packets
             else:
                 tls.sendall(RESPONSE)
     except (OSError, ssl.SSLError):
@@ -87,7 +191,8 @@ def _serve_one(ctx: ssl.SSLContext, conn: socket.socket) -> None:
         conn.close()
 
 
-def _listener(name: str, files: dict[str, Path], ready: mp.Queue) -> None:
+def _listener(name: str, files: dict[str, Path], ready: mp.Queue, host: str,
+              pace: float) -> None:
     version, mode = SERVERS[name]
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(files["server"], files["server_key"])
@@ -96,16 +201,19 @@ def _listener(name: str, files: dict[str, Path], ready: mp.Queue) -> None:
     ctx.verify_mode = mode
     if mode != ssl.CERT_NONE:
         ctx.load_verify_locations(files["ca"])
-    sock = socket.create_server(("127.0.0.1", 0), backlog=512)
+    sock = socket.create_server((host, 0), backlog=512)
     ready.put((name, sock.getsockname()[1]))
     while True:
         conn, _ = sock.accept()
-        threading.Thread(target=_serve_one, args=(ctx, conn), daemon=True).start()
+        threading.Thread(target=_serve_one, args=(ctx, conn, pace), daemon=True).start()
 
 
-def server_process(files: dict[str, Path], ready: mp.Queue) -> None:
+def server_process(files: dict[str, Path], ready: mp.Queue, net: Net, pace: float) -> None:
+    enter_netns(net.server_ns)  # before any thread: threads inherit the namespace
     threads = [
-        threading.Thread(target=_listener, args=(n, files, ready), daemon=True) for n in SERVERS
+        threading.Thread(target=_listener, args=(n, files, ready, net.server_ip, pace),
+                         daemon=True)
+        for n in SERVERS
     ]
     for t in threads:
         t.start()
@@ -130,8 +238,9 @@ def _client_ctx(files: dict[str, Path], keylog: Path, cert: bool,
 
 
 def client_process(worker: int, jobs: list[tuple[str, int, bool, int]],
-                   files: dict[str, Path], keylog: Path, done: mp.Queue) -> None:
+                   files: dict[str, Path], keylog: Path, done: mp.Queue, net: Net) -> None:
     """jobs: (server name, port, with client cert, bulk bytes or 0)."""
+    enter_netns(net.client_ns)
     contexts: dict[tuple[bool, str], ssl.SSLContext] = {}
     ok = failed = 0
     for i, (name, port, cert, bulk) in enumerate(jobs):
@@ -143,7 +252,7 @@ def client_process(worker: int, jobs: list[tuple[str, int, bool, int]],
         try:
             request = f"BULK {bulk}\r\n".encode() if bulk else b"GET / HTTP/1.0\r\n\r\n"
             with (
-                socket.create_connection(("127.0.0.1", port)) as raw,
+                socket.create_connection((net.server_ip, port)) as raw,
                 contexts[key].wrap_socket(raw, server_hostname=sni) as tls,
             ):
                 tls.sendall(request)
@@ -158,21 +267,24 @@ def client_process(worker: int, jobs: list[tuple[str, int, bool, int]],
 # --- capture ------------------------------------------------------------------------
 
 
-def record(out: Path, handshakes: int, bulk: int, bulk_mb: int, workers: int = 2) -> None:
+def record(out: Path, handshakes: int, bulk: int, bulk_mb: int, workers: int = 2,
+           net: Net = LOOPBACK, pace: float = BULK_PACE) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="mtlsprobe-bigcap-"))
     tmp.chmod(0o700)
     server = tcpdump = None
+    procs: list[mp.Process] = []
+    partial = out.with_suffix(".partial")
     try:
         files = make_pki(tmp)
         ready: mp.Queue = mp.Queue()
-        server = mp.Process(target=server_process, args=(files, ready), daemon=True)
+        server = mp.Process(target=server_process, args=(files, ready, net, pace), daemon=True)
         server.start()
         ports = dict(ready.get(timeout=30) for _ in SERVERS)
-        partial = out.with_suffix(".partial")
+        in_ns = ["ip", "netns", "exec", net.server_ns] if net.server_ns else []
         tcpdump = subprocess.Popen(
-            ["tcpdump", "-i", "lo", "-s", "0", "-B", str(256 * 1024), "--immediate-mode",
-             "-w", str(partial),
+            [*in_ns, "tcpdump", "-i", net.interface, "-s", "0", "-B", str(256 * 1024),
+             "--immediate-mode", "-w", str(partial),
              " or ".join(f"tcp port {p}" for p in ports.values())],
             stderr=subprocess.PIPE, text=True,
         )
@@ -197,7 +309,7 @@ def record(out: Path, handshakes: int, bulk: int, bulk_mb: int, workers: int = 2
         done: mp.Queue = mp.Queue()
         start = time.perf_counter()
         procs = [
-            mp.Process(target=client_process, args=(w, jobs[w], files, keylogs[w], done))
+            mp.Process(target=client_process, args=(w, jobs[w], files, keylogs[w], done, net))
             for w in range(workers)
         ]
         for p in procs:
@@ -215,12 +327,19 @@ def record(out: Path, handshakes: int, bulk: int, bulk_mb: int, workers: int = 2
         while partial.stat().st_size != size:
             size = partial.stat().st_size
             time.sleep(2.0)
-        tcpdump.send_signal(2)
+        tcpdump.send_signal(signal.SIGINT)
         _, err = tcpdump.communicate(timeout=60)
         dropped = re.search(r"(\d+) packets? dropped by kernel", err)
         print(err.strip(), file=sys.stderr)
         if dropped is None or int(dropped.group(1)) != 0:
             raise SystemExit(f"tcpdump dropped packets: {err.strip()}")
+        if net.server_ns:
+            linktype, count, largest = largest_frame(partial)
+            print(f"link type {linktype}, {count} frames, largest {largest} bytes",
+                  file=sys.stderr)
+            if linktype != 1 or largest > ETHERNET_MAX_FRAME:
+                raise SystemExit(f"not an Ethernet capture with frames <= {ETHERNET_MAX_FRAME} "
+                                 f"bytes: link type {linktype}, largest frame {largest}")
         keys = out.with_name(out.name + ".keys")
         with keys.open("w") as f:
             keys.chmod(0o600)
@@ -232,10 +351,16 @@ def record(out: Path, handshakes: int, bulk: int, bulk_mb: int, workers: int = 2
         if tcpdump is not None and tcpdump.poll() is None:
             tcpdump.kill()
             tcpdump.wait()
-        if server is not None:
-            server.kill()
-            server.join()
+        for p in [*procs, server]:
+            if p is not None and p.is_alive():
+                p.kill()
+                p.join()
+        partial.unlink(missing_ok=True)  # only left on failure: never a half capture as OUT
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _terminate_as_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM/SIGHUP unwind like Ctrl-C: every finally runs
 
 
 def main() -> None:
@@ -243,9 +368,18 @@ def main() -> None:
     ap.add_argument("--handshakes", type=int, default=22000)
     ap.add_argument("--bulk", type=int, default=16)
     ap.add_argument("--bulk-mb", type=int, default=64)
-    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--ethernet", action="store_true",
+                    help="MTU-1500 veth between two network namespaces instead of loopback")
+    ap.add_argument("--bulk-pace", type=float, default=BULK_PACE,
+                    help="seconds between 1 MiB bulk blocks (raise it if tcpdump drops packets)")
+    ap.add_argument("--out", type=Path, help=f"default {OUT} ({ETHERNET_OUT} with --ethernet)")
     args = ap.parse_args()
-    record(args.out, args.handshakes, args.bulk, args.bulk_mb)
+    out = args.out or (ETHERNET_OUT if args.ethernet else OUT)
+    net = ETHERNET if args.ethernet else LOOPBACK
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _terminate_as_interrupt)
+    with ethernet_link(net) if args.ethernet else contextlib.nullcontext():
+        record(out, args.handshakes, args.bulk, args.bulk_mb, net=net, pace=args.bulk_pace)
 
 
 if __name__ == "__main__":
