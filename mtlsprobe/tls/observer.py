@@ -28,7 +28,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 from mtlsprobe.certs import CertError, cert_info
 from mtlsprobe.model import (
@@ -111,6 +110,13 @@ LETTERS = {
     HandshakeType.CERTIFICATE_STATUS: "u",
     HandshakeType.KEY_UPDATE: "m",
 }
+# Content types as plain ints: compared for every record (an IntEnum attribute lookup each
+# time was measurable).
+_APPLICATION_DATA = int(ContentType.APPLICATION_DATA)
+_HANDSHAKE = int(ContentType.HANDSHAKE)
+_CHANGE_CIPHER_SPEC = int(ContentType.CHANGE_CIPHER_SPEC)
+_ALERT = int(ContentType.ALERT)
+_HEARTBEAT = int(ContentType.HEARTBEAT)
 _NON_FATAL_13 = frozenset({AlertDescription.close_notify, AlertDescription.user_canceled})
 # DER -> CertInfo. The same few certificates recur across thousands of connections in a
 # capture; CertInfo is frozen, so observations can share one. Bounded: cleared when full.
@@ -132,39 +138,69 @@ def _who(direction: Direction) -> str:
     return "client" if direction is Direction.C2S else "server"
 
 
-@dataclass(eq=False)
 class _Side:
-    """Parsing state of one direction."""
+    """Parsing state of one direction. A __slots__ class built by hand: two per connection,
+    and a dataclass with default factories cost several times more to construct."""
 
-    direction: Direction
-    splitter: RecordSplitter = field(default_factory=RecordSplitter)
-    assembler: HandshakeAssembler = field(default_factory=HandshakeAssembler)
-    head: bytearray = field(default_factory=bytearray)  # first bytes, for "not TLS" notes
-    bytes: int = 0
-    records: int = 0
-    dead: str | None = None  # why parsing stopped (gap, framing lost)
-    dead_at_start: bool = False
-    gap_after_handshake: bool = False
-    ccs: bool = False  # TLS 1.2: ChangeCipherSpec sent, later records are encrypted
-    blind_ccs: bool = False  # CCS sent before any ServerHello was seen (see _record)
-    finished: bool = False  # Finished of the first handshake seen (or inferred)
-    finished_inferred: bool = False
-    dec: Tls13Decryptor | Tls12Decryptor | None = None
-    next_dec: Tls13Decryptor | None = None  # TLS 1.3: the application-traffic key
-    app_secret: bytes | None = None
-    after_done: int = 0  # records since the handshake completed
-    app_data: bool = False  # application data after the handshake (maybe, if not decrypted)
-    opaque_after_hello: int = 0
-    alert_shaped_last: bool = False  # the last record was an undecrypted alert-shaped one
-    decrypt_failed: bool = False
-    # set once: read several times per record, where a property call was measurable
-    client: bool = field(init=False)
+    __slots__ = (
+        "after_done",
+        "alert_shaped_last",
+        "app_data",
+        "app_secret",
+        "assembler",
+        "blind_ccs",
+        "bytes",
+        "ccs",
+        "client",
+        "dead",
+        "dead_at_start",
+        "dec",
+        "decrypt_failed",
+        "direction",
+        "finished",
+        "finished_inferred",
+        "gap_after_handshake",
+        "head",
+        "letters",
+        "next_dec",
+        "opaque_after_hello",
+        "records",
+        "splitter",
+    )
 
-    def __post_init__(self) -> None:
-        self.client = self.direction is Direction.C2S
+    def __init__(self, direction: Direction) -> None:
+        self.direction = direction
+        self.client = direction is Direction.C2S
+        # history letter per lower-case letter: UPPER case for the client (see _add)
+        self.letters = _CLIENT_LETTERS if self.client else _SERVER_LETTERS
+        self.splitter = RecordSplitter()
+        self.assembler = HandshakeAssembler()
+        self.head = bytearray()  # first bytes, for "not TLS" notes
+        self.bytes = 0
+        self.records = 0
+        self.dead: str | None = None  # why parsing stopped (gap, framing lost)
+        self.dead_at_start = False
+        self.gap_after_handshake = False
+        self.ccs = False  # TLS 1.2: ChangeCipherSpec sent, later records are encrypted
+        self.blind_ccs = False  # CCS sent before any ServerHello was seen (see _record)
+        self.finished = False  # Finished of the first handshake seen (or inferred)
+        self.finished_inferred = False
+        self.dec: Tls13Decryptor | Tls12Decryptor | None = None
+        self.next_dec: Tls13Decryptor | None = None  # TLS 1.3: the application-traffic key
+        self.app_secret: bytes | None = None
+        self.after_done = 0  # records since the handshake completed
+        self.app_data = False  # application data after the handshake (maybe, if not decrypted)
+        self.opaque_after_hello = 0
+        self.alert_shaped_last = False  # the last record was an undecrypted alert-shaped one
+        self.decrypt_failed = False
 
     def letter(self, lower: str) -> str:
-        return lower.upper() if self.client else lower
+        return self.letters[lower]
+
+
+_LOWER = "csjoxkrnygfthuzmildeb"
+_CLIENT_LETTERS = {c: c.upper() for c in _LOWER}
+_SERVER_LETTERS = {c: c for c in _LOWER}
 
 
 class Observer:
@@ -174,7 +210,13 @@ class Observer:
         if isinstance(keylog, str):
             keylog = KeyLog.parse(keylog)
         self.keylog = keylog
-        self.sides = {d: _Side(d) for d in Direction}
+        self._client = _Side(Direction.C2S)
+        self._server = _Side(Direction.S2C)
+        self.sides = {Direction.C2S: self._client, Direction.S2C: self._server}
+        # Both kept as plain attributes, updated where their inputs change (_set_finished,
+        # _server_hello, the HelloRetryRequest): they are read several times per record.
+        self.handshake_done = False  # both sides' Finished seen (or inferred)
+        self.tls13 = False  # the ServerHello chose TLS 1.3 (before it: a HelloRetryRequest)
         self.notes: list[str] = []
         self._noted: set[str] = set()
         self.history: list[str] = []
@@ -204,16 +246,12 @@ class Observer:
 
     # --- public API -----------------------------------------------------------------
 
-    @property
-    def tls13(self) -> bool:
-        if self.sh is not None:
-            return self.sh.version == TLS13
-        return self.hello_retry
-
-    @property
-    def handshake_done(self) -> bool:
-        c, s = self.sides[Direction.C2S], self.sides[Direction.S2C]
-        return c.finished and s.finished
+    def _set_finished(self, side: _Side, *, inferred: bool = False) -> None:
+        """Mark one side's first-handshake Finished as seen (``inferred``: from shapes)."""
+        side.finished = True
+        if inferred:
+            side.finished_inferred = True
+        self.handshake_done = self._client.finished and self._server.finished
 
     def note(self, text: str) -> None:
         if text not in self._noted:
@@ -222,7 +260,7 @@ class Observer:
 
     def feed(self, direction: Direction, data: bytes | memoryview) -> None:
         """Consume bytes one side sent, in the order they were sent. Never raises."""
-        side = self.sides[direction]
+        side = self._client if direction is Direction.C2S else self._server
         side.bytes += len(data)
         if len(side.head) < 32:
             side.head += data[: 32 - len(side.head)]
@@ -233,12 +271,11 @@ class Observer:
         except DecodeError as exc:
             self._lose(side, exc)
             return
-        for rec in records:
-            try:
+        try:
+            for rec in records:
                 self._record(side, rec)
-            except DecodeError as exc:
-                self._lose(side, exc)
-                return
+        except DecodeError as exc:
+            self._lose(side, exc)
 
     def gap(self, direction: Direction, length: int, offset: int | None = None) -> None:
         """Bytes of one direction are missing: stop parsing it (framing is lost)."""
@@ -279,7 +316,7 @@ class Observer:
         self.note(f"{_who(side.direction)} stream unreadable from here: {exc}")
 
     def _add(self, side: _Side, lower: str, *, collapse: bool = False) -> None:
-        letter = side.letter(lower)
+        letter = side.letters[lower]
         if collapse and self.history and self.history[-1] == letter:
             return
         self.history.append(letter)
@@ -287,34 +324,19 @@ class Observer:
     def _record(self, side: _Side, rec: Record) -> None:
         side.records += 1
         done = self.handshake_done
-        over_budget = False
         if done:
             side.after_done += 1
             if side.after_done > POST_HANDSHAKE_RECORDS:
-                over_budget = True
                 side.splitter.keep = _LATE_KEEP
+                if rec.content_type == _APPLICATION_DATA:
+                    side.alert_shaped_last = False
+                    self._count_only(side)
+                    return
         ctype = rec.content_type
         side.alert_shaped_last = False
-        if ctype == ContentType.APPLICATION_DATA:
-            if over_budget:
-                self._count_only(side)
-            else:
-                self._application_record(side, rec, done)
-        elif ctype == ContentType.CHANGE_CIPHER_SPEC:
-            self._add(side, "i")
-            self._change_cipher_spec(side)
-        elif ctype == ContentType.ALERT:
-            if side.ccs and not self.tls13:
-                plain = self._open12(side, rec)
-                if plain is None:
-                    self._alert(side, None, decrypted=False)
-                else:
-                    self._alert(side, plain, decrypted=True)
-            elif side.blind_ccs and not _plain_alert(rec.payload):
-                self._alert(side, None, decrypted=False)
-            else:
-                self._alert(side, rec.payload, decrypted=False)
-        elif ctype == ContentType.HANDSHAKE:
+        if ctype == _APPLICATION_DATA:
+            self._application_record(side, rec, done)
+        elif ctype == _HANDSHAKE:
             if side.ccs and not self.tls13:
                 plain = self._open12(side, rec)
                 if plain is None:
@@ -326,7 +348,21 @@ class Observer:
             else:
                 side.blind_ccs = False
                 self._handshake_bytes(side, rec.payload)
-        elif ctype == ContentType.HEARTBEAT:
+        elif ctype == _CHANGE_CIPHER_SPEC:
+            self._add(side, "i")
+            self._change_cipher_spec(side)
+        elif ctype == _ALERT:
+            if side.ccs and not self.tls13:
+                plain = self._open12(side, rec)
+                if plain is None:
+                    self._alert(side, None, decrypted=False)
+                else:
+                    self._alert(side, plain, decrypted=True)
+            elif side.blind_ccs and not _plain_alert(rec.payload):
+                self._alert(side, None, decrypted=False)
+            else:
+                self._alert(side, rec.payload, decrypted=False)
+        elif ctype == _HEARTBEAT:
             self._add(side, "b")
 
     def _count_only(self, side: _Side) -> None:
@@ -375,7 +411,7 @@ class Observer:
         """A TLS 1.3 record we could not decrypt: only its shape is known."""
         self._add(side, "e", collapse=True)
         side.opaque_after_hello += 1
-        other = self.sides[Direction.S2C if side.client else Direction.C2S]
+        other = self._server if side.client else self._client
         if rec.length == _ALERT_SHAPED_RECORD and (side.client or other.finished_inferred):
             side.alert_shaped_last = True
             when = " after the client's handshake flight" if not side.client else ""
@@ -386,10 +422,10 @@ class Observer:
         elif side.client and not side.finished and rec.length >= _MIN_FINISHED_RECORD:
             # The client only encrypts under handshake keys after the server's whole
             # flight, and its flight ends with Finished: the handshake completed (shape).
-            side.finished = side.finished_inferred = True
-            server = self.sides[Direction.S2C]
+            self._set_finished(side, inferred=True)
+            server = self._server
             if not server.finished:
-                server.finished = server.finished_inferred = True
+                self._set_finished(server, inferred=True)
         elif done and not side.client:
             side.app_data = True
 
@@ -536,6 +572,8 @@ class Observer:
                 if sh.is_hello_retry:
                     letter = "j"
                     self.hello_retry = True
+                    if self.sh is None:
+                        self.tls13 = True
                 else:
                     self._server_hello(sh)
             elif t == HandshakeType.ENCRYPTED_EXTENSIONS and not side.client:
@@ -565,20 +603,21 @@ class Observer:
             ch = parse_client_hello(msg.body)
         except DecodeError:
             if post:
-                self._renegotiation(self.sides[Direction.C2S])
+                self._renegotiation(self._client)
             raise
         self.ch_latest = ch
         if self.ch is None:
             self.ch = ch
         elif post:
-            self._renegotiation(self.sides[Direction.C2S])
+            self._renegotiation(self._client)
 
     def _server_hello(self, sh: ServerHello) -> None:
         self.sh_latest = sh
         if self.sh is not None:
             return  # renegotiation: the first handshake's facts stay
         self.sh = sh
-        if sh.version == TLS13:
+        self.tls13 = sh.version == TLS13
+        if self.tls13:
             self.resumed = sh.psk_selected
             self._setup13()
         elif self.ch is not None and sh.session_id and sh.session_id == self.ch.session_id:
@@ -613,7 +652,7 @@ class Observer:
     def _finished(self, side: _Side) -> None:
         if side.finished:
             return
-        side.finished = True
+        self._set_finished(side)
         if self.tls13 and side.next_dec is not None:
             side.dec, side.next_dec = side.next_dec, None
 
@@ -694,7 +733,7 @@ class Observer:
                 self.note(f"{_who(side.direction)} stream ended inside a handshake message")
         if self.not_tls is not None:
             self.note(f"server did not answer with TLS: {self.not_tls}")
-        if self.sides[Direction.C2S].finished_inferred:
+        if self._client.finished_inferred:
             self.note("TLS 1.3 handshake completion inferred from record shapes (not decrypted)")
         ch, sh = self.ch, self.sh
         server_chain, server_seen = self._server_chain()
@@ -752,7 +791,7 @@ class Observer:
         return tuple(out)
 
     def _server_finished_seen(self) -> bool:
-        s = self.sides[Direction.S2C]
+        s = self._server
         return s.finished and not s.finished_inferred
 
     def _server_chain(self) -> tuple[tuple[CertInfo, ...], Seen]:
@@ -802,7 +841,7 @@ class Observer:
             return (), Seen.UNKNOWN
         if cr_seen is Seen.NO:
             return (), Seen.NO
-        client = self.sides[Direction.C2S]
+        client = self._client
         if (
             cr_seen is Seen.YES
             and self.cert_request_where == "handshake"
@@ -821,7 +860,7 @@ class Observer:
         return Seen.NO
 
     def _outcome(self, t: Transcript, first_client_at: float | None) -> Outcome:
-        client, server = self.sides[Direction.C2S], self.sides[Direction.S2C]
+        client, server = self._client, self._server
         if self.not_tls is not None:
             return Outcome.NOT_TLS
         if self._fatal is not None:
@@ -865,7 +904,7 @@ class Observer:
             return t.failed_stage
         if not self.handshake_done:
             return Stage.HANDSHAKE
-        server = self.sides[Direction.S2C]
+        server = self._server
         fatal_after = self._fatal is not None and self._fatal.after_handshake
         ended = t.end in (StreamEnd.RST, StreamEnd.FIN) or any(
             s.alert_shaped_last for s in self.sides.values()
@@ -954,6 +993,11 @@ def observe(transcript: Transcript, keylog: KeyLog | str | None = None) -> Obser
     obs = Observer(keylog=keylog if keylog is not None else transcript.keylog)
     if transcript.truncated_at_start:
         obs.lose_start(keep=_starts_with_hello(transcript))
+    if not transcript.gaps:  # the usual case: every chunk goes in whole
+        feed = obs.feed
+        for chunk in transcript.chunks:
+            feed(chunk.direction, chunk.data)
+        return obs.close(transcript)
     pending = {
         d: deque(sorted((g for g in transcript.gaps if g.direction is d), key=lambda g: g.offset))
         for d in Direction

@@ -40,6 +40,11 @@ class Record(NamedTuple):
         ) + self.length.to_bytes(2, "big")
 
 
+# ``tuple.__new__(Record, fields)`` builds a Record without the Python-level ``__new__`` a
+# NamedTuple call goes through: about three times cheaper, at one Record per TLS record.
+_record = tuple.__new__
+
+
 def _looks_like_sslv2_hello(head: bytes) -> bool:
     # SSL 2.0 record header: 2-byte length with the high bit set, then msg type 1
     # (CLIENT-HELLO), then the version (draft-hickman-netscape-ssl-00, RFC 6101 E.2).
@@ -113,40 +118,11 @@ class RecordSplitter:
         keep = self.keep
         while pos < n:
             # Fast path: no partial record pending and a whole header in view: frame the
-            # record straight from the caller's bytes, without the staging buffer.
+            # records straight from the caller's bytes, without the staging buffer. Local
+            # counters, written back once: this loop runs once per record of a capture.
             if not buf and not self._skip and self._length < 0 and n - pos >= HEADER_LEN:
-                ctype, major, minor = view[pos], view[pos + 1], view[pos + 2]
-                length = (view[pos + 3] << 8) | view[pos + 4]
-                at = self._offset
-                if ctype not in _CONTENT_TYPES or major != 3 or minor > 4 or (
-                    length > MAX_RECORD_LEN
-                ):
-                    try:
-                        peek = bytes(view[pos + HEADER_LEN : pos + HEADER_LEN + 19])
-                        self._parse_header(bytes(view[pos : pos + HEADER_LEN]), at,
-                                           peek if at == 0 else b"")
-                    except DecodeError as exc:
-                        self.error = exc
-                        raise
-                end = pos + HEADER_LEN + length
-                if ctype not in keep:
-                    self.records += 1
-                    out.append(Record(ctype, (major << 8) | minor, b"", at, length, skipped=True))
-                    if end <= n:
-                        self._offset += HEADER_LEN + length
-                        pos = end
-                    else:
-                        self._skip = end - n
-                        self._offset += n - pos
-                        pos = n
-                    continue
-                if end <= n:
-                    out.append(Record(ctype, (major << 8) | minor,
-                                      bytes(view[pos + HEADER_LEN : end]), at, length))
-                    self.records += 1
-                    self._offset += HEADER_LEN + length
-                    pos = end
-                    continue
+                pos = self._frame_whole(view, pos, n, keep, out)
+                # then on below: a partial header or cut record left is staged in ``buf``
             if self._skip:
                 take = min(self._skip, n - pos)
                 self._skip -= take
@@ -171,7 +147,7 @@ class RecordSplitter:
                     buf.clear()
                     self._skip = length
                     self.records += 1
-                    out.append(Record(ctype, version, b"", at, length, skipped=True))
+                    out.append(_record(Record, (ctype, version, b"", at, length, True)))
                     continue
                 self._length = length
             need = HEADER_LEN + self._length - len(buf)
@@ -182,8 +158,53 @@ class RecordSplitter:
             if len(buf) == HEADER_LEN + self._length:
                 at = self._offset - len(buf)
                 version = (buf[1] << 8) | buf[2]
-                out.append(Record(buf[0], version, bytes(buf[HEADER_LEN:]), at, self._length))
+                out.append(_record(Record, (buf[0], version, bytes(buf[HEADER_LEN:]), at,
+                                            self._length, False)))
                 self.records += 1
                 buf.clear()
                 self._length = -1
         return out
+
+    def _frame_whole(
+        self, view: bytes | memoryview, pos: int, n: int, keep: Collection[int],
+        out: list[Record],
+    ) -> int:
+        """Frame every record whose header is in ``view[pos:n]`` (the staging buffer is
+        empty); a record cut at the end is left to the slow path, or skipped when its
+        type is not kept. Returns the position reached."""
+        at = self._offset
+        records = 0
+        while n - pos >= HEADER_LEN:
+            ctype, major, minor = view[pos], view[pos + 1], view[pos + 2]
+            length = (view[pos + 3] << 8) | view[pos + 4]
+            if ctype not in _CONTENT_TYPES or major != 3 or minor > 4 or length > MAX_RECORD_LEN:
+                self._offset, self.records = at, self.records + records
+                try:
+                    peek = bytes(view[pos + HEADER_LEN : pos + HEADER_LEN + 19])
+                    self._parse_header(bytes(view[pos : pos + HEADER_LEN]), at,
+                                       peek if at == 0 else b"")
+                except DecodeError as exc:
+                    self.error = exc
+                    raise
+            end = pos + HEADER_LEN + length
+            if ctype not in keep:
+                records += 1
+                out.append(_record(Record, (ctype, (major << 8) | minor, b"", at, length, True)))
+                if end > n:
+                    self._skip = end - n
+                    at += n - pos
+                    pos = n
+                    break
+                at += HEADER_LEN + length
+                pos = end
+                continue
+            if end > n:
+                break  # a kept record cut by the end of the data: buffered by the slow path
+            out.append(_record(Record, (ctype, (major << 8) | minor,
+                                        bytes(view[pos + HEADER_LEN : end]), at, length, False)))
+            records += 1
+            at += HEADER_LEN + length
+            pos = end
+        self._offset = at
+        self.records += records
+        return pos
