@@ -253,7 +253,48 @@ _CH_FIELDS: dict[int, tuple[str, Callable[[bytes], object]]] = {int(t): v for t,
 
 
 def parse_client_hello(body: bytes) -> ClientHello:
-    """RFC 8446 §4.1.2 / RFC 5246 §7.4.1.2. Raises DecodeError."""
+    """RFC 8446 §4.1.2 / RFC 5246 §7.4.1.2. Raises DecodeError.
+
+    Remembered by shape (see :class:`_ShapeCache`): a hello from a stack already seen is
+    rebuilt from that parse plus its own random, session id and key shares.
+    """
+    shape = _client_hello_shape(body)
+    if shape is None:
+        return _parse_client_hello(body)
+    key, cuts = shape
+    hit = _CH_SHAPES.get(key)
+    if hit is None:
+        ch = _parse_client_hello(body)
+        _CH_SHAPES.put(key, ch)
+        return ch
+    exts = _splice_extensions(hit.extensions, body, cuts)
+    groups = hit.key_share_groups  # () unless the shape has a key_share: then read below
+    for etype, start, end in cuts:  # in order, as the full parse reads them (last one wins)
+        if etype == _KEY_SHARE:
+            groups = _key_share_groups(body[start:end])
+    return ClientHello(
+        legacy_version=hit.legacy_version,
+        random=body[2:34],
+        session_id=body[35 : 35 + body[34]],
+        cipher_suites=hit.cipher_suites,
+        compression_methods=hit.compression_methods,
+        extensions=exts,
+        sni=hit.sni,
+        alpn=hit.alpn,
+        supported_versions=hit.supported_versions,
+        supported_groups=hit.supported_groups,
+        ec_point_formats=hit.ec_point_formats,
+        signature_algorithms=hit.signature_algorithms,
+        key_share_groups=groups,
+        post_handshake_auth=hit.post_handshake_auth,
+        psk=hit.psk,  # the extension's presence is part of the shape
+        session_ticket=hit.session_ticket,
+        early_data=hit.early_data,
+    )
+
+
+def _parse_client_hello(body: bytes) -> ClientHello:
+    """The full ClientHello parse, field by field."""
     r = Reader(body, "ClientHello")
     legacy_version = r.u16()
     random = r.bytes(32)
@@ -281,6 +322,118 @@ def parse_client_hello(body: bytes) -> ClientHello:
     )
 
 
+# --- hello shapes -------------------------------------------------------------------
+#
+# A capture holds thousands of hellos from a few TLS stacks. Per connection only the
+# random, the session id and the data of a few extensions (key shares, PSK identities and
+# binders) differ; everything else -- suites, extension list, SNI, ALPN, groups -- repeats.
+# So a hello is split into its "shape" (every other byte, as a dict key) and those
+# per-connection parts. The first hello of a shape is parsed in full; later ones copy that
+# parse and re-read only their own parts. Anything unusual (malformed framing) goes to the
+# full parse, which raises the precise DecodeError.
+
+_KEY_SHARE = int(ExtensionType.key_share)
+_PRE_SHARED_KEY = int(ExtensionType.pre_shared_key)
+_CH_VOLATILE = frozenset({_KEY_SHARE, _PRE_SHARED_KEY})
+_SH_VOLATILE = frozenset({_KEY_SHARE})
+Cut = tuple[int, int, int]  # (extension type, data start, data end) in the message body
+
+
+class _ShapeCache(dict):  # type: ignore[type-arg]
+    """shape key -> the full parse of the first hello with that shape. Bounded: cleared
+    when full (a capture has a handful of shapes; a flood of distinct ones just misses)."""
+
+    MAX = 1024
+
+    def put(self, key: object, value: object) -> None:
+        if len(self) >= self.MAX:
+            self.clear()
+        self[key] = value
+
+
+_CH_SHAPES = _ShapeCache()
+_SH_SHAPES = _ShapeCache()
+
+
+def _shape(
+    body: bytes, head: int, ext_at: int, volatile: frozenset[int]
+) -> tuple[tuple[bytes, ...], tuple[Cut, ...]] | None:
+    """Split a hello body at its per-connection parts.
+
+    ``body[:2]`` (legacy_version) and ``body[head:ext_at]`` are the fixed fields after the
+    session id; the extensions block starts at ``ext_at`` (or the body ends there). Returns
+    (shape key, cuts of the volatile extensions' data), or None when the framing is not
+    well-formed (the caller then parses in full). Bytes after the extensions block are
+    ignored by the parsers, so they are left out of the key too.
+    """
+    n = len(body)
+    if ext_at > n:
+        return None
+    if ext_at == n:
+        return (body[:2], body[head:]), ()
+    if ext_at + 2 > n:
+        return None
+    end = ext_at + 2 + ((body[ext_at] << 8) | body[ext_at + 1])
+    if end > n:
+        return None
+    key = [body[:2]]
+    cuts: list[Cut] = []
+    kept = head  # start of the bytes not yet put into the key
+    pos = ext_at + 2
+    while pos < end:
+        if pos + 4 > end:
+            return None
+        etype = (body[pos] << 8) | body[pos + 1]
+        stop = pos + 4 + ((body[pos + 2] << 8) | body[pos + 3])
+        if stop > end:
+            return None
+        if etype in volatile:
+            key.append(body[kept : pos + 4])  # up to and with the extension's header
+            cuts.append((etype, pos + 4, stop))
+            kept = stop
+        pos = stop
+    key.append(body[kept:end])
+    return tuple(key), tuple(cuts)
+
+
+def _session_end(body: bytes) -> int:
+    """Offset just after legacy_version, random and session_id (past the end if short)."""
+    return 35 + body[34] if len(body) >= 35 and body[34] <= 32 else len(body) + 1
+
+
+def _client_hello_shape(body: bytes) -> tuple[tuple[bytes, ...], tuple[Cut, ...]] | None:
+    head = _session_end(body)
+    if head + 2 > len(body):
+        return None
+    compression = head + 2 + ((body[head] << 8) | body[head + 1])  # after cipher_suites
+    if compression >= len(body) or (compression - head) % 2:
+        return None
+    return _shape(body, head, compression + 1 + body[compression], _CH_VOLATILE)
+
+
+def _server_hello_shape(body: bytes) -> tuple[tuple[bytes, ...], tuple[Cut, ...]] | None:
+    head = _session_end(body)
+    return _shape(body, head, head + 3, _SH_VOLATILE)  # cipher_suite, compression_method
+
+
+def _splice_extensions(
+    template: tuple[Extension, ...], body: bytes, cuts: tuple[Cut, ...]
+) -> tuple[Extension, ...]:
+    """The template hello's extensions, with this hello's own data for the volatile ones."""
+    if not cuts:
+        return template
+    exts = list(template)
+    k = 0
+    for i, ext in enumerate(exts):
+        if ext.type == cuts[k][0]:
+            etype, start, end = cuts[k]
+            exts[i] = Extension(etype, body[start:end])
+            k += 1
+            if k == len(cuts):
+                break
+    return tuple(exts)
+
+
 # --- ServerHello --------------------------------------------------------------------
 
 
@@ -304,7 +457,41 @@ class ServerHello:
 
 
 def parse_server_hello(body: bytes) -> ServerHello:
-    """RFC 8446 §4.1.3 (incl. HelloRetryRequest) / RFC 5246 §7.4.1.3. Raises DecodeError."""
+    """RFC 8446 §4.1.3 (incl. HelloRetryRequest) / RFC 5246 §7.4.1.3. Raises DecodeError.
+
+    Remembered by shape like :func:`parse_client_hello` (random, session id and key share
+    are this connection's own).
+    """
+    shape = _server_hello_shape(body)
+    if shape is None:
+        return _parse_server_hello(body)
+    key, cuts = shape
+    hit = _SH_SHAPES.get(key)
+    if hit is None:
+        sh = _parse_server_hello(body)
+        _SH_SHAPES.put(key, sh)
+        return sh
+    group = None
+    for _, start, end in cuts:  # key_share only (the one volatile ServerHello extension)
+        group = (body[start] << 8) | body[start + 1] if end - start >= 2 else group
+    random = body[2:34]
+    return ServerHello(
+        legacy_version=hit.legacy_version,
+        random=random,
+        session_id=body[35 : 35 + body[34]],
+        cipher_suite=hit.cipher_suite,
+        compression_method=hit.compression_method,
+        extensions=_splice_extensions(hit.extensions, body, cuts),
+        selected_version=hit.selected_version,
+        is_hello_retry=random == HELLO_RETRY_REQUEST_RANDOM,
+        alpn=hit.alpn,
+        key_share_group=group,
+        psk_selected=hit.psk_selected,
+    )
+
+
+def _parse_server_hello(body: bytes) -> ServerHello:
+    """The full ServerHello parse, field by field."""
     r = Reader(body, "ServerHello")
     legacy_version = r.u16()
     random = r.bytes(32)
