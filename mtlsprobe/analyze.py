@@ -35,12 +35,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from mtlsprobe.capture.flows import CaptureReader
-from mtlsprobe.capture.observations import merge_keylogs as merge_parsed
+from mtlsprobe.capture.observations import ObservationReader
 from mtlsprobe.errors import InputError
 from mtlsprobe.model import CaseResult, Endpoint, Expectations, Observation, Route
 from mtlsprobe.tls.keylog import KeyLog
-from mtlsprobe.tls.observer import observe
 
 CAPTURE_SOURCE = "capture"
 Source = str | Path
@@ -174,12 +172,11 @@ class CaptureObservations:
         ports: Iterable[int] = (),
         in_folder: bool = False,
     ) -> None:
-        self.reader: CaptureReader | None = None
+        self.reader: ObservationReader | None = None
         self.notes: list[str] = []
         self.name = str(source)
-        self.external = keylog  # the --keylog files, parsed once for every capture
         try:
-            self.reader = CaptureReader(source, ports=set(ports) or None)
+            self.reader = ObservationReader(source, keylog=keylog, ports=set(ports) or None)
         except InputError as exc:
             if not in_folder:
                 raise
@@ -191,24 +188,15 @@ class CaptureObservations:
         reader, name = self.reader, self.name
         if reader is None:
             return
-        embedded = ""
-        keylog = self.external
-        undecrypted_before_late_keys = 0
-        for transcript in reader:
-            if reader.keylog_text != embedded:
-                embedded = reader.keylog_text
-                keylog = merge_parsed(self.external, KeyLog.parse(embedded))
-            obs = observe(transcript, keylog=keylog)
-            if not obs.decrypted and obs.version is not None:
-                undecrypted_before_late_keys += 1
-            yield obs
+        yield from reader
         notes = self.notes
-        if reader.keylog_text != embedded and undecrypted_before_late_keys:
+        if reader.undecrypted_before_late_keys:
             notes.append(
                 f"{name}: a key log embedded late in the capture was not applied to "
-                f"{undecrypted_before_late_keys} earlier connection(s)"
+                f"{reader.undecrypted_before_late_keys} earlier connection(s)"
             )
         notes.extend(f"{name}: {n}" for n in reader.notes)
+        keylog = reader.keylog
         if keylog is not None and keylog.skipped_lines:
             notes.append(f"{name}: {keylog.skipped_lines} key log line(s) not understood")
         stats = reader.stats

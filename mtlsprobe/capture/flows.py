@@ -43,7 +43,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from mtlsprobe.capture.linklayer import ACK, FIN, RST, SYN, TcpSegment, decode
 from mtlsprobe.capture.pcapfile import CaptureFile
@@ -72,6 +72,14 @@ PROGRESS_EVERY = 4095  # call the progress hook every 4096 packets (mask)
 ATTEMPT_PREFIX = "mtlsprobe attempt: "  # live.sniff.ATTEMPT_COMMENT
 
 Addr = tuple[str, int]
+# An HTTP CONNECT exchange opening a connection: (route, target, request and reply lengths)
+_Prelude = tuple[Route, Endpoint, int, int]
+
+
+class ByteSink(Protocol):
+    """Takes a kept connection's reassembled bytes as they arrive (see ``_stream``)."""
+
+    def feed(self, side: _Side, at: float, data: bytes) -> None: ...
 
 
 def tls_record_start(data: bytes) -> bool | None:
@@ -116,12 +124,14 @@ class _Side:
 
 class _Connection:
     __slots__ = (
-        "a", "attempt", "b", "chunks", "index", "keep", "last", "lingering", "rst", "rst_ttls",
-        "snapcut", "start",
+        "a", "attempt", "b", "chunks", "index", "keep", "last", "lingering", "prelude", "rst",
+        "rst_ttls", "sink", "snapcut", "start",
         "syn_from", "syn_ttl", "synack_from", "synack_options", "synack_ttl",
     )
 
-    def __init__(self, index: int, src: Addr, dst: Addr, ts: float, max_bytes: int) -> None:
+    def __init__(
+        self, index: int, src: Addr, dst: Addr, ts: float, max_bytes: int | None
+    ) -> None:
         self.index = index
         self.a, self.b = _Side(src, max_bytes), _Side(dst, max_bytes)  # a sent the first packet
         self.start = self.last = ts
@@ -137,6 +147,8 @@ class _Connection:
         self.snapcut = 0
         self.attempt: Attempt | None = None  # named by a packet comment (probe captures)
         self.lingering = False  # reset, waiting RST_LINGER for in-flight segments
+        self.prelude: _Prelude | bool | None = False  # False: not looked for yet
+        self.sink: ByteSink | None = None  # set by a subclass: bytes go there, not to chunks
 
     def side(self, addr: Addr) -> tuple[_Side, _Side]:
         return (self.a, self.b) if addr == self.a.addr else (self.b, self.a)
@@ -183,7 +195,7 @@ class CaptureReader:
         source: str | Path | BinaryIO,
         *,
         ports: set[int] | None = None,
-        max_bytes: int = 256 * 1024,
+        max_bytes: int | None = 256 * 1024,
         progress: Callable[[int, int | None], None] | None = None,
     ) -> None:
         self.capture = CaptureFile(source)
@@ -211,6 +223,10 @@ class CaptureReader:
         return out + self._notes
 
     def __iter__(self) -> Iterator[Transcript]:
+        return self._run()
+
+    def _run(self) -> Iterator[Any]:
+        """Read the capture; yield ``_emit(conn)`` for each kept connection as it closes."""
         table: dict[tuple[Addr, Addr], _Connection] = {}
         closed: OrderedDict[tuple[Addr, Addr], None] = OrderedDict()
         lingering: deque[tuple[float, tuple[Addr, Addr], _Connection]] = deque()
@@ -356,21 +372,32 @@ class CaptureReader:
         stream.syn(isn)
         side.isn, side.stream = isn, stream
 
-    @staticmethod
-    def _deliver(conn: _Connection, side: _Side, at: float, run: bytes) -> None:
+    def _deliver(self, conn: _Connection, side: _Side, at: float, run: bytes) -> None:
         if len(side.first) < 6:
             gaps = len(side.stream.gaps)
             if not side.first:
                 side.first_gaps = gaps
             if side.first_gaps == gaps:  # only bytes contiguous with the first run
                 side.first += run[: 6 - len(side.first)]
+        sink = conn.sink
+        if sink is not None:
+            sink.feed(side, at, run)
+            return
         conn.chunks.append((side, at, run))
+        if conn.keep:
+            self._stream(conn)
 
     def _classify(self, conn: _Connection) -> None:
         """Decide early whether to keep a connection, to stop storing non-TLS ones."""
         conn.keep = self._keep(conn, final=False)
         if conn.keep is False:
             conn.chunks.clear()
+        elif conn.keep:
+            self._stream(conn)
+
+    def _stream(self, conn: _Connection) -> None:
+        """Hook: a kept connection got bytes and has no sink yet. A subclass may set
+        ``conn.sink`` (and take over ``conn.chunks``); by default chunks are kept."""
 
     def _keep(self, conn: _Connection, *, final: bool) -> bool | None:
         client, _how = conn.client()
@@ -382,7 +409,7 @@ class CaptureReader:
         if server.addr[1] in self.ports:
             return True
         if client.first.startswith(b"CONNEC"):
-            if _connect_prelude(conn, client, server, final=final) is not None:
+            if conn.prelude or _connect_prelude(conn, client, server, final=final) is not None:
                 return True
             return False if final else None
         starts_with_gap = bool(client.stream.gaps) and client.stream.gaps[0][0] == 0
@@ -396,7 +423,7 @@ class CaptureReader:
 
     # --- per connection ------------------------------------------------------------
 
-    def _finish(self, conn: _Connection) -> Transcript | None:
+    def _finish(self, conn: _Connection) -> Any:
         if conn.keep is not False:
             for side in (conn.a, conn.b):
                 for run in side.stream.flush():
@@ -406,17 +433,49 @@ class CaptureReader:
             self.stats["non_tls_connections"] += 1
             return None
         self.stats["tls_connections"] += 1
+        return self._emit(conn)
+
+    def _emit(self, conn: _Connection) -> Transcript:
+        """What iteration yields for a closed, kept connection (a subclass may differ)."""
         return self._transcript(conn)
 
-    def _transcript(self, conn: _Connection) -> Transcript:
+    def roles(self, conn: _Connection) -> tuple[_Side, _Side, str]:
+        """(client side, server side, how the client was told)."""
         client, how = conn.client()
         if client is None:
             client, how = conn.port_guess(), "port"
+        return client, (conn.b if client is conn.a else conn.a), how
+
+    def prelude(self, conn: _Connection) -> _Prelude | None:
+        """The connection's HTTP CONNECT exchange, if it opens with one (looked for once
+        its roles are known, from the chunks then held)."""
+        if conn.prelude is False:
+            client, server, _ = self.roles(conn)
+            # only a client stream that can start with "CONNECT" is searched for a request
+            # head: joining and scanning 16 KiB per TLS connection was a tenth of the flow cost
+            could_connect = b"CONNEC".startswith(client.first)  # first: up to 6 bytes
+            conn.prelude = (
+                _connect_prelude(conn, client, server, final=True) if could_connect else None
+            )
+        return conn.prelude  # type: ignore[return-value]
+
+    def connect_pending(self, conn: _Connection) -> bool:
+        """Whether the client may be sending an HTTP CONNECT exchange not complete yet."""
+        if conn.prelude is not False:
+            return False
+        client, server, _ = self.roles(conn)
+        return b"CONNEC".startswith(client.first) and (
+            _connect_prelude(conn, client, server, final=False) is None
+        )
+
+    def _transcript(self, conn: _Connection, *, chunks: bool = True) -> Transcript:
+        """The connection as a Transcript; without its chunks when ``chunks`` is False
+        (a sink took the bytes)."""
+        client, server, how = self.roles(conn)
 
         def endpoint(side: _Side) -> Endpoint:
             return Endpoint(host=side.addr[0], port=side.addr[1], ip=side.addr[0])
 
-        server = conn.b if client is conn.a else conn.a
         direction = {id(client): Direction.C2S, id(server): Direction.S2C}
         notes: list[str] = []
         if how not in ("syn", "syn-ack"):
@@ -427,16 +486,13 @@ class CaptureReader:
                     "port": "no SYN seen: client guessed as the side with the higher port",
                 }[how]
             )
-        route, target, chunks = CAPTURE_ROUTE, endpoint(server), conn.chunks
+        route, target, kept = CAPTURE_ROUTE, endpoint(server), conn.chunks
         failed_stage = None
         skip = {id(client): 0, id(server): 0}
-        # only a client stream that can start with "CONNECT" is searched for a request head:
-        # joining and scanning 16 KiB per TLS connection was a tenth of the flow cost
-        could_connect = b"CONNEC".startswith(client.first)  # first: up to 6 bytes
-        prelude = _connect_prelude(conn, client, server, final=True) if could_connect else None
+        prelude = self.prelude(conn)
         if prelude is not None:
             route, target, skip[id(client)], skip[id(server)] = prelude
-            chunks = _strip(conn.chunks, skip)
+            kept = _strip(conn.chunks, skip) if chunks else []
             if not 200 <= (route.connect_status or 0) < 300:
                 failed_stage = Stage.PROXY
             notes.append(f"HTTP CONNECT through {route.proxy} to {target}")
@@ -492,8 +548,8 @@ class CaptureReader:
             started_at=datetime.fromtimestamp(conn.start, tz=timezone.utc),
             chunks=tuple(
                 Chunk(direction=direction[id(side)], at=at, data=data)
-                for side, at, data in chunks
-            ),
+                for side, at, data in kept
+            ) if chunks else (),
             gaps=tuple(gaps),
             end=end,
             keylog=self.capture.keylog,
@@ -538,7 +594,7 @@ def _http_head(data: bytes) -> tuple[list[str], int] | None:
 
 def _connect_prelude(
     conn: _Connection, client: _Side, server: _Side, *, final: bool
-) -> tuple[Route, Endpoint, int, int] | None:
+) -> _Prelude | None:
     """An HTTP CONNECT exchange opening the connection: (route, target, request length,
     response length). None while incomplete or when it is not one."""
     request = _http_head(_head(conn, client))
@@ -593,7 +649,7 @@ def iter_transcripts(
     source: str | Path | BinaryIO,
     *,
     ports: set[int] | None = None,
-    max_bytes: int = 256 * 1024,
+    max_bytes: int | None = 256 * 1024,
 ) -> Iterator[Transcript]:
     """Transcripts of the TLS connections in a capture (see ``CaptureReader`` for notes)."""
     return iter(CaptureReader(source, ports=ports, max_bytes=max_bytes))

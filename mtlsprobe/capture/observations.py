@@ -1,16 +1,21 @@
 """Capture -> ``Observation`` per TLS connection, in one streaming pass (the analyze path).
 
-Boundary: glue between ``capture.flows`` (connections) and ``tls.observer`` (facts). Each
-connection is observed as soon as it closes and then dropped, so memory stays flat in the
-capture size: the reader keeps at most ``max_bytes`` per direction of each *open*
-connection (the handshake and first records; later bytes are only counted).
+Boundary: glue between ``capture.flows`` (connections) and ``tls.observer`` (facts). Once a
+connection is known to carry TLS, its reassembled bytes go straight into one
+``tls.Observer`` as they arrive; nothing of the stream is stored, so there is no cap on
+how much of it is read (a 340 KB certificate flight is parsed whole) and memory stays flat
+in the capture size. Each connection is observed when it closes and then dropped.
+
+Before that point a connection's first bytes wait in its chunks: until its roles are known
+and it is kept, until an HTTP CONNECT exchange is complete, and, for a connection whose
+start was not captured, until both sides have sent something (``lose_start`` needs it).
 
 Key logs: the caller's key log is parsed once; a key log embedded in the capture (pcapng
 Decryption Secrets Blocks) is merged into it as soon as it appears. Connections that
 closed before a late embedded key log are counted in ``undecrypted_before_late_keys``.
 
-Results are the same as ``observe(transcript, keylog=merged)`` for every transcript
-``CaptureReader`` yields (tests/test_capture_observations.py holds us to that).
+Results equal ``observe(transcript, keylog=merged)`` for every transcript ``CaptureReader``
+yields with the same ``max_bytes`` (tests/test_capture_observations.py holds us to that).
 """
 
 from __future__ import annotations
@@ -19,12 +24,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from mtlsprobe.capture.flows import CaptureReader
-from mtlsprobe.model import Observation
+from mtlsprobe.capture.flows import CONNECT_LIMIT, CaptureReader, _Connection, _Side
+from mtlsprobe.model import Direction, Observation
 from mtlsprobe.tls.keylog import KeyLog
-from mtlsprobe.tls.observer import observe
+from mtlsprobe.tls.observer import Observer
+from mtlsprobe.tls.observer import _starts_with_hello as starts_with_hello
 
 Progress = Callable[[int, int | None], None]
+# A connection that began before the capture waits for both sides' first bytes, up to this.
+WAIT_LIMIT = 64 * 1024
 
 
 def merge_keylogs(*logs: KeyLog | None) -> KeyLog | None:
@@ -41,12 +49,72 @@ def merge_keylogs(*logs: KeyLog | None) -> KeyLog | None:
     return KeyLog(entries=entries, skipped_lines=sum(k.skipped_lines for k in present))
 
 
-class ObservationReader:
+class _Feed:
+    """Where one direction of one connection stands in its observer."""
+
+    __slots__ = ("direction", "offset", "reported", "skip", "strip")
+
+    def __init__(self, direction: Direction, skip: int) -> None:
+        self.direction = direction
+        self.skip = skip  # stream bytes before TLS (an HTTP CONNECT head)
+        self.strip = skip  # of those, still to drop from the delivered bytes
+        self.offset = 0  # stream offset of the next byte (missing bytes counted)
+        self.reported = 0  # how many of the stream's gaps the observer was told of
+
+
+class _ObserverSink:
+    """A kept connection's bytes, fed to its ``Observer`` as they are reassembled."""
+
+    __slots__ = ("feeds", "first_client_at", "observer")
+
+    def __init__(self, observer: Observer, client: _Side, server: _Side,
+                 skips: tuple[int, int]) -> None:
+        self.observer = observer
+        self.feeds = {client: _Feed(Direction.C2S, skips[0]),
+                      server: _Feed(Direction.S2C, skips[1])}
+        self.first_client_at: float | None = None
+
+    def feed(self, side: _Side, at: float, data: bytes) -> None:
+        f = self.feeds[side]
+        if f.reported < len(side.stream.gaps):
+            self._gaps(side, f)
+        if f.strip:
+            cut = min(f.strip, len(data))
+            f.strip -= cut
+            f.offset += cut
+            data = data[cut:]
+            if not data:
+                return
+        if self.first_client_at is None and f.direction is Direction.C2S:
+            self.first_client_at = at
+        self.observer.feed(f.direction, data)
+        f.offset += len(data)
+        if f.reported < len(side.stream.gaps):
+            self._gaps(side, f)
+
+    def _gaps(self, side: _Side, f: _Feed, *, all_left: bool = False) -> None:
+        """Tell the observer of the gaps at the stream's current position (or all left)."""
+        gaps = side.stream.gaps
+        while f.reported < len(gaps):
+            offset, length = gaps[f.reported]
+            if offset > f.offset and not all_left:
+                break  # after bytes still to come
+            f.reported += 1
+            if offset >= f.skip:
+                self.observer.gap(f.direction, length, offset - f.skip)
+            f.offset = max(f.offset, offset + length)
+
+    def finish(self) -> None:
+        for side, f in self.feeds.items():
+            self._gaps(side, f, all_left=True)
+
+
+class ObservationReader(CaptureReader):
     """Iterate a capture's TLS connections as ``Observation``s (in order of closing).
 
-    ``reader`` is the underlying ``CaptureReader``: its ``notes``, ``stats`` and
-    ``keylog_text`` fill in as iteration proceeds. ``progress(bytes_read, file_size)`` is
-    called every few thousand packets (see ``capture.progress``).
+    ``notes``, ``stats`` and ``keylog_text`` fill in as iteration proceeds (see
+    ``CaptureReader``). ``max_bytes`` caps how much of each direction is read (None: all).
+    ``progress(bytes_read, file_size)`` is called every few thousand packets.
     """
 
     def __init__(
@@ -55,38 +123,61 @@ class ObservationReader:
         *,
         keylog: KeyLog | str | None = None,
         ports: set[int] | None = None,
-        max_bytes: int = 256 * 1024,
+        max_bytes: int | None = None,
         progress: Progress | None = None,
     ) -> None:
-        self.reader = CaptureReader(source, ports=ports, max_bytes=max_bytes, progress=progress)
+        super().__init__(source, ports=ports, max_bytes=max_bytes, progress=progress)
         self.external = KeyLog.parse(keylog) if isinstance(keylog, str) else keylog
         self.keylog: KeyLog | None = self.external
         self.undecrypted_before_late_keys = 0
+        self._embedded = ""  # the embedded key log text merged so far
 
-    @property
-    def notes(self) -> list[str]:
-        return self.reader.notes
-
-    @property
-    def stats(self) -> dict[str, int]:
-        return self.reader.stats
-
-    @property
-    def keylog_text(self) -> str:
-        return self.reader.keylog_text
-
-    def __iter__(self) -> Iterator[Observation]:
-        embedded = ""
-        for transcript in self.reader:
-            if self.reader.keylog_text != embedded:
-                embedded = self.reader.keylog_text
-                self.keylog = merge_keylogs(self.external, KeyLog.parse(embedded))
-            obs = observe(transcript, keylog=self.keylog)
-            if not obs.decrypted and obs.version is not None:
-                self.undecrypted_before_late_keys += 1
-            yield obs
-        if self.reader.keylog_text == embedded:
+    def __iter__(self) -> Iterator[Observation]:  # type: ignore[override]
+        yield from self._run()
+        if self.capture.keylog_text == self._embedded:
             self.undecrypted_before_late_keys = 0  # no key log arrived after the last one
+
+    def _current_keylog(self) -> KeyLog | None:
+        text = self.capture.keylog_text
+        if text != self._embedded:
+            self._embedded = text
+            self.keylog = merge_keylogs(self.external, KeyLog.parse(text))
+        return self.keylog
+
+    # --- CaptureReader hooks ---------------------------------------------------------
+
+    def _stream(self, conn: _Connection, *, final: bool = False) -> None:
+        client, server, _ = self.roles(conn)
+        truncated = client.stream.truncated_at_start or server.stream.truncated_at_start
+        if not final:
+            waited = sum(len(data) for _, _, data in conn.chunks)
+            if truncated and not (client.first and server.first) and waited < WAIT_LIMIT:
+                return  # lose_start needs both sides' first bytes
+            if waited < 2 * CONNECT_LIMIT and self.connect_pending(conn):
+                return
+        observer = Observer(keylog=self._current_keylog())
+        if truncated:
+            observer.lose_start(keep=starts_with_hello(self._transcript(conn)))
+        prelude = self.prelude(conn)
+        skips = (prelude[2], prelude[3]) if prelude is not None else (0, 0)
+        sink = conn.sink = _ObserverSink(observer, client, server, skips)
+        chunks, conn.chunks = conn.chunks, []
+        for side, at, data in chunks:
+            sink.feed(side, at, data)
+
+    def _emit(self, conn: _Connection) -> Observation:  # type: ignore[override]
+        if conn.sink is None:
+            self._stream(conn, final=True)
+        sink = conn.sink
+        assert isinstance(sink, _ObserverSink)
+        sink.finish()
+        self._current_keylog()  # a key log embedded since: noted by the caller
+        obs = sink.observer.close(
+            self._transcript(conn, chunks=False), first_client_at=sink.first_client_at
+        )
+        if not obs.decrypted and obs.version is not None:
+            self.undecrypted_before_late_keys += 1
+        return obs
 
 
 def iter_observations(
@@ -94,7 +185,9 @@ def iter_observations(
     *,
     keylog: KeyLog | str | None = None,
     ports: set[int] | None = None,
+    max_bytes: int | None = None,
     progress: Progress | None = None,
 ) -> Iterator[Observation]:
     """Observations of the TLS connections in a capture (see ``ObservationReader``)."""
-    return iter(ObservationReader(source, keylog=keylog, ports=ports, progress=progress))
+    return iter(ObservationReader(source, keylog=keylog, ports=ports, max_bytes=max_bytes,
+                                  progress=progress))

@@ -12,9 +12,11 @@ are compared modulo 2**32 (RFC 9293 section 3.4), so a stream may wrap.
 - A hole becomes a ``gap`` (offset, length) when the peer acknowledges past it (the capture
   missed bytes the peer received) or when the stream is flushed at its end. Missing bytes
   are never zero-filled: the bytes after a gap are delivered as a new run.
-- Only stream offsets below ``max_bytes`` are kept; bytes beyond are counted in
-  ``beyond_cap``. Beyond the cap, retransmissions are counted approximately (a segment
-  that ends at or below the highest offset seen counts as one).
+- Only stream offsets below ``max_bytes`` are delivered (None: no limit); bytes beyond
+  are counted in ``beyond_cap``. Beyond the cap, retransmissions are counted
+  approximately (a segment that ends at or below the highest offset seen counts as one).
+- For the overlap check, only the last ``RETAIN`` delivered bytes are kept, so an uncapped
+  stream costs constant memory: a retransmission of older bytes is counted, not compared.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from collections.abc import Sequence
 MASK = 0xFFFFFFFF
 HALF = 1 << 31
 NOTHING: tuple[bytes, ...] = ()
+RETAIN = 256 * 1024  # delivered bytes kept for comparing retransmitted copies
+UNLIMITED = 1 << 62
 
 
 def _differing(a: bytes | memoryview, b: bytes | memoryview) -> int:
@@ -36,8 +40,8 @@ def _differing(a: bytes | memoryview, b: bytes | memoryview) -> int:
 class TcpReassembler:
     """Reassemble one direction. Each call returns the runs of newly contiguous bytes."""
 
-    def __init__(self, max_bytes: int = 256 * 1024) -> None:
-        self.max_bytes = max_bytes
+    def __init__(self, max_bytes: int | None = 256 * 1024) -> None:
+        self.max_bytes = UNLIMITED if max_bytes is None else max_bytes
         self.started = False
         self.truncated_at_start = False
         self.next_offset = 0  # offset of the next byte expected
@@ -49,7 +53,8 @@ class TcpReassembler:
         self._base = 0  # sequence number of offset 0
         self._high = 0  # highest end offset seen (for counting beyond the cap)
         self._pending: list[tuple[int, bytes]] = []  # sorted, non-overlapping
-        self._runs: list[tuple[int, bytearray]] = []  # delivered and kept, for overlap checks
+        self._runs: list[list] = []  # [offset, bytearray]: delivered and kept, for overlap checks
+        self._retained = 0  # bytes in _runs
 
     # --- inputs --------------------------------------------------------------------
 
@@ -143,13 +148,31 @@ class TcpReassembler:
         room = self.max_bytes - self.next_offset
         if len(data) > room:
             data = data[:room]
-        if self._runs and self._runs[-1][0] + len(self._runs[-1][1]) == self.next_offset:
-            self._runs[-1][1].extend(data)
+        runs = self._runs
+        if runs and runs[-1][0] + len(runs[-1][1]) == self.next_offset:
+            runs[-1][1].extend(data)
         else:
-            self._runs.append((self.next_offset, bytearray(data)))
+            runs.append([self.next_offset, bytearray(data)])
         self.next_offset += len(data)
         self.stored += len(data)
+        self._retained += len(data)
+        if self._retained > 2 * RETAIN:
+            self._forget(self._retained - RETAIN)
         return data
+
+    def _forget(self, excess: int) -> None:
+        """Drop the oldest ``excess`` retained bytes."""
+        runs = self._runs
+        self._retained -= excess
+        while excess:
+            start, run = runs[0]
+            if len(run) <= excess:
+                excess -= len(run)
+                runs.pop(0)
+            else:
+                del run[:excess]
+                runs[0][0] = start + excess
+                excess = 0
 
     def _drain(self) -> bytes:
         """Deliver pending segments that now touch the contiguous end."""
