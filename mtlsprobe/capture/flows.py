@@ -68,6 +68,7 @@ TLS_CONTENT_TYPES = frozenset(range(20, 25))  # change_cipher_spec .. heartbeat
 MAX_RECORD = (1 << 14) + 2048
 CAPTURE_ROUTE = Route(kind="capture", source="capture")
 CONNECT_LIMIT = 16384  # an HTTP CONNECT request or response head longer than this is not one
+_NOT_BARE_ACK = SYN | FIN | RST
 PROGRESS_EVERY = 4095  # call the progress hook every 4096 packets (mask)
 ATTEMPT_PREFIX = "mtlsprobe attempt: "  # live.sniff.ATTEMPT_COMMENT
 
@@ -321,6 +322,13 @@ class CaptureReader:
         me, peer = conn.side(src)
         flags = seg.flags
         conn.last = ts
+        if not (seg.payload or flags & _NOT_BARE_ACK):  # a bare ACK: most segments
+            me.ttls[seg.ttl] = None
+            if seg.truncated:
+                conn.snapcut += 1
+            if conn.keep is not False and flags & ACK and peer.stream.started:
+                self._acked(conn, peer, seg.ack, ts - conn.start)
+            return
         if flags & SYN:
             if me.isn is not None:
                 me.stream.retransmissions += 1
@@ -353,12 +361,16 @@ class CaptureReader:
         for run in runs:
             self._deliver(conn, me, at, run)
         if flags & ACK and peer.stream.started:
-            if peer.alt_isns is not None and (seg.ack - 1) & 0xFFFFFFFF in peer.alt_isns:
-                self._rebase(peer, (seg.ack - 1) & 0xFFFFFFFF)
-            for run in peer.stream.acked(seg.ack):
-                self._deliver(conn, peer, at, run)
+            self._acked(conn, peer, seg.ack, at)
         if runs and conn.keep is None:
             self._classify(conn)
+
+    def _acked(self, conn: _Connection, peer: _Side, ack: int, at: float) -> None:
+        """``peer``'s stream was acknowledged up to ``ack``: a hole before it is a gap."""
+        if peer.alt_isns is not None and (ack - 1) & 0xFFFFFFFF in peer.alt_isns:
+            self._rebase(peer, (ack - 1) & 0xFFFFFFFF)
+        for run in peer.stream.acked(ack):
+            self._deliver(conn, peer, at, run)
 
     def _rebase(self, side: _Side, isn: int) -> None:
         """The peer acknowledged a later SYN-ACK's ISN, not the first one seen: that one is

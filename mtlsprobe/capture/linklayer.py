@@ -34,6 +34,8 @@ _tcp = struct.Struct("!HHIIBB").unpack_from  # sport, dport, seq, ack, offset, f
 _u16 = struct.Struct("!H").unpack_from
 # IPv4 without options followed by the TCP header, in one call (the common case)
 _ipv4_tcp_plain = struct.Struct("!xxHHHBB2x4s4sHHIIBB").unpack_from
+# Ethernet II + IPv4 without options + TCP header, in one call: most frames of most captures
+_eth_ipv4_tcp = struct.Struct("!12xHBxHHHBB2x4s4sHHIIBB").unpack_from
 _ADDR4: dict[bytes, str] = {}  # packed IPv4 address -> text; captures reuse few addresses
 
 
@@ -95,6 +97,10 @@ def _count(skipped: dict[str, int] | None, reason: str) -> None:
 
 def decode(linktype: int, frame: bytes, skipped: dict[str, int] | None = None) -> TcpSegment | None:
     """Decode one captured frame to its TCP segment; None (reason counted) otherwise."""
+    if linktype == ETHERNET and len(frame) >= 54:
+        segment = _ethernet_ipv4_tcp(frame)
+        if segment is not None:
+            return segment
     if linktype == ETHERNET:
         if len(frame) < 14:
             _count(skipped, "short frame")
@@ -228,6 +234,28 @@ def _tcp_segment(
     payload = frame[pos + hlen : end] if pos + hlen < end else b""
     return TcpSegment(
         src, dst, sport, dport, seq, ack, flags, ttl, ip_id, options, payload, truncated
+    )
+
+
+def _ethernet_ipv4_tcp(frame: bytes) -> TcpSegment | None:
+    """The common case in one unpack: untagged Ethernet, IPv4 without options, an unfragmented
+    TCP segment. None when the frame is anything else (the general path decides)."""
+    etype, vihl, total, ip_id, frag, ttl, proto, src, dst, sport, dport, seq, ack, doff, flags = (
+        _eth_ipv4_tcp(frame)
+    )
+    if etype != ETH_IPV4 or vihl != 0x45 or proto != TCP or frag & 0x3FFF:
+        return None
+    hlen = (doff >> 4) * 4
+    payload_at = 34 + hlen
+    if hlen < 20 or len(frame) < payload_at:
+        return None
+    end = 14 + total if total >= 20 else len(frame)
+    return TcpSegment(
+        _ADDR4.get(src) or _addr4(src), _ADDR4.get(dst) or _addr4(dst), sport, dport, seq, ack,
+        flags, ttl, ip_id,
+        frame[54:payload_at] if hlen > 20 else b"",
+        frame[payload_at:end] if payload_at < end else b"",
+        end > len(frame),
     )
 
 

@@ -7,6 +7,7 @@ Pure tables: no behaviour beyond name lookups. Unknown values are never an error
 from __future__ import annotations
 
 import enum
+import functools
 
 
 class ContentType(enum.IntEnum):
@@ -287,26 +288,37 @@ def is_grease(value: int) -> bool:
     return (value & 0x0F0F) == 0x0A0A and (value >> 8) == (value & 0xFF)
 
 
+# The *_name functions below run for every suite, version and signature scheme of every
+# observation; their inputs are 8- or 16-bit codes, so remembering every answer is bounded
+# (at most 65,536 entries each) and turns a lookup chain into one cached call.
+_name_cache = functools.cache
+
+
 def _hex(value: int) -> str:
     return f"0x{value:04x}"
 
 
+@_name_cache
 def version_name(value: int) -> str:
     return VERSION_NAMES.get(value, "GREASE" if is_grease(value) else _hex(value))
 
 
+@_name_cache
 def cipher_suite_name(value: int) -> str:
     return CIPHER_SUITE_NAMES.get(value, "GREASE" if is_grease(value) else _hex(value))
 
 
+@_name_cache
 def signature_scheme_name(value: int) -> str:
     return SIGNATURE_SCHEME_NAMES.get(value, "GREASE" if is_grease(value) else _hex(value))
 
 
+@_name_cache
 def group_name(value: int) -> str:
     return GROUP_NAMES.get(value, "GREASE" if is_grease(value) else _hex(value))
 
 
+@_name_cache
 def alert_name(code: int) -> str:
     try:
         return AlertDescription(code).name
@@ -314,6 +326,7 @@ def alert_name(code: int) -> str:
         return f"alert_{code}"
 
 
+@_name_cache
 def handshake_name(code: int) -> str:
     try:
         return HandshakeType(code).name.lower()
@@ -321,6 +334,7 @@ def handshake_name(code: int) -> str:
         return f"handshake_{code}"
 
 
+@_name_cache
 def extension_name(code: int) -> str:
     try:
         return ExtensionType(code).name

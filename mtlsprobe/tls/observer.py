@@ -117,6 +117,19 @@ _HANDSHAKE = int(ContentType.HANDSHAKE)
 _CHANGE_CIPHER_SPEC = int(ContentType.CHANGE_CIPHER_SPEC)
 _ALERT = int(ContentType.ALERT)
 _HEARTBEAT = int(ContentType.HEARTBEAT)
+# Handshake types as plain ints for the dispatch in Observer._handshake (an IntEnum
+# attribute lookup costs ~100 ns, and the chain compares up to ten per message).
+_CERTIFICATE = int(HandshakeType.CERTIFICATE)
+_CERTIFICATE_REQUEST = int(HandshakeType.CERTIFICATE_REQUEST)
+_CLIENT_HELLO = int(HandshakeType.CLIENT_HELLO)
+_CLIENT_KEY_EXCHANGE = int(HandshakeType.CLIENT_KEY_EXCHANGE)
+_ENCRYPTED_EXTENSIONS = int(HandshakeType.ENCRYPTED_EXTENSIONS)
+_FINISHED = int(HandshakeType.FINISHED)
+_HELLO_REQUEST = int(HandshakeType.HELLO_REQUEST)
+_KEY_UPDATE = int(HandshakeType.KEY_UPDATE)
+_SERVER_HELLO = int(HandshakeType.SERVER_HELLO)
+_SERVER_HELLO_DONE = int(HandshakeType.SERVER_HELLO_DONE)
+_C2S = Direction.C2S  # read per feed() call: a module global is cheaper than the enum attribute
 _NON_FATAL_13 = frozenset({AlertDescription.close_notify, AlertDescription.user_canceled})
 # DER -> CertInfo. The same few certificates recur across thousands of connections in a
 # capture; CertInfo is frozen, so observations can share one. Bounded: cleared when full.
@@ -260,7 +273,7 @@ class Observer:
 
     def feed(self, direction: Direction, data: bytes | memoryview) -> None:
         """Consume bytes one side sent, in the order they were sent. Never raises."""
-        side = self._client if direction is Direction.C2S else self._server
+        side = self._client if direction is _C2S else self._server
         side.bytes += len(data)
         if len(side.head) < 32:
             side.head += data[: 32 - len(side.head)]
@@ -565,9 +578,9 @@ class Observer:
         post = self.handshake_done
         letter = LETTERS.get(t, "z")  # type: ignore[call-overload]
         try:
-            if t == HandshakeType.CLIENT_HELLO and side.client:
+            if t == _CLIENT_HELLO and side.client:
                 self._client_hello(msg, post)
-            elif t == HandshakeType.SERVER_HELLO and not side.client:
+            elif t == _SERVER_HELLO and not side.client:
                 sh = parse_server_hello(msg.body)
                 if sh.is_hello_retry:
                     letter = "j"
@@ -576,22 +589,22 @@ class Observer:
                         self.tls13 = True
                 else:
                     self._server_hello(sh)
-            elif t == HandshakeType.ENCRYPTED_EXTENSIONS and not side.client:
+            elif t == _ENCRYPTED_EXTENSIONS and not side.client:
                 self.ee = parse_encrypted_extensions(msg.body)
-            elif t == HandshakeType.CERTIFICATE:
+            elif t == _CERTIFICATE:
                 self._certificate(side, msg, post)
-            elif t == HandshakeType.CERTIFICATE_REQUEST and not side.client:
+            elif t == _CERTIFICATE_REQUEST and not side.client:
                 self._certificate_request(msg, post)
-            elif t == HandshakeType.SERVER_HELLO_DONE and not side.client and not post:
+            elif t == _SERVER_HELLO_DONE and not side.client and not post:
                 self.server_hello_done = True
-            elif t == HandshakeType.CLIENT_KEY_EXCHANGE and side.client and not post:
+            elif t == _CLIENT_KEY_EXCHANGE and side.client and not post:
                 if self.cert_request is not None and self.client_cert is None:
                     self.client_skipped_cert = True
-            elif t == HandshakeType.FINISHED:
+            elif t == _FINISHED:
                 self._finished(side)
-            elif t == HandshakeType.HELLO_REQUEST and not side.client and post:
+            elif t == _HELLO_REQUEST and not side.client and post:
                 self._renegotiation(side)
-            elif t == HandshakeType.KEY_UPDATE and self.tls13:
+            elif t == _KEY_UPDATE and self.tls13:
                 parse_key_update(msg.body)
                 self._key_update(side)
         except DecodeError as exc:

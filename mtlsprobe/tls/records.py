@@ -122,7 +122,9 @@ class RecordSplitter:
             # counters, written back once: this loop runs once per record of a capture.
             if not buf and not self._skip and self._length < 0 and n - pos >= HEADER_LEN:
                 pos = self._frame_whole(view, pos, n, keep, out)
-                # then on below: a partial header or cut record left is staged in ``buf``
+                if pos == n:
+                    break
+                # else on below: a partial header or a cut record is staged in ``buf``
             if self._skip:
                 take = min(self._skip, n - pos)
                 self._skip -= take
