@@ -36,6 +36,7 @@ from datetime import datetime
 from pathlib import Path
 
 from mtlsprobe.capture.observations import ObservationReader
+from mtlsprobe.capture.progress import ProgressBar, progress_for
 from mtlsprobe.errors import InputError
 from mtlsprobe.model import CaseResult, Endpoint, Expectations, Observation, Route
 from mtlsprobe.tls.keylog import KeyLog
@@ -171,6 +172,7 @@ class CaptureObservations:
         keylog: KeyLog | None = None,
         ports: Iterable[int] = (),
         in_folder: bool = False,
+        progress_from: int | None = None,
     ) -> None:
         self.reader: ObservationReader | None = None
         self.notes: list[str] = []
@@ -183,12 +185,20 @@ class CaptureObservations:
             self.notes.append(f"skipped {source}: {exc}")
             return
         self.name = self.reader.capture.name
+        self.bar: ProgressBar | None = None
+        if progress_from is not None:  # a bar on stderr, for a large file on a terminal
+            self.bar = progress_for(self.reader.capture.size, threshold=progress_from)
+            self.reader.progress = self.bar
 
     def __iter__(self) -> Iterator[Observation]:
         reader, name = self.reader, self.name
         if reader is None:
             return
-        yield from reader
+        try:
+            yield from reader
+        finally:
+            if self.bar is not None:
+                self.bar.close()
         notes = self.notes
         if reader.undecrypted_before_late_keys:
             notes.append(
@@ -426,8 +436,13 @@ def analyze(
     keylog_texts: Sequence[str] = (),
     servers: Sequence[ServerFilter] = (),
     ports: Sequence[int] = (),
+    progress_from: int | None = None,
 ) -> AnalyzeRun:
-    """Read every capture, judge every (selected) TLS server seen, with the live rules."""
+    """Read every capture, judge every (selected) TLS server seen, with the live rules.
+
+    ``progress_from``: draw a progress bar on stderr, when it is a terminal, for captures of
+    at least this many bytes (None: never).
+    """
     from mtlsprobe.pipeline import judge
 
     sources = capture_sources(paths)
@@ -438,7 +453,8 @@ def analyze(
     keylog = merge_keylogs(keylog_texts)
     for index, source in enumerate(sources):
         in_folder = any(str(source).startswith(f.rstrip("/") + "/") for f in folders)
-        stream = CaptureObservations(source, keylog=keylog, ports=ports, in_folder=in_folder)
+        stream = CaptureObservations(source, keylog=keylog, ports=ports, in_folder=in_folder,
+                                     progress_from=progress_from)
         for obs in stream:
             tallies.add(obs, index)
         names.append(stream.name)

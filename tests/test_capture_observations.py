@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import pty
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -144,3 +148,50 @@ def test_progress_only_for_large_inputs_on_a_terminal() -> None:
     assert progress_for(1000, stream=Tty()) is None  # small
     assert progress_for(None, stream=Tty()) is None  # stdin: size unknown
     assert isinstance(progress_for(10 << 30, stream=Tty()), ProgressBar)
+
+
+def _padded_capture(tmp_path: Path) -> Path:
+    """A fixture capture followed by 66 MB of non-IP frames: large enough for the bar."""
+    source = FIXTURES / "direct-tls12.pcap"
+    frame = bytes(12) + b"\x88\xb5" + bytes(65536 - 14)  # EtherType 0x88B5: local experimental
+    record = (0).to_bytes(4, "little") * 2 + len(frame).to_bytes(4, "little") * 2 + frame
+    path = tmp_path / "big.pcap"
+    with path.open("wb") as out:
+        out.write(source.read_bytes())
+        for _ in range((66 << 20) // len(record) + 1):
+            out.write(record)
+    return path
+
+
+def _analyze_with_stderr(path: Path, out: Path, stderr: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "mtlsprobe", "analyze", str(path), "--format", "json",
+         "--output", str(out)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+    )
+
+
+@pytest.mark.skipif(not FIXTURES.is_dir(), reason="no fixture captures")
+def test_analyze_draws_a_progress_bar_on_a_terminal_only(tmp_path: Path) -> None:
+    path = _padded_capture(tmp_path)
+    master, slave = pty.openpty()
+    proc = _analyze_with_stderr(path, tmp_path / "tty.json", slave)
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        seen += data
+    os.close(master)
+    assert proc.wait(timeout=60) in (0, 12)
+    assert b"reading [" in seen and b"100%" in seen  # drawn while reading
+    assert seen.endswith(b"\r")  # and erased before the report
+    assert json.loads((tmp_path / "tty.json").read_text())["results"]
+
+    piped = _analyze_with_stderr(path, tmp_path / "pipe.json", subprocess.PIPE)
+    _, err = piped.communicate(timeout=60)
+    assert b"reading [" not in err  # a pipe or a CI log gets no bar

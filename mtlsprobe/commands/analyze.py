@@ -47,12 +47,14 @@ def analyze(
     """
     from mtlsprobe import analyze as offline
     from mtlsprobe import expectations, pipeline
+    from mtlsprobe.capture.progress import LARGE
 
     server_filters = [offline.ServerFilter.parse(s) for s in servers]
     expect = expectations.build(ca=ca, pins=pins, baseline=baseline)
     keylog_texts = offline.read_keylogs(keylogs)
     run = offline.analyze(
-        captures, expect, keylog_texts=keylog_texts, servers=server_filters, ports=ports
+        captures, expect, keylog_texts=keylog_texts, servers=server_filters, ports=ports,
+        progress_from=LARGE,
     )
     inputs: dict[str, object] = {
         "captures": [str(c) for c in captures],
