@@ -26,6 +26,7 @@ TLS 1.2 alerts and renegotiation.
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from collections.abc import Iterable
 
@@ -145,6 +146,30 @@ def _cert_info(der: bytes) -> CertInfo:
             _CERT_CACHE.clear()
         _CERT_CACHE[der] = info
     return info
+
+
+# Certificate.certificates (DERs as sent) -> their CertInfos, when every one parsed.
+_CHAIN_CACHE: dict[tuple[bytes, ...], tuple[CertInfo, ...]] = {}
+
+
+@functools.lru_cache(maxsize=1024)
+def _version_names(versions: tuple[int, ...]) -> tuple[str, ...]:
+    """Names of offered versions (remembered: a capture's hellos offer a few lists)."""
+    return tuple(version_name(v) for v in versions)
+
+
+@functools.lru_cache(maxsize=1024)
+def _seen_request(
+    authorities: tuple[str, ...], schemes: tuple[int, ...], where: str | None
+) -> CertRequestInfo:
+    """A CertRequestInfo for a CertificateRequest seen (frozen: observations can share
+    one, as they share CertInfos; a capture repeats the same request thousands of times)."""
+    return CertRequestInfo(
+        seen=Seen.YES,
+        authorities=authorities,
+        signature_algorithms=tuple(signature_scheme_name(s) for s in schemes),
+        where=where,
+    )
 
 
 def _who(direction: Direction) -> str:
@@ -765,7 +790,7 @@ class Observer:
             observed_at=transcript.started_at,
             attempt=transcript.attempt,
             history="".join(self.history),
-            offered_versions=tuple(version_name(v) for v in ch.offered_versions) if ch else (),
+            offered_versions=_version_names(ch.offered_versions) if ch else (),
             version=version_name(sh.version) if sh else None,
             cipher_suite=cipher_suite_name(sh.cipher_suite) if sh else None,
             sni=ch.sni if ch else None,
@@ -795,13 +820,21 @@ class Observer:
         )
 
     def _infos(self, cert: Certificate, who: str) -> tuple[CertInfo, ...]:
+        chain = _CHAIN_CACHE.get(cert.certificates)
+        if chain is not None:
+            return chain
         out = []
         for i, der in enumerate(cert.certificates):
             try:
                 out.append(_cert_info(der))
             except (CertError, ValueError, TypeError) as exc:
                 self.note(f"{who} certificate #{i} is not a valid certificate: {exc}")
-        return tuple(out)
+        chain = tuple(out)
+        if len(chain) == len(cert.certificates):  # no notes to repeat: safe to remember
+            if len(_CHAIN_CACHE) >= _CERT_CACHE_MAX:
+                _CHAIN_CACHE.clear()
+            _CHAIN_CACHE[cert.certificates] = chain
+        return chain
 
     def _server_finished_seen(self) -> bool:
         s = self._server
@@ -821,14 +854,8 @@ class Observer:
     def _cert_request_info(self) -> CertRequestInfo:
         cr = self.cert_request
         if cr is not None:
-            return CertRequestInfo(
-                seen=Seen.YES,
-                authorities=cr.authority_names,
-                signature_algorithms=tuple(
-                    signature_scheme_name(s) for s in cr.signature_algorithms
-                ),
-                where=self.cert_request_where,
-            )
+            return _seen_request(cr.authority_names, cr.signature_algorithms,
+                                 self.cert_request_where)
         if self.sh is None:
             return CertRequestInfo(seen=Seen.UNKNOWN)
         ended_handshake = self.server_hello_done or self._server_finished_seen()
