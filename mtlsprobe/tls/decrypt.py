@@ -7,13 +7,13 @@ Sans-IO: secrets and record bytes in, plaintext out. Only AEAD suites are suppor
 
 from __future__ import annotations
 
+import functools
 import hmac
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM, ChaCha20Poly1305
-from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
 from mtlsprobe.tls.constants import CIPHER_SUITE_NAMES, ContentType
 from mtlsprobe.tls.reader import DecodeError
@@ -39,15 +39,18 @@ class AeadSpec:
         return hashes.SHA384() if self.hash_name == "sha384" else hashes.SHA256()
 
     def aead(self, key: bytes) -> AESGCM | ChaCha20Poly1305 | AESCCM:
-        if self.name.startswith("AES") and self.name.endswith("GCM"):
-            return AESGCM(key)
-        if self.name == "CHACHA20-POLY1305":
-            return ChaCha20Poly1305(key)
-        return AESCCM(key)
+        return _AEADS.get(self.name, AESCCM)(key)
 
 
+_AEADS = {"AES-128-GCM": AESGCM, "AES-256-GCM": AESGCM, "CHACHA20-POLY1305": ChaCha20Poly1305}
+
+
+@functools.lru_cache(maxsize=256)
 def aead_spec(suite: int) -> AeadSpec:
-    """The AEAD and PRF hash of a suite, from its IANA name. Raises UnsupportedSuite."""
+    """The AEAD and PRF hash of a suite, from its IANA name. Raises UnsupportedSuite.
+
+    Remembered per suite (frozen result; errors are not cached): it is asked for every
+    decryptor and key update, and matches the suite name against several patterns."""
     name = CIPHER_SUITE_NAMES.get(suite, "")
     hash_name = "sha384" if name.endswith("SHA384") else "sha256"
     if "CHACHA20_POLY1305" in name:
@@ -70,17 +73,41 @@ def hkdf_expand_label(
     """RFC 8446 §7.1: HKDF-Expand(Secret, HkdfLabel, Length), label prefixed "tls13 "."""
     full = b"tls13 " + label.encode("ascii")
     info = length.to_bytes(2, "big") + bytes([len(full)]) + full + bytes([len(context)]) + context
-    return HKDFExpand(algorithm=hash_alg, length=length, info=info).derive(secret)
+    return _hkdf_expand(hash_alg.name, secret, info, length)
+
+
+def _hkdf_expand(hash_name: str, prk: bytes, info: bytes, length: int) -> bytes:
+    """RFC 5869 §2.3 HKDF-Expand with one ``hmac.digest`` per output block: TLS 1.3 keys
+    and IVs are one block each, and this is several times cheaper than building a
+    cryptography HKDFExpand object per derivation."""
+    out = b""
+    block = b""
+    counter = 1
+    while len(out) < length:
+        block = hmac.digest(prk, block + info + bytes((counter,)), hash_name)
+        out += block
+        counter += 1
+    return out[:length]
 
 
 def traffic_key_iv(suite: int, secret: bytes) -> tuple[bytes, bytes]:
     """RFC 8446 §7.3: the write key and IV of a traffic secret."""
     spec = aead_spec(suite)
-    h = spec.hash()
     return (
-        hkdf_expand_label(secret, "key", b"", spec.key_len, h),
-        hkdf_expand_label(secret, "iv", b"", 12, h),
+        _hkdf_expand(spec.hash_name, secret, _KEY_INFO[spec.key_len], spec.key_len),
+        _hkdf_expand(spec.hash_name, secret, _IV_INFO, 12),
     )
+
+
+def _label_info(label: bytes, length: int) -> bytes:
+    """The HkdfLabel of RFC 8446 §7.1 with an empty context."""
+    full = b"tls13 " + label
+    return length.to_bytes(2, "big") + bytes((len(full),)) + full + b"\x00"
+
+
+# HkdfLabels of the traffic key (by AEAD key length) and IV: the same for every record key
+_KEY_INFO = {n: _label_info(b"key", n) for n in (16, 32)}
+_IV_INFO = _label_info(b"iv", 12)
 
 
 def _xor_nonce(iv: bytes, seq: int) -> bytes:

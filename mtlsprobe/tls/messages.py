@@ -165,6 +165,19 @@ def _u8_list(data: bytes, context: str) -> tuple[int, ...]:
 
 
 def _key_share_groups(data: bytes) -> tuple[int, ...]:
+    # KeyShareEntry client_shares<0..2^16-1>: (group, opaque key_exchange<1..2^16-1>).
+    # Well-formed lists are walked in place; anything else goes through the Reader below,
+    # which raises the precise DecodeError.
+    n = len(data)
+    end = 2 + ((data[0] << 8) | data[1]) if n >= 2 else n + 1
+    if end <= n:
+        groups = []
+        pos = 2
+        while pos + 4 <= end:
+            groups.append((data[pos] << 8) | data[pos + 1])
+            pos += 4 + ((data[pos + 2] << 8) | data[pos + 3])
+        if pos == end:
+            return tuple(groups)
     r = Reader(data, "key_share").sub_vector(2)
     groups: list[int] = []
     while not r.at_end():

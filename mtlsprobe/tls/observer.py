@@ -428,6 +428,9 @@ class Observer:
             if done:
                 side.app_data = True
             return
+        if side.dec is None and side.next_dec is None:  # no keys (e.g. no key log)
+            self._opaque13(side, rec, done)
+            return
         opened = self._open13(side, rec)
         if opened is None:
             self._opaque13(side, rec, done)

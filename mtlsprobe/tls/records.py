@@ -8,6 +8,7 @@ captures cost one header parse per record.
 from __future__ import annotations
 
 from collections.abc import Collection
+from struct import Struct
 from typing import NamedTuple
 
 from mtlsprobe.tls.constants import ContentType
@@ -19,6 +20,7 @@ HEADER_LEN = 5
 MAX_RECORD_LEN = 2**14 + 2048
 _CONTENT_TYPES = frozenset(int(t) for t in ContentType)
 ALL_TYPES: frozenset[int] = _CONTENT_TYPES
+_HEADER = Struct(">BHH")  # type, legacy_record_version, length
 
 
 class Record(NamedTuple):
@@ -35,9 +37,7 @@ class Record(NamedTuple):
     @property
     def header(self) -> bytes:
         """The 5-byte header, which is the AEAD additional data in TLS 1.3 (§5.2)."""
-        return bytes(
-            (self.content_type, self.version >> 8, self.version & 0xFF)
-        ) + self.length.to_bytes(2, "big")
+        return _HEADER.pack(self.content_type, self.version, self.length)
 
 
 # ``tuple.__new__(Record, fields)`` builds a Record without the Python-level ``__new__`` a
