@@ -121,6 +121,7 @@ class Tls13Decryptor:
     def __init__(self, suite: int, secret: bytes, *, seq: int = 0) -> None:
         spec = aead_spec(suite)
         key, self.iv = traffic_key_iv(suite, secret)
+        self._iv_int = int.from_bytes(self.iv, "big")
         self._aead = spec.aead(key)
         self.seq = seq
 
@@ -129,6 +130,7 @@ class Tls13Decryptor:
         self = cls.__new__(cls)
         self._aead = aead_spec(suite).aead(key)
         self.iv = iv
+        self._iv_int = int.from_bytes(iv, "big")
         self.seq = seq
         return self
 
@@ -139,7 +141,8 @@ class Tls13Decryptor:
         does not advance then) or DecodeError for an all-zero plaintext.
         """
         try:
-            plain = self._aead.decrypt(_xor_nonce(self.iv, self.seq), ciphertext, header)
+            nonce = (self._iv_int ^ self.seq).to_bytes(len(self.iv), "big")  # _xor_nonce
+            plain = self._aead.decrypt(nonce, ciphertext, header)
         except InvalidTag:
             raise DecryptError("record does not authenticate", context="TLSCiphertext") from None
         self.seq += 1

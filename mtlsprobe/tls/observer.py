@@ -59,6 +59,7 @@ from mtlsprobe.tls.constants import (
 from mtlsprobe.tls.decrypt import (
     DecryptError,
     Tls12Decryptor,
+    Tls12Keys,
     Tls13Decryptor,
     UnsupportedSuite,
     aead_spec,
@@ -280,6 +281,7 @@ class Observer:
         self.decrypted = False
         self.not_tls: str | None = None
         self._keys_ready = False
+        self._keys12: tuple[tuple[int, bytes, bytes, bytes], Tls12Keys] | None = None
         self.http = HttpHeads()  # the first HTTP/1.x exchange in decrypted application data
 
     # --- public API -----------------------------------------------------------------
@@ -492,11 +494,16 @@ class Observer:
             self.note("key log has no CLIENT_RANDOM secret for this connection")
             return
         suite = self.sh_latest.cipher_suite
-        try:
-            keys = tls12_keys(suite, master, self.ch_latest.random, self.sh_latest.random)
-        except UnsupportedSuite as exc:
-            self.note(f"TLS 1.2 records not decrypted: {exc}")
-            return
+        inputs = (suite, master, self.ch_latest.random, self.sh_latest.random)
+        if self._keys12 is not None and self._keys12[0] == inputs:
+            keys = self._keys12[1]  # the other side's CCS already derived this key block
+        else:
+            try:
+                keys = tls12_keys(*inputs)
+            except UnsupportedSuite as exc:
+                self.note(f"TLS 1.2 records not decrypted: {exc}")
+                return
+            self._keys12 = (inputs, keys)
         if side.client:
             side.dec = Tls12Decryptor(suite, keys.client_key, keys.client_iv)
         else:
