@@ -39,13 +39,15 @@ Decisions, for reviewers:
 
 from __future__ import annotations
 
+import struct
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from mtlsprobe.capture.linklayer import ACK, FIN, RST, SYN, TcpSegment, decode
+from mtlsprobe.capture.linklayer import ACK, ETHERNET, FIN, RST, SYN, TcpSegment, decode
+from mtlsprobe.capture.linklayer import TCP as TCP_PROTO
 from mtlsprobe.capture.pcapfile import CaptureFile
 from mtlsprobe.capture.tcp import TcpReassembler
 from mtlsprobe.model import (
@@ -80,7 +82,12 @@ _Prelude = tuple[Route, Endpoint, int, int]
 class ByteSink(Protocol):
     """Takes a kept connection's reassembled bytes as they arrive (see ``_stream``)."""
 
-    def feed(self, side: _Side, at: float, data: bytes) -> None: ...
+    def feed(self, side: _Side, at: float, data: bytes) -> None:
+        """The next bytes ``side`` sent, in stream order."""
+
+    def skip(self, side: _Side, n: int) -> bool:
+        """Whether the next ``n`` bytes ``side`` sends are only counted (then they are
+        taken as fed and never delivered); False: deliver them."""
 
 
 def tls_record_start(data: bytes) -> bool | None:
@@ -125,8 +132,8 @@ class _Side:
 
 class _Connection:
     __slots__ = (
-        "a", "attempt", "b", "chunks", "index", "keep", "last", "lingering", "prelude", "rst",
-        "rst_ttls", "sink", "snapcut", "start",
+        "a", "attempt", "b", "chunks", "index", "keep", "last", "late_keys", "lingering",
+        "prelude", "rst", "rst_ttls", "sink", "snapcut", "start",
         "syn_from", "syn_ttl", "synack_from", "synack_options", "synack_ttl",
     )
 
@@ -150,6 +157,7 @@ class _Connection:
         self.lingering = False  # reset, waiting RST_LINGER for in-flight segments
         self.prelude: _Prelude | bool | None = False  # False: not looked for yet
         self.sink: ByteSink | None = None  # set by a subclass: bytes go there, not to chunks
+        self.late_keys: list[bytes] = []  # its entries in the reader's _LateFrames
 
     def side(self, addr: Addr) -> tuple[_Side, _Side]:
         return (self.a, self.b) if addr == self.a.addr else (self.b, self.a)
@@ -183,6 +191,62 @@ class _Connection:
         return self.keep is False or (self.a.stream.complete and self.b.stream.complete)
 
 
+_late_fields = struct.Struct("!H2xHBB14xIIBB").unpack_from  # from the IPv4 total length on
+_ETHERNET_IPV4_PLAIN = b"\x08\x00\x45"  # EtherType IPv4, version 4 with a 20-byte header
+
+
+class _LateFrames:
+    """A shortcut for the bulk of a long capture: frames of streamed connections whose
+    bytes the sink only counts (application data past the handshake) and bare ACKs that
+    acknowledge exactly what was seen. Keyed by the raw addresses and ports of untagged
+    Ethernet/IPv4 frames, they are taken from fixed offsets without decoding or the flow
+    table. Anything else (flags, options in IP, a hole, FIN seen, the sink wanting the
+    bytes) declines, and the frame takes the general path.
+    """
+
+    __slots__ = ("entries",)
+
+    def __init__(self) -> None:
+        # frame[26:38] (source, destination address, ports) -> (connection, sender, peer, sink)
+        self.entries: dict[bytes, tuple[_Connection, _Side, _Side, ByteSink]] = {}
+
+    def register(self, frame: bytes, conn: _Connection, me: _Side, peer: _Side) -> None:
+        if conn.sink is None or frame[12:15] != _ETHERNET_IPV4_PLAIN or len(frame) < 54:
+            return
+        key = frame[26:38]
+        if key not in self.entries:
+            self.entries[key] = (conn, me, peer, conn.sink)
+            conn.late_keys.append(key)
+
+    def forget(self, conn: _Connection) -> None:
+        for key in conn.late_keys:
+            self.entries.pop(key, None)
+        conn.late_keys.clear()
+
+    def take(self, frame: bytes, ts: float) -> bool:
+        """Account one frame if it is a late frame of a registered connection."""
+        entry = self.entries.get(frame[26:38])
+        if entry is None or frame[12:15] != _ETHERNET_IPV4_PLAIN or len(frame) < 54:
+            return False
+        conn, me, peer, sink = entry
+        total, frag, ttl, proto, seq, ack, doff, flags = _late_fields(frame, 16)
+        if flags & _NOT_BARE_ACK or proto != TCP_PROTO or frag & 0x3FFF or me.fin or peer.fin:
+            return False
+        size = total - 20 - (doff >> 4) * 4  # payload bytes
+        if size < 0 or 14 + total > len(frame) or doff >> 4 < 5:
+            return False  # malformed, or cut by the snap length
+        if flags & ACK and peer.stream.started and not peer.stream.acked_to_end(ack):
+            return False  # a hole may become a gap: the general path decides
+        if size:
+            stream = me.stream
+            if not stream.expects(seq) or not sink.skip(me, size):
+                return False
+            stream.advance(size)
+        conn.last = ts
+        me.ttls[ttl] = None
+        return True
+
+
 class CaptureReader:
     """Read a capture and iterate the TLS-carrying TCP connections as ``Transcript``s.
 
@@ -208,6 +272,7 @@ class CaptureReader:
             "non_tls_connections": 0, "after_close": 0,
         }
         self.skipped: dict[str, int] = {}  # frames not decoded, by reason
+        self._late = _LateFrames()
         self._notes: list[str] = []
 
     @property
@@ -236,6 +301,7 @@ class CaptureReader:
         progress = self.progress
         capture = self.capture
         add = self._add
+        late = self._late
         # per-packet counters live in locals and are written to ``stats`` before every
         # yield and at the end, so readers of ``stats`` see them current
         packets, segments = stats["packets"], stats["tcp_segments"]
@@ -255,6 +321,12 @@ class CaptureReader:
                         if t is not None:
                             stats["packets"], stats["tcp_segments"] = packets, segments
                             yield t
+                if (
+                    linktype == ETHERNET and late.entries and capture.comment is None
+                    and late.take(frame, ts)
+                ):
+                    segments += 1
+                    continue
                 seg = decode(linktype, frame, skipped)
                 if seg is None:
                     continue
@@ -281,6 +353,9 @@ class CaptureReader:
                     )
                     stats["connections"] += 1
                 add(conn, src, seg, ts)
+                if conn.sink is not None and linktype == ETHERNET and len(conn.late_keys) < 2:
+                    me, peer = conn.side(src)
+                    late.register(frame, conn, me, peer)
                 if capture.comment is not None and conn.attempt is None:
                     conn.attempt = attempt_from_comment(capture.comment)
                 if conn.rst:
@@ -356,8 +431,17 @@ class CaptureReader:
         if conn.keep is False:
             return
         at = ts - conn.start
-        seq = (seg.seq + 1) & 0xFFFFFFFF if flags & SYN else seg.seq  # TCP Fast Open data
-        runs = me.stream.segment(seq, seg.payload, bool(flags & FIN))
+        payload = seg.payload
+        sink = conn.sink
+        if (
+            sink is not None and not flags & (SYN | FIN) and payload
+            and me.stream.expects(seg.seq) and sink.skip(me, len(payload))
+        ):
+            me.stream.advance(len(payload))  # bytes the sink only counts: no reassembly
+            runs: Sequence[bytes] = ()
+        else:
+            seq = (seg.seq + 1) & 0xFFFFFFFF if flags & SYN else seg.seq  # TCP Fast Open data
+            runs = me.stream.segment(seq, payload, bool(flags & FIN))
         for run in runs:
             self._deliver(conn, me, at, run)
         if flags & ACK and peer.stream.started:
@@ -436,6 +520,7 @@ class CaptureReader:
     # --- per connection ------------------------------------------------------------
 
     def _finish(self, conn: _Connection) -> Any:
+        self._late.forget(conn)
         if conn.keep is not False:
             for side in (conn.a, conn.b):
                 for run in side.stream.flush():

@@ -92,6 +92,15 @@ class _ObserverSink:
         if f.reported < len(side.stream.gaps):
             self._gaps(side, f)
 
+    def skip(self, side: _Side, n: int) -> bool:
+        f = self.feeds[side]
+        if f.strip or f.reported < len(side.stream.gaps):
+            return False
+        if self.observer.skip(f.direction, n):
+            f.offset += n
+            return True
+        return False
+
     def _gaps(self, side: _Side, f: _Feed, *, all_left: bool = False) -> None:
         """Tell the observer of the gaps at the stream's current position (or all left)."""
         gaps = side.stream.gaps

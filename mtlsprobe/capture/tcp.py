@@ -106,6 +106,24 @@ class TcpReassembler:
             self._buffer(off, payload)
         return NOTHING
 
+    def expects(self, seq: int) -> bool:
+        """Whether a segment at ``seq`` would extend the stream exactly: started, nothing
+        waiting out of order, ``seq`` the next byte expected."""
+        at_end = not (seq - self._base - self.next_offset) & MASK
+        return at_end and self.started and not self._pending
+
+    def acked_to_end(self, ack: int) -> bool:
+        """Whether ``ack`` acknowledges exactly the bytes seen (so ``acked`` has nothing to do)."""
+        return not (ack - self._base - self.next_offset) & MASK
+
+    def advance(self, n: int) -> None:
+        """Count ``n`` bytes at the stream's end (see ``expects``) as received, without
+        delivering or keeping them: the reader needs nothing from them. Up to the cap."""
+        end = min(self.next_offset + n, self.max_bytes)
+        self.next_offset = end
+        if end > self._high:
+            self._high = end
+
     def acked(self, ack: int) -> Sequence[bytes]:
         """The peer acknowledged up to ``ack``: bytes before it that we lack are a gap."""
         if not self.started or not (ack - self._base - self.next_offset) & MASK:

@@ -317,6 +317,19 @@ class Observer:
         except DecodeError as exc:
             self._lose(side, exc)
 
+    def skip(self, direction: Direction, n: int) -> bool:
+        """Take the next ``n`` bytes of one side as fed, without them, when they would only
+        be counted: all inside an application-data record past the post-handshake budget
+        (or after parsing stopped). False: they are needed, ``feed`` them instead."""
+        side = self._client if direction is _C2S else self._server
+        if side.dead is not None:
+            if len(side.head) < 32:
+                return False
+        elif not side.splitter.skip(n):
+            return False
+        side.bytes += n
+        return True
+
     def gap(self, direction: Direction, length: int, offset: int | None = None) -> None:
         """Bytes of one direction are missing: stop parsing it (framing is lost)."""
         side = self.sides[direction]

@@ -107,6 +107,16 @@ class RecordSplitter:
             raise DecodeError(f"record length {length} over the limit", offset=at, context="record")
         return ctype, (major << 8) | minor, length
 
+    def skip(self, n: int) -> bool:
+        """Take ``n`` bytes that all fall inside the payload of a record being skipped (a
+        type not in ``keep``), without looking at them: the caller need not even have them.
+        False, and nothing taken, unless they all do."""
+        if n > self._skip:
+            return False
+        self._skip -= n
+        self._offset += n
+        return True
+
     def feed(self, data: bytes | bytearray | memoryview) -> list[Record]:
         """Consume `data`; return the records it completed, in order. Raises DecodeError."""
         if self.error is not None:
