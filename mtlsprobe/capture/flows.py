@@ -85,6 +85,9 @@ class ByteSink(Protocol):
     def feed(self, side: _Side, at: float, data: bytes) -> None:
         """The next bytes ``side`` sent, in stream order."""
 
+    def counting(self, side: _Side) -> bool:
+        """Whether ``side``'s bytes are now mostly only counted (see ``skip``)."""
+
     def skip(self, side: _Side, n: int) -> bool:
         """Whether the next ``n`` bytes ``side`` sends are only counted (then they are
         taken as fed and never delivered); False: deliver them."""
@@ -353,9 +356,11 @@ class CaptureReader:
                     )
                     stats["connections"] += 1
                 add(conn, src, seg, ts)
-                if conn.sink is not None and linktype == ETHERNET and len(conn.late_keys) < 2:
+                sink = conn.sink
+                if sink is not None and linktype == ETHERNET and len(conn.late_keys) < 2:
                     me, peer = conn.side(src)
-                    late.register(frame, conn, me, peer)
+                    if sink.counting(me):
+                        late.register(frame, conn, me, peer)
                 if capture.comment is not None and conn.attempt is None:
                     conn.attempt = attempt_from_comment(capture.comment)
                 if conn.rst:

@@ -92,6 +92,9 @@ class _ObserverSink:
         if f.reported < len(side.stream.gaps):
             self._gaps(side, f)
 
+    def counting(self, side: _Side) -> bool:
+        return self.observer.counting(self.feeds[side].direction)
+
     def skip(self, side: _Side, n: int) -> bool:
         f = self.feeds[side]
         if f.strip or f.reported < len(side.stream.gaps):

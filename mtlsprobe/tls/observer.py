@@ -317,6 +317,12 @@ class Observer:
         except DecodeError as exc:
             self._lose(side, exc)
 
+    def counting(self, direction: Direction) -> bool:
+        """Whether one side's application data is now only counted (past the
+        post-handshake budget, or parsing stopped): ``skip`` may then take its bytes."""
+        side = self._client if direction is _C2S else self._server
+        return side.dead is not None or side.splitter.keep is _LATE_KEEP
+
     def skip(self, direction: Direction, n: int) -> bool:
         """Take the next ``n`` bytes of one side as fed, without them, when they would only
         be counted: all inside an application-data record past the post-handshake budget
