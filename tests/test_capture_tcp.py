@@ -7,7 +7,7 @@ from itertools import pairwise
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mtlsprobe.capture.tcp import TcpReassembler
+from mtlsprobe.capture.tcp import MASK, RETAIN, TcpReassembler
 
 DATA = bytes(range(256)) * 4
 
@@ -104,3 +104,37 @@ def test_any_segmentation_order_and_duplication_yields_the_same_bytes(data, cuts
     r.syn(isn)
     assert feed(r, isn, pieces) == data
     assert r.gaps == [] and r.conflicting_bytes == 0 and not r.flush()
+
+
+def test_advance_counts_in_order_bytes_without_keeping_them():
+    r = TcpReassembler(max_bytes=None)
+    r.syn(0xFFFFFFF0)  # wraps while advancing
+    assert r.segment(0xFFFFFFF1, b"hello") == [b"hello"]
+    assert not r.expects(0xFFFFFFF0) and r.expects(0xFFFFFFF6)
+    r.advance(1000)  # bytes 5..1004, never delivered
+    assert r.next_offset == 1005 and r.stored == 5 and r.acked_to_end((0xFFFFFFF6 + 1000) & MASK)
+    assert r.segment((0xFFFFFFF6 + 1000) & MASK, b"tail") == [b"tail"]
+    assert r.segment((0xFFFFFFF6 + 500) & MASK, b"x" * 10) == ()  # a repeat of counted bytes
+    assert r.retransmissions == 1 and r.conflicting_bytes == 0  # counted, not compared
+
+
+def test_expects_is_false_while_segments_wait_out_of_order():
+    r = TcpReassembler(max_bytes=None)
+    r.syn(100)
+    r.segment(111, b"later")  # a hole at 101..110
+    assert not r.expects(101) and not r.acked_to_end(101 + 15)
+    assert r.acked(116) == [b"later"] and r.gaps == [(0, 10)]
+    assert r.expects(116)
+
+
+def test_retained_bytes_stay_bounded_on_a_long_stream():
+    r = TcpReassembler(max_bytes=None)
+    r.syn(0)
+    block = bytes(range(256)) * 64  # 16 KiB
+    for i in range(200):  # 3.2 MB
+        r.segment(1 + i * len(block), block)
+    assert r.next_offset == 200 * len(block) and not r.beyond_cap
+    assert sum(len(run) for _, run in r._runs) <= 2 * RETAIN
+    last = 1 + 199 * len(block)
+    r.segment(last, b"\xff" + block[1:])  # a late copy of recent bytes that differs
+    assert r.conflicting_bytes == 1

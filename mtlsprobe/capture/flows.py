@@ -272,7 +272,7 @@ class CaptureReader:
         self.max_bytes = max_bytes
         self.stats: dict[str, int] = {
             "packets": 0, "tcp_segments": 0, "connections": 0, "tls_connections": 0,
-            "non_tls_connections": 0, "after_close": 0,
+            "non_tls_connections": 0, "after_close": 0, "bulk_frames": 0,
         }
         self.skipped: dict[str, int] = {}  # frames not decoded, by reason
         self._late = _LateFrames()
@@ -329,6 +329,7 @@ class CaptureReader:
                     and late.take(frame, ts)
                 ):
                     segments += 1
+                    stats["bulk_frames"] += 1
                     continue
                 seg = decode(linktype, frame, skipped)
                 if seg is None:

@@ -1,0 +1,112 @@
+"""The bulk shortcut of the streaming reader (capture.flows._LateFrames, Observer.skip).
+
+Past a connection's handshake and the observer's post-handshake budget, application data
+is only counted: its frames are matched by their raw address bytes and never decoded or
+reassembled. The observations must be exactly those of the general path (the transcript
+path, which reads every byte), whatever the capture does to the bulk: holes, reordering,
+retransmissions. Real TLS bytes (tests/tlsgen.py) in real pcap files (tests/pcapgen.py).
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import tlsgen
+
+from mtlsprobe.capture.flows import CaptureReader
+from mtlsprobe.capture.observations import ObservationReader
+from mtlsprobe.model import Direction, Transcript
+from mtlsprobe.tls.keylog import KeyLog
+from mtlsprobe.tls.observer import observe
+from tests import pcapgen
+
+BULK = bytes(range(256)) * 1200  # 300 KB: about 19 records of 16 KiB, 210 segments
+
+
+@pytest.fixture(scope="module", params=["TLSv1.2", "TLSv1.3"])
+def session(request: pytest.FixtureRequest) -> Transcript:
+    return tlsgen.run(version=request.param, verify=ssl.CERT_NONE, server_says=BULK)
+
+
+def _messages(t: Transcript) -> list[tuple[str, bytes]]:
+    """The session's bytes as alternating (sender, bytes) messages, in order."""
+    out: list[tuple[str, bytes]] = []
+    for chunk in t.chunks:
+        who = "c" if chunk.direction is Direction.C2S else "s"
+        if out and out[-1][0] == who:
+            out[-1] = (who, out[-1][1] + chunk.data)
+        else:
+            out.append((who, chunk.data))
+    return out
+
+
+def _read_both(path: Path, keylog: KeyLog | None = None) -> tuple[list, list, int]:
+    """(streamed observations, transcript-path observations, frames taken by the shortcut)."""
+    reader = ObservationReader(path, keylog=keylog)
+    streamed = list(reader)
+    general = [observe(t, keylog=keylog) for t in CaptureReader(path, max_bytes=None)]
+    return streamed, general, reader.stats["bulk_frames"]
+
+
+def _same(a: list, b: list) -> bool:
+    """Equal, notes as sets (a gap's note is placed in time order when streaming)."""
+    return [replace(o, notes=tuple(sorted(o.notes))) for o in a] == [
+        replace(o, notes=tuple(sorted(o.notes))) for o in b
+    ]
+
+
+def _bulk_indexes(segs: list[pcapgen.Seg]) -> list[int]:
+    """Indexes of the server's data segments in the last quarter of its transfer (past the
+    observer's post-handshake budget)."""
+    data = pcapgen.data_indexes(segs, 443)
+    return data[3 * len(data) // 4 :]
+
+
+def test_bulk_is_counted_not_reassembled_and_observed_the_same(session, tmp_path):
+    segs = pcapgen.conversation(_messages(session))
+    streamed, general, counted = _read_both(pcapgen.capture(segs, tmp_path / "b.pcap"))
+    assert counted > 50  # most of the transfer took the shortcut
+    assert _same(streamed, general)
+    [obs] = streamed
+    assert obs.outcome.value == "established" and not obs.gaps
+
+
+def test_a_hole_in_the_bulk_is_still_a_gap(session, tmp_path):
+    segs = pcapgen.conversation(_messages(session))
+    segs = pcapgen.drop(segs, _bulk_indexes(segs)[3])
+    streamed, general, counted = _read_both(pcapgen.capture(segs, tmp_path / "g.pcap"))
+    assert counted > 10  # before the hole; after it segments wait out of order
+    assert _same(streamed, general)
+    [obs] = streamed
+    assert [g.direction for g in obs.gaps] == [Direction.S2C]
+
+
+def test_reordered_and_repeated_bulk_segments(session, tmp_path):
+    segs = pcapgen.conversation(_messages(session))
+    bulk = _bulk_indexes(segs)
+    segs = pcapgen.duplicate(segs, bulk[5])
+    head, tail = segs[: bulk[0]], pcapgen.reorder(segs[bulk[0] :], seed=7, window=5)
+    streamed, general, _ = _read_both(pcapgen.capture(head + tail, tmp_path / "r.pcap"))
+    assert _same(streamed, general)
+    [obs] = streamed
+    assert not obs.gaps and obs.tcp is not None and obs.tcp.retransmissions >= 1
+
+
+def test_with_the_key_log(session, tmp_path):
+    assert session.keylog is not None
+    keylog = KeyLog.parse(session.keylog)
+    segs = pcapgen.conversation(_messages(session))
+    streamed, general, counted = _read_both(pcapgen.capture(segs, tmp_path / "k.pcap"), keylog)
+    assert counted > 50
+    assert _same(streamed, general)
+    assert streamed[0].decrypted
+
+
+def test_other_link_types_take_the_general_path(session, tmp_path):
+    segs = pcapgen.conversation(_messages(session))
+    streamed, general, counted = _read_both(pcapgen.capture(segs, tmp_path / "s.pcap", "sll"))
+    assert counted == 0
+    assert _same(streamed, general)
