@@ -33,6 +33,11 @@ Decisions, for reviewers:
 - A pcapng packet comment ``mtlsprobe attempt: NAME; client certificate: KIND`` (the probe's
   own capture, ``live.sniff``) on a connection's packets becomes ``Transcript.attempt``, so
   analyze tells the probe's attempts from a client's connections.
+- Bytes: a kept connection's reassembled bytes are held as chunks (up to ``max_bytes`` per
+  direction) and emitted in a Transcript, unless a subclass gives the connection a sink
+  (``_stream`` hook; ``capture.observations.ObservationReader`` streams into an Observer):
+  then nothing is held, and bytes the sink only counts skip reassembly (``ByteSink.skip``);
+  their untagged Ethernet/IPv4 frames skip decoding too (``_LateFrames``).
 - Labels are ``"<file> flow N"``, N counting TCP connections from 0 in order of their first
   packet (like tshark's ``tcp.stream``, so ``tcp.stream == N`` usually finds it).
 """
@@ -82,13 +87,13 @@ _Prelude = tuple[Route, Endpoint, int, int]
 class ByteSink(Protocol):
     """Takes a kept connection's reassembled bytes as they arrive (see ``_stream``)."""
 
-    def feed(self, side: _Side, at: float, data: bytes) -> None:
+    def feed(self, side: Side, at: float, data: bytes) -> None:
         """The next bytes ``side`` sent, in stream order."""
 
-    def counting(self, side: _Side) -> bool:
+    def counting(self, side: Side) -> bool:
         """Whether ``side``'s bytes are now mostly only counted (see ``skip``)."""
 
-    def skip(self, side: _Side, n: int) -> bool:
+    def skip(self, side: Side, n: int) -> bool:
         """Whether the next ``n`` bytes ``side`` sends are only counted (then they are
         taken as fed and never delivered); False: deliver them."""
 
@@ -117,8 +122,8 @@ def _hello_type(data: bytes) -> int | None:
     return None
 
 
-class _Side:
-    """What one endpoint sent."""
+class Side:
+    """What one endpoint of a connection sent (its stream, first bytes, TTLs, FIN)."""
 
     __slots__ = ("addr", "alt_isns", "fin", "first", "first_gaps", "isn", "stream", "ttls")
 
@@ -133,7 +138,10 @@ class _Side:
         self.ttls: dict[int, None] = {}  # distinct TTLs after the handshake, in order
 
 
-class _Connection:
+class Connection:
+    """One TCP connection being read: its two sides and what the capture showed of it.
+    Subclasses of ``CaptureReader`` see it in their hooks (``_stream``, ``_emit``)."""
+
     __slots__ = (
         "a", "attempt", "b", "chunks", "index", "keep", "last", "late_keys", "lingering",
         "prelude", "rst", "rst_ttls", "sink", "snapcut", "start",
@@ -144,16 +152,16 @@ class _Connection:
         self, index: int, src: Addr, dst: Addr, ts: float, max_bytes: int | None
     ) -> None:
         self.index = index
-        self.a, self.b = _Side(src, max_bytes), _Side(dst, max_bytes)  # a sent the first packet
+        self.a, self.b = Side(src, max_bytes), Side(dst, max_bytes)  # a sent the first packet
         self.start = self.last = ts
-        self.chunks: list[tuple[_Side, float, bytes]] = []
+        self.chunks: list[tuple[Side, float, bytes]] = []
         self.keep: bool | None = None  # None: not decided yet
-        self.syn_from: _Side | None = None
-        self.synack_from: _Side | None = None
+        self.syn_from: Side | None = None
+        self.synack_from: Side | None = None
         self.syn_ttl: int | None = None
         self.synack_ttl: int | None = None
         self.synack_options: tuple[str, ...] = ()
-        self.rst: list[_Side] = []
+        self.rst: list[Side] = []
         self.rst_ttls: dict[int, None] = {}
         self.snapcut = 0
         self.attempt: Attempt | None = None  # named by a packet comment (probe captures)
@@ -162,10 +170,10 @@ class _Connection:
         self.sink: ByteSink | None = None  # set by a subclass: bytes go there, not to chunks
         self.late_keys: list[bytes] = []  # its entries in the reader's _LateFrames
 
-    def side(self, addr: Addr) -> tuple[_Side, _Side]:
+    def side(self, addr: Addr) -> tuple[Side, Side]:
         return (self.a, self.b) if addr == self.a.addr else (self.b, self.a)
 
-    def client(self) -> tuple[_Side | None, str]:
+    def client(self) -> tuple[Side | None, str]:
         """(client side or None when undecided, how it was decided)."""
         if self.syn_from is not None:
             return self.syn_from, "syn"
@@ -181,7 +189,7 @@ class _Connection:
             return None, ""
         return self.port_guess(), "port"
 
-    def port_guess(self) -> _Side:
+    def port_guess(self) -> Side:
         if self.a.addr[1] == self.b.addr[1]:
             return self.a
         return self.a if self.a.addr[1] > self.b.addr[1] else self.b
@@ -211,9 +219,9 @@ class _LateFrames:
 
     def __init__(self) -> None:
         # frame[26:38] (source, destination address, ports) -> (connection, sender, peer, sink)
-        self.entries: dict[bytes, tuple[_Connection, _Side, _Side, ByteSink]] = {}
+        self.entries: dict[bytes, tuple[Connection, Side, Side, ByteSink]] = {}
 
-    def register(self, frame: bytes, conn: _Connection, me: _Side, peer: _Side) -> None:
+    def register(self, frame: bytes, conn: Connection, me: Side, peer: Side) -> None:
         if conn.sink is None or frame[12:15] != _ETHERNET_IPV4_PLAIN or len(frame) < 54:
             return
         key = frame[26:38]
@@ -221,7 +229,7 @@ class _LateFrames:
             self.entries[key] = (conn, me, peer, conn.sink)
             conn.late_keys.append(key)
 
-    def forget(self, conn: _Connection) -> None:
+    def forget(self, conn: Connection) -> None:
         for key in conn.late_keys:
             self.entries.pop(key, None)
         conn.late_keys.clear()
@@ -296,9 +304,9 @@ class CaptureReader:
 
     def _run(self) -> Iterator[Any]:
         """Read the capture; yield ``_emit(conn)`` for each kept connection as it closes."""
-        table: dict[tuple[Addr, Addr], _Connection] = {}
+        table: dict[tuple[Addr, Addr], Connection] = {}
         closed: OrderedDict[tuple[Addr, Addr], None] = OrderedDict()
-        lingering: deque[tuple[float, tuple[Addr, Addr], _Connection]] = deque()
+        lingering: deque[tuple[float, tuple[Addr, Addr], Connection]] = deque()
         stats = self.stats
         skipped = self.skipped
         progress = self.progress
@@ -352,7 +360,7 @@ class CaptureReader:
                     stats["after_close"] += 1
                     continue
                 if conn is None:
-                    conn = table[key] = _Connection(
+                    conn = table[key] = Connection(
                         stats["connections"], src, dst, ts, self.max_bytes
                     )
                     stats["connections"] += 1
@@ -392,14 +400,14 @@ class CaptureReader:
     # --- per packet ----------------------------------------------------------------
 
     @staticmethod
-    def _new_connection(conn: _Connection, src: Addr, seq: int) -> bool:
+    def _new_connection(conn: Connection, src: Addr, seq: int) -> bool:
         """A SYN on a known tuple: a new connection unless it repeats the one we saw."""
         side, _ = conn.side(src)
         if side.isn is not None:
             return side.isn != seq
         return bool(conn.rst) or any(s.fin or s.stream.started for s in (conn.a, conn.b))
 
-    def _add(self, conn: _Connection, src: Addr, seg: TcpSegment, ts: float) -> None:
+    def _add(self, conn: Connection, src: Addr, seg: TcpSegment, ts: float) -> None:
         me, peer = conn.side(src)
         flags = seg.flags
         conn.last = ts
@@ -455,14 +463,14 @@ class CaptureReader:
         if runs and conn.keep is None:
             self._classify(conn)
 
-    def _acked(self, conn: _Connection, peer: _Side, ack: int, at: float) -> None:
+    def _acked(self, conn: Connection, peer: Side, ack: int, at: float) -> None:
         """``peer``'s stream was acknowledged up to ``ack``: a hole before it is a gap."""
         if peer.alt_isns is not None and (ack - 1) & 0xFFFFFFFF in peer.alt_isns:
             self._rebase(peer, (ack - 1) & 0xFFFFFFFF)
         for run in peer.stream.acked(ack):
             self._deliver(conn, peer, at, run)
 
-    def _rebase(self, side: _Side, isn: int) -> None:
+    def _rebase(self, side: Side, isn: int) -> None:
         """The peer acknowledged a later SYN-ACK's ISN, not the first one seen: that one is
         the connection (e.g. a SYN retransmitted after TCP Fast Open data was ignored got a
         new SYN-ACK). Restart the side's stream on it, if it delivered nothing yet."""
@@ -474,7 +482,7 @@ class CaptureReader:
         stream.syn(isn)
         side.isn, side.stream = isn, stream
 
-    def _deliver(self, conn: _Connection, side: _Side, at: float, run: bytes) -> None:
+    def _deliver(self, conn: Connection, side: Side, at: float, run: bytes) -> None:
         if len(side.first) < 6:
             gaps = len(side.stream.gaps)
             if not side.first:
@@ -489,7 +497,7 @@ class CaptureReader:
         if conn.keep:
             self._stream(conn)
 
-    def _classify(self, conn: _Connection) -> None:
+    def _classify(self, conn: Connection) -> None:
         """Decide early whether to keep a connection, to stop storing non-TLS ones."""
         conn.keep = self._keep(conn, final=False)
         if conn.keep is False:
@@ -497,11 +505,11 @@ class CaptureReader:
         elif conn.keep:
             self._stream(conn)
 
-    def _stream(self, conn: _Connection) -> None:
+    def _stream(self, conn: Connection) -> None:
         """Hook: a kept connection got bytes and has no sink yet. A subclass may set
         ``conn.sink`` (and take over ``conn.chunks``); by default chunks are kept."""
 
-    def _keep(self, conn: _Connection, *, final: bool) -> bool | None:
+    def _keep(self, conn: Connection, *, final: bool) -> bool | None:
         client, _how = conn.client()
         if client is None:
             client = conn.port_guess() if final else None
@@ -525,7 +533,7 @@ class CaptureReader:
 
     # --- per connection ------------------------------------------------------------
 
-    def _finish(self, conn: _Connection) -> Any:
+    def _finish(self, conn: Connection) -> Any:
         self._late.forget(conn)
         if conn.keep is not False:
             for side in (conn.a, conn.b):
@@ -538,18 +546,18 @@ class CaptureReader:
         self.stats["tls_connections"] += 1
         return self._emit(conn)
 
-    def _emit(self, conn: _Connection) -> Transcript:
+    def _emit(self, conn: Connection) -> Transcript:
         """What iteration yields for a closed, kept connection (a subclass may differ)."""
         return self._transcript(conn)
 
-    def roles(self, conn: _Connection) -> tuple[_Side, _Side, str]:
+    def roles(self, conn: Connection) -> tuple[Side, Side, str]:
         """(client side, server side, how the client was told)."""
         client, how = conn.client()
         if client is None:
             client, how = conn.port_guess(), "port"
         return client, (conn.b if client is conn.a else conn.a), how
 
-    def prelude(self, conn: _Connection) -> _Prelude | None:
+    def prelude(self, conn: Connection) -> _Prelude | None:
         """The connection's HTTP CONNECT exchange, if it opens with one (looked for once
         its roles are known, from the chunks then held)."""
         if conn.prelude is False:
@@ -562,7 +570,7 @@ class CaptureReader:
             )
         return conn.prelude  # type: ignore[return-value]
 
-    def connect_pending(self, conn: _Connection) -> bool:
+    def connect_pending(self, conn: Connection) -> bool:
         """Whether the client may be sending an HTTP CONNECT exchange not complete yet."""
         if conn.prelude is not False:
             return False
@@ -571,12 +579,12 @@ class CaptureReader:
             _connect_prelude(conn, client, server, final=False) is None
         )
 
-    def _transcript(self, conn: _Connection, *, chunks: bool = True) -> Transcript:
+    def _transcript(self, conn: Connection, *, chunks: bool = True) -> Transcript:
         """The connection as a Transcript; without its chunks when ``chunks`` is False
         (a sink took the bytes)."""
         client, server, how = self.roles(conn)
 
-        def endpoint(side: _Side) -> Endpoint:
+        def endpoint(side: Side) -> Endpoint:
             return Endpoint(host=side.addr[0], port=side.addr[1], ip=side.addr[0])
 
         direction = {id(client): Direction.C2S, id(server): Direction.S2C}
@@ -676,7 +684,7 @@ def attempt_from_comment(text: str) -> Attempt | None:
     return Attempt(name=name.strip(), client_cert=cert) if name.strip() else None
 
 
-def _head(conn: _Connection, side: _Side, limit: int = CONNECT_LIMIT) -> bytes:
+def _head(conn: Connection, side: Side, limit: int = CONNECT_LIMIT) -> bytes:
     parts, n = [], 0
     for s, _at, data in conn.chunks:
         if s is side:
@@ -696,7 +704,7 @@ def _http_head(data: bytes) -> tuple[list[str], int] | None:
 
 
 def _connect_prelude(
-    conn: _Connection, client: _Side, server: _Side, *, final: bool
+    conn: Connection, client: Side, server: Side, *, final: bool
 ) -> _Prelude | None:
     """An HTTP CONNECT exchange opening the connection: (route, target, request length,
     response length). None while incomplete or when it is not one."""
@@ -732,8 +740,8 @@ def _connect_prelude(
 
 
 def _strip(
-    chunks: list[tuple[_Side, float, bytes]], skip: dict[int, int]
-) -> list[tuple[_Side, float, bytes]]:
+    chunks: list[tuple[Side, float, bytes]], skip: dict[int, int]
+) -> list[tuple[Side, float, bytes]]:
     """Drop the first ``skip[id(side)]`` bytes each side sent."""
     out = []
     left = dict(skip)

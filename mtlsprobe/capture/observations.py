@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from mtlsprobe.capture.flows import CONNECT_LIMIT, CaptureReader, _Connection, _Side
+from mtlsprobe.capture.flows import CONNECT_LIMIT, CaptureReader, Connection, Side
 from mtlsprobe.model import Direction, Observation
 from mtlsprobe.tls.keylog import KeyLog
 from mtlsprobe.tls.observer import Observer
@@ -67,14 +67,14 @@ class _ObserverSink:
 
     __slots__ = ("feeds", "first_client_at", "observer")
 
-    def __init__(self, observer: Observer, client: _Side, server: _Side,
+    def __init__(self, observer: Observer, client: Side, server: Side,
                  skips: tuple[int, int]) -> None:
         self.observer = observer
         self.feeds = {client: _Feed(Direction.C2S, skips[0]),
                       server: _Feed(Direction.S2C, skips[1])}
         self.first_client_at: float | None = None
 
-    def feed(self, side: _Side, at: float, data: bytes) -> None:
+    def feed(self, side: Side, at: float, data: bytes) -> None:
         f = self.feeds[side]
         if f.reported < len(side.stream.gaps):
             self._gaps(side, f)
@@ -92,10 +92,10 @@ class _ObserverSink:
         if f.reported < len(side.stream.gaps):
             self._gaps(side, f)
 
-    def counting(self, side: _Side) -> bool:
+    def counting(self, side: Side) -> bool:
         return self.observer.counting(self.feeds[side].direction)
 
-    def skip(self, side: _Side, n: int) -> bool:
+    def skip(self, side: Side, n: int) -> bool:
         f = self.feeds[side]
         if f.strip or f.reported < len(side.stream.gaps):
             return False
@@ -104,7 +104,7 @@ class _ObserverSink:
             return True
         return False
 
-    def _gaps(self, side: _Side, f: _Feed, *, all_left: bool = False) -> None:
+    def _gaps(self, side: Side, f: _Feed, *, all_left: bool = False) -> None:
         """Tell the observer of the gaps at the stream's current position (or all left)."""
         gaps = side.stream.gaps
         while f.reported < len(gaps):
@@ -158,7 +158,7 @@ class ObservationReader(CaptureReader):
 
     # --- CaptureReader hooks ---------------------------------------------------------
 
-    def _stream(self, conn: _Connection, *, final: bool = False) -> None:
+    def _stream(self, conn: Connection, *, final: bool = False) -> None:
         client, server, _ = self.roles(conn)
         truncated = client.stream.truncated_at_start or server.stream.truncated_at_start
         if not final:
@@ -177,7 +177,7 @@ class ObservationReader(CaptureReader):
         for side, at, data in chunks:
             sink.feed(side, at, data)
 
-    def _emit(self, conn: _Connection) -> Observation:  # type: ignore[override]
+    def _emit(self, conn: Connection) -> Observation:  # type: ignore[override]
         if conn.sink is None:
             self._stream(conn, final=True)
         sink = conn.sink
