@@ -104,12 +104,7 @@ LEGIT: dict[tuple[str, str], str] = {
 }
 
 # (capture, fact) -> a difference that is our shortfall (not investigated to the end yet).
-KNOWN_GAPS: dict[tuple[str, str], str] = {
-    ("ntop__nDPI/tests/cfgs/default/pcap/netflix.pcap", "alerts"): "bytes missing from the "
-    "server stream (capture gaps of 1-3 KB): the observer stops reading a direction at its "
-    "first gap (record framing is lost there) and does not resynchronise on a later record "
-    "header, so the server's late encrypted alert is not seen; tshark resynchronises",
-}
+KNOWN_GAPS: dict[tuple[str, str], str] = {}
 
 # Handshakes tshark lists that we do not: the capture-level skips of test_capture_realpcaps,
 # plus renegotiations (tshark lists the second handshake separately).

@@ -18,6 +18,14 @@ History alphabet (Zeek ``ssl_history``-like; UPPER case = client, lower case = s
     z other handshake     i change_cipher_spec   l alert
     d application data    e encrypted record we could not read     b heartbeat
 
+Gaps (bytes missing from a capture): record framing is lost there, so the direction is
+scanned for the next record header that can be confirmed (records.RecordSplitter.resync)
+and read again from it. The handshake message cut by the gap is lost, decryption of that
+direction stops (the AEAD sequence number is unknown until a TLS 1.2 ChangeCipherSpec
+resets it), and every fact that needs *all* of a direction (CertificateRequest NO, client
+certificate NO, server chain NO, renegotiation NO) stays UNKNOWN when a gap came before the
+point that decides it. What is read after a gap (an alert, a ServerHelloDone) counts.
+
 Runs of ``d``/``e`` from one side collapse to one letter, and once the handshake is done
 only the first POST_HANDSHAKE_RECORDS records per direction are examined in full; later
 ones are only counted from their headers (cheap on long captures), which still catches
@@ -119,6 +127,10 @@ _HANDSHAKE = int(ContentType.HANDSHAKE)
 _CHANGE_CIPHER_SPEC = int(ContentType.CHANGE_CIPHER_SPEC)
 _ALERT = int(ContentType.ALERT)
 _HEARTBEAT = int(ContentType.HEARTBEAT)
+# ``_Side.dead`` while looking for a record boundary after a gap (parsing resumes there).
+_SCAN = "scan"
+# Gaps noted one by one per direction; later ones only counted.
+_GAP_NOTES = 3
 # Handshake types as plain ints for the dispatch in Observer._handshake (an IntEnum
 # attribute lookup costs ~100 ns, and the chain compares up to ten per message).
 _CERTIFICATE = int(HandshakeType.CERTIFICATE)
@@ -132,6 +144,21 @@ _KEY_UPDATE = int(HandshakeType.KEY_UPDATE)
 _SERVER_HELLO = int(HandshakeType.SERVER_HELLO)
 _SERVER_HELLO_DONE = int(HandshakeType.SERVER_HELLO_DONE)
 _C2S = Direction.C2S  # read per feed() call: a module global is cheaper than the enum attribute
+# Handshake messages sent in plaintext before the sender's ChangeCipherSpec (TLS <= 1.2),
+# per sender: after a gap, a handshake record is read only if it holds whole messages of
+# these types (anything else may continue a message cut by the gap, or be encrypted).
+_PLAIN_HANDSHAKE = {
+    True: frozenset({HandshakeType.CLIENT_HELLO, HandshakeType.CERTIFICATE,
+                     HandshakeType.CERTIFICATE_VERIFY, HandshakeType.CLIENT_KEY_EXCHANGE,
+                     HandshakeType.CERTIFICATE_URL, HandshakeType.SUPPLEMENTAL_DATA}),
+    False: frozenset({HandshakeType.SERVER_HELLO, HandshakeType.NEW_SESSION_TICKET,
+                      HandshakeType.CERTIFICATE, HandshakeType.SERVER_KEY_EXCHANGE,
+                      HandshakeType.CERTIFICATE_REQUEST, HandshakeType.SERVER_HELLO_DONE,
+                      HandshakeType.CERTIFICATE_STATUS, HandshakeType.SUPPLEMENTAL_DATA}),
+}
+# TLS 1.3: only the hellos travel in plaintext handshake records.
+_PLAIN_HANDSHAKE_13 = {True: frozenset({HandshakeType.CLIENT_HELLO}),
+                       False: frozenset({HandshakeType.SERVER_HELLO})}
 _NON_FATAL_13 = frozenset({AlertDescription.close_notify, AlertDescription.user_canceled})
 # DER -> CertInfo. The same few certificates recur across thousands of connections in a
 # capture; CertInfo is frozen, so observations can share one. Bounded: cleared when full.
@@ -197,10 +224,15 @@ class _Side:
         "decrypt_failed",
         "direction",
         "finished",
+        "finished_after_gap",
         "finished_inferred",
         "gap_after_handshake",
+        "gapped",
+        "gaps",
         "head",
+        "hs_lost",
         "letters",
+        "maybe_encrypted",
         "next_dec",
         "opaque_after_hello",
         "records",
@@ -217,13 +249,20 @@ class _Side:
         self.head = bytearray()  # first bytes, for "not TLS" notes
         self.bytes = 0
         self.records = 0
-        self.dead: str | None = None  # why parsing stopped (gap, framing lost)
+        # why records are not framed: None (they are), _SCAN (looking for a record boundary
+        # after a gap), "decode" (framing lost), "truncated" (capture began mid-stream)
+        self.dead: str | None = None
         self.dead_at_start = False
-        self.gap_after_handshake = False
+        self.gaps = 0  # gaps reported in this direction
+        self.gapped = False  # a gap hid part of this direction (facts needing all of it: UNKNOWN)
+        self.gap_after_handshake = False  # the first gap came after the handshake completed
+        self.hs_lost = False  # handshake framing lost at a gap: next record needs whole messages
+        self.maybe_encrypted = False  # TLS <= 1.2: its ChangeCipherSpec may be in a gap
         self.ccs = False  # TLS 1.2: ChangeCipherSpec sent, later records are encrypted
         self.blind_ccs = False  # CCS sent before any ServerHello was seen (see _record)
         self.finished = False  # Finished of the first handshake seen (or inferred)
         self.finished_inferred = False
+        self.finished_after_gap = False  # its Finished was read after a gap in this direction
         self.dec: Tls13Decryptor | Tls12Decryptor | None = None
         self.next_dec: Tls13Decryptor | None = None  # TLS 1.3: the application-traffic key
         self.app_secret: bytes | None = None
@@ -275,6 +314,7 @@ class Observer:
         self.cert_request: CertificateRequest | None = None
         self.cert_request_where: str | None = None
         self.server_hello_done = False
+        self.server_hello_done_after_gap = False
         self.resumed = False
         self.renegotiation = False
         self.renegotiation_hidden = False
@@ -289,6 +329,7 @@ class Observer:
     def _set_finished(self, side: _Side, *, inferred: bool = False) -> None:
         """Mark one side's first-handshake Finished as seen (``inferred``: from shapes)."""
         side.finished = True
+        side.finished_after_gap = side.gapped
         if inferred:
             side.finished_inferred = True
         self.handshake_done = self._client.finished and self._server.finished
@@ -305,6 +346,8 @@ class Observer:
         if len(side.head) < 32:
             side.head += data[: 32 - len(side.head)]
         if side.dead is not None:
+            if side.dead == _SCAN:
+                self._scan(side, data)
             return
         try:
             records = side.splitter.feed(data)
@@ -321,7 +364,10 @@ class Observer:
         """Whether one side's application data is now only counted (past the
         post-handshake budget, or parsing stopped): ``skip`` may then take its bytes."""
         side = self._client if direction is _C2S else self._server
-        return side.dead is not None or side.splitter.keep is _LATE_KEEP
+        dead = side.dead
+        if dead is None:
+            return side.splitter.keep is _LATE_KEEP
+        return dead != _SCAN  # after a gap, every byte is looked at until a record boundary
 
     def skip(self, direction: Direction, n: int) -> bool:
         """Take the next ``n`` bytes of one side as fed, without them, when they would only
@@ -329,7 +375,7 @@ class Observer:
         (or after parsing stopped). False: they are needed, ``feed`` them instead."""
         side = self._client if direction is _C2S else self._server
         if side.dead is not None:
-            if len(side.head) < 32:
+            if len(side.head) < 32 or side.dead == _SCAN:
                 return False
         elif not side.splitter.skip(n):
             return False
@@ -337,16 +383,73 @@ class Observer:
         return True
 
     def gap(self, direction: Direction, length: int, offset: int | None = None) -> None:
-        """Bytes of one direction are missing: stop parsing it (framing is lost)."""
+        """Bytes of one direction are missing: framing is lost, so records are read again
+        from the next record header that can be confirmed (see the module docstring)."""
         side = self.sides[direction]
-        if side.dead is None:
+        who = _who(direction)
+        side.gaps += 1
+        if side.gaps <= _GAP_NOTES:
             where = f" at offset {offset}" if offset is not None else ""
-            side.dead = "gap"
-            side.gap_after_handshake = self.handshake_done
             self.note(
-                f"{length} bytes missing from the {_who(direction)} stream{where}: "
-                "later messages in that direction are unknown"
+                f"{length} bytes missing from the {who} stream{where}: messages in them are "
+                "unknown; records are read again from the next header that can be confirmed"
             )
+        elif side.gaps == _GAP_NOTES + 1:
+            self.note(f"more bytes missing from the {who} stream (further gaps not listed)")
+        if side.dead == _SCAN:  # still scanning: a record ending just where this gap starts
+            self._resume(side, side.splitter.settle())
+        if side.dead is not None and side.dead != _SCAN:
+            return  # not framed anyway (not TLS, framing lost, or capture began mid-stream)
+        if not side.gapped:
+            side.gapped = True
+            side.gap_after_handshake = self.handshake_done
+        side.assembler = HandshakeAssembler()  # a message cut by the gap is lost
+        side.hs_lost = True
+        if not self.tls13 and not side.ccs:
+            side.maybe_encrypted = True
+        if side.dec is not None or side.next_dec is not None:
+            side.dec = side.next_dec = None
+            side.app_secret = None
+            self.note(
+                f"{who} records after the gap are not decrypted: the number of records lost "
+                "in it, so the AEAD sequence number, is unknown"
+            )
+        side.splitter.resync(length, version=self._record_version())
+        side.dead = _SCAN
+
+    def _record_version(self) -> int | None:
+        """The legacy_record_version every record carries from the ServerHello on (None:
+        not known yet, or a pre-RFC 8446 draft)."""
+        sh = self.sh
+        if sh is None:
+            return None
+        if self.tls13:
+            return 0x0303  # RFC 8446 §5.1
+        return sh.version if 0x0300 <= sh.version <= 0x0303 else None
+
+    def _scan(self, side: _Side, data: bytes | memoryview) -> None:
+        """Bytes after a gap: looked through for a record boundary, then read from it."""
+        try:
+            records = side.splitter.feed(data)
+        except DecodeError as exc:
+            self._lose(side, exc)
+            return
+        self._resume(side, records)
+
+    def _resume(self, side: _Side, records: list[Record]) -> None:
+        """Read the records from a boundary found after a gap (none found: still scanning)."""
+        if side.splitter.scanning:
+            return
+        side.dead = None
+        self.note(
+            f"{_who(side.direction)} stream resynchronised on a record header "
+            f"{side.splitter.skipped} bytes after the gap"
+        )
+        try:
+            for rec in records:
+                self._record(side, rec)
+        except DecodeError as exc:
+            self._lose(side, exc)
 
     def lose_start(self, keep: Iterable[Direction] = ()) -> None:
         """The capture began mid-connection: nothing can be framed, except in the
@@ -404,12 +507,20 @@ class Observer:
                     self._handshake_bytes(side, plain)
             elif side.blind_ccs and not _plain_client_hello(rec.payload):
                 self._opaque_handshake12(side)
+            elif side.hs_lost:
+                self._handshake_after_gap(side, rec.payload)
             else:
                 side.blind_ccs = False
                 self._handshake_bytes(side, rec.payload)
         elif ctype == _CHANGE_CIPHER_SPEC:
             self._add(side, "i")
-            self._change_cipher_spec(side)
+            if side.maybe_encrypted and rec.payload != b"\x01":
+                # an encrypted (renegotiation) CCS: the first one was in a gap
+                side.maybe_encrypted = False
+                side.ccs = True
+                side.dec = None
+            else:
+                self._change_cipher_spec(side)
         elif ctype == _ALERT:
             if side.ccs and not self.tls13:
                 plain = self._open12(side, rec)
@@ -417,12 +528,27 @@ class Observer:
                     self._alert(side, None, decrypted=False)
                 else:
                     self._alert(side, plain, decrypted=True)
-            elif side.blind_ccs and not _plain_alert(rec.payload):
+            elif (side.blind_ccs or side.maybe_encrypted) and not _plain_alert(rec.payload):
                 self._alert(side, None, decrypted=False)
             else:
                 self._alert(side, rec.payload, decrypted=False)
         elif ctype == _HEARTBEAT:
             self._add(side, "b")
+
+    def _handshake_after_gap(self, side: _Side, payload: bytes) -> None:
+        """The first handshake records after a gap: read only from one that holds whole
+        plaintext messages (the message framing is confirmed by ending with the record)."""
+        plain = (_PLAIN_HANDSHAKE_13 if self.tls13 else _PLAIN_HANDSHAKE)[side.client]
+        if _whole_messages(payload, plain):
+            side.hs_lost = side.maybe_encrypted = False  # plaintext: its CCS is still to come
+            self._handshake_bytes(side, payload)
+            return
+        self._add(side, "e", collapse=True)
+        self.note(
+            f"{_who(side.direction)} handshake record after the gap not read: it does not "
+            "hold whole plaintext handshake messages (it may continue one the gap cut, or be "
+            "encrypted)"
+        )
 
     def _count_only(self, side: _Side) -> None:
         side.app_data = True
@@ -481,9 +607,13 @@ class Observer:
                 f"{_who(side.direction)} sent a {rec.length}-byte encrypted record{when}: "
                 "the shape of an encrypted alert (not decrypted, so not counted as one)"
             )
-        elif side.client and not side.finished and rec.length >= _MIN_FINISHED_RECORD:
+        elif (side.client and not side.finished and rec.length >= _MIN_FINISHED_RECORD
+              and not side.gapped):
             # The client only encrypts under handshake keys after the server's whole
             # flight, and its flight ends with Finished: the handshake completed (shape).
+            # Not after a client gap: a record framed late (confirmed by the next header)
+            # may be 0-RTT data sent before the ServerHello, whose ClientHello offer the
+            # gap may have hidden.
             self._set_finished(side, inferred=True)
             server = self._server
             if not server.finished:
@@ -500,8 +630,10 @@ class Observer:
         if self.tls13 or self.sh is None:
             return  # RFC 8446 §5: middlebox-compatibility CCS, no meaning
         side.ccs = True
-        side.dec = None
-        if not side.client and not self.server_hello_done and self.server_cert is None:
+        side.maybe_encrypted = False
+        side.dec = None  # TLS 1.2 sequence numbers restart at 0 after a CCS (RFC 5246 §6.1)
+        if (not side.client and not self.server_hello_done and self.server_cert is None
+                and not side.gapped):
             self.resumed = True  # abbreviated handshake: CCS right after ServerHello
         self._setup12(side)
 
@@ -593,6 +725,12 @@ class Observer:
         )
         for direction, hs_label, ap_label in pairs:
             side = self.sides[direction]
+            if side.gapped:
+                self.note(
+                    f"{_who(direction)} records not decrypted: a gap came before them, so "
+                    "their AEAD sequence numbers are unknown"
+                )
+                continue
             hs, ap = secrets.get(hs_label), secrets.get(ap_label)
             if hs is not None:
                 side.dec = Tls13Decryptor(suite, hs)
@@ -651,8 +789,9 @@ class Observer:
                 self._certificate_request(msg, post)
             elif t == _SERVER_HELLO_DONE and not side.client and not post:
                 self.server_hello_done = True
+                self.server_hello_done_after_gap = side.gapped
             elif t == _CLIENT_KEY_EXCHANGE and side.client and not post:
-                if self.cert_request is not None and self.client_cert is None:
+                if self.cert_request is not None and self.client_cert is None and not side.gapped:
                     self.client_skipped_cert = True
             elif t == _FINISHED:
                 self._finished(side)
@@ -791,6 +930,15 @@ class Observer:
                 (c.at for c in transcript.chunks if c.direction is Direction.C2S), None
             )
         for side in self.sides.values():
+            if side.dead == _SCAN:  # the bytes stop: a record ending with them confirms it
+                self._resume(side, side.splitter.settle())
+                if side.dead == _SCAN and side.splitter.scanned:
+                    self.note(
+                        f"no record header could be confirmed in the {side.splitter.scanned} "
+                        f"{_who(side.direction)} bytes after the last gap: the rest of that "
+                        "stream is unknown"
+                    )
+        for side in self.sides.values():
             if side.dead is None and side.splitter.incomplete:
                 self.note(
                     f"{_who(side.direction)} stream ended inside a record "
@@ -869,12 +1017,25 @@ class Observer:
         s = self._server
         return s.finished and not s.finished_inferred
 
+    def _server_flight_whole(self) -> bool:
+        """The server's first flight was read to its end (ServerHelloDone, or its Finished)
+        with no gap before that end: a message it lacks was not sent."""
+        s = self._server
+        if self.server_hello_done and not self.server_hello_done_after_gap:
+            return True
+        return s.finished and not s.finished_inferred and not s.finished_after_gap
+
+    def _server_flight_gapped(self) -> bool:
+        """The server's first flight ended (as read) after a gap that may hide part of it."""
+        return (self.server_hello_done or self._server_finished_seen()) and \
+            not self._server_flight_whole()
+
     def _server_chain(self) -> tuple[tuple[CertInfo, ...], Seen]:
         if self.server_cert is not None:
             return self._infos(self.server_cert, "server"), Seen.YES
         if self.server_cert_malformed:
             return (), Seen.UNKNOWN
-        if self.sh is not None and (self.server_hello_done or self._server_finished_seen()):
+        if self.sh is not None and self._server_flight_whole():
             if self.resumed:
                 self.note("resumed session: no certificates were exchanged on this connection")
             return (), Seen.NO
@@ -887,8 +1048,13 @@ class Observer:
                                  self.cert_request_where)
         if self.sh is None:
             return CertRequestInfo(seen=Seen.UNKNOWN)
-        ended_handshake = self.server_hello_done or self._server_finished_seen()
-        if not ended_handshake:
+        if self._server_flight_gapped():
+            self.note(
+                "no CertificateRequest read, but bytes missing from the server stream before "
+                "the end of its handshake flight could hide one"
+            )
+            return CertRequestInfo(seen=Seen.UNKNOWN)
+        if not self._server_flight_whole():
             return CertRequestInfo(seen=Seen.UNKNOWN)
         if self.renegotiation_hidden:
             self.note(
@@ -914,7 +1080,8 @@ class Observer:
         if (
             cr_seen is Seen.YES
             and self.cert_request_where == "handshake"
-            and (self.client_skipped_cert or (client.finished and not client.finished_inferred))
+            and (self.client_skipped_cert or (client.finished and not client.finished_inferred
+                                              and not client.finished_after_gap))
         ):
             return (), Seen.NO
         return (), Seen.UNKNOWN
@@ -924,8 +1091,8 @@ class Observer:
             return Seen.YES
         if self.sh is None or self.tls13 or not self.handshake_done:
             return Seen.NO
-        if any(s.dead is not None for s in self.sides.values()):
-            return Seen.UNKNOWN  # a later part of the stream was not walked
+        if any(s.dead is not None or s.gapped for s in self.sides.values()):
+            return Seen.UNKNOWN  # a part of the stream was not walked
         return Seen.NO
 
     def _outcome(self, t: Transcript, first_client_at: float | None) -> Outcome:
@@ -952,7 +1119,7 @@ class Observer:
             ):
                 return Outcome.NO_ANSWER
             return Outcome.INCOMPLETE
-        if t.gaps or any(s.dead == "gap" for s in self.sides.values()):
+        if t.gaps or any(s.gapped for s in self.sides.values()):
             return Outcome.INCOMPLETE
         if t.end in (StreamEnd.RST, StreamEnd.FIN, StreamEnd.CLOSED_BY_US):
             return Outcome.ABORTED
@@ -992,6 +1159,16 @@ def _plain_client_hello(payload: bytes) -> bool:
         and payload[0] == HandshakeType.CLIENT_HELLO
         and len(payload) - 4 <= int.from_bytes(payload[1:4], "big") <= 0xFFFF
     )
+
+
+def _whole_messages(payload: bytes, types: frozenset[int]) -> bool:
+    """Whether a handshake record's payload is whole messages of ``types``, the last ending
+    exactly with the record."""
+    n = len(payload)
+    pos = 0
+    while n - pos >= 4 and payload[pos] in types:
+        pos += 4 + int.from_bytes(payload[pos + 1 : pos + 4], "big")
+    return pos == n and n > 0
 
 
 def _plain_alert(payload: bytes) -> bool:

@@ -3,6 +3,12 @@
 Sans-IO and incremental: feed bytes in any chunking, get whole records back. Payloads of
 record types the caller does not need can be skipped without being buffered, so long
 captures cost one header parse per record.
+
+After bytes go missing (a capture gap), :meth:`RecordSplitter.resync` drops the record in
+progress and scans what follows for the next record boundary it can trust: a plausible
+header (see :func:`plausible_header`) whose record ends exactly where another plausible
+header starts (a chain of two), or, once the bytes stop (:meth:`RecordSplitter.settle`:
+end of stream or another gap), exactly at the last byte. Bytes before it are skipped.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ _HEADER = Struct(">BHH")  # type, legacy_record_version, length
 # (type, major, minor, length) of the header at an offset: one C call instead of five
 # subscripts and a shift, once per record.
 _read_header = Struct(">BBBH").unpack_from
+# Content types a resynchronisation may land on: ChangeCipherSpec .. Heartbeat (20-24).
+_RESYNC_TYPES = range(20, 25)
 
 
 class Record(NamedTuple):
@@ -65,11 +73,27 @@ def describe_start(head: bytes) -> str:
     return f"bytes {head[:8].hex()}"
 
 
+def plausible_header(ctype: int, major: int, minor: int, length: int,
+                     version: int | None) -> bool:
+    """Whether a header may start a record after lost framing: content type 20-24, record
+    version 3.0-3.4 (``version`` exactly, when known), a non-empty payload within the
+    limit, and a ChangeCipherSpec of exactly one byte (RFC 5246 §7.1)."""
+    if ctype not in _RESYNC_TYPES or major != 3 or not 0 < length <= MAX_RECORD_LEN:
+        return False
+    if version is None:
+        if minor > 4:
+            return False
+    elif (major << 8) | minor != version:
+        return False
+    return ctype != 20 or length == 1
+
+
 class RecordSplitter:
     """One direction of one connection. ``feed()`` never returns a partial record.
 
     Raises :class:`DecodeError` on a header that cannot be TLS; the error is sticky
-    (every later ``feed`` raises it again), as a stream that lost framing cannot recover.
+    (every later ``feed`` raises it again), as a stream that lost framing cannot recover
+    by itself. After a gap, :meth:`resync` looks for a confirmed record boundary instead.
     """
 
     def __init__(self, *, keep: Collection[int] = ALL_TYPES) -> None:
@@ -80,6 +104,23 @@ class RecordSplitter:
         self._length = -1  # payload length of the record being assembled (-1: no header)
         self._offset = 0  # stream offset of the next byte fed
         self.records = 0
+        # Resynchronisation (see resync): bytes after the gap still being scanned, or None
+        self._scan: bytearray | None = None
+        self._scan_at = 0  # stream offset of _scan[0]
+        self._scan_pos = 0  # index in _scan of the first position not yet ruled out
+        self._scan_version: int | None = None
+        self._gap_end = 0  # stream offset just after the last gap
+        self.skipped = 0  # bytes skipped after the last gap before the boundary found
+
+    @property
+    def scanning(self) -> bool:
+        """True after a gap until a record boundary is confirmed."""
+        return self._scan is not None
+
+    @property
+    def scanned(self) -> int:
+        """Bytes fed since the last gap (while scanning: none of them framed yet)."""
+        return self._offset - self._gap_end
 
     @property
     def pending(self) -> int:
@@ -117,10 +158,103 @@ class RecordSplitter:
         self._offset += n
         return True
 
+    def resync(self, gap: int, *, version: int | None = None) -> None:
+        """``gap`` bytes are missing before the next byte fed: drop the record in progress
+        and scan the bytes that follow for a confirmed record boundary (``version``: the
+        record version every header must carry, when known). Call :meth:`settle` first
+        if already scanning, or what was scanned is dropped unconfirmed."""
+        if self.error is not None:
+            return  # framing was lost before the gap: nothing to resume
+        self._buf.clear()
+        self._skip = 0
+        self._length = -1
+        self._offset += max(gap, 0)
+        self._gap_end = self._offset
+        self._scan = bytearray()
+        self._scan_at = self._offset
+        self._scan_pos = 0
+        self._scan_version = version
+
+    def settle(self) -> list[Record]:
+        """The bytes of this direction stop here (end of stream, or another gap): while
+        scanning, a header whose record ends exactly at the last byte is confirmed too.
+        Returns the records from the boundary found (none: still scanning)."""
+        if self._scan is None or self.error is not None:
+            return []
+        at = self._find(final=True)
+        return [] if at is None else self._resume(at)
+
+    def _scan_feed(self, data: bytes | bytearray | memoryview) -> list[Record]:
+        scan = self._scan
+        assert scan is not None
+        scan += data
+        self._offset += len(data)
+        at = self._find(final=False)
+        if at is not None:
+            return self._resume(at)
+        drop = self._scan_pos  # positions ruled out: their bytes are no longer needed
+        if drop:
+            del scan[:drop]
+            self._scan_at += drop
+            self._scan_pos = 0
+        return []
+
+    def _find(self, *, final: bool) -> int | None:
+        """Index in the scan buffer of the first confirmed record boundary, or None (then
+        ``_scan_pos`` is the first position that may still be one). Positions are decided
+        in order: a later header is never trusted while an earlier one is undecided."""
+        buf = self._scan
+        assert buf is not None
+        n = len(buf)
+        pos = self._scan_pos
+        want = self._scan_version
+        # A candidate's version bytes, found by bytes.find (C speed) rather than trying
+        # every position in Python: the record version, or just its major 3 when unknown.
+        pattern = bytes((3,)) if want is None else bytes((want >> 8, want & 0xFF))
+        while True:
+            i = buf.find(pattern, pos + 1)
+            if i < 0:
+                self._scan_pos = max(pos, n - len(pattern))
+                return None
+            p = i - 1
+            if n - p < HEADER_LEN:
+                self._scan_pos = p
+                return None
+            ctype, major, minor, length = _read_header(buf, p)
+            if not plausible_header(ctype, major, minor, length, want):
+                pos = p + 1
+                continue
+            end = p + HEADER_LEN + length
+            if n - end >= HEADER_LEN:
+                if plausible_header(*_read_header(buf, end), (major << 8) | minor):
+                    return p  # confirmed: the record ends where another one starts
+                pos = p + 1
+                continue
+            if final:
+                if end == n:
+                    return p  # confirmed: the record ends exactly where the bytes stop
+                pos = p + 1
+                continue
+            self._scan_pos = p  # undecided until more bytes come
+            return None
+
+    def _resume(self, index: int) -> list[Record]:
+        """Frame normally from the confirmed boundary at ``index`` of the scan buffer."""
+        buf = self._scan
+        assert buf is not None
+        at = self._scan_at + index
+        self.skipped = at - self._gap_end
+        rest = bytes(buf[index:])
+        self._scan = None
+        self._offset = at
+        return self.feed(rest)
+
     def feed(self, data: bytes | bytearray | memoryview) -> list[Record]:
         """Consume `data`; return the records it completed, in order. Raises DecodeError."""
         if self.error is not None:
             raise self.error
+        if self._scan is not None:
+            return self._scan_feed(data)
         out: list[Record] = []
         # bytes are indexed and sliced as they are (one copy per payload); other buffers
         # through a memoryview (slices of it are views, copied once by ``bytes()``)
