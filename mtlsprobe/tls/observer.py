@@ -1089,10 +1089,14 @@ class Observer:
     def _renegotiation_seen(self) -> Seen:
         if self.renegotiation:
             return Seen.YES
-        if self.sh is None or self.tls13 or not self.handshake_done:
+        if self.tls13:
+            return Seen.NO  # RFC 8446 has no renegotiation
+        if any(s.gapped for s in self.sides.values()):
+            return Seen.UNKNOWN  # a gap may hide the end of the handshake and what followed
+        if self.sh is None or not self.handshake_done:
             return Seen.NO
-        if any(s.dead is not None or s.gapped for s in self.sides.values()):
-            return Seen.UNKNOWN  # a part of the stream was not walked
+        if any(s.dead is not None for s in self.sides.values()):
+            return Seen.UNKNOWN  # a later part of the stream was not walked
         return Seen.NO
 
     def _outcome(self, t: Transcript, first_client_at: float | None) -> Outcome:
