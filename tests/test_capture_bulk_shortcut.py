@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 import tlsgen
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mtlsprobe.capture.flows import CaptureReader
 from mtlsprobe.capture.observations import ObservationReader
@@ -110,3 +112,35 @@ def test_other_link_types_take_the_general_path(session, tmp_path):
     streamed, general, counted = _read_both(pcapgen.capture(segs, tmp_path / "s.pcap", "sll"))
     assert counted == 0
     assert _same(streamed, general)
+
+
+@pytest.fixture(scope="module")
+def tls13_bulk(tmp_path_factory: pytest.TempPathFactory) -> tuple[list, object]:
+    """A TLS 1.3 session with bulk data, and its observation from an undamaged capture."""
+    t = tlsgen.run(version="TLSv1.3", verify=ssl.CERT_NONE, server_says=BULK)
+    messages = _messages(t)
+    path = tmp_path_factory.mktemp("reference") / "x.pcap"
+    [reference] = ObservationReader(pcapgen.capture(pcapgen.conversation(messages), path))
+    return messages, reference
+
+
+def _without_tcp_counts(obs):  # type: ignore[no-untyped-def]
+    """Retransmission counts differ with the damage; nothing else may."""
+    return replace(obs, tcp=replace(obs.tcp, retransmissions=0))
+
+
+# segments of 600+ bytes: smaller ones make scapy, which builds the frames, the slow part
+@given(size=st.integers(min_value=600, max_value=4000), seed=st.integers(0, 1000),
+       window=st.integers(1, 8), repeat=st.integers(0, 10_000))
+@settings(max_examples=12, deadline=None)
+def test_property_any_segmentation_reordering_or_repeat_reads_the_same(
+    tls13_bulk, tmp_path_factory, size, seed, window, repeat
+):
+    messages, reference = tls13_bulk
+    segs = pcapgen.conversation(messages, segment_size=size)
+    data = pcapgen.data_indexes(segs, 443) + pcapgen.data_indexes(segs, 40000)
+    segs = pcapgen.duplicate(segs, data[repeat % len(data)])
+    segs = segs[:3] + pcapgen.reorder(segs[3:], seed=seed, window=window)
+    path = tmp_path_factory.mktemp("p") / "x.pcap"  # same name: same labels
+    [obs] = ObservationReader(pcapgen.capture(segs, path))
+    assert _without_tcp_counts(obs) == _without_tcp_counts(reference)
