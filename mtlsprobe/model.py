@@ -291,6 +291,7 @@ class Observation:
     # connections it stands for (itself included), ``last_observed_at`` the last one's start
     repeats: int = 1
     last_observed_at: datetime | None = None
+    ja4: str | None = None  # JA4 (FoxIO, TCP) of the ClientHello: stable when extensions shuffle
 
 
 # --- expectations and judgement ------------------------------------------------------
