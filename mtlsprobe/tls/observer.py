@@ -224,15 +224,10 @@ class _Side:
         "decrypt_failed",
         "direction",
         "finished",
-        "finished_after_gap",
         "finished_inferred",
-        "gap_after_handshake",
-        "gapped",
-        "gaps",
+        "gap",
         "head",
-        "hs_lost",
         "letters",
-        "maybe_encrypted",
         "next_dec",
         "opaque_after_hello",
         "records",
@@ -253,16 +248,13 @@ class _Side:
         # after a gap), "decode" (framing lost), "truncated" (capture began mid-stream)
         self.dead: str | None = None
         self.dead_at_start = False
-        self.gaps = 0  # gaps reported in this direction
-        self.gapped = False  # a gap hid part of this direction (facts needing all of it: UNKNOWN)
-        self.gap_after_handshake = False  # the first gap came after the handshake completed
-        self.hs_lost = False  # handshake framing lost at a gap: next record needs whole messages
-        self.maybe_encrypted = False  # TLS <= 1.2: its ChangeCipherSpec may be in a gap
+        # None until a gap hides part of this direction (then facts needing all of it
+        # are UNKNOWN): one slot, so a connection without gaps pays one assignment
+        self.gap: _GapState | None = None
         self.ccs = False  # TLS 1.2: ChangeCipherSpec sent, later records are encrypted
         self.blind_ccs = False  # CCS sent before any ServerHello was seen (see _record)
         self.finished = False  # Finished of the first handshake seen (or inferred)
         self.finished_inferred = False
-        self.finished_after_gap = False  # its Finished was read after a gap in this direction
         self.dec: Tls13Decryptor | Tls12Decryptor | None = None
         self.next_dec: Tls13Decryptor | None = None  # TLS 1.3: the application-traffic key
         self.app_secret: bytes | None = None
@@ -274,6 +266,19 @@ class _Side:
 
     def letter(self, lower: str) -> str:
         return self.letters[lower]
+
+
+class _GapState:
+    """What gaps did to one direction (created at its first gap)."""
+
+    __slots__ = ("after_handshake", "count", "finished_after", "hs_lost", "maybe_encrypted")
+
+    def __init__(self, after_handshake: bool) -> None:
+        self.after_handshake = after_handshake  # the first gap came after the handshake
+        self.count = 0  # gaps reported
+        self.finished_after = False  # this side's Finished was read after a gap
+        self.hs_lost = True  # handshake framing lost: the next record needs whole messages
+        self.maybe_encrypted = False  # TLS <= 1.2: its ChangeCipherSpec may be in a gap
 
 
 _LOWER = "csjoxkrnygfthuzmildeb"
@@ -329,7 +334,8 @@ class Observer:
     def _set_finished(self, side: _Side, *, inferred: bool = False) -> None:
         """Mark one side's first-handshake Finished as seen (``inferred``: from shapes)."""
         side.finished = True
-        side.finished_after_gap = side.gapped
+        if side.gap is not None:
+            side.gap.finished_after = True
         if inferred:
             side.finished_inferred = True
         self.handshake_done = self._client.finished and self._server.finished
@@ -387,26 +393,26 @@ class Observer:
         from the next record header that can be confirmed (see the module docstring)."""
         side = self.sides[direction]
         who = _who(direction)
-        side.gaps += 1
-        if side.gaps <= _GAP_NOTES:
+        gap = side.gap
+        if gap is None:
+            gap = side.gap = _GapState(self.handshake_done)
+        gap.count += 1
+        if gap.count <= _GAP_NOTES:
             where = f" at offset {offset}" if offset is not None else ""
             self.note(
                 f"{length} bytes missing from the {who} stream{where}: messages in them are "
                 "unknown; records are read again from the next header that can be confirmed"
             )
-        elif side.gaps == _GAP_NOTES + 1:
+        elif gap.count == _GAP_NOTES + 1:
             self.note(f"more bytes missing from the {who} stream (further gaps not listed)")
         if side.dead == _SCAN:  # still scanning: a record ending just where this gap starts
             self._resume(side, side.splitter.settle())
         if side.dead is not None and side.dead != _SCAN:
             return  # not framed anyway (not TLS, framing lost, or capture began mid-stream)
-        if not side.gapped:
-            side.gapped = True
-            side.gap_after_handshake = self.handshake_done
         side.assembler = HandshakeAssembler()  # a message cut by the gap is lost
-        side.hs_lost = True
+        gap.hs_lost = True
         if not self.tls13 and not side.ccs:
-            side.maybe_encrypted = True
+            gap.maybe_encrypted = True
         if side.dec is not None or side.next_dec is not None:
             side.dec = side.next_dec = None
             side.app_secret = None
@@ -507,16 +513,16 @@ class Observer:
                     self._handshake_bytes(side, plain)
             elif side.blind_ccs and not _plain_client_hello(rec.payload):
                 self._opaque_handshake12(side)
-            elif side.hs_lost:
+            elif side.gap is not None and side.gap.hs_lost:
                 self._handshake_after_gap(side, rec.payload)
             else:
                 side.blind_ccs = False
                 self._handshake_bytes(side, rec.payload)
         elif ctype == _CHANGE_CIPHER_SPEC:
             self._add(side, "i")
-            if side.maybe_encrypted and rec.payload != b"\x01":
+            if side.gap is not None and side.gap.maybe_encrypted and rec.payload != b"\x01":
                 # an encrypted (renegotiation) CCS: the first one was in a gap
-                side.maybe_encrypted = False
+                side.gap.maybe_encrypted = False
                 side.ccs = True
                 side.dec = None
             else:
@@ -528,7 +534,8 @@ class Observer:
                     self._alert(side, None, decrypted=False)
                 else:
                     self._alert(side, plain, decrypted=True)
-            elif (side.blind_ccs or side.maybe_encrypted) and not _plain_alert(rec.payload):
+            elif (side.blind_ccs or (side.gap is not None and side.gap.maybe_encrypted)) \
+                    and not _plain_alert(rec.payload):
                 self._alert(side, None, decrypted=False)
             else:
                 self._alert(side, rec.payload, decrypted=False)
@@ -540,7 +547,9 @@ class Observer:
         plaintext messages (the message framing is confirmed by ending with the record)."""
         plain = (_PLAIN_HANDSHAKE_13 if self.tls13 else _PLAIN_HANDSHAKE)[side.client]
         if _whole_messages(payload, plain):
-            side.hs_lost = side.maybe_encrypted = False  # plaintext: its CCS is still to come
+            gap = side.gap
+            assert gap is not None
+            gap.hs_lost = gap.maybe_encrypted = False  # plaintext: its CCS is still to come
             self._handshake_bytes(side, payload)
             return
         self._add(side, "e", collapse=True)
@@ -608,7 +617,7 @@ class Observer:
                 "the shape of an encrypted alert (not decrypted, so not counted as one)"
             )
         elif (side.client and not side.finished and rec.length >= _MIN_FINISHED_RECORD
-              and not side.gapped):
+              and side.gap is None):
             # The client only encrypts under handshake keys after the server's whole
             # flight, and its flight ends with Finished: the handshake completed (shape).
             # Not after a client gap: a record framed late (confirmed by the next header)
@@ -630,10 +639,11 @@ class Observer:
         if self.tls13 or self.sh is None:
             return  # RFC 8446 §5: middlebox-compatibility CCS, no meaning
         side.ccs = True
-        side.maybe_encrypted = False
+        if side.gap is not None:
+            side.gap.maybe_encrypted = False
         side.dec = None  # TLS 1.2 sequence numbers restart at 0 after a CCS (RFC 5246 §6.1)
         if (not side.client and not self.server_hello_done and self.server_cert is None
-                and not side.gapped):
+                and side.gap is None):
             self.resumed = True  # abbreviated handshake: CCS right after ServerHello
         self._setup12(side)
 
@@ -725,7 +735,7 @@ class Observer:
         )
         for direction, hs_label, ap_label in pairs:
             side = self.sides[direction]
-            if side.gapped:
+            if side.gap is not None:
                 self.note(
                     f"{_who(direction)} records not decrypted: a gap came before them, so "
                     "their AEAD sequence numbers are unknown"
@@ -789,9 +799,10 @@ class Observer:
                 self._certificate_request(msg, post)
             elif t == _SERVER_HELLO_DONE and not side.client and not post:
                 self.server_hello_done = True
-                self.server_hello_done_after_gap = side.gapped
+                self.server_hello_done_after_gap = side.gap is not None
             elif t == _CLIENT_KEY_EXCHANGE and side.client and not post:
-                if self.cert_request is not None and self.client_cert is None and not side.gapped:
+                if (self.cert_request is not None and self.client_cert is None
+                        and side.gap is None):
                     self.client_skipped_cert = True
             elif t == _FINISHED:
                 self._finished(side)
@@ -1023,19 +1034,15 @@ class Observer:
         s = self._server
         if self.server_hello_done and not self.server_hello_done_after_gap:
             return True
-        return s.finished and not s.finished_inferred and not s.finished_after_gap
-
-    def _server_flight_gapped(self) -> bool:
-        """The server's first flight ended (as read) after a gap that may hide part of it."""
-        return (self.server_hello_done or self._server_finished_seen()) and \
-            not self._server_flight_whole()
+        return s.finished and not s.finished_inferred and not _finished_after_gap(s)
 
     def _server_chain(self) -> tuple[tuple[CertInfo, ...], Seen]:
         if self.server_cert is not None:
             return self._infos(self.server_cert, "server"), Seen.YES
         if self.server_cert_malformed:
             return (), Seen.UNKNOWN
-        if self.sh is not None and self._server_flight_whole():
+        if (self.sh is not None and (self.server_hello_done or self._server_finished_seen())
+                and (self._server.gap is None or self._server_flight_whole())):
             if self.resumed:
                 self.note("resumed session: no certificates were exchanged on this connection")
             return (), Seen.NO
@@ -1048,13 +1055,14 @@ class Observer:
                                  self.cert_request_where)
         if self.sh is None:
             return CertRequestInfo(seen=Seen.UNKNOWN)
-        if self._server_flight_gapped():
+        ended_handshake = self.server_hello_done or self._server_finished_seen()
+        if not ended_handshake:
+            return CertRequestInfo(seen=Seen.UNKNOWN)
+        if self._server.gap is not None and not self._server_flight_whole():
             self.note(
                 "no CertificateRequest read, but bytes missing from the server stream before "
                 "the end of its handshake flight could hide one"
             )
-            return CertRequestInfo(seen=Seen.UNKNOWN)
-        if not self._server_flight_whole():
             return CertRequestInfo(seen=Seen.UNKNOWN)
         if self.renegotiation_hidden:
             self.note(
@@ -1081,7 +1089,7 @@ class Observer:
             cr_seen is Seen.YES
             and self.cert_request_where == "handshake"
             and (self.client_skipped_cert or (client.finished and not client.finished_inferred
-                                              and not client.finished_after_gap))
+                                              and not _finished_after_gap(client)))
         ):
             return (), Seen.NO
         return (), Seen.UNKNOWN
@@ -1091,7 +1099,7 @@ class Observer:
             return Seen.YES
         if self.tls13:
             return Seen.NO  # RFC 8446 has no renegotiation
-        if any(s.gapped for s in self.sides.values()):
+        if self._client.gap is not None or self._server.gap is not None:
             return Seen.UNKNOWN  # a gap may hide the end of the handshake and what followed
         if self.sh is None or not self.handshake_done:
             return Seen.NO
@@ -1123,7 +1131,7 @@ class Observer:
             ):
                 return Outcome.NO_ANSWER
             return Outcome.INCOMPLETE
-        if t.gaps or any(s.gapped for s in self.sides.values()):
+        if t.gaps or self._client.gap is not None or self._server.gap is not None:
             return Outcome.INCOMPLETE
         if t.end in (StreamEnd.RST, StreamEnd.FIN, StreamEnd.CLOSED_BY_US):
             return Outcome.ABORTED
@@ -1163,6 +1171,11 @@ def _plain_client_hello(payload: bytes) -> bool:
         and payload[0] == HandshakeType.CLIENT_HELLO
         and len(payload) - 4 <= int.from_bytes(payload[1:4], "big") <= 0xFFFF
     )
+
+
+def _finished_after_gap(side: _Side) -> bool:
+    """Whether a side's Finished was read only after a gap in its direction."""
+    return side.gap is not None and side.gap.finished_after
 
 
 def _whole_messages(payload: bytes, types: frozenset[int]) -> bool:

@@ -96,6 +96,15 @@ class RecordSplitter:
     by itself. After a gap, :meth:`resync` looks for a confirmed record boundary instead.
     """
 
+    # Resynchronisation state (see resync), class-level defaults: a splitter that never
+    # sees a gap (nearly all, two per connection) does not pay for setting them.
+    _scan: bytearray | None = None  # bytes after the gap still being scanned
+    _scan_at = 0  # stream offset of _scan[0]
+    _scan_pos = 0  # index in _scan of the first position not yet ruled out
+    _scan_version: int | None = None
+    _gap_end = 0  # stream offset just after the last gap
+    skipped = 0  # bytes skipped after the last gap before the boundary found
+
     def __init__(self, *, keep: Collection[int] = ALL_TYPES) -> None:
         self.keep: Collection[int] = keep  # content types whose payload is returned
         self.error: DecodeError | None = None
@@ -104,13 +113,6 @@ class RecordSplitter:
         self._length = -1  # payload length of the record being assembled (-1: no header)
         self._offset = 0  # stream offset of the next byte fed
         self.records = 0
-        # Resynchronisation (see resync): bytes after the gap still being scanned, or None
-        self._scan: bytearray | None = None
-        self._scan_at = 0  # stream offset of _scan[0]
-        self._scan_pos = 0  # index in _scan of the first position not yet ruled out
-        self._scan_version: int | None = None
-        self._gap_end = 0  # stream offset just after the last gap
-        self.skipped = 0  # bytes skipped after the last gap before the boundary found
 
     @property
     def scanning(self) -> bool:
