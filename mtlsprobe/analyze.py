@@ -173,12 +173,14 @@ class CaptureObservations:
         ports: Iterable[int] = (),
         in_folder: bool = False,
         progress_from: int | None = None,
+        partition: tuple[int, int] | None = None,
     ) -> None:
         self.reader: ObservationReader | None = None
         self.notes: list[str] = []
         self.name = str(source)
         try:
-            self.reader = ObservationReader(source, keylog=keylog, ports=set(ports) or None)
+            self.reader = ObservationReader(source, keylog=keylog, ports=set(ports) or None,
+                                            partition=partition)
         except InputError as exc:
             if not in_folder:
                 raise
@@ -199,21 +201,32 @@ class CaptureObservations:
         finally:
             if self.bar is not None:
                 self.bar.close()
-        notes = self.notes
-        if reader.undecrypted_before_late_keys:
-            notes.append(
-                f"{name}: a key log embedded late in the capture was not applied to "
-                f"{reader.undecrypted_before_late_keys} earlier connection(s)"
-            )
-        notes.extend(f"{name}: {n}" for n in reader.notes)
         keylog = reader.keylog
-        if keylog is not None and keylog.skipped_lines:
-            notes.append(f"{name}: {keylog.skipped_lines} key log line(s) not understood")
-        stats = reader.stats
-        notes.append(
-            f"{name}: {stats['packets']} packets, {stats['connections']} TCP connections, "
-            f"{stats['tls_connections']} with TLS"
+        self.notes += capture_notes(
+            name, reader.notes, reader.stats, reader.undecrypted_before_late_keys,
+            keylog.skipped_lines if keylog is not None else 0,
         )
+
+
+def capture_notes(
+    name: str, reader_notes: Sequence[str], stats: dict[str, int], undecrypted: int,
+    keylog_skipped: int,
+) -> list[str]:
+    """The report notes about one capture read."""
+    notes = []
+    if undecrypted:
+        notes.append(
+            f"{name}: a key log embedded late in the capture was not applied to "
+            f"{undecrypted} earlier connection(s)"
+        )
+    notes.extend(f"{name}: {n}" for n in reader_notes)
+    if keylog_skipped:
+        notes.append(f"{name}: {keylog_skipped} key log line(s) not understood")
+    notes.append(
+        f"{name}: {stats['packets']} packets, {stats['connections']} TCP connections, "
+        f"{stats['tls_connections']} with TLS"
+    )
+    return notes
 
 
 def read_capture(
@@ -275,6 +288,14 @@ def behaviour(obs: Observation) -> tuple[object, ...]:
     )
 
 
+def _first_seen(obs: Observation) -> tuple[datetime, int]:
+    """Sort key of connections by first packet: time, then the flow number in the label
+    (capture labels end in "flow N", or "flow @F" with F the first frame while a capture
+    is read in shares), so equal times break the same way however the capture was read."""
+    number = obs.label.rpartition(" flow ")[2].lstrip("@")
+    return obs.observed_at, int(number) if number.isdigit() else 0
+
+
 @dataclass(slots=True)
 class _Behaviour:
     first: Observation  # the earliest connection that showed it
@@ -305,7 +326,7 @@ class ServerTally:
                 self.behaviours[key] = _Behaviour(obs, count, last)
             return
         seen.count += count
-        if obs.observed_at < seen.first.observed_at:
+        if _first_seen(obs) < _first_seen(seen.first):
             seen.first = obs
         if last > seen.last:
             seen.last = last
@@ -360,6 +381,18 @@ class ServerTallies:
         elif order < tally.order:
             tally.order = order
         tally.add(obs)
+
+    def merge(self, other: ServerTallies, capture_index: int = 0) -> None:
+        """Add another reader's tallies (a share of the same capture, see analyze_shares)."""
+        for key, tally in other.tallies.items():
+            order = (capture_index, tally.order[1])
+            mine = self.tallies.get(key)
+            if mine is None:
+                tally.order = order
+                self.tallies[key] = tally
+            else:
+                mine.merge(tally)
+                mine.order = min(mine.order, order)
 
     def groups(self) -> list[ServerGroup]:
         """Per server, in order of first connection (nameless ones adopted first)."""
@@ -437,12 +470,15 @@ def analyze(
     servers: Sequence[ServerFilter] = (),
     ports: Sequence[int] = (),
     progress_from: int | None = None,
+    jobs: int | None = 1,
 ) -> AnalyzeRun:
     """Read every capture, judge every (selected) TLS server seen, with the live rules.
 
     ``progress_from``: draw a progress bar on stderr, when it is a terminal, for captures of
-    at least this many bytes (None: never).
+    at least this many bytes (None: never). ``jobs``: processes per capture (None: as many
+    as CPUs for a large capture file, see ``analyze_shares``; 1: this process only).
     """
+    from mtlsprobe import analyze_shares
     from mtlsprobe.pipeline import judge
 
     sources = capture_sources(paths)
@@ -453,6 +489,15 @@ def analyze(
     keylog = merge_keylogs(keylog_texts)
     for index, source in enumerate(sources):
         in_folder = any(str(source).startswith(f.rstrip("/") + "/") for f in folders)
+        shares = analyze_shares.shares_for(source, jobs)
+        if shares > 1:
+            name, capture_notes = analyze_shares.read_in_shares(
+                source, shares, tallies, index, keylog=keylog, ports=ports,
+                progress_from=progress_from,
+            )
+            names.append(name)
+            notes.extend(capture_notes)
+            continue
         stream = CaptureObservations(source, keylog=keylog, ports=ports, in_folder=in_folder,
                                      progress_from=progress_from)
         for obs in stream:

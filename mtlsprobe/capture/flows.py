@@ -273,8 +273,15 @@ class CaptureReader:
         ports: set[int] | None = None,
         max_bytes: int | None = 256 * 1024,
         progress: Callable[[int, int | None], None] | None = None,
+        partition: tuple[int, int] | None = None,
     ) -> None:
         self.capture = CaptureFile(source)
+        # (k, n): read only the connections whose address pair hashes to k modulo n, so n
+        # processes forked from one parent (one hash seed) share a capture out between them.
+        # Connections are then numbered by the frame number of their first packet
+        # ("flow @F"); the caller renumbers them (``first_frames``) once all parts are read.
+        self.partition = partition
+        self.first_frames: list[int] = []
         self.progress = progress  # called with (file bytes read, file size or None)
         self.ports = frozenset(ports or ())
         self.max_bytes = max_bytes
@@ -313,6 +320,7 @@ class CaptureReader:
         capture = self.capture
         add = self._add
         late = self._late
+        part, parts = self.partition or (None, 1)
         # per-packet counters live in locals and are written to ``stats`` before every
         # yield and at the end, so readers of ``stats`` see them current
         packets, segments = stats["packets"], stats["tcp_segments"]
@@ -345,6 +353,8 @@ class CaptureReader:
                 segments += 1
                 src, dst = (seg.src, seg.sport), (seg.dst, seg.dport)
                 key = (src, dst) if src < dst else (dst, src)
+                if part is not None and hash(key) % parts != part:
+                    continue  # another process's connection
                 conn = table.get(key)
                 flags = seg.flags
                 if flags & SYN and not flags & ACK:
@@ -360,9 +370,12 @@ class CaptureReader:
                     stats["after_close"] += 1
                     continue
                 if conn is None:
-                    conn = table[key] = Connection(
-                        stats["connections"], src, dst, ts, self.max_bytes
-                    )
+                    if part is None:
+                        index = stats["connections"]
+                    else:
+                        index = packets  # this frame's number: renumbered by the caller
+                        self.first_frames.append(packets)
+                    conn = table[key] = Connection(index, src, dst, ts, self.max_bytes)
                     stats["connections"] += 1
                 add(conn, src, seg, ts)
                 sink = conn.sink
@@ -652,7 +665,7 @@ class CaptureReader:
         )
 
         return Transcript(
-            label=f"{self.capture.name} flow {conn.index}",
+            label=f"{self.capture.name} flow {'@' if self.partition else ''}{conn.index}",
             client=endpoint(client),
             server=target,
             route=route,

@@ -137,8 +137,10 @@ class ObservationReader(CaptureReader):
         ports: set[int] | None = None,
         max_bytes: int | None = None,
         progress: Progress | None = None,
+        partition: tuple[int, int] | None = None,
     ) -> None:
-        super().__init__(source, ports=ports, max_bytes=max_bytes, progress=progress)
+        super().__init__(source, ports=ports, max_bytes=max_bytes, progress=progress,
+                         partition=partition)
         self.external = KeyLog.parse(keylog) if isinstance(keylog, str) else keylog
         self.keylog: KeyLog | None = self.external
         self.undecrypted_before_late_keys = 0

@@ -27,6 +27,9 @@ from mtlsprobe.cli import EXIT_CODES_HELP, emit, expectation_options, output_opt
 @click.option("--port", "ports", multiple=True, type=click.IntRange(1, 65535),
               help="Judge only servers on this port; connections to it are read even when "
                    "they do not look like TLS (repeatable).")
+@click.option("--jobs", type=click.IntRange(1, 64), default=None,
+              help="Processes per capture file. Default: one per CPU (up to 8) for an "
+                   "uncompressed file of 64 MB or more, else 1.")
 @output_options
 def analyze(
     captures: Sequence[str],
@@ -36,6 +39,7 @@ def analyze(
     baseline: Path | None,
     servers: Sequence[str],
     ports: Sequence[int],
+    jobs: int | None,
     fmt: str,
     output: Path | None,
 ) -> None:
@@ -54,7 +58,7 @@ def analyze(
     keylog_texts = offline.read_keylogs(keylogs)
     run = offline.analyze(
         captures, expect, keylog_texts=keylog_texts, servers=server_filters, ports=ports,
-        progress_from=LARGE,
+        progress_from=LARGE, jobs=jobs,
     )
     inputs: dict[str, object] = {
         "captures": [str(c) for c in captures],
