@@ -13,12 +13,12 @@ extensions and trailing bytes inside extensions are kept or noted, never fatal.
 from __future__ import annotations
 
 import functools
-import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from struct import unpack_from
 from typing import NamedTuple, TypeVar
 
+from mtlsprobe.tls import fingerprint
 from mtlsprobe.tls.constants import (
     HELLO_RETRY_REQUEST_RANDOM,
     ExtensionType,
@@ -29,11 +29,8 @@ from mtlsprobe.tls.reader import DecodeError, Reader
 
 HANDSHAKE_HEADER_LEN = 4
 _T = TypeVar("_T")
-# RFC 8701 GREASE values (0x0A0A, 0x1A1A, ... 0xFAFA; ``constants.is_grease``) as a set, for
-# JA3: a membership test per value instead of a function call.
-_GREASE = frozenset((b << 8) | b for b in range(0x0A, 0x100, 0x10))
-_JA3_CACHE: dict[tuple[object, ...], str] = {}  # JA3 inputs -> digest (see ClientHello.ja3)
-_JA3_CACHE_MAX = 4096
+# RFC 8701 GREASE values (``constants.is_grease``) as a set: a membership test per value.
+_GREASE = fingerprint.GREASE
 # RFC 8446 allows 2^24-1; no message we parse comes close to this (a long chain is ~20 KB).
 MAX_HANDSHAKE_LEN = 1 << 20
 
@@ -218,6 +215,11 @@ class ClientHello:
     psk: bool = False  # pre_shared_key offered (TLS 1.3 resumption attempt)
     session_ticket: bool = False  # a non-empty session_ticket offered (TLS 1.2 resumption)
     early_data: bool = False
+    # Fingerprints already computed (name -> value). Only values that depend on the hello's
+    # shape alone may go here: parse_client_hello hands a shape's copies the same dict, so
+    # each is computed once per client stack, not per connection. init=False: replace()
+    # gives a changed hello a fresh dict instead of its original's values.
+    _memo: dict[str, str] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     @property
     def offered_versions(self) -> tuple[int, ...]:
@@ -227,34 +229,24 @@ class ClientHello:
 
     @property
     def ja3_string(self) -> str:
-        """JA3 (salesforce/ja3): version,ciphers,extensions,groups,point formats; no GREASE."""
-
-        def join(values: tuple[int, ...]) -> str:
-            return "-".join([str(v) for v in values if v not in _GREASE])
-
-        return ",".join(
-            (
-                str(self.legacy_version),
-                join(self.cipher_suites),
-                join(tuple(e.type for e in self.extensions)),
-                join(self.supported_groups),
-                join(self.ec_point_formats),
-            )
-        )
+        """JA3's input (see :func:`mtlsprobe.tls.fingerprint.ja3_string`)."""
+        return fingerprint.ja3_string(self)
 
     @property
     def ja3(self) -> str:
-        # A capture holds thousands of hellos from a few client stacks: the fingerprint's
-        # inputs repeat, so the digest is looked up by them before being built (bounded).
-        key = (self.legacy_version, self.cipher_suites, tuple([e.type for e in self.extensions]),
-               self.supported_groups, self.ec_point_formats)
-        digest = _JA3_CACHE.get(key)
-        if digest is None:
-            digest = hashlib.md5(self.ja3_string.encode(), usedforsecurity=False).hexdigest()
-            if len(_JA3_CACHE) >= _JA3_CACHE_MAX:
-                _JA3_CACHE.clear()
-            _JA3_CACHE[key] = digest
-        return digest
+        """JA3 (salesforce/ja3): MD5 hex; memoised per hello shape."""
+        value = self._memo.get("ja3")
+        if value is None:
+            value = self._memo["ja3"] = fingerprint.ja3(self)
+        return value
+
+    @property
+    def ja4(self) -> str:
+        """JA4 client fingerprint over TCP (FoxIO JA4.md); memoised per hello shape."""
+        value = self._memo.get("ja4")
+        if value is None:
+            value = self._memo["ja4"] = fingerprint.ja4(self)
+        return value
 
 
 # ClientHello extension type -> (ClientHello field, reader of the extension data). A table
@@ -299,7 +291,7 @@ def parse_client_hello(body: bytes) -> ClientHello:
     for etype, start, end in cuts:  # in order, as the full parse reads them (last one wins)
         if etype == _KEY_SHARE:
             groups = _key_share_groups(body[start:end])
-    return ClientHello(
+    ch = ClientHello(
         legacy_version=hit.legacy_version,
         random=body[2:34],
         session_id=body[35 : 35 + body[34]],
@@ -318,6 +310,8 @@ def parse_client_hello(body: bytes) -> ClientHello:
         session_ticket=hit.session_ticket,
         early_data=hit.early_data,
     )
+    object.__setattr__(ch, "_memo", hit._memo)  # same shape, same fingerprints
+    return ch
 
 
 def _parse_client_hello(body: bytes) -> ClientHello:
