@@ -75,3 +75,21 @@ def test_not_a_capture_is_one_input_error_before_any_worker(tmp_path: Path) -> N
     junk.write_text("not a capture\n" * 100)
     with pytest.raises(InputError, match="not a pcap or pcapng capture"):
         analyze([junk], EXPECT, jobs=2)
+
+
+def test_the_command_reads_in_shares_with_the_same_report(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from mtlsprobe.cli import main
+
+    path = _fixtures()[0]
+    reports = []
+    for jobs in ("1", "2"):
+        out = tmp_path / f"j{jobs}.json"
+        result = CliRunner().invoke(main, ["analyze", str(path), "--jobs", jobs,
+                                           "--format", "json", "--output", str(out)])
+        assert result.exit_code in (0, 10, 11, 12), result.output
+        report = json.loads(out.read_text())
+        report.pop("generated_at")
+        reports.append(report)
+    assert reports[0] == reports[1]
