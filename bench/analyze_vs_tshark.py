@@ -15,6 +15,10 @@ certificate and alerts. tshark gets them from a display filter on handshake type
 1 2 11 13 plus alerts; ssldump prints every handshake message. Prints seconds, MB/s, the
 speed ratio against tshark's single pass (and with the key log, tshark with the key log)
 and against ssldump, and peak RSS.
+
+``mtlsprobe analyze`` runs in one process (``--jobs 1``); ``mtlsprobe analyze -j`` with its
+default, one process per CPU (wall time is what it shares out; CPU time is the sum over
+processes; peak RSS is that of the largest process, so the total is about that many times).
 """
 
 from __future__ import annotations
@@ -86,8 +90,10 @@ def _timed(name: str, argv: list[str], out_path: Path, env: dict[str, str] | Non
     return Run(name, wall, cpu, peak_kb / 1024, size, returncode)
 
 
-def _analyze_cmd(capture: Path, keylog: Path | None) -> list[str]:
+def _analyze_cmd(capture: Path, keylog: Path | None, jobs: int | None = 1) -> list[str]:
     cmd = [sys.executable, "-m", "mtlsprobe", "analyze", "--format", "json", str(capture)]
+    if jobs is not None:
+        cmd += ["--jobs", str(jobs)]
     return cmd + (["--keylog", str(keylog)] if keylog else [])
 
 
@@ -112,6 +118,7 @@ def plan(capture: Path, keylog: Path | None) -> list[tuple[str, list[str]]]:
     runs: list[tuple[str, list[str]]] = [
         ("cat", ["cat", str(capture)]),
         ("mtlsprobe analyze", _analyze_cmd(capture, None)),
+        ("mtlsprobe analyze -j", _analyze_cmd(capture, None, jobs=None)),
     ]
     if shutil.which("tshark"):
         runs += [("tshark", _tshark_cmd(capture, None)),
@@ -120,6 +127,7 @@ def plan(capture: Path, keylog: Path | None) -> list[tuple[str, list[str]]]:
         runs.append(("ssldump", _ssldump_cmd(capture, None)))
     if keylog is not None:
         runs.append(("mtlsprobe analyze +keylog", _analyze_cmd(capture, keylog)))
+        runs.append(("mtlsprobe analyze -j +keylog", _analyze_cmd(capture, keylog, jobs=None)))
         if shutil.which("tshark"):
             runs.append(("tshark +keylog", _tshark_cmd(capture, keylog)))
         if shutil.which("ssldump"):
