@@ -27,8 +27,7 @@ from typing import BinaryIO
 from mtlsprobe.capture.flows import CONNECT_LIMIT, CaptureReader, Connection, Side
 from mtlsprobe.model import Direction, Observation
 from mtlsprobe.tls.keylog import KeyLog
-from mtlsprobe.tls.observer import Observer
-from mtlsprobe.tls.observer import _starts_with_hello as starts_with_hello
+from mtlsprobe.tls.observer import Observer, starts_with_hello
 
 Progress = Callable[[int, int | None], None]
 # A connection that began before the capture waits for both sides' first bytes, up to this.

@@ -1005,6 +1005,7 @@ class Observer:
             server_hello_ms=transcript.server_hello_ms,
             local_error=transcript.local_error,
             notes=(*transcript.notes, *self.notes),
+            ja4=ch.ja4 if ch else None,
         )
 
     def _infos(self, cert: Certificate, who: str) -> tuple[CertInfo, ...]:
@@ -1218,7 +1219,7 @@ def _hello_ignored(t: Transcript, first: float | None) -> bool:
 _HELLO = {Direction.C2S: HandshakeType.CLIENT_HELLO, Direction.S2C: HandshakeType.SERVER_HELLO}
 
 
-def _starts_with_hello(transcript: Transcript) -> set[Direction]:
+def starts_with_hello(transcript: Transcript) -> set[Direction]:
     """Directions whose first captured bytes are a handshake record holding their hello.
 
     A capture that missed the SYN (e.g. filtered to TLS packets only) may still hold the
@@ -1255,7 +1256,7 @@ def observe(transcript: Transcript, keylog: KeyLog | str | None = None) -> Obser
     """
     obs = Observer(keylog=keylog if keylog is not None else transcript.keylog)
     if transcript.truncated_at_start:
-        obs.lose_start(keep=_starts_with_hello(transcript))
+        obs.lose_start(keep=starts_with_hello(transcript))
     if not transcript.gaps:  # the usual case: every chunk goes in whole
         feed = obs.feed
         for chunk in transcript.chunks:
