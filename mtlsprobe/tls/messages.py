@@ -42,6 +42,8 @@ class HandshakeMessage(NamedTuple):
     body: bytes
 
 
+_set = object.__setattr__  # for the memo of frozen ClientHello values
+
 # ``tuple.__new__(HandshakeMessage, fields)`` skips the NamedTuple's Python-level __new__:
 # several times cheaper, at one call per handshake message of a capture.
 _message = tuple.__new__
@@ -218,8 +220,8 @@ class ClientHello:
     # Fingerprints already computed (name -> value). Only values that depend on the hello's
     # shape alone may go here: parse_client_hello hands a shape's copies the same dict, so
     # each is computed once per client stack, not per connection. init=False: replace()
-    # gives a changed hello a fresh dict instead of its original's values.
-    _memo: dict[str, str] = field(default_factory=dict, init=False, compare=False, repr=False)
+    # starts a changed hello afresh instead of carrying its original's values.
+    _memo: dict[str, str] | None = field(default=None, init=False, compare=False, repr=False)
 
     @property
     def offered_versions(self) -> tuple[int, ...]:
@@ -235,17 +237,21 @@ class ClientHello:
     @property
     def ja3(self) -> str:
         """JA3 (salesforce/ja3): MD5 hex; memoised per hello shape."""
-        value = self._memo.get("ja3")
-        if value is None:
-            value = self._memo["ja3"] = fingerprint.ja3(self)
-        return value
+        return self._fingerprint("ja3", fingerprint.ja3)
 
     @property
     def ja4(self) -> str:
         """JA4 client fingerprint over TCP (FoxIO JA4.md); memoised per hello shape."""
-        value = self._memo.get("ja4")
+        return self._fingerprint("ja4", fingerprint.ja4)
+
+    def _fingerprint(self, name: str, compute: Callable[[ClientHello], str]) -> str:
+        memo = self._memo
+        if memo is None:
+            memo = {}
+            _set(self, "_memo", memo)
+        value = memo.get(name)
         if value is None:
-            value = self._memo["ja4"] = fingerprint.ja4(self)
+            value = memo[name] = compute(self)
         return value
 
 
@@ -284,6 +290,7 @@ def parse_client_hello(body: bytes) -> ClientHello:
     hit = _CH_SHAPES.get(key)
     if hit is None:
         ch = _parse_client_hello(body)
+        _set(ch, "_memo", {})  # to be shared with the copies
         _CH_SHAPES.put(key, ch)
         return ch
     exts = _splice_extensions(hit.extensions, body, cuts)
@@ -310,7 +317,7 @@ def parse_client_hello(body: bytes) -> ClientHello:
         session_ticket=hit.session_ticket,
         early_data=hit.early_data,
     )
-    object.__setattr__(ch, "_memo", hit._memo)  # same shape, same fingerprints
+    _set(ch, "_memo", hit._memo)  # same shape, same fingerprints
     return ch
 
 
