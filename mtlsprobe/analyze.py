@@ -270,7 +270,9 @@ def behaviour(obs: Observation) -> tuple[object, ...]:
 
     Left out on purpose, as they differ between otherwise equal connections: the label,
     client port, times, retransmission counts, gap offsets, notes, the history's
-    application-data runs, JA3, HTTP dates and bodies.
+    application-data runs, JA3 (browsers shuffle extensions), HTTP dates and bodies. JA4 is
+    in: it is stable per client program, so a middlebox's own ClientHello reaching the
+    server beside the agents' is a behaviour of its own.
     """
     tcp, http = obs.tcp, obs.http
     return (
@@ -284,7 +286,7 @@ def behaviour(obs: Observation) -> tuple[object, ...]:
                  tcp.rst_from, tcp.rst_ttls, tcp.synack_options),
         http and (http.path, http.status, http.reason, http.error,
                   tuple(h for h in http.headers if h[0].lower() not in _VOLATILE_HEADERS)),
-        obs.local_error, obs.reflected,
+        obs.local_error, obs.reflected, obs.ja4,
     )
 
 

@@ -110,3 +110,16 @@ def test_behaviour_ignores_what_differs_between_equal_connections():
     assert behaviour(a) == behaviour(b)
     rewritten = dataclasses.replace(answer, headers=(("Date", "Mon"), ("Server", "proxy")))
     assert behaviour(dataclasses.replace(a, http=rewritten)) != behaviour(a)
+    # a different client program (a middlebox's own ClientHello) is a behaviour of its own
+    assert obs.ja4 is not None
+    assert behaviour(dataclasses.replace(a, ja4="t13d1516h2_8daaf6152771_e5627efa2ab1")) != (
+        behaviour(a)
+    )
+
+
+def test_labels_break_ties_between_connections_that_started_at_the_same_time():
+    [obs, *_] = read_capture(FIXTURES / "direct-tls13.pcapng").observations
+    first, second = (dataclasses.replace(obs, label=f"x.pcap flow {n}") for n in (7, 12))
+    for order in ([second, first], [first, second]):
+        [(_target, _route, [member])] = group_by_server(order)
+        assert member.label == "x.pcap flow 7" and member.repeats == 2
