@@ -27,6 +27,7 @@ import argparse
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -68,11 +69,14 @@ def _timed(name: str, argv: list[str], out_path: Path, env: dict[str, str] | Non
     start = time.perf_counter()
     sink = Path(os.devnull) if name == "cat" else out_path  # cat: read speed, not disk
     with sink.open("wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.DEVNULL, env=env)
+        # a session of its own: at the time-out the tool goes too, not only /usr/bin/time
+        # (a cut ssldump left running kept 16 GB and a CPU busy under the next runs)
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.DEVNULL, env=env,
+                                start_new_session=True)
         try:
             returncode = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            proc.terminate()
+            os.killpg(proc.pid, signal.SIGKILL)
             returncode = proc.wait()
             return Run(f"{name} (cut at {timeout:.0f} s)", time.perf_counter() - start, 0.0,
                        0.0, 0, returncode)  # CPU and peak RSS are not known for it
