@@ -206,6 +206,18 @@ _late_fields = struct.Struct("!H2xHBB14xIIBB").unpack_from  # from the IPv4 tota
 _ETHERNET_IPV4_PLAIN = b"\x08\x00\x45"  # EtherType IPv4, version 4 with a 20-byte header
 
 
+OTHERS_MEMORY = 1 << 20  # raw keys of other shares' connections remembered (then forgotten)
+
+
+def _plain_tcp(frame: bytes) -> bool:
+    """An untagged Ethernet frame holding an unfragmented IPv4 TCP segment, IPv4 header
+    without options: its addresses and ports are at fixed offsets (26:38)."""
+    return (
+        len(frame) >= 54 and frame[12:15] == _ETHERNET_IPV4_PLAIN and frame[23] == TCP_PROTO
+        and not (frame[20] & 0x3F or frame[21])
+    )
+
+
 class _LateFrames:
     """A shortcut for the bulk of a long capture: frames of streamed connections whose
     bytes the sink only counts (application data past the handshake) and bare ACKs that
@@ -321,6 +333,8 @@ class CaptureReader:
         add = self._add
         late = self._late
         part, parts = self.partition or (None, 1)
+        # raw address/port bytes of other shares' frames: skipped again without decoding
+        others: set[bytes] = set()
         # per-packet counters live in locals and are written to ``stats`` before every
         # yield and at the end, so readers of ``stats`` see them current
         packets, segments = stats["packets"], stats["tcp_segments"]
@@ -347,6 +361,12 @@ class CaptureReader:
                     segments += 1
                     stats["bulk_frames"] += 1
                     continue
+                if (
+                    others and linktype == ETHERNET and frame[26:38] in others
+                    and _plain_tcp(frame)
+                ):
+                    segments += 1
+                    continue  # another process's connection, known by its raw bytes
                 seg = decode(linktype, frame, skipped)
                 if seg is None:
                     continue
@@ -354,6 +374,10 @@ class CaptureReader:
                 src, dst = (seg.src, seg.sport), (seg.dst, seg.dport)
                 key = (src, dst) if src < dst else (dst, src)
                 if part is not None and hash(key) % parts != part:
+                    if linktype == ETHERNET and _plain_tcp(frame):
+                        if len(others) > OTHERS_MEMORY:
+                            others.clear()
+                        others.add(frame[26:38])
                     continue  # another process's connection
                 conn = table.get(key)
                 flags = seg.flags
