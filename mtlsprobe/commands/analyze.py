@@ -27,7 +27,7 @@ from mtlsprobe.cli import EXIT_CODES_HELP, emit, expectation_options, output_opt
 @click.option("--port", "ports", multiple=True, type=click.IntRange(1, 65535),
               help="Judge only servers on this port; connections to it are read even when "
                    "they do not look like TLS (repeatable).")
-@click.option("--jobs", type=click.IntRange(1, 64), default=None,
+@click.option("-j", "--jobs", type=click.IntRange(1, 64), default=None,
               help="Processes per capture file. Default: one per CPU (up to 8) for an "
                    "uncompressed file of 64 MB or more, else 1.")
 @output_options
