@@ -23,6 +23,9 @@ Decisions, for reviewers:
   The rules look at distinct behaviours (chains that differ, some vs all reset); counts
   reach MTLS070/071 through ``repeats``. At most ``MAX_BEHAVIOURS`` per server are kept;
   connections with further behaviours are counted in a report note.
+- A large capture may be read by several forked processes, each taking a share of the
+  connections (``analyze_shares``); their tallies merge into the same report one reader
+  gives (equal first-packet times break by flow number, not by order of closing).
 """
 
 from __future__ import annotations
