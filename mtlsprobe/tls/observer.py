@@ -4,9 +4,10 @@ Sans-IO: bytes in, values out; no sockets, files, clock or logging. Remarks go t
 ``Observation.notes``. :func:`observe` never raises on network bytes: malformed input
 becomes a note, and the facts it hid stay ``Seen.UNKNOWN``.
 
-The one rule that matters most: a fact we could not have seen is UNKNOWN, never NO.
-NO needs positive evidence, e.g. (TLS 1.2) ServerHelloDone without a CertificateRequest,
-or (TLS 1.3, decrypted) the server's Finished without one.
+The boundary: :class:`Observer` is the incremental state machine that reads records, keys,
+handshake messages and alerts. What that state adds up to (seen, not seen, or UNKNOWN:
+"a fact we could not have seen is UNKNOWN, never NO") is decided in
+:mod:`mtlsprobe.tls.conclusions`, which ``Observer.close`` calls.
 
 History alphabet (Zeek ``ssl_history``-like; UPPER case = client, lower case = server):
 
@@ -22,9 +23,9 @@ Gaps (bytes missing from a capture): record framing is lost there, so the direct
 scanned for the next record header that can be confirmed (records.RecordSplitter.resync)
 and read again from it. The handshake message cut by the gap is lost, decryption of that
 direction stops (the AEAD sequence number is unknown until a TLS 1.2 ChangeCipherSpec
-resets it), and every fact that needs *all* of a direction (CertificateRequest NO, client
-certificate NO, server chain NO, renegotiation NO) stays UNKNOWN when a gap came before the
-point that decides it. What is read after a gap (an alert, a ServerHelloDone) counts.
+resets it), and the state records where gaps came (``_GapState``), so that facts needing
+*all* of a direction can stay UNKNOWN (see :mod:`mtlsprobe.tls.conclusions`). What is read
+after a gap (an alert, a ServerHelloDone) counts.
 
 Runs of ``d``/``e`` from one side collapse to one letter, and once the handshake is done
 only the first POST_HANDSHAKE_RECORDS records per direction are examined in full; later
@@ -34,35 +35,24 @@ TLS 1.2 alerts and renegotiation.
 
 from __future__ import annotations
 
-import functools
 from collections import deque
 from collections.abc import Iterable
 
-from mtlsprobe.certs import CertError, cert_info
 from mtlsprobe.model import (
     AlertInfo,
-    CertInfo,
-    CertRequestInfo,
     Direction,
-    HttpExchange,
     Observation,
-    Outcome,
-    Seen,
-    Stage,
-    StreamEnd,
     Transcript,
 )
 from mtlsprobe.tls import keylog as kl
+from mtlsprobe.tls.conclusions import conclude
 from mtlsprobe.tls.constants import (
     TLS13,
     AlertDescription,
     ContentType,
     HandshakeType,
     alert_name,
-    cipher_suite_name,
     handshake_name,
-    signature_scheme_name,
-    version_name,
 )
 from mtlsprobe.tls.decrypt import (
     DecryptError,
@@ -160,44 +150,6 @@ _PLAIN_HANDSHAKE = {
 _PLAIN_HANDSHAKE_13 = {True: frozenset({HandshakeType.CLIENT_HELLO}),
                        False: frozenset({HandshakeType.SERVER_HELLO})}
 _NON_FATAL_13 = frozenset({AlertDescription.close_notify, AlertDescription.user_canceled})
-# DER -> CertInfo. The same few certificates recur across thousands of connections in a
-# capture; CertInfo is frozen, so observations can share one. Bounded: cleared when full.
-_CERT_CACHE: dict[bytes, CertInfo] = {}
-_CERT_CACHE_MAX = 4096
-
-
-def _cert_info(der: bytes) -> CertInfo:
-    info = _CERT_CACHE.get(der)
-    if info is None:
-        info = cert_info(der)
-        if len(_CERT_CACHE) >= _CERT_CACHE_MAX:
-            _CERT_CACHE.clear()
-        _CERT_CACHE[der] = info
-    return info
-
-
-# Certificate.certificates (DERs as sent) -> their CertInfos, when every one parsed.
-_CHAIN_CACHE: dict[tuple[bytes, ...], tuple[CertInfo, ...]] = {}
-
-
-@functools.lru_cache(maxsize=1024)
-def _version_names(versions: tuple[int, ...]) -> tuple[str, ...]:
-    """Names of offered versions (remembered: a capture's hellos offer a few lists)."""
-    return tuple(version_name(v) for v in versions)
-
-
-@functools.lru_cache(maxsize=1024)
-def _seen_request(
-    authorities: tuple[str, ...], schemes: tuple[int, ...], where: str | None
-) -> CertRequestInfo:
-    """A CertRequestInfo for a CertificateRequest seen (frozen: observations can share
-    one, as they share CertInfos; a capture repeats the same request thousands of times)."""
-    return CertRequestInfo(
-        seen=Seen.YES,
-        authorities=authorities,
-        signature_algorithms=tuple(signature_scheme_name(s) for s in schemes),
-        where=where,
-    )
 
 
 def _who(direction: Direction) -> str:
@@ -304,7 +256,8 @@ class Observer:
         self._noted: set[str] = set()
         self.history: list[str] = []
         self.alerts: list[AlertInfo] = []
-        self._fatal: AlertInfo | None = None
+        # the first fatal alert (an unreadable one only during the handshake): the outcome
+        self.fatal: AlertInfo | None = None
         self.ch: ClientHello | None = None
         self.ch_latest: ClientHello | None = None
         self.sh: ServerHello | None = None
@@ -901,8 +854,8 @@ class Observer:
                 after_handshake=after,
             )
             self.alerts.append(info)
-            if not after and self._fatal is None:
-                self._fatal = info
+            if not after and self.fatal is None:
+                self.fatal = info
             return
         try:
             alerts = parse_alerts(payload)
@@ -922,8 +875,8 @@ class Observer:
             self.alerts.append(info)
             # RFC 8446 §6: in TLS 1.3 every alert but close_notify/user_canceled is fatal.
             fatal = a.level == 2 or (self.tls13 and a.description not in _NON_FATAL_13)
-            if fatal and self._fatal is None:
-                self._fatal = info
+            if fatal and self.fatal is None:
+                self.fatal = info
 
     # --- result -------------------------------------------------------------------------
 
@@ -935,11 +888,14 @@ class Observer:
         ``transcript`` gives the connection's metadata; its chunks are not read again.
         ``first_client_at``: seconds from the first packet to the client's first bytes
         (default: from ``transcript.chunks``), for telling an unanswered hello.
+        What the state adds up to is decided in :mod:`mtlsprobe.tls.conclusions`.
         """
-        if first_client_at is None:
-            first_client_at = next(
-                (c.at for c in transcript.chunks if c.direction is Direction.C2S), None
-            )
+        self._end_streams()
+        return conclude(self, transcript, first_client_at=first_client_at)
+
+    def _end_streams(self) -> None:
+        """The bytes stop: read what a pending resync can still confirm, and note the
+        streams that ended inside a record or a handshake message."""
         for side in self.sides.values():
             if side.dead == _SCAN:  # the bytes stop: a record ending with them confirms it
                 self._resume(side, side.splitter.settle())
@@ -957,212 +913,6 @@ class Observer:
                 )
             elif side.dead is None and side.assembler.pending:
                 self.note(f"{_who(side.direction)} stream ended inside a handshake message")
-        if self.not_tls is not None:
-            self.note(f"server did not answer with TLS: {self.not_tls}")
-        if self._client.finished_inferred:
-            self.note("TLS 1.3 handshake completion inferred from record shapes (not decrypted)")
-        ch, sh = self.ch, self.sh
-        server_chain, server_seen = self._server_chain()
-        cert_request = self._cert_request_info()
-        client_chain, client_seen = self._client_chain(cert_request.seen)
-        outcome = self._outcome(transcript, first_client_at)
-        http = transcript.http if transcript.http is not None else self._http_exchange()
-        alpn = None
-        if sh is not None:
-            alpn = self.ee.alpn if self.tls13 and self.ee is not None else sh.alpn
-        return Observation(
-            label=transcript.label,
-            client=transcript.client,
-            server=transcript.server,
-            route=transcript.route,
-            observed_at=transcript.started_at,
-            attempt=transcript.attempt,
-            history="".join(self.history),
-            offered_versions=_version_names(ch.offered_versions) if ch else (),
-            version=version_name(sh.version) if sh else None,
-            cipher_suite=cipher_suite_name(sh.cipher_suite) if sh else None,
-            sni=ch.sni if ch else None,
-            alpn_offered=ch.alpn if ch else (),
-            alpn=alpn,
-            ja3=ch.ja3 if ch else None,
-            hello_retry=self.hello_retry,
-            resumed=self.resumed,
-            server_chain=server_chain,
-            server_chain_seen=server_seen,
-            cert_request=cert_request,
-            client_chain=client_chain,
-            client_chain_seen=client_seen,
-            alerts=tuple(self.alerts),
-            renegotiation=self._renegotiation_seen(),
-            post_handshake_auth_offered=bool(ch and ch.post_handshake_auth),
-            outcome=outcome,
-            stage=self._stage(transcript, http),
-            end=transcript.end,
-            decrypted=self.decrypted,
-            gaps=transcript.gaps,
-            tcp=transcript.tcp,
-            http=http,
-            server_hello_ms=transcript.server_hello_ms,
-            local_error=transcript.local_error,
-            notes=(*transcript.notes, *self.notes),
-            ja4=ch.ja4 if ch else None,
-        )
-
-    def _infos(self, cert: Certificate, who: str) -> tuple[CertInfo, ...]:
-        chain = _CHAIN_CACHE.get(cert.certificates)
-        if chain is not None:
-            return chain
-        out = []
-        for i, der in enumerate(cert.certificates):
-            try:
-                out.append(_cert_info(der))
-            except (CertError, ValueError, TypeError) as exc:
-                self.note(f"{who} certificate #{i} is not a valid certificate: {exc}")
-        chain = tuple(out)
-        if len(chain) == len(cert.certificates):  # no notes to repeat: safe to remember
-            if len(_CHAIN_CACHE) >= _CERT_CACHE_MAX:
-                _CHAIN_CACHE.clear()
-            _CHAIN_CACHE[cert.certificates] = chain
-        return chain
-
-    def _server_finished_seen(self) -> bool:
-        s = self._server
-        return s.finished and not s.finished_inferred
-
-    def _server_flight_whole(self) -> bool:
-        """The server's first flight was read to its end (ServerHelloDone, or its Finished)
-        with no gap before that end: a message it lacks was not sent."""
-        s = self._server
-        if self.server_hello_done and not self.server_hello_done_after_gap:
-            return True
-        return s.finished and not s.finished_inferred and not _finished_after_gap(s)
-
-    def _server_chain(self) -> tuple[tuple[CertInfo, ...], Seen]:
-        if self.server_cert is not None:
-            return self._infos(self.server_cert, "server"), Seen.YES
-        if self.server_cert_malformed:
-            return (), Seen.UNKNOWN
-        if (self.sh is not None and (self.server_hello_done or self._server_finished_seen())
-                and (self._server.gap is None or self._server_flight_whole())):
-            if self.resumed:
-                self.note("resumed session: no certificates were exchanged on this connection")
-            return (), Seen.NO
-        return (), Seen.UNKNOWN
-
-    def _cert_request_info(self) -> CertRequestInfo:
-        cr = self.cert_request
-        if cr is not None:
-            return _seen_request(cr.authority_names, cr.signature_algorithms,
-                                 self.cert_request_where)
-        if self.sh is None:
-            return CertRequestInfo(seen=Seen.UNKNOWN)
-        ended_handshake = self.server_hello_done or self._server_finished_seen()
-        if not ended_handshake:
-            return CertRequestInfo(seen=Seen.UNKNOWN)
-        if self._server.gap is not None and not self._server_flight_whole():
-            self.note(
-                "no CertificateRequest read, but bytes missing from the server stream before "
-                "the end of its handshake flight could hide one"
-            )
-            return CertRequestInfo(seen=Seen.UNKNOWN)
-        if self.renegotiation_hidden:
-            self.note(
-                "no CertificateRequest in the initial handshake, but an encrypted "
-                "renegotiation followed: a CertificateRequest in it would be hidden"
-            )
-            return CertRequestInfo(seen=Seen.UNKNOWN)
-        if self.tls13 and self.ch is not None and self.ch.post_handshake_auth:
-            self.note(
-                "no CertificateRequest in the handshake; the client offered post-handshake "
-                "auth, so the server could still ask later"
-            )
-        return CertRequestInfo(seen=Seen.NO)
-
-    def _client_chain(self, cr_seen: Seen) -> tuple[tuple[CertInfo, ...], Seen]:
-        if self.client_cert is not None:
-            return self._infos(self.client_cert, "client"), Seen.YES
-        if self.client_cert_malformed:
-            return (), Seen.UNKNOWN
-        if cr_seen is Seen.NO:
-            return (), Seen.NO
-        client = self._client
-        if (
-            cr_seen is Seen.YES
-            and self.cert_request_where == "handshake"
-            and (self.client_skipped_cert or (client.finished and not client.finished_inferred
-                                              and not _finished_after_gap(client)))
-        ):
-            return (), Seen.NO
-        return (), Seen.UNKNOWN
-
-    def _renegotiation_seen(self) -> Seen:
-        if self.renegotiation:
-            return Seen.YES
-        if self.tls13:
-            return Seen.NO  # RFC 8446 has no renegotiation
-        if self._client.gap is not None or self._server.gap is not None:
-            return Seen.UNKNOWN  # a gap may hide the end of the handshake and what followed
-        if self.sh is None or not self.handshake_done:
-            return Seen.NO
-        if any(s.dead is not None for s in self.sides.values()):
-            return Seen.UNKNOWN  # a later part of the stream was not walked
-        return Seen.NO
-
-    def _outcome(self, t: Transcript, first_client_at: float | None) -> Outcome:
-        client, server = self._client, self._server
-        if self.not_tls is not None:
-            return Outcome.NOT_TLS
-        if self._fatal is not None:
-            if self._fatal.sender is Direction.S2C:
-                return Outcome.REJECTED_BY_SERVER
-            return Outcome.REJECTED_BY_CLIENT
-        if any(s.alert_shaped_last for s in self.sides.values()):
-            return Outcome.INCOMPLETE  # looks like an alert, but we could not read it
-        if self.handshake_done:
-            return Outcome.ESTABLISHED
-        if any(s.dead_at_start for s in self.sides.values()):
-            return Outcome.INCOMPLETE
-        if server.bytes == 0:
-            if client.bytes == 0:
-                return Outcome.INCOMPLETE
-            if t.end in (StreamEnd.RST, StreamEnd.FIN):
-                return Outcome.ABORTED
-            if t.end in (StreamEnd.TIMEOUT, StreamEnd.CLOSED_BY_US) or _hello_ignored(
-                t, first_client_at
-            ):
-                return Outcome.NO_ANSWER
-            return Outcome.INCOMPLETE
-        if t.gaps or self._client.gap is not None or self._server.gap is not None:
-            return Outcome.INCOMPLETE
-        if t.end in (StreamEnd.RST, StreamEnd.FIN, StreamEnd.CLOSED_BY_US):
-            return Outcome.ABORTED
-        return Outcome.INCOMPLETE
-
-    def _http_exchange(self) -> HttpExchange | None:
-        """The first HTTP/1.x exchange read from decrypted application data (captures)."""
-        exchange = self.http.exchange()
-        if exchange is not None and not self.http.head_complete:
-            self.note(
-                "HTTP response head not complete in the application data examined: "
-                "its headers are partial"
-            )
-        return exchange
-
-    def _stage(self, t: Transcript, http: HttpExchange | None) -> Stage:
-        if t.failed_stage is not None:
-            return t.failed_stage
-        if not self.handshake_done:
-            return Stage.HANDSHAKE
-        server = self._server
-        fatal_after = self._fatal is not None and self._fatal.after_handshake
-        ended = t.end in (StreamEnd.RST, StreamEnd.FIN) or any(
-            s.alert_shaped_last for s in self.sides.values()
-        )
-        if fatal_after or (ended and not server.app_data):
-            return Stage.FIRST_READ
-        if http is not None and (http.error or (http.status is not None and http.status >= 400)):
-            return Stage.HTTP
-        return Stage.ESTABLISHED
 
 
 def _plain_client_hello(payload: bytes) -> bool:
@@ -1172,11 +922,6 @@ def _plain_client_hello(payload: bytes) -> bool:
         and payload[0] == HandshakeType.CLIENT_HELLO
         and len(payload) - 4 <= int.from_bytes(payload[1:4], "big") <= 0xFFFF
     )
-
-
-def _finished_after_gap(side: _Side) -> bool:
-    """Whether a side's Finished was read only after a gap in its direction."""
-    return side.gap is not None and side.gap.finished_after
 
 
 def _whole_messages(payload: bytes, types: frozenset[int]) -> bool:
@@ -1192,28 +937,6 @@ def _whole_messages(payload: bytes, types: frozenset[int]) -> bool:
 def _plain_alert(payload: bytes) -> bool:
     """Whether an alert record's payload is a plaintext alert (level, description)."""
     return len(payload) == 2 and payload[0] in (1, 2)
-
-
-# RFC 6298 §2.1 / RFC 9293: the first retransmission of a SYN or SYN-ACK comes after an
-# initial RTO of 1 s (Linux TCP_TIMEOUT_INIT; 3 s in older stacks), never sooner.
-_SYN_RTO = 1.0
-
-
-def _hello_ignored(t: Transcript, first: float | None) -> bool:
-    """A capture that ended with the client's hello retransmitted and no segment at all
-    from the server after its SYN-ACK: the hello went unanswered (dropped on the path).
-
-    ``tcp.retransmissions`` also counts repeated SYNs and SYN-ACKs, so it is only taken as
-    the hello's when the client's first bytes came within one initial RTO of the first
-    packet: a SYN or SYN-ACK retransmission cannot have happened that early. A capture
-    merely cut off after the hello has no retransmission and stays INCOMPLETE.
-    """
-    tcp = t.tcp
-    if t.end is not StreamEnd.CAPTURE_ENDED or tcp is None or t.gaps or t.truncated_at_start:
-        return False
-    if tcp.retransmissions == 0 or tcp.server_ttls or tcp.rst_from or tcp.synack_ttl is None:
-        return False
-    return first is not None and first < _SYN_RTO
 
 
 _HELLO = {Direction.C2S: HandshakeType.CLIENT_HELLO, Direction.S2C: HandshakeType.SERVER_HELLO}
