@@ -107,10 +107,17 @@ def test_with_the_key_log(session, tmp_path):
     assert streamed[0].decrypted
 
 
-def test_other_link_types_take_the_general_path(session, tmp_path):
+@pytest.mark.parametrize("link", ["sll", "sll2", "raw4", "null", "vlan", "raw6"])
+def test_link_types(session, tmp_path, link):
+    """Linux cooked (tcpdump -i any), raw IP and BSD null frames take the shortcut too; VLAN
+    tags and IPv6 take the general path. The same observations either way."""
     segs = pcapgen.conversation(_messages(session))
-    streamed, general, counted = _read_both(pcapgen.capture(segs, tmp_path / "s.pcap", "sll"))
-    assert counted == 0
+    if link == "raw6":
+        segs = [replace(s, src="fd00::1" if s.src == "10.0.0.1" else "fd00::2",
+                        dst="fd00::1" if s.dst == "10.0.0.1" else "fd00::2") for s in segs]
+    path = pcapgen.capture(segs, tmp_path / f"{link}.pcap", link)
+    streamed, general, counted = _read_both(path)
+    assert (counted > 50) is (link not in ("vlan", "raw6"))
     assert _same(streamed, general)
 
 

@@ -37,7 +37,8 @@ Decisions, for reviewers:
   direction) and emitted in a Transcript, unless a subclass gives the connection a sink
   (``_stream`` hook; ``capture.observations.ObservationReader`` streams into an Observer):
   then nothing is held, and bytes the sink only counts skip reassembly (``ByteSink.skip``);
-  their untagged Ethernet/IPv4 frames skip decoding too (``_LateFrames``).
+  their plain IPv4 frames (Ethernet, Linux cooked, raw, null) skip decoding too
+  (``_LateFrames``).
 - Labels are ``"<file> flow N"``, N counting TCP connections from 0 in order of their first
   packet (like tshark's ``tcp.stream``, so ``tcp.stream == N`` usually finds it).
 """
@@ -51,7 +52,23 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from mtlsprobe.capture.linklayer import ACK, ETHERNET, FIN, RST, SYN, TcpSegment, decode
+from mtlsprobe.capture.linklayer import (
+    ACK,
+    ETHERNET,
+    FIN,
+    LOOP,
+    NULL,
+    RAW,
+    RAW4,
+    RAW_12,
+    RAW_14,
+    RST,
+    SLL,
+    SLL2,
+    SYN,
+    TcpSegment,
+    decode,
+)
 from mtlsprobe.capture.linklayer import TCP as TCP_PROTO
 from mtlsprobe.capture.pcapfile import CaptureFile
 from mtlsprobe.capture.tcp import TcpReassembler
@@ -203,26 +220,35 @@ class Connection:
 
 
 _late_fields = struct.Struct("!H2xHBB14xIIBB").unpack_from  # from the IPv4 total length on
-_ETHERNET_IPV4_PLAIN = b"\x08\x00\x45"  # EtherType IPv4, version 4 with a 20-byte header
-
+# Where an IPv4 header starts in a frame of each link type, when the frame holds one right
+# after the link header (untagged Ethernet, Linux cooked SLL/SLL2, raw IP, BSD null/loop)...
+IPV4_AT = {ETHERNET: 14, SLL: 16, SLL2: 20, RAW: 0, RAW4: 0, RAW_12: 0, RAW_14: 0,
+           NULL: 4, LOOP: 4}
+# ...and where the link header says "IPv4" (EtherType 0x0800); raw and null: the version
+# nibble alone tells (see ``linklayer.decode``)
+_ETHERTYPE_AT = {ETHERNET: 12, SLL: 14, SLL2: 0}
+_IPV4 = b"\x08\x00"
 
 OTHERS_MEMORY = 1 << 20  # raw keys of other shares' connections remembered (then forgotten)
 
 
-def _plain_tcp(frame: bytes) -> bool:
-    """An untagged Ethernet frame holding an unfragmented IPv4 TCP segment, IPv4 header
-    without options: its addresses and ports are at fixed offsets (26:38)."""
+def _plain_tcp(frame: bytes, linktype: int, ip: int) -> bool:
+    """Whether ``frame`` (of ``linktype``, IPv4 header at ``ip``: see IPV4_AT) holds an
+    unfragmented IPv4 TCP segment with a 20-byte IPv4 header: its addresses and ports are
+    then at ``ip + 12 : ip + 24``."""
+    at = _ETHERTYPE_AT.get(linktype)
     return (
-        len(frame) >= 54 and frame[12:15] == _ETHERNET_IPV4_PLAIN and frame[23] == TCP_PROTO
-        and not (frame[20] & 0x3F or frame[21])
+        (at is None or frame[at : at + 2] == _IPV4) and len(frame) >= ip + 40
+        and frame[ip] == 0x45 and frame[ip + 9] == TCP_PROTO
+        and not (frame[ip + 6] & 0x3F or frame[ip + 7])
     )
 
 
 class _LateFrames:
     """A shortcut for the bulk of a long capture: frames of streamed connections whose
     bytes the sink only counts (application data past the handshake) and bare ACKs that
-    acknowledge exactly what was seen. Keyed by the raw addresses and ports of untagged
-    Ethernet/IPv4 frames, they are taken from fixed offsets without decoding or the flow
+    acknowledge exactly what was seen. Keyed by the raw addresses and ports of plain IPv4
+    frames (``_plain_tcp``), they are taken from fixed offsets without decoding or the flow
     table. Anything else (flags, options in IP, a hole, FIN seen, the sink wanting the
     bytes) declines, and the frame takes the general path.
     """
@@ -230,13 +256,15 @@ class _LateFrames:
     __slots__ = ("entries",)
 
     def __init__(self) -> None:
-        # frame[26:38] (source, destination address, ports) -> (connection, sender, peer, sink)
+        # frame[ip+12:ip+24] (source, destination address, ports) -> (connection, sender,
+        # peer, sink)
         self.entries: dict[bytes, tuple[Connection, Side, Side, ByteSink]] = {}
 
-    def register(self, frame: bytes, conn: Connection, me: Side, peer: Side) -> None:
-        if conn.sink is None or frame[12:15] != _ETHERNET_IPV4_PLAIN or len(frame) < 54:
+    def register(self, frame: bytes, linktype: int, ip: int, conn: Connection, me: Side,
+                 peer: Side) -> None:
+        if conn.sink is None or not _plain_tcp(frame, linktype, ip):
             return
-        key = frame[26:38]
+        key = frame[ip + 12 : ip + 24]
         if key not in self.entries:
             self.entries[key] = (conn, me, peer, conn.sink)
             conn.late_keys.append(key)
@@ -246,17 +274,17 @@ class _LateFrames:
             self.entries.pop(key, None)
         conn.late_keys.clear()
 
-    def take(self, frame: bytes, ts: float) -> bool:
+    def take(self, frame: bytes, linktype: int, ip: int, ts: float) -> bool:
         """Account one frame if it is a late frame of a registered connection."""
-        entry = self.entries.get(frame[26:38])
-        if entry is None or frame[12:15] != _ETHERNET_IPV4_PLAIN or len(frame) < 54:
+        entry = self.entries.get(frame[ip + 12 : ip + 24])
+        if entry is None or not _plain_tcp(frame, linktype, ip):
             return False
         conn, me, peer, sink = entry
-        total, frag, ttl, proto, seq, ack, doff, flags = _late_fields(frame, 16)
+        total, frag, ttl, proto, seq, ack, doff, flags = _late_fields(frame, ip + 2)
         if flags & _NOT_BARE_ACK or proto != TCP_PROTO or frag & 0x3FFF or me.fin or peer.fin:
             return False
         size = total - 20 - (doff >> 4) * 4  # payload bytes
-        if size < 0 or 14 + total > len(frame) or doff >> 4 < 5:
+        if size < 0 or ip + total > len(frame) or doff >> 4 < 5:
             return False  # malformed, or cut by the snap length
         if flags & ACK and peer.stream.started and not peer.stream.acked_to_end(ack):
             return False  # a hole may become a gap: the general path decides
@@ -354,16 +382,17 @@ class CaptureReader:
                         if t is not None:
                             stats["packets"], stats["tcp_segments"] = packets, segments
                             yield t
+                ip = IPV4_AT.get(linktype)  # None: no shortcut for this link type
                 if (
-                    linktype == ETHERNET and late.entries and capture.comment is None
-                    and late.take(frame, ts)
+                    ip is not None and late.entries and capture.comment is None
+                    and late.take(frame, linktype, ip, ts)
                 ):
                     segments += 1
                     stats["bulk_frames"] += 1
                     continue
                 if (
-                    others and linktype == ETHERNET and frame[26:38] in others
-                    and _plain_tcp(frame)
+                    others and ip is not None and frame[ip + 12 : ip + 24] in others
+                    and _plain_tcp(frame, linktype, ip)
                 ):
                     segments += 1
                     continue  # another process's connection, known by its raw bytes
@@ -374,10 +403,10 @@ class CaptureReader:
                 src, dst = (seg.src, seg.sport), (seg.dst, seg.dport)
                 key = (src, dst) if src < dst else (dst, src)
                 if part is not None and hash(key) % parts != part:
-                    if linktype == ETHERNET and _plain_tcp(frame):
+                    if ip is not None and _plain_tcp(frame, linktype, ip):
                         if len(others) > OTHERS_MEMORY:
                             others.clear()
-                        others.add(frame[26:38])
+                        others.add(frame[ip + 12 : ip + 24])
                     continue  # another process's connection
                 conn = table.get(key)
                 flags = seg.flags
@@ -403,10 +432,10 @@ class CaptureReader:
                     stats["connections"] += 1
                 add(conn, src, seg, ts)
                 sink = conn.sink
-                if sink is not None and linktype == ETHERNET and len(conn.late_keys) < 2:
+                if sink is not None and ip is not None and len(conn.late_keys) < 2:
                     me, peer = conn.side(src)
                     if sink.counting(me):
-                        late.register(frame, conn, me, peer)
+                        late.register(frame, linktype, ip, conn, me, peer)
                 if capture.comment is not None and conn.attempt is None:
                     conn.attempt = attempt_from_comment(capture.comment)
                 if conn.rst:
