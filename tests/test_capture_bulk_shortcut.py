@@ -1,4 +1,4 @@
-"""The bulk shortcut of the streaming reader (capture.flows._LateFrames, Observer.skip).
+"""The bulk shortcut of the streaming reader (capture.bulk.BulkFrames, Observer.skip).
 
 Past a connection's handshake and the observer's post-handshake budget, application data
 is only counted: its frames are matched by their raw address bytes and never decoded or

@@ -38,38 +38,28 @@ Decisions, for reviewers:
   (``_stream`` hook; ``capture.observations.ObservationReader`` streams into an Observer):
   then nothing is held, and bytes the sink only counts skip reassembly (``ByteSink.skip``);
   their plain IPv4 frames (Ethernet, Linux cooked, raw, null) skip decoding too
-  (``_LateFrames``).
+  (``BulkFrames``).
 - Labels are ``"<file> flow N"``, N counting TCP connections from 0 in order of their first
   packet (like tshark's ``tcp.stream``, so ``tcp.stream == N`` usually finds it).
 """
 
 from __future__ import annotations
 
-import struct
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
+from mtlsprobe.capture.bulk import IPV4_AT, NOT_BARE_ACK, OTHERS_MEMORY, BulkFrames, plain_tcp
 from mtlsprobe.capture.linklayer import (
     ACK,
-    ETHERNET,
     FIN,
-    LOOP,
-    NULL,
-    RAW,
-    RAW4,
-    RAW_12,
-    RAW_14,
     RST,
-    SLL,
-    SLL2,
     SYN,
     TcpSegment,
     decode,
 )
-from mtlsprobe.capture.linklayer import TCP as TCP_PROTO
 from mtlsprobe.capture.pcapfile import CaptureFile
 from mtlsprobe.capture.tcp import TcpReassembler
 from mtlsprobe.model import (
@@ -92,7 +82,6 @@ TLS_CONTENT_TYPES = frozenset(range(20, 25))  # change_cipher_spec .. heartbeat
 MAX_RECORD = (1 << 14) + 2048
 CAPTURE_ROUTE = Route(kind="capture", source="capture")
 CONNECT_LIMIT = 16384  # an HTTP CONNECT request or response head longer than this is not one
-_NOT_BARE_ACK = SYN | FIN | RST
 PROGRESS_EVERY = 4095  # call the progress hook every 4096 packets (mask)
 ATTEMPT_PREFIX = "mtlsprobe attempt: "  # live.sniff.ATTEMPT_COMMENT
 
@@ -185,7 +174,7 @@ class Connection:
         self.lingering = False  # reset, waiting RST_LINGER for in-flight segments
         self.prelude: _Prelude | bool | None = False  # False: not looked for yet
         self.sink: ByteSink | None = None  # set by a subclass: bytes go there, not to chunks
-        self.late_keys: list[bytes] = []  # its entries in the reader's _LateFrames
+        self.late_keys: list[bytes] = []  # its entries in the reader's BulkFrames
 
     def side(self, addr: Addr) -> tuple[Side, Side]:
         return (self.a, self.b) if addr == self.a.addr else (self.b, self.a)
@@ -217,85 +206,6 @@ class Connection:
         if not (self.a.fin and self.b.fin):
             return False
         return self.keep is False or (self.a.stream.complete and self.b.stream.complete)
-
-
-_late_fields = struct.Struct("!H2xHBB14xIIBB").unpack_from  # from the IPv4 total length on
-# Where an IPv4 header starts in a frame of each link type, when the frame holds one right
-# after the link header (untagged Ethernet, Linux cooked SLL/SLL2, raw IP, BSD null/loop)...
-IPV4_AT = {ETHERNET: 14, SLL: 16, SLL2: 20, RAW: 0, RAW4: 0, RAW_12: 0, RAW_14: 0,
-           NULL: 4, LOOP: 4}
-# ...and where the link header says "IPv4" (EtherType 0x0800); raw and null: the version
-# nibble alone tells (see ``linklayer.decode``)
-_ETHERTYPE_AT = {ETHERNET: 12, SLL: 14, SLL2: 0}
-_IPV4 = b"\x08\x00"
-
-OTHERS_MEMORY = 1 << 20  # raw keys of other shares' connections remembered (then forgotten)
-
-
-def _plain_tcp(frame: bytes, linktype: int, ip: int) -> bool:
-    """Whether ``frame`` (of ``linktype``, IPv4 header at ``ip``: see IPV4_AT) holds an
-    unfragmented IPv4 TCP segment with a 20-byte IPv4 header: its addresses and ports are
-    then at ``ip + 12 : ip + 24``."""
-    at = _ETHERTYPE_AT.get(linktype)
-    return (
-        (at is None or frame[at : at + 2] == _IPV4) and len(frame) >= ip + 40
-        and frame[ip] == 0x45 and frame[ip + 9] == TCP_PROTO
-        and not (frame[ip + 6] & 0x3F or frame[ip + 7])
-    )
-
-
-class _LateFrames:
-    """A shortcut for the bulk of a long capture: frames of streamed connections whose
-    bytes the sink only counts (application data past the handshake) and bare ACKs that
-    acknowledge exactly what was seen. Keyed by the raw addresses and ports of plain IPv4
-    frames (``_plain_tcp``), they are taken from fixed offsets without decoding or the flow
-    table. Anything else (flags, options in IP, a hole, FIN seen, the sink wanting the
-    bytes) declines, and the frame takes the general path.
-    """
-
-    __slots__ = ("entries",)
-
-    def __init__(self) -> None:
-        # frame[ip+12:ip+24] (source, destination address, ports) -> (connection, sender,
-        # peer, sink)
-        self.entries: dict[bytes, tuple[Connection, Side, Side, ByteSink]] = {}
-
-    def register(self, frame: bytes, linktype: int, ip: int, conn: Connection, me: Side,
-                 peer: Side) -> None:
-        if conn.sink is None or not _plain_tcp(frame, linktype, ip):
-            return
-        key = frame[ip + 12 : ip + 24]
-        if key not in self.entries:
-            self.entries[key] = (conn, me, peer, conn.sink)
-            conn.late_keys.append(key)
-
-    def forget(self, conn: Connection) -> None:
-        for key in conn.late_keys:
-            self.entries.pop(key, None)
-        conn.late_keys.clear()
-
-    def take(self, frame: bytes, linktype: int, ip: int, ts: float) -> bool:
-        """Account one frame if it is a late frame of a registered connection."""
-        entry = self.entries.get(frame[ip + 12 : ip + 24])
-        if entry is None or not _plain_tcp(frame, linktype, ip):
-            return False
-        conn, me, peer, sink = entry
-        total, frag, ttl, proto, seq, ack, doff, flags = _late_fields(frame, ip + 2)
-        if flags & _NOT_BARE_ACK or proto != TCP_PROTO or frag & 0x3FFF or me.fin or peer.fin:
-            return False
-        size = total - 20 - (doff >> 4) * 4  # payload bytes
-        if size < 0 or ip + total > len(frame) or doff >> 4 < 5:
-            return False  # malformed, or cut by the snap length
-        if flags & ACK and peer.stream.started and not peer.stream.acked_to_end(ack):
-            return False  # a hole may become a gap: the general path decides
-        if size:
-            stream = me.stream
-            if not stream.expects(seq) or not sink.skip(me, size):
-                return False
-            stream.advance(size)
-        conn.last = ts
-        me.ttls[ttl] = None
-        return True
 
 
 class CaptureReader:
@@ -330,7 +240,7 @@ class CaptureReader:
             "non_tls_connections": 0, "after_close": 0, "bulk_frames": 0,
         }
         self.skipped: dict[str, int] = {}  # frames not decoded, by reason
-        self._late = _LateFrames()
+        self._late = BulkFrames()
         self._notes: list[str] = []
 
     @property
@@ -392,7 +302,7 @@ class CaptureReader:
                     continue
                 if (
                     others and ip is not None and frame[ip + 12 : ip + 24] in others
-                    and _plain_tcp(frame, linktype, ip)
+                    and plain_tcp(frame, linktype, ip)
                 ):
                     segments += 1
                     continue  # another process's connection, known by its raw bytes
@@ -403,7 +313,7 @@ class CaptureReader:
                 src, dst = (seg.src, seg.sport), (seg.dst, seg.dport)
                 key = (src, dst) if src < dst else (dst, src)
                 if part is not None and hash(key) % parts != part:
-                    if ip is not None and _plain_tcp(frame, linktype, ip):
+                    if ip is not None and plain_tcp(frame, linktype, ip):
                         if len(others) > OTHERS_MEMORY:
                             others.clear()
                         others.add(frame[ip + 12 : ip + 24])
@@ -477,7 +387,7 @@ class CaptureReader:
         me, peer = conn.side(src)
         flags = seg.flags
         conn.last = ts
-        if not (seg.payload or flags & _NOT_BARE_ACK):  # a bare ACK: most segments
+        if not (seg.payload or flags & NOT_BARE_ACK):  # a bare ACK: most segments
             me.ttls[seg.ttl] = None
             if seg.truncated:
                 conn.snapcut += 1
