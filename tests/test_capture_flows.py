@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from mtlsprobe.capture import pcapfile
 from mtlsprobe.capture.flows import CaptureReader, iter_transcripts, tls_record_start
+from mtlsprobe.capture.observations import iter_observations
 from mtlsprobe.errors import InputError
 from mtlsprobe.model import Direction, Stage, StreamEnd
 from tests import pcapgen
@@ -240,3 +241,15 @@ def test_http_connect_refused_by_the_proxy(tmp_path):
     (t,), _ = read(pcapgen.capture(segs, tmp_path / "x.pcap"))
     assert t.route.connect_status == 407 and t.route.proxy_auth_schemes == ("Negotiate", "Basic")
     assert t.failed_stage is Stage.PROXY and t.chunks == ()
+
+
+def test_a_timestamp_that_is_no_date_is_a_note_not_a_crash(tmp_path):
+    # if_tsresol 10^0: one tick per second, and ticks around 2**50 s: far past year 9999
+    segs = pcapgen.conversation(MESSAGES)
+    packets = [(0, 2**50 + i, frame) for i, (_t, frame) in enumerate(pcapgen.frames(segs))]
+    path = pcapgen.write_pcapng(tmp_path / "t.pcapng", [(1, 0)], packets)
+    [t] = CaptureReader(path)
+    assert t.started_at.year == 1970
+    assert any("is not a date" in n for n in t.notes)
+    [obs] = iter_observations(path)
+    assert obs.observed_at.year == 1970 and any("is not a date" in n for n in obs.notes)

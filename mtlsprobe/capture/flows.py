@@ -608,6 +608,12 @@ class CaptureReader:
                 )
         if conn.snapcut:
             notes.append(f"{conn.snapcut} segment(s) cut short by the capture snap length")
+        try:
+            started_at = datetime.fromtimestamp(conn.start, tz=timezone.utc)
+        except (ValueError, OverflowError, OSError):  # a damaged or absurd packet timestamp
+            started_at = datetime.fromtimestamp(0, tz=timezone.utc)
+            notes.append(f"first packet's timestamp {conn.start!r} is not a date: shown as "
+                         "1970-01-01, and certificates are judged at that time")
         truncated = client.stream.truncated_at_start or server.stream.truncated_at_start
         if truncated:
             notes.append("capture began mid-connection (no SYN seen)")
@@ -632,7 +638,7 @@ class CaptureReader:
             client=endpoint(client),
             server=target,
             route=route,
-            started_at=datetime.fromtimestamp(conn.start, tz=timezone.utc),
+            started_at=started_at,
             chunks=tuple(
                 Chunk(direction=direction[id(side)], at=at, data=data)
                 for side, at, data in kept
