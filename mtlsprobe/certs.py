@@ -87,7 +87,7 @@ def common_name(name: x509.Name) -> str | None:
 def parse_der(der: bytes) -> x509.Certificate:
     try:
         return x509.load_der_x509_certificate(der)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:  # InvalidVersion is no ValueError
         raise CertError(f"not a DER certificate: {exc}") from None
 
 

@@ -252,6 +252,19 @@ def test_bad_certificate_der_is_a_note():
     assert any("not a valid certificate" in n for n in obs.notes)
 
 
+def test_certificate_with_an_impossible_version_is_a_note():
+    # cryptography raises InvalidVersion (not a ValueError) for it: found by fuzzing captures
+    t = gen(version="TLSv1.2", verify=ssl.CERT_NONE)
+    s = bytearray(t.chunks[1].data)
+    der = tlsgen.pki().server.der
+    version = bytes(s).index(der) + der.index(bytes([0xA0, 0x03, 0x02, 0x01, 0x02])) + 4
+    s[version] = 47
+    chunks = (t.chunks[0], Chunk(direction=S2C, at=1, data=bytes(s)), *t.chunks[2:])
+    obs = observe(rebuild(t, chunks=chunks))
+    assert obs.server_chain_seen is Seen.YES
+    assert any("47 is not a valid X509 version" in n for n in obs.notes)
+
+
 def test_truncated_at_start():
     t = gen(version="TLSv1.2")
     obs = observe(rebuild(t, truncated_at_start=True, chunks=t.chunks[3:]))
