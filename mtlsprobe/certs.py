@@ -157,7 +157,7 @@ def load_certificates(data: bytes) -> list[x509.Certificate]:
     if b"-----BEGIN" in data:
         try:
             certs = x509.load_pem_x509_certificates(data)
-        except ValueError as exc:
+        except (ValueError, x509.InvalidVersion) as exc:
             raise CertError(f"bad PEM certificate: {exc}") from None
         if not certs:
             raise CertError("no certificate in PEM data")

@@ -174,7 +174,7 @@ def _load_certs(path: Path) -> list[x509.Certificate]:
             certs = x509.load_pem_x509_certificates(data)
         else:
             certs = [x509.load_der_x509_certificate(data)]
-    except ValueError:
+    except (ValueError, x509.InvalidVersion):  # InvalidVersion is no ValueError
         certs = []
     if not certs:
         raise InputError(f"{path} is not a certificate (expected PEM or DER X.509)")
