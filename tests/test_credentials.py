@@ -150,6 +150,15 @@ def test_not_a_certificate(tmp_path, issued):
     assert "is not a certificate" in _error(load_credentials, junk, key, None, None)
 
 
+def test_certificate_with_an_impossible_version(tmp_path, issued):
+    # cryptography raises x509.InvalidVersion for it, which is not a ValueError
+    der = bytearray(issued.der)
+    der[der.index(bytes([0xA0, 0x03, 0x02, 0x01, 0x02])) + 4] = 47
+    bad = _write(tmp_path, "bad.der", bytes(der))
+    key = _write(tmp_path, "k.pem", issued.key_pem())
+    assert "is not a certificate" in _error(load_credentials, bad, key, None, None)
+
+
 def test_encrypted_key_without_password(tmp_path, issued):
     cert = _write(tmp_path, "c.pem", issued.chain_pem)
     key = _write(tmp_path, "k.pem", issued.key_pem(PASSWORD))
