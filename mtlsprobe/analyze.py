@@ -85,7 +85,7 @@ class ServerFilter:
 
 
 def _port(text: str, port_text: str) -> int:
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
         raise InputError(f"--server {text!r}: port must be 1-65535")
     return int(port_text)
 

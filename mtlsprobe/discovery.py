@@ -103,7 +103,7 @@ def _port(value: object) -> int | None:
         return None
     if isinstance(value, int):
         return value if 0 < value < 65536 else None
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         return _port(int(value.strip()))
     return None
 
@@ -378,7 +378,7 @@ def parse_targets_text(text: str, path: str) -> list[DiscoveredTarget]:
             if len(words) == 2:
                 if port is not None:
                     raise InputError(f"two ports in {body!r}")
-                if not words[1].isdigit() or not 0 < int(words[1]) < 65536:
+                if not (words[1].isascii() and words[1].isdigit()) or not 0 < int(words[1]) < 65536:
                     raise InputError(f"bad port {words[1]!r} (1-65535)")
                 port = int(words[1])
         except InputError as exc:

@@ -253,3 +253,18 @@ def test_a_timestamp_that_is_no_date_is_a_note_not_a_crash(tmp_path):
     assert any("is not a date" in n for n in t.notes)
     [obs] = iter_observations(path)
     assert obs.observed_at.year == 1970 and any("is not a date" in n for n in obs.notes)
+
+
+@pytest.mark.parametrize("request_head, reply", [
+    (b"CONNECT server.example:8\xb343 HTTP/1.1\r\n\r\n", b"HTTP/1.1 200 OK\r\n\r\n"),
+    (CONNECT, b"HTTP/1.1 2\xb30 OK\r\n\r\n"),
+])
+def test_connect_with_non_ascii_digits_is_not_a_connect_and_no_crash(tmp_path, request_head,
+                                                                     reply):
+    # found by fuzzing: "³" passes str.isdigit() and int() refuses it
+    segs = pcapgen.conversation([("c", request_head), ("s", reply), *MESSAGES],
+                                server=("10.9.9.9", 3128))
+    path = pcapgen.capture(segs, tmp_path / "x.pcap")
+    _, reader = read(path)
+    assert reader.stats["connections"] == 1
+    assert all(o.route.kind != "http_proxy" for o in iter_observations(path))

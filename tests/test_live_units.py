@@ -189,3 +189,13 @@ def test_connect_answer_keeps_early_tls_bytes_for_the_handshake():
     )
     assert tunnel.leftover == b"\x16\x03\x03\x00" and tunnel.error is None
     assert _parse_connect_response(b"SSH-2.0-OpenSSH_9.6", b"").error is not None
+
+
+def test_status_codes_must_be_ascii_digits():
+    # "³" passes str.isdigit() but int() refuses it: a hostile proxy or server must get a
+    # clear "malformed" answer, not a traceback
+    from mtlsprobe.live.handshake import parse_http_response
+
+    assert _parse_connect_response(b"HTTP/1.1 2\xb30 OK", b"").error
+    assert parse_http_response("/", b"HTTP/1.1 2\xb3 OK\r\n\r\n", None).error
+    assert _parse_connect_response(b"HTTP/1.1 200 OK", b"").status == 200

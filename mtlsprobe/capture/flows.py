@@ -677,6 +677,11 @@ def _head(conn: Connection, side: Side, limit: int = CONNECT_LIMIT) -> bytes:
     return b"".join(parts)
 
 
+def _decimal(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also takes "³" and the like, which int() refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def _http_head(data: bytes) -> tuple[list[str], int] | None:
     """(lines, length) of an HTTP message head ending with an empty line, or None."""
     end = data.find(b"\r\n\r\n")
@@ -699,9 +704,9 @@ def _connect_prelude(
     authority = rest.split(" ")[0]
     host, _, port = authority.rpartition(":")
     status_line = resp_lines[0].split(" ", 2)
-    if method != "CONNECT" or not port.isdigit() or not status_line[0].startswith("HTTP/"):
+    if method != "CONNECT" or not _decimal(port) or not status_line[0].startswith("HTTP/"):
         return None
-    if len(status_line) < 2 or not status_line[1].isdigit():
+    if len(status_line) < 2 or not _decimal(status_line[1]):
         return None
     headers = tuple(
         (k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in resp_lines[1:])

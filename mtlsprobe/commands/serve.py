@@ -23,7 +23,7 @@ PRIVILEGED_BELOW = 1024
 def parse_listen(text: str) -> tuple[str, int]:
     """ADDR:PORT, [v6]:PORT or :PORT (all IPv4 addresses). Raises click.BadParameter."""
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+    if not sep or not (port.isascii() and port.isdigit()) or not 0 <= int(port) < 65536:
         raise click.BadParameter(f"{text!r}: expected ADDR:PORT (port 0-65535)")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     return host or "0.0.0.0", int(port)

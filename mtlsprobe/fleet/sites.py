@@ -22,7 +22,7 @@ _HEADER_KEYS = {"hostname", "host", "cidr", "network", "subnet", "key", "name"}
 def _parse(text: str) -> tuple[int, int] | None:
     """(version, integer) of an address; a fast path for dotted quads."""
     parts = text.split(".")
-    if len(parts) == 4 and all(p.isdigit() and len(p) <= 3 for p in parts):
+    if len(parts) == 4 and all(p.isascii() and p.isdigit() and len(p) <= 3 for p in parts):
         a, b, c, d = (int(p) for p in parts)
         if max(a, b, c, d) < 256:
             return 4, (a << 24) | (b << 16) | (c << 8) | d

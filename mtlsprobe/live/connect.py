@@ -266,7 +266,8 @@ def _end_for(exc: OSError) -> StreamEnd:
 def _parse_connect_response(head: bytes, leftover: bytes) -> _Tunnel:
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+    status_ok = len(parts) >= 2 and parts[1].isascii() and parts[1].isdigit()  # not "2³"
+    if not status_ok or not parts[0].startswith("HTTP/"):
         return _Tunnel(error=f"malformed CONNECT answer: {lines[0][:80]!r}")
     headers: list[tuple[str, str]] = []
     for line in lines[1:]:

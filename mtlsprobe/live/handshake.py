@@ -278,7 +278,8 @@ def parse_http_response(path: str, buf: bytes, error: str | None) -> HttpExchang
     head, sep, body = buf.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ", 2) if lines and lines[0] else []
-    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+    status_ok = len(parts) >= 2 and parts[1].isascii() and parts[1].isdigit()  # not "2³"
+    if not status_ok or not parts[0].startswith("HTTP/"):
         why = error or ("no HTTP response" if not buf else "not an HTTP response")
         return HttpExchange(path=path, error=why,
                             body_excerpt=buf[:BODY_EXCERPT].decode("utf-8", "replace"))

@@ -20,7 +20,7 @@ _LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
 
 
 def _port(text: str, target: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
+    if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 65536:
         raise InputError(f"bad port {text!r} in target {target!r} (1-65535)")
     return int(text)
 
@@ -44,7 +44,7 @@ def _valid_hostname(host: str) -> bool:
     except ValueError:
         pass
     labels = host.split(".")
-    if all(label.isdigit() for label in labels):
+    if all(label.isascii() and label.isdigit() for label in labels):
         return False  # "1.2.3" or "300.1.1.1": neither an address nor a name
     return all(_LABEL.match(label) for label in labels)
 
