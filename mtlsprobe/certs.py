@@ -103,24 +103,32 @@ def cert_info(der: bytes) -> CertInfo:
         return _cert_info(der)
 
 
+# An extension that is absent, or that cannot be read: duplicated (RFC 5280 forbids it),
+# a general name type cryptography does not know, malformed. cryptography's exceptions for
+# the second and third are no ValueErrors.
+_EXTENSION_ERRORS = (
+    x509.ExtensionNotFound, x509.DuplicateExtension, x509.UnsupportedGeneralNameType, ValueError,
+)
+
+
 def _cert_info(der: bytes) -> CertInfo:
     cert = parse_der(der)
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         san_dns = tuple(san.get_values_for_type(x509.DNSName))
         san_ip = tuple(str(ip) for ip in san.get_values_for_type(x509.IPAddress))
-    except (x509.ExtensionNotFound, ValueError):
+    except _EXTENSION_ERRORS:
         san_dns, san_ip = (), ()
     try:
         eku_ext = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
         eku: tuple[str, ...] | None = tuple(
             _EKU_NAMES.get(oid, oid.dotted_string) for oid in eku_ext
         )
-    except (x509.ExtensionNotFound, ValueError):
+    except _EXTENSION_ERRORS:
         eku = None
     try:
         is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    except (x509.ExtensionNotFound, ValueError):
+    except _EXTENSION_ERRORS:
         is_ca = False
     try:
         key = describe_key(cert.public_key())
