@@ -16,7 +16,6 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
-from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mtlsprobe.model import CertInfo
@@ -99,15 +98,21 @@ def cert_info(der: bytes) -> CertInfo:
     warnings are silenced here: the facts are still reported.
     """
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-        return _cert_info(der)
+        warnings.simplefilter("ignore")  # e.g. CryptographyDeprecationWarning, UserWarning
+        try:
+            return _cert_info(der)
+        except CertError:
+            raise
+        except Exception as exc:  # untrusted DER: cryptography raises many kinds of errors
+            raise CertError(f"unreadable certificate ({type(exc).__name__}: {exc})") from None
 
 
-# An extension that is absent, or that cannot be read: duplicated (RFC 5280 forbids it),
-# a general name type cryptography does not know, malformed. cryptography's exceptions for
-# the second and third are no ValueErrors.
+# An extension that is absent, or that cannot be read. cryptography parses extensions
+# lazily, and on hostile DER it was seen to raise DuplicateExtension,
+# UnsupportedGeneralNameType and KeyError besides ValueError (found by fuzzing captures).
 _EXTENSION_ERRORS = (
     x509.ExtensionNotFound, x509.DuplicateExtension, x509.UnsupportedGeneralNameType, ValueError,
+    KeyError, TypeError,
 )
 
 
