@@ -193,3 +193,16 @@ def test_table_output_names_the_verdict(ca_file):
     result = run(str(FIXTURES / entry["file"]), *expectation_args(entry, ca_file))
     assert result.exit_code == 10
     assert "terminated_by_lb" in result.stdout and "MTLS016" in result.stdout
+
+
+def test_a_key_log_that_misses_a_tls12_connection_is_a_note(ca_file, tmp_path):
+    # the note names the missing CLIENT_RANDOM label: it once tripped the JSON renderer's
+    # key-material guard and analyze ended in "internal error" (found by fuzzing)
+    other = tmp_path / "other.keys"
+    other.write_text(f"CLIENT_RANDOM {'01' * 32} {'02' * 48}\n")
+    result = run(str(FIXTURES / "direct-tls12.pcap"), "--ca", str(ca_file), "--keylog",
+                 str(other), "--format", "json")
+    report = report_of(result)
+    notes = [n for r in report["results"] for o in r["observations"] for n in o["notes"]]
+    assert any("no CLIENT_RANDOM secret" in n for n in notes)
+    assert "02" * 48 not in result.stdout  # the key log's own secret never is

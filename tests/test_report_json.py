@@ -78,6 +78,11 @@ def test_private_keys_and_key_logs_are_refused():
         to_jsonable({"inputs": pki.key_pem(key).decode()})
     with pytest.raises(SecretError):
         to_jsonable(["CLIENT_HANDSHAKE_TRAFFIC_SECRET abcd 1234"])
+    with pytest.raises(SecretError):
+        to_jsonable([f"CLIENT_RANDOM {'ab' * 32} {'cd' * 48}"])
+    # naming a key log label is no secret: the observer's notes do it
+    note = "key log has no CLIENT_RANDOM secret for this connection's client random"
+    assert to_jsonable([note]) == [note]
     t = Transcript(label="t", client=f.CLIENT, server=f.TARGET, route=f.DIRECT,
                    started_at=WHEN, keylog="secret-free text")
     assert "keylog" not in to_jsonable(t)

@@ -11,6 +11,7 @@ import base64
 import dataclasses
 import enum
 import json
+import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import PurePath
@@ -28,7 +29,13 @@ _PRIVATE_KEYS = (
     x448.X448PrivateKey,
 )
 _NEVER_FIELDS = frozenset({"keylog", "private_key", "password"})  # CertInfo.key is a description
-_SECRET_MARKERS = ("PRIVATE KEY-----", "CLIENT_HANDSHAKE_TRAFFIC_SECRET", "CLIENT_RANDOM ")
+# A PEM private key, or what looks like a key log line (NSS format: a label, then the
+# client random and the secret in hex). The label alone is no secret: a note may say that
+# a key log lacks one ("key log has no CLIENT_RANDOM secret ...").
+_SECRET = re.compile(
+    r"PRIVATE KEY-----"
+    r"|\b(?:CLIENT_RANDOM|\w*_SECRET\w*)\s+[0-9A-Fa-f]{4,}\s+[0-9A-Fa-f]{4,}"
+)
 
 
 class SecretError(ValueError):
@@ -47,9 +54,8 @@ def rfc3339(when: datetime) -> str:
 
 
 def _text(value: str) -> str:
-    for marker in _SECRET_MARKERS:
-        if marker in value:
-            raise SecretError("refusing to serialise key material")
+    if _SECRET.search(value):
+        raise SecretError("refusing to serialise key material")
     return value
 
 

@@ -605,7 +605,7 @@ class Observer:
             return
         master = self.keylog.get(self.ch_latest.random, kl.CLIENT_RANDOM)
         if master is None:
-            self.note("key log has no CLIENT_RANDOM secret for this connection")
+            self.note("key log has no CLIENT_RANDOM secret for this connection's client random")
             return
         suite = self.sh_latest.cipher_suite
         inputs = (suite, master, self.ch_latest.random, self.sh_latest.random)
