@@ -284,11 +284,7 @@ class CaptureReader:
                 while lingering and ts >= lingering[0][0]:
                     _, old_key, old = lingering.popleft()
                     if table.get(old_key) is old:  # not replaced by a new SYN meanwhile
-                        del table[old_key]
-                        closed[old_key] = None
-                        if len(closed) > CLOSED_MEMORY:
-                            closed.popitem(last=False)
-                        t = self._finish(old)
+                        t = self._retire(table, closed, old_key)
                         if t is not None:
                             stats["packets"], stats["tcp_segments"] = packets, segments
                             yield t
@@ -353,11 +349,7 @@ class CaptureReader:
                         conn.lingering = True
                         lingering.append((ts + RST_LINGER, key, conn))
                 elif conn.a.fin and conn.b.fin and conn.closed():
-                    del table[key]
-                    closed[key] = None
-                    if len(closed) > CLOSED_MEMORY:
-                        closed.popitem(last=False)
-                    t = self._finish(conn)
+                    t = self._retire(table, closed, key)
                     if t is not None:
                         stats["packets"], stats["tcp_segments"] = packets, segments
                         yield t
@@ -372,6 +364,18 @@ class CaptureReader:
         finally:
             stats["packets"], stats["tcp_segments"] = packets, segments
             self.capture.close()
+
+    def _retire(
+        self, table: dict[tuple[Addr, Addr], Connection],
+        closed: OrderedDict[tuple[Addr, Addr], None], key: tuple[Addr, Addr],
+    ) -> Any:
+        """A closed connection leaves the table (its tuple is remembered as closed, so
+        stray late segments are not a new connection); what ``_finish`` gives for it."""
+        conn = table.pop(key)
+        closed[key] = None
+        if len(closed) > CLOSED_MEMORY:
+            closed.popitem(last=False)
+        return self._finish(conn)
 
     # --- per packet ----------------------------------------------------------------
 
