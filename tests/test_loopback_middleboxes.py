@@ -11,6 +11,7 @@ import threading
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
+from tools import read_http_head
 
 from mtlsprobe import pki
 from mtlsprobe.loopback.connect_proxy import ConnectProxy
@@ -50,13 +51,7 @@ def connect_via(
         token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
         head += f"Proxy-Authorization: Basic {token}\r\n"
     raw.sendall((head + "\r\n").encode())
-    reply = b""
-    while not reply.endswith(b"\r\n\r\n"):
-        byte = raw.recv(1)
-        if not byte:
-            break
-        reply += byte
-    return raw, reply
+    return raw, read_http_head(raw)
 
 
 def cn(name: x509.Name) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
-from tools import Mitmdump, OpenSSLServer, Tinyproxy, require_program
+from tools import Mitmdump, OpenSSLServer, Tinyproxy, read_http_head, require_program
 
 from mtlsprobe import pki
 from mtlsprobe.loopback.tls_contexts import client_context
@@ -46,13 +46,7 @@ def https_get(
 def connect_via(proxy: tuple[str, int], target: str) -> tuple[socket.socket, bytes]:
     raw = socket.create_connection(proxy, timeout=10)
     raw.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
-    reply = b""
-    while not reply.endswith(b"\r\n\r\n"):
-        byte = raw.recv(1)
-        if not byte:
-            break
-        reply += byte
-    return raw, reply
+    return raw, read_http_head(raw)
 
 
 def issuer_cn(cert: x509.Certificate) -> str:

@@ -48,6 +48,18 @@ def write_private(path: Path, data: bytes) -> Path:
     return path
 
 
+def read_http_head(sock: socket.socket) -> bytes:
+    """An HTTP message head read byte by byte up to its empty line (or the peer's close), so
+    no byte after it (a TLS handshake through a CONNECT tunnel) is taken from the socket."""
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        byte = sock.recv(1)
+        if not byte:
+            break
+        head += byte
+    return head
+
+
 def free_port() -> int:
     """A currently free loopback port (for programs that cannot bind port 0 and report it)."""
     with socket.socket() as s:
