@@ -11,7 +11,7 @@ import threading
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
-from tools import read_http_head
+from tools import read_http_head, tls_request
 
 from mtlsprobe import pki
 from mtlsprobe.loopback.connect_proxy import ConnectProxy
@@ -32,13 +32,7 @@ def tls_exchange(
 ) -> tuple[x509.Certificate, bytes]:
     """TLS over an open socket, one GET; returns (server leaf as seen, raw response)."""
     ctx = client_context(trust=[trust], identity=identity, max_version=max_version)
-    with raw, ctx.wrap_socket(raw, server_hostname="localhost") as tls:
-        leaf = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
-        tls.sendall(REQUEST)
-        out = b""
-        while chunk := tls.recv(65536):
-            out += chunk
-    return leaf, out
+    return tls_request(raw, ctx, REQUEST)
 
 
 def connect_via(

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
-from tools import Mitmdump, OpenSSLServer, Tinyproxy, read_http_head, require_program
+from tools import Mitmdump, OpenSSLServer, Tinyproxy, read_http_head, require_program, tls_request
 
 from mtlsprobe import pki
 from mtlsprobe.loopback.tls_contexts import client_context
@@ -34,13 +34,7 @@ def https_get(
     else:
         ctx = client_context(trust=[trust], identity=identity)
     ctx.post_handshake_auth = post_handshake_auth
-    with raw, ctx.wrap_socket(raw, server_hostname="localhost") as tls:
-        leaf = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
-        tls.sendall(REQUEST)
-        out = b""
-        while chunk := tls.recv(65536):
-            out += chunk
-    return leaf, out
+    return tls_request(raw, ctx, REQUEST)
 
 
 def connect_via(proxy: tuple[str, int], target: str) -> tuple[socket.socket, bytes]:

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 
 import pytest
+from cryptography import x509
 
 from mtlsprobe import pki
 
@@ -58,6 +60,19 @@ def read_http_head(sock: socket.socket) -> bytes:
             break
         head += byte
     return head
+
+
+def tls_request(raw: socket.socket, ctx: ssl.SSLContext, request: bytes,
+                server_hostname: str = "localhost") -> tuple[x509.Certificate, bytes]:
+    """TLS over an open socket (closed after), one request: (server leaf as seen, the whole
+    raw response up to the server's close)."""
+    with raw, ctx.wrap_socket(raw, server_hostname=server_hostname) as tls:
+        leaf = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+        tls.sendall(request)
+        out = b""
+        while chunk := tls.recv(65536):
+            out += chunk
+    return leaf, out
 
 
 def free_port() -> int:
