@@ -151,3 +151,107 @@ def test_property_any_segmentation_reordering_or_repeat_reads_the_same(
     path = tmp_path_factory.mktemp("p") / "x.pcap"  # same name: same labels
     [obs] = ObservationReader(pcapgen.capture(segs, path))
     assert _without_tcp_counts(obs) == _without_tcp_counts(reference)
+
+
+def _lagging_acks(segs: list[pcapgen.Seg], every: int = 3, lag: int = 2) -> list[pcapgen.Seg]:
+    """Client ACKs inside the server's bulk, each acknowledging the data of ``lag`` segments
+    ago (as a receiver does while more is in flight): not past what the capture saw."""
+    out: list[pcapgen.Seg] = []
+    sent: list[int] = []  # server sequence numbers just after each data segment
+    for s in segs:
+        out.append(s)
+        if s.sport == 443 and s.payload:
+            sent.append((s.seq + len(s.payload)) & pcapgen.MASK)
+            if len(sent) % every == 0 and len(sent) > lag:
+                out.append(replace(s, src=s.dst, sport=s.dport, dst=s.src, dport=s.sport,
+                                   seq=s.ack, ack=sent[-1 - lag], flags=pcapgen.ACK,
+                                   payload=b"", ttl=64))
+    return pcapgen.retime(out, segs[0].ts)
+
+
+def test_acks_behind_the_data_are_taken_too(session, tmp_path):
+    plain = pcapgen.conversation(_messages(session))
+    segs = _lagging_acks(plain)
+    streamed, general, counted = _read_both(pcapgen.capture(segs, tmp_path / "a.pcap"))
+    assert _same(streamed, general)
+    *_, without = _read_both(pcapgen.capture(plain, tmp_path / "p.pcap"))
+    acks = len(segs) - len(plain)
+    assert counted - without > acks // 3  # those past the handshake budget: about half
+
+
+def test_an_ack_past_the_bytes_seen_takes_the_general_path(session, tmp_path):
+    """The capture missed the last data segment: the client's final ACK passes what was
+    seen, so it is not counted but read, and the hole becomes a gap at once."""
+    segs = _lagging_acks(pcapgen.conversation(_messages(session)))
+    *_, full = _read_both(pcapgen.capture(segs, tmp_path / "f.pcap"))
+    last = _bulk_indexes(segs)[-1]
+    streamed, general, counted = _read_both(pcapgen.capture(pcapgen.drop(segs, last),
+                                                            tmp_path / "d.pcap"))
+    assert _same(streamed, general)
+    assert full - counted == 2  # the segment missing, and its ACK read the general way
+    assert [g.direction for g in streamed[0].gaps] == [Direction.S2C]
+
+
+def test_after_a_hole_acks_past_it_make_the_gap_and_the_shortcut_resumes(session, tmp_path):
+    """Segments after a hole wait out of order; while they do, the client's ACKs are read
+    the general way, so the first one past the hole makes it a gap and the bulk after it
+    is counted again (from the next record boundary the observer confirms)."""
+    segs = _lagging_acks(pcapgen.conversation(_messages(session)))
+    *_, full = _read_both(pcapgen.capture(segs, tmp_path / "f.pcap"))
+    holed = pcapgen.drop(segs, _bulk_indexes(segs)[3])
+    streamed, general, counted = _read_both(pcapgen.capture(holed, tmp_path / "h.pcap"))
+    assert _same(streamed, general)
+    assert full - counted < 30  # measured 22; 51 when ACKs past the hole are counted
+
+
+def test_a_new_ttl_in_the_bulk_is_recorded(session, tmp_path):
+    """A segment with another TTL (an injected one, a route change) leaves the shortcut,
+    so the direction's TTLs list it as the general path does."""
+    segs = pcapgen.conversation(_messages(session))
+    late = _bulk_indexes(segs)
+    segs = [replace(s, ttl=41) if i in late[len(late) // 2 :] else s for i, s in enumerate(segs)]
+    streamed, general, counted = _read_both(pcapgen.capture(segs, tmp_path / "t.pcap"))
+    assert counted > 50 and _same(streamed, general)
+    assert streamed[0].tcp is not None and 41 in streamed[0].tcp.server_ttls
+
+
+def _records(data: bytes) -> list[bytes]:
+    out, at = [], 0
+    while at < len(data):
+        end = at + 5 + int.from_bytes(data[at + 3 : at + 5], "big")
+        out.append(data[at:end])
+        at = end
+    return out
+
+
+def test_bulk_both_ways(session, tmp_path):
+    """Both sides send bulk data, record by record in turn: both directions are leased at
+    once, each acknowledging the other. (The client's records are copies of the server's:
+    opaque application data all the same.)"""
+    *head, (who, bulk) = _messages(session)
+    assert who == "s"
+    turns = [(w, r) for r in _records(bulk) for w in ("s", "c")]
+    segs = pcapgen.conversation([*head, *turns], pure_acks=False)
+    streamed, general, counted = _read_both(pcapgen.capture(segs, tmp_path / "both.pcap"))
+    client_data = len(pcapgen.data_indexes(segs, 40000))
+    assert counted > client_data // 2 + 50
+    assert _same(streamed, general)
+
+
+def test_pcapng_frames_are_claimed_unless_commented(session, tmp_path):
+    """Enhanced Packet Blocks take the shortcut like pcap records; blocks with options (a
+    comment may name the probe's attempt) always take the general path."""
+    segs = pcapgen.conversation(_messages(session))
+    packets = [(0, ts, f) for ts, f in pcapgen.frames(segs)]
+    path = pcapgen.write_pcapng(tmp_path / "b.pcapng", [(1, 6)], packets)
+    streamed, general, counted = _read_both(path)
+    assert counted > 50 and _same(streamed, general)
+
+
+def test_frames_cut_by_the_snap_length_leave_the_shortcut(session, tmp_path):
+    segs = pcapgen.conversation(_messages(session))
+    cut = set(_bulk_indexes(segs)[-5:])
+    frames = [(ts, f[:200] if i in cut else f) for i, (ts, f) in enumerate(pcapgen.frames(segs))]
+    path = pcapgen.write_pcap(tmp_path / "s.pcap", frames, pcapgen.LINKTYPES["ether"])
+    streamed, general, counted = _read_both(path)
+    assert counted > 50 and _same(streamed, general)

@@ -112,7 +112,7 @@ def test_advance_counts_in_order_bytes_without_keeping_them():
     assert r.segment(0xFFFFFFF1, b"hello") == [b"hello"]
     assert not r.expects(0xFFFFFFF0) and r.expects(0xFFFFFFF6)
     r.advance(1000)  # bytes 5..1004, never delivered
-    assert r.next_offset == 1005 and r.stored == 5 and r.acked_to_end((0xFFFFFFF6 + 1000) & MASK)
+    assert r.next_offset == 1005 and r.stored == 5 and r.end_seq() == (0xFFFFFFF6 + 1000) & MASK
     assert r.segment((0xFFFFFFF6 + 1000) & MASK, b"tail") == [b"tail"]
     assert r.segment((0xFFFFFFF6 + 500) & MASK, b"x" * 10) == ()  # a repeat of counted bytes
     assert r.retransmissions == 1 and r.conflicting_bytes == 0  # counted, not compared
@@ -122,7 +122,7 @@ def test_expects_is_false_while_segments_wait_out_of_order():
     r = TcpReassembler(max_bytes=None)
     r.syn(100)
     r.segment(111, b"later")  # a hole at 101..110
-    assert not r.expects(101) and not r.acked_to_end(101 + 15)
+    assert not r.expects(101) and r.end_seq() is None  # not while a segment waits
     assert r.acked(116) == [b"later"] and r.gaps == [(0, 10)]
     assert r.expects(116)
 

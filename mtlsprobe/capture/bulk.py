@@ -1,13 +1,24 @@
-"""The shortcut for the bulk of a long capture: frames that need no decoding.
+"""The shortcut for the bulk of a long capture: frames taken in the read buffer.
 
 Boundary: raw frame bytes at fixed offsets, for connections ``capture.flows`` has already
-decoded once. Frames of a streamed connection whose bytes its sink only counts
-(application data past the handshake), and bare ACKs that acknowledge exactly what was
-seen, are matched by the raw address and port bytes of plain IPv4 frames (``plain_tcp``)
-and accounted from fixed offsets, without ``linklayer.decode`` or the flow table. Anything
-else (TCP flags, options in IP, a hole, FIN seen, the sink wanting the bytes) declines and
-the frame takes the general path. ``--jobs`` workers use the same raw keys to drop other
-shares' frames before decoding.
+decoded. Once a streamed connection's sink only counts one direction's bytes (application
+data past the handshake), that direction gets a ``Lease``: a claim, by the raw address and
+port bytes of its plain IPv4 frames, on the capture file's read buffer
+(``CaptureFile.claims``). The lease takes a frame there, without copying, decoding or
+reassembling it, when the frame changes nothing but counters:
+
+- no SYN, FIN or RST, ACK set, the TTL the direction had, not cut by the snap length;
+- data exactly at the stream's end, or no data (a bare ACK). Data within what the sink can
+  skip now (the rest of the current TLS record) is only counted; a segment that runs
+  past it has its tail (the next record header...) fed to the sink straight from the
+  buffer, as the general path would after reassembling it;
+- an acknowledgement that is not past the peer's bytes seen (that would be a gap).
+
+Anything else is declined and takes the general path, which first ``settle``s the
+connection's leases: what they took is applied to the stream and the sink as one count,
+exactly as if each frame had gone the general way, and the leases stand down until
+``resume`` renews them from the new state. ``--jobs`` workers claim other shares' frames
+the same way, to drop them before decoding (``skip_others``).
 """
 
 from __future__ import annotations
@@ -31,11 +42,14 @@ from mtlsprobe.capture.linklayer import (
     SYN,
     TCP,
 )
+from mtlsprobe.capture.tcp import HALF, MASK
 
 if TYPE_CHECKING:
     from mtlsprobe.capture.flows import ByteSink, Connection, Side
+    from mtlsprobe.capture.pcapfile import CaptureFile
 
-_late_fields = struct.Struct("!H2xHBB14xIIBB").unpack_from  # from the IPv4 total length on
+# (version/IHL, total length, fragment field, TTL, protocol, seq, ack, data offset, flags)
+_fields = struct.Struct("!BxH2xHBB14xIIBB").unpack_from
 # Where an IPv4 header starts in a frame of each link type, when the frame holds one right
 # after the link header (untagged Ethernet, Linux cooked SLL/SLL2, raw IP, BSD null/loop)...
 IPV4_AT = {ETHERNET: 14, SLL: 16, SLL2: 20, RAW: 0, RAW4: 0, RAW_12: 0, RAW_14: 0,
@@ -49,62 +63,192 @@ NOT_BARE_ACK = SYN | FIN | RST
 OTHERS_MEMORY = 1 << 20  # raw keys of other shares' connections remembered (then forgotten)
 
 
-def plain_tcp(frame: bytes, linktype: int, ip: int) -> bool:
-    """Whether ``frame`` (of ``linktype``, IPv4 header at ``ip``: see IPV4_AT) holds an
-    unfragmented IPv4 TCP segment with a 20-byte IPv4 header: its addresses and ports are
-    then at ``ip + 12 : ip + 24``."""
-    at = _ETHERTYPE_AT.get(linktype)
+def plain_tcp(frame: bytes, linktype: int, ip: int, at: int = 0) -> bool:
+    """Whether the frame at ``frame[at:]`` (of ``linktype``, IPv4 header at ``ip`` from
+    its start: see IPV4_AT) holds an unfragmented IPv4 TCP segment with a 20-byte IPv4
+    header: its addresses and ports are then at ``ip + 12 : ip + 24``."""
+    et = _ETHERTYPE_AT.get(linktype)
+    ip += at
     return (
-        (at is None or frame[at : at + 2] == _IPV4) and len(frame) >= ip + 40
+        (et is None or frame[at + et : at + et + 2] == _IPV4) and len(frame) >= ip + 40
         and frame[ip] == 0x45 and frame[ip + 9] == TCP
         and not (frame[ip + 6] & 0x3F or frame[ip + 7])
     )
 
 
+def _reversed_key(key: bytes) -> bytes:
+    """The raw key of the other direction: addresses and ports swapped."""
+    return key[4:8] + key[0:4] + key[10:12] + key[8:10]
+
+
+class Lease:
+    """One direction's claim on its frames (see the module docstring): ``take`` is the
+    claimant; what it took waits in ``taken``/``frames``/``last`` until
+    ``BulkFrames.settle``."""
+
+    __slots__ = (
+        "active", "conn", "counting", "credit", "et", "frames", "ip", "key", "last", "linktype",
+        "me", "other", "peer", "seq", "taken", "ttl",
+    )
+
+    def __init__(self, conn: Connection, me: Side, peer: Side, key: bytes, linktype: int,
+                 ip: int) -> None:
+        self.conn, self.me, self.peer = conn, me, peer
+        self.key, self.linktype, self.ip = key, linktype, ip
+        self.et = _ETHERTYPE_AT.get(linktype, -1)  # offset of an EtherType to check, or -1
+        self.ttl: int | None = None  # the TTL its frames carry; None: not seen yet
+        self.seq: int | None = None  # the stream's next sequence number (None: not known)
+        self.credit = 0  # data bytes the sink would skip now
+        self.counting = False  # whether the sink only counts this side (see ByteSink)
+        self.taken = self.frames = 0  # data bytes and frames taken since the last settle
+        self.last = 0.0  # time of the last frame taken
+        self.other: Lease | None = None  # the opposite direction's lease
+        self.active = False  # registered in the capture's claims
+
+    def take(self, buf: bytes, at: int, end: int, ts: float, linktype: int) -> bool:
+        """The ``pcapfile.Claimant``: take the frame at ``buf[at:end]``, or decline it."""
+        if linktype != self.linktype:
+            return False
+        ip = at + self.ip
+        et = self.et
+        if (et >= 0 and buf[at + et : at + et + 2] != _IPV4) or end - ip < 40:
+            return False
+        vhl, total, frag, ttl, proto, seq, ack, doff, flags = _fields(buf, ip)
+        if (
+            vhl != 0x45 or proto != TCP or frag & 0x3FFF or flags & NOT_BARE_ACK
+            or not flags & ACK or ttl != self.ttl or ip + total > end
+        ):
+            return False
+        header = 20 + (doff >> 4) * 4
+        size = total - header
+        if size < 0 or doff < 0x50:
+            return False
+        peer_seq = self.other.seq  # type: ignore[union-attr]  # always paired
+        if peer_seq is not None and 0 < (ack - peer_seq) & MASK < HALF:
+            return False  # acknowledges bytes the capture lacks: the general path decides
+        if size:
+            if seq != self.seq:
+                return False
+            if size <= self.credit:
+                self.credit -= size
+                self.taken += size
+            elif self.counting:
+                self._cross(buf[ip + header : ip + total], seq, ts)
+            else:
+                return False
+            self.seq = (seq + size) & MASK
+        self.frames += 1
+        self.last = ts
+        return True
+
+    def _cross(self, payload: bytes, seq: int, ts: float) -> None:
+        """A segment runs past the skipped record: settle what was taken, then reassemble
+        and feed the segment as ``CaptureReader._add`` and ``_deliver`` would (the stream
+        keeps its bytes for comparing retransmissions; the sink reads the record header)."""
+        conn, me = self.conn, self.me
+        sink = conn.sink
+        assert sink is not None
+        stream = me.stream
+        if self.taken:
+            if not sink.skip(me, self.taken):
+                raise AssertionError("a lease took bytes its sink does not skip")
+            stream.advance(self.taken)
+            self.taken = 0
+        at = ts - conn.start
+        for run in stream.segment(seq, payload):
+            sink.feed(me, at, run)
+        self.counting = sink.counting(me)
+        self.credit = min(sink.skippable(me), stream.max_bytes - stream.next_offset)
+
+
 class BulkFrames:
-    """The registered directions of streamed connections, by raw key (see the module
-    docstring); ``take`` accounts a frame or declines it."""
+    """The leases of one reader's connections, claimed on its capture file."""
 
-    __slots__ = ("entries",)
+    __slots__ = ("capture", "frames", "others")
 
-    def __init__(self) -> None:
-        # frame[ip+12:ip+24] (source, destination address, ports) -> (connection, sender,
-        # peer, sink)
-        self.entries: dict[bytes, tuple[Connection, Side, Side, ByteSink]] = {}
+    def __init__(self, capture: CaptureFile) -> None:
+        self.capture = capture
+        capture.claim_at = {linktype: ip + 12 for linktype, ip in IPV4_AT.items()}
+        self.frames = 0  # frames taken by leases, settled
+        self.others: set[bytes] = set()  # keys claimed for other shares (see skip_others)
 
-    def register(self, frame: bytes, linktype: int, ip: int, conn: Connection, me: Side,
-                 peer: Side) -> None:
-        if conn.sink is None or not plain_tcp(frame, linktype, ip):
-            return
-        key = frame[ip + 12 : ip + 24]
-        if key not in self.entries:
-            self.entries[key] = (conn, me, peer, conn.sink)
-            conn.late_keys.append(key)
+    def resume(self, conn: Connection, sink: ByteSink, frame: bytes, linktype: int, ip: int,
+               me: Side, ttl: int | None) -> None:
+        """After the general path read ``frame`` (sent by ``me``; ``ttl``: its TTL, None
+        for a SYN or RST, whose TTL is not the direction's) of a streamed connection: lease
+        the directions whose bytes are now only counted."""
+        leases = conn.leases
+        if not leases:
+            if not sink.counting(me) or not plain_tcp(frame, linktype, ip):
+                return
+            peer = conn.b if me is conn.a else conn.a
+            key = frame[ip + 12 : ip + 24]
+            mine = Lease(conn, me, peer, key, linktype, ip)
+            theirs = Lease(conn, peer, me, _reversed_key(key), linktype, ip)
+            mine.other, theirs.other = theirs, mine
+            leases.extend((mine, theirs))
+        for lease in leases:
+            if lease.me is me and ttl is not None:
+                lease.ttl = ttl
+            lease.seq = lease.me.stream.end_seq()
+        claims = self.capture.claims
+        for lease in leases:
+            side, peer = lease.me, lease.peer
+            stream = side.stream
+            if (
+                lease.seq is None or lease.ttl is None or side.fin or peer.fin or conn.rst
+                or side.alt_isns is not None or peer.alt_isns is not None
+                # the peer's bytes waiting out of order: an ACK may make them a gap
+                or (peer.stream.started and lease.other.seq is None)  # type: ignore[union-attr]
+            ):
+                continue
+            # a side still parsed (e.g. the client's requests) has its bare ACKs taken
+            lease.counting = sink.counting(side)
+            lease.credit = min(sink.skippable(side), stream.max_bytes - stream.next_offset)
+            claims[lease.key] = lease.take
+            lease.active = True
+
+    def settle(self, conn: Connection) -> None:
+        """Apply what the connection's leases took, and stand them down."""
+        claims = self.capture.claims
+        for lease in conn.leases:
+            if lease.active:
+                lease.active = False
+                claims.pop(lease.key, None)
+            if not lease.frames:
+                continue
+            if lease.taken:
+                sink = conn.sink
+                if sink is None or not sink.skip(lease.me, lease.taken):
+                    raise AssertionError("a lease took bytes its sink does not skip")
+                lease.me.stream.advance(lease.taken)
+            if lease.last > conn.last:
+                conn.last = lease.last
+            self.frames += lease.frames
+            lease.taken = lease.frames = 0
 
     def forget(self, conn: Connection) -> None:
-        for key in conn.late_keys:
-            self.entries.pop(key, None)
-        conn.late_keys.clear()
+        """The connection leaves the table: settle its leases and drop them."""
+        self.settle(conn)
+        conn.leases.clear()
 
-    def take(self, frame: bytes, linktype: int, ip: int, ts: float) -> bool:
-        """Account one frame if it is a late frame of a registered connection."""
-        entry = self.entries.get(frame[ip + 12 : ip + 24])
-        if entry is None or not plain_tcp(frame, linktype, ip):
-            return False
-        conn, me, peer, sink = entry
-        total, frag, ttl, proto, seq, ack, doff, flags = _late_fields(frame, ip + 2)
-        if flags & NOT_BARE_ACK or proto != TCP or frag & 0x3FFF or me.fin or peer.fin:
-            return False
-        size = total - 20 - (doff >> 4) * 4  # payload bytes
-        if size < 0 or ip + total > len(frame) or doff >> 4 < 5:
-            return False  # malformed, or cut by the snap length
-        if flags & ACK and peer.stream.started and not peer.stream.acked_to_end(ack):
-            return False  # a hole may become a gap: the general path decides
-        if size:
-            stream = me.stream
-            if not stream.expects(seq) or not sink.skip(me, size):
-                return False
-            stream.advance(size)
-        conn.last = ts
-        me.ttls[ttl] = None
-        return True
+    def skip_others(self, frame: bytes, linktype: int, ip: int) -> None:
+        """``frame`` belongs to another ``--jobs`` share: claim its direction's frames so
+        they are dropped before decoding (and counted as TCP segments)."""
+        if not plain_tcp(frame, linktype, ip):
+            return
+        claims = self.capture.claims
+        if len(self.others) > OTHERS_MEMORY:
+            for key in self.others:
+                if claims.get(key) is _other_share:
+                    del claims[key]
+            self.others.clear()
+        key = frame[ip + 12 : ip + 24]
+        self.others.add(key)
+        claims[key] = _other_share
+
+
+def _other_share(buf: bytes, at: int, end: int, ts: float, linktype: int) -> bool:
+    """Claimant of other shares' frames: any plain IPv4 TCP frame (see ``plain_tcp``)."""
+    ip = IPV4_AT.get(linktype)
+    return ip is not None and plain_tcp(buf, linktype, ip, at) and end - at >= ip + 40

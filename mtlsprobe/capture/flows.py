@@ -51,7 +51,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from mtlsprobe.capture.bulk import IPV4_AT, NOT_BARE_ACK, OTHERS_MEMORY, BulkFrames, plain_tcp
+from mtlsprobe.capture.bulk import IPV4_AT, NOT_BARE_ACK, BulkFrames, Lease
 from mtlsprobe.capture.linklayer import (
     ACK,
     FIN,
@@ -60,7 +60,7 @@ from mtlsprobe.capture.linklayer import (
     TcpSegment,
     decode,
 )
-from mtlsprobe.capture.pcapfile import CaptureFile
+from mtlsprobe.capture.pcapfile import PROGRESS_EVERY, CaptureFile
 from mtlsprobe.capture.tcp import TcpReassembler
 from mtlsprobe.model import (
     Attempt,
@@ -82,7 +82,6 @@ TLS_CONTENT_TYPES = frozenset(range(20, 25))  # change_cipher_spec .. heartbeat
 MAX_RECORD = (1 << 14) + 2048
 CAPTURE_ROUTE = Route(kind="capture", source="capture")
 CONNECT_LIMIT = 16384  # an HTTP CONNECT request or response head longer than this is not one
-PROGRESS_EVERY = 4095  # call the progress hook every 4096 packets (mask)
 ATTEMPT_PREFIX = "mtlsprobe attempt: "  # live.sniff.ATTEMPT_COMMENT
 
 Addr = tuple[str, int]
@@ -102,6 +101,9 @@ class ByteSink(Protocol):
     def skip(self, side: Side, n: int) -> bool:
         """Whether the next ``n`` bytes ``side`` sends are only counted (then they are
         taken as fed and never delivered); False: deliver them."""
+
+    def skippable(self, side: Side) -> int:
+        """How many next bytes of ``side`` ``skip`` would take now, in one call or several."""
 
 
 def tls_record_start(data: bytes) -> bool | None:
@@ -149,7 +151,7 @@ class Connection:
     Subclasses of ``CaptureReader`` see it in their hooks (``_stream``, ``_emit``)."""
 
     __slots__ = (
-        "a", "attempt", "b", "chunks", "index", "keep", "last", "late_keys", "lingering",
+        "a", "attempt", "b", "chunks", "index", "keep", "last", "leases", "lingering",
         "prelude", "rst", "rst_ttls", "sink", "snapcut", "start",
         "syn_from", "syn_ttl", "synack_from", "synack_options", "synack_ttl",
     )
@@ -174,7 +176,7 @@ class Connection:
         self.lingering = False  # reset, waiting RST_LINGER for in-flight segments
         self.prelude: _Prelude | bool | None = False  # False: not looked for yet
         self.sink: ByteSink | None = None  # set by a subclass: bytes go there, not to chunks
-        self.late_keys: list[bytes] = []  # its entries in the reader's BulkFrames
+        self.leases: list[Lease] = []  # its directions' claims on bulk frames (BulkFrames)
 
     def side(self, addr: Addr) -> tuple[Side, Side]:
         return (self.a, self.b) if addr == self.a.addr else (self.b, self.a)
@@ -240,7 +242,8 @@ class CaptureReader:
             "non_tls_connections": 0, "after_close": 0, "bulk_frames": 0,
         }
         self.skipped: dict[str, int] = {}  # frames not decoded, by reason
-        self._late = BulkFrames()
+        self._late = BulkFrames(self.capture)
+        self.capture.progress = progress
         self._notes: list[str] = []
 
     @property
@@ -271,11 +274,16 @@ class CaptureReader:
         add = self._add
         late = self._late
         part, parts = self.partition or (None, 1)
-        # raw address/port bytes of other shares' frames: skipped again without decoding
-        others: set[bytes] = set()
-        # per-packet counters live in locals and are written to ``stats`` before every
-        # yield and at the end, so readers of ``stats`` see them current
+        # per-packet counters live in locals and are written to ``stats`` (with the frames
+        # the capture's claimants took) before every yield and at the end, so readers of
+        # ``stats`` see them current
         packets, segments = stats["packets"], stats["tcp_segments"]
+
+        def sync() -> None:
+            taken = capture.claimed
+            stats["packets"], stats["tcp_segments"] = packets + taken, segments + taken
+            stats["bulk_frames"] = late.frames
+
         try:
             for ts, linktype, frame in capture:
                 packets += 1
@@ -286,42 +294,29 @@ class CaptureReader:
                     if table.get(old_key) is old:  # not replaced by a new SYN meanwhile
                         t = self._retire(table, closed, old_key)
                         if t is not None:
-                            stats["packets"], stats["tcp_segments"] = packets, segments
+                            sync()
                             yield t
-                ip = IPV4_AT.get(linktype)  # None: no shortcut for this link type
-                if (
-                    ip is not None and late.entries and capture.comment is None
-                    and late.take(frame, linktype, ip, ts)
-                ):
-                    segments += 1
-                    stats["bulk_frames"] += 1
-                    continue
-                if (
-                    others and ip is not None and frame[ip + 12 : ip + 24] in others
-                    and plain_tcp(frame, linktype, ip)
-                ):
-                    segments += 1
-                    continue  # another process's connection, known by its raw bytes
                 seg = decode(linktype, frame, skipped)
                 if seg is None:
                     continue
                 segments += 1
                 src, dst = (seg.src, seg.sport), (seg.dst, seg.dport)
                 key = (src, dst) if src < dst else (dst, src)
+                ip = IPV4_AT.get(linktype)  # None: no bulk shortcut for this link type
                 if part is not None and hash(key) % parts != part:
-                    if ip is not None and plain_tcp(frame, linktype, ip):
-                        if len(others) > OTHERS_MEMORY:
-                            others.clear()
-                        others.add(frame[ip + 12 : ip + 24])
+                    if ip is not None:
+                        late.skip_others(frame, linktype, ip)
                     continue  # another process's connection
                 conn = table.get(key)
+                if conn is not None and conn.leases:
+                    late.settle(conn)  # what its leases took, before this frame
                 flags = seg.flags
                 if flags & SYN and not flags & ACK:
                     if conn is not None and self._new_connection(conn, src, seg.seq):
                         del table[key]
                         t = self._finish(conn)
                         if t is not None:
-                            stats["packets"], stats["tcp_segments"] = packets, segments
+                            sync()
                             yield t
                         conn = None
                     closed.pop(key, None)
@@ -332,16 +327,16 @@ class CaptureReader:
                     if part is None:
                         index = stats["connections"]
                     else:
-                        index = packets  # this frame's number: renumbered by the caller
-                        self.first_frames.append(packets)
+                        index = packets + capture.claimed  # renumbered by the caller
+                        self.first_frames.append(index)
                     conn = table[key] = Connection(index, src, dst, ts, self.max_bytes)
                     stats["connections"] += 1
                 add(conn, src, seg, ts)
                 sink = conn.sink
-                if sink is not None and ip is not None and len(conn.late_keys) < 2:
-                    me, peer = conn.side(src)
-                    if sink.counting(me):
-                        late.register(frame, linktype, ip, conn, me, peer)
+                if sink is not None and ip is not None and capture.comment is None:
+                    me = conn.a if src == conn.a.addr else conn.b
+                    late.resume(conn, sink, frame, linktype, ip, me,
+                                None if flags & (SYN | RST) else seg.ttl)
                 if capture.comment is not None and conn.attempt is None:
                     conn.attempt = attempt_from_comment(capture.comment)
                 if conn.rst:
@@ -351,18 +346,19 @@ class CaptureReader:
                 elif conn.a.fin and conn.b.fin and conn.closed():
                     t = self._retire(table, closed, key)
                     if t is not None:
-                        stats["packets"], stats["tcp_segments"] = packets, segments
+                        sync()
                         yield t
-            stats["packets"], stats["tcp_segments"] = packets, segments
+            sync()
             if progress is not None:
                 progress(capture.size or capture.position, capture.size)
             for conn in sorted(table.values(), key=lambda c: c.index):
                 t = self._finish(conn)
+                sync()
                 if t is not None:
                     yield t
             table.clear()
         finally:
-            stats["packets"], stats["tcp_segments"] = packets, segments
+            sync()
             self.capture.close()
 
     def _retire(

@@ -94,6 +94,12 @@ class _ObserverSink:
     def counting(self, side: Side) -> bool:
         return self.observer.counting(self.feeds[side].direction)
 
+    def skippable(self, side: Side) -> int:
+        f = self.feeds[side]
+        if f.strip or f.reported < len(side.stream.gaps):
+            return 0
+        return self.observer.skippable(f.direction)
+
     def skip(self, side: Side, n: int) -> bool:
         f = self.feeds[side]
         if f.strip or f.reported < len(side.stream.gaps):

@@ -112,9 +112,12 @@ class TcpReassembler:
         at_end = not (seq - self._base - self.next_offset) & MASK
         return at_end and self.started and not self._pending
 
-    def acked_to_end(self, ack: int) -> bool:
-        """Whether ``ack`` acknowledges exactly the bytes seen (so ``acked`` has nothing to do)."""
-        return not (ack - self._base - self.next_offset) & MASK
+    def end_seq(self) -> int | None:
+        """The sequence number of the next byte expected, when the stream has started and
+        nothing waits out of order (so a segment there extends it exactly); else None."""
+        if not self.started or self._pending:
+            return None
+        return (self._base + self.next_offset) & MASK
 
     def advance(self, n: int) -> None:
         """Count ``n`` bytes at the stream's end (see ``expects``) as received, without

@@ -119,6 +119,7 @@ _ALERT = int(ContentType.ALERT)
 _HEARTBEAT = int(ContentType.HEARTBEAT)
 # ``_Side.dead`` while looking for a record boundary after a gap (parsing resumes there).
 _SCAN = "scan"
+UNLIMITED = 1 << 62  # skippable bytes of a side whose parsing stopped for good
 # Gaps noted one by one per direction; later ones only counted.
 _GAP_NOTES = 3
 # Handshake types as plain ints for the dispatch in Observer._handshake (an IntEnum
@@ -327,6 +328,14 @@ class Observer:
         if dead is None:
             return side.splitter.keep is _LATE_KEEP
         return dead != _SCAN  # after a gap, every byte is looked at until a record boundary
+
+    def skippable(self, direction: Direction) -> int:
+        """How many next bytes of one side ``skip`` would take now, in one call or several
+        (``UNLIMITED`` once parsing of that side stopped for good)."""
+        side = self._client if direction is _C2S else self._server
+        if side.dead is not None:
+            return 0 if len(side.head) < 32 or side.dead == _SCAN else UNLIMITED
+        return side.splitter.skippable
 
     def skip(self, direction: Direction, n: int) -> bool:
         """Take the next ``n`` bytes of one side as fed, without them, when they would only

@@ -150,6 +150,11 @@ class RecordSplitter:
             raise DecodeError(f"record length {length} over the limit", offset=at, context="record")
         return ctype, (major << 8) | minor, length
 
+    @property
+    def skippable(self) -> int:
+        """How many bytes :meth:`skip` would take now (the rest of a skipped record)."""
+        return self._skip
+
     def skip(self, n: int) -> bool:
         """Take ``n`` bytes that all fall inside the payload of a record being skipped (a
         type not in ``keep``), without looking at them: the caller need not even have them.
