@@ -251,4 +251,4 @@ class BulkFrames:
 def _other_share(buf: bytes, at: int, end: int, ts: float, linktype: int) -> bool:
     """Claimant of other shares' frames: any plain IPv4 TCP frame (see ``plain_tcp``)."""
     ip = IPV4_AT.get(linktype)
-    return ip is not None and plain_tcp(buf, linktype, ip, at) and end - at >= ip + 40
+    return ip is not None and end - at >= ip + 40 and plain_tcp(buf, linktype, ip, at)

@@ -36,9 +36,10 @@ Decisions, for reviewers:
 - Bytes: a kept connection's reassembled bytes are held as chunks (up to ``max_bytes`` per
   direction) and emitted in a Transcript, unless a subclass gives the connection a sink
   (``_stream`` hook; ``capture.observations.ObservationReader`` streams into an Observer):
-  then nothing is held, and bytes the sink only counts skip reassembly (``ByteSink.skip``);
-  their plain IPv4 frames (Ethernet, Linux cooked, raw, null) skip decoding too
-  (``BulkFrames``).
+  then nothing is held, and bytes the sink only counts skip reassembly (``ByteSink.skip``).
+  Once a direction is only counted, its plain IPv4 frames (Ethernet, Linux cooked, raw,
+  null) are taken in the capture file's read buffer, never decoded or yielded
+  (``capture.bulk``: leases, settled before any other frame of the connection is read).
 - Labels are ``"<file> flow N"``, N counting TCP connections from 0 in order of their first
   packet (like tshark's ``tcp.stream``, so ``tcp.stream == N`` usually finds it).
 """
