@@ -255,6 +255,8 @@ class CaptureFile:
         ifaces: list[tuple[int, float, int]] = []
         last_ts = 0.0
         claims, claim_at = self.claims, self.claim_at
+        keys_at: list[int | None] = []  # per interface: where claim keys are (see claim_at)
+        header, epb, u32 = _block_structs(order)
         while True:
             if len(buf) - pos < 12:
                 buf = buf[pos:] + _read_exact(f, max(CHUNK, 16))
@@ -263,7 +265,8 @@ class CaptureFile:
                     if buf:
                         self.notes.append(f"capture truncated after {count} packets")
                     return
-            if buf[pos : pos + 4] == PCAPNG_SHB:
+            btype, blen = header(buf, pos)
+            if btype == SHB:  # the same bytes in either byte order
                 bom = buf[pos + 8 : pos + 12]
                 if bom == b"\x4d\x3c\x2b\x1a":
                     order = "<"
@@ -272,8 +275,9 @@ class CaptureFile:
                 else:
                     self.notes.append(f"corrupt pcapng section header after {count} packets")
                     return
-                ifaces = []
-            btype, blen = struct.unpack_from(order + "II", buf, pos)
+                header, epb, u32 = _block_structs(order)
+                btype, blen = header(buf, pos)
+                ifaces, keys_at = [], []
             if blen < 12 or blen % 4 or blen > MAX_BLOCK:
                 self.notes.append(
                     f"corrupt pcapng block (type {btype:#x}, length {blen}) "
@@ -287,8 +291,7 @@ class CaptureFile:
                 if end > len(buf):
                     self.notes.append(f"capture truncated after {count} packets")
                     return
-            (trailer,) = struct.unpack_from(order + "I", buf, end - 4)
-            if trailer != blen:
+            if u32(buf, end - 4)[0] != blen:
                 self.notes.append(
                     f"corrupt pcapng block (type {btype:#x}: length fields differ) "
                     f"after {count} packets, stopped"
@@ -297,7 +300,7 @@ class CaptureFile:
             body = pos + 8
             if btype in (EPB, PB):
                 if btype == EPB:
-                    ifid, tsh, tsl, caplen, _orig = struct.unpack_from(order + "IIIII", buf, body)
+                    ifid, tsh, tsl, caplen, _orig = epb(buf, body)
                 else:
                     ifid, _drops, tsh, tsl, caplen, _orig = struct.unpack_from(
                         order + "HHIIII", buf, body
@@ -312,9 +315,8 @@ class CaptureFile:
                     opts = data + ((caplen + 3) & ~3)
                     if opts < end - 4:  # options: a comment may name the probe's attempt
                         self.comment = _comment(buf, opts, end - 4, order)
-                    elif claims and (key_at := claim_at.get(linktype)) is not None:
-                        k = data + key_at
-                        claimant = claims.get(buf[k : k + 12])
+                    elif claims and (key_at := keys_at[ifid]) is not None:
+                        claimant = claims.get(buf[data + key_at : data + key_at + 12])
                         if claimant is not None and claimant(
                             buf, data, data + caplen, last_ts, linktype
                         ):
@@ -337,6 +339,7 @@ class CaptureFile:
                     count += 1
             elif btype == IDB:
                 ifaces.append(self._interface(buf, body, end - 4, order))
+                keys_at.append(claim_at.get(ifaces[-1][0]))
             elif btype == DSB:
                 stype, slen = struct.unpack_from(order + "II", buf, body)
                 if stype == TLS_KEY_LOG:
@@ -364,6 +367,12 @@ class CaptureFile:
                 (offset,) = struct.unpack_from(order + "q", value)
             pos += 4 + ((length + 3) & ~3)
         return linktype, tick, offset
+
+
+def _block_structs(order: str) -> tuple[Callable[..., tuple[int, ...]], ...]:
+    """Unpackers for a pcapng section's byte order: block type and length, the Enhanced
+    Packet Block's fixed fields, one 32-bit word."""
+    return tuple(struct.Struct(order + f).unpack_from for f in ("II", "IIIII", "I"))
 
 
 def _comment(buf: bytes, pos: int, stop: int, order: str) -> str | None:
