@@ -255,3 +255,17 @@ def test_frames_cut_by_the_snap_length_leave_the_shortcut(session, tmp_path):
     path = pcapgen.write_pcap(tmp_path / "s.pcap", frames, pcapgen.LINKTYPES["ether"])
     streamed, general, counted = _read_both(path)
     assert counted > 50 and _same(streamed, general)
+
+
+def test_progress_is_reported_while_bulk_frames_are_taken(tmp_path):
+    """Frames taken in the read buffer are never yielded, so the file layer reports the
+    progress of a capture that is nearly all bulk."""
+    t = tlsgen.run(version="TLSv1.3", verify=ssl.CERT_NONE, server_says=BULK * 22)
+    segs = pcapgen.conversation(_messages(t))  # 4,600 frames: one progress step is 4,096
+    path = pcapgen.capture(segs, tmp_path / "big.pcap")
+    calls: list[int] = []
+    reader = ObservationReader(path, progress=lambda done, total: calls.append(done))
+    list(reader)
+    assert reader.stats["bulk_frames"] > 0.9 * len(segs)
+    assert any(0 < done < path.stat().st_size for done in calls)
+    assert calls == sorted(calls)
