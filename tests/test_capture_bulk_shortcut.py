@@ -269,3 +269,46 @@ def test_progress_is_reported_while_bulk_frames_are_taken(tmp_path):
     assert reader.stats["bulk_frames"] > 0.9 * len(segs)
     assert any(0 < done < path.stat().st_size for done in calls)
     assert calls == sorted(calls)
+
+
+@pytest.fixture(scope="module")
+def lagging_frames(session) -> list[tuple[float, bytes]]:
+    """Ethernet frames of the session with ACKs inside the bulk (built once: scapy is slow)."""
+    return pcapgen.frames(_lagging_acks(pcapgen.conversation(_messages(session))))
+
+
+_TTL_AT, _ACK_AT = 14 + 8, 14 + 20 + 8  # in an Ethernet frame with a 20-byte IPv4 header
+
+
+def _damage(frames: list[tuple[float, bytes]], ops: list[tuple[str, int, int]]) -> list:
+    out = list(frames)
+    for op, where, value in ops:
+        i = 3 + where % (len(out) - 3)  # the TCP handshake stays whole
+        ts, f = out[i]
+        if op == "drop":
+            del out[i]
+        elif op == "repeat":
+            out.insert(i, out[i])
+        elif op == "swap" and i + 1 < len(out):
+            out[i], out[i + 1] = (ts, out[i + 1][1]), (out[i + 1][0], f)
+        elif op == "ttl":
+            out[i] = (ts, f[:_TTL_AT] + bytes([value % 256]) + f[_TTL_AT + 1 :])
+        elif op == "ack":  # another acknowledgement number: behind, ahead or anywhere
+            ack = (int.from_bytes(f[_ACK_AT : _ACK_AT + 4], "big") + value) & 0xFFFFFFFF
+            out[i] = (ts, f[:_ACK_AT] + ack.to_bytes(4, "big") + f[_ACK_AT + 4 :])
+        elif op == "cut":
+            out[i] = (ts, f[: 40 + value % max(1, len(f) - 40)])
+    return out
+
+
+@given(ops=st.lists(st.tuples(
+    st.sampled_from(["drop", "repeat", "swap", "ttl", "ack", "cut"]),
+    st.integers(0, 10_000), st.integers(-70_000, 70_000)), min_size=1, max_size=6))
+@settings(max_examples=20, deadline=None)
+def test_property_damage_never_makes_the_shortcut_differ(lagging_frames, tmp_path_factory, ops):
+    """Whatever a capture does to the frames (lost, repeated, swapped, another TTL, odd
+    ACKs, cut by the snap length), the shortcut's observations are the general path's."""
+    path = pcapgen.write_pcap(tmp_path_factory.mktemp("d") / "x.pcap",
+                              _damage(lagging_frames, ops), pcapgen.LINKTYPES["ether"])
+    streamed, general, _ = _read_both(path)
+    assert _same(streamed, general)
