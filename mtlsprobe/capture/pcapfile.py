@@ -192,6 +192,13 @@ class CaptureFile:
         key_at = self.claim_at.get(linktype)
         return ({}, 0) if key_at is None else (self.claims, key_at)
 
+    def _took(self, count: int) -> None:
+        """A claimant took frame number ``count``: count it, and report progress now and
+        then (claimed frames are never yielded, so the caller cannot)."""
+        self.claimed += 1
+        if not count & PROGRESS_EVERY and self.progress is not None:
+            self.progress(self.position, self.size)
+
     # --- pcap ----------------------------------------------------------------------
 
     def _pcap(self) -> Iterator[Packet]:
@@ -235,9 +242,7 @@ class CaptureFile:
                 if claimant is not None and claimant(
                     buf, pos + 16, end, sec + frac * unit, linktype
                 ):
-                    self.claimed += 1
-                    if not count & PROGRESS_EVERY and self.progress is not None:
-                        self.progress(self.position, self.size)
+                    self._took(count)
                     count += 1
                     pos = end
                     continue
@@ -320,9 +325,7 @@ class CaptureFile:
                         if claimant is not None and claimant(
                             buf, data, data + caplen, last_ts, linktype
                         ):
-                            self.claimed += 1
-                            if not count & PROGRESS_EVERY and self.progress is not None:
-                                self.progress(self.position, self.size)
+                            self._took(count)
                             count += 1
                             pos = end
                             continue
