@@ -141,6 +141,15 @@ class Lease:
         self.last = ts
         return True
 
+    def apply(self) -> None:
+        """Hand the data bytes taken so far to the sink and the stream, as one count."""
+        if self.taken:
+            sink = self.conn.sink
+            if sink is None or not sink.skip(self.me, self.taken):
+                raise AssertionError("a lease took bytes its sink does not skip")
+            self.me.stream.advance(self.taken)
+            self.taken = 0
+
     def _cross(self, payload: bytes, seq: int, ts: float) -> None:
         """A segment runs past the skipped record: settle what was taken, then reassemble
         and feed the segment as ``CaptureReader._add`` and ``_deliver`` would (the stream
@@ -149,11 +158,7 @@ class Lease:
         sink = conn.sink
         assert sink is not None
         stream = me.stream
-        if self.taken:
-            if not sink.skip(me, self.taken):
-                raise AssertionError("a lease took bytes its sink does not skip")
-            stream.advance(self.taken)
-            self.taken = 0
+        self.apply()
         at = ts - conn.start
         for run in stream.segment(seq, payload):
             sink.feed(me, at, run)
@@ -217,15 +222,11 @@ class BulkFrames:
                 claims.pop(lease.key, None)
             if not lease.frames:
                 continue
-            if lease.taken:
-                sink = conn.sink
-                if sink is None or not sink.skip(lease.me, lease.taken):
-                    raise AssertionError("a lease took bytes its sink does not skip")
-                lease.me.stream.advance(lease.taken)
+            lease.apply()
             if lease.last > conn.last:
                 conn.last = lease.last
             self.frames += lease.frames
-            lease.taken = lease.frames = 0
+            lease.frames = 0
 
     def forget(self, conn: Connection) -> None:
         """The connection leaves the table: settle its leases and drop them."""
