@@ -84,8 +84,12 @@ def common_name(name: x509.Name) -> str | None:
 
 
 def parse_der(der: bytes) -> x509.Certificate:
+    """One DER certificate, or CertError. Warnings about RFC 5280 lapses (a negative
+    serial, ...) are silenced, as in ``cert_info``: stderr is no place for evidence."""
     try:
-        return x509.load_der_x509_certificate(der)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return x509.load_der_x509_certificate(der)
     except (ValueError, x509.InvalidVersion) as exc:  # InvalidVersion is no ValueError
         raise CertError(f"not a DER certificate: {exc}") from None
 

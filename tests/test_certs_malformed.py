@@ -5,6 +5,7 @@ servers are not to be trusted)."""
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 
 import pytest
 from cryptography import x509
@@ -12,7 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from mtlsprobe.certs import CertError, cert_info
+from mtlsprobe.certs import CertError, cert_info, parse_der
 
 TWIN_A, TWIN_B = x509.ObjectIdentifier("1.3.6.1.4.1.55555.1"), x509.ObjectIdentifier(
     "1.3.6.1.4.1.55555.2"
@@ -50,3 +51,17 @@ def test_an_impossible_version_is_a_cert_error():
     der[der.index(bytes([0xA0, 0x03, 0x02, 0x01, 0x02])) + 4] = 47
     with pytest.raises(CertError, match="47 is not a valid X509 version"):
         cert_info(bytes(der))
+
+
+def test_a_negative_serial_is_read_without_a_warning_on_stderr():
+    """Found by fuzzing analyze: cryptography warns on loading a non-positive serial, and
+    the chain checks load certificates outside cert_info, so the warning reached stderr."""
+    der = bytearray(_certificate_with_two_extensions())
+    at = der.index(bytes([0x02, 0x01, 0x07]))  # the serial number 7
+    der[at + 2] = 0x87  # now -121
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        parse_der(bytes(der))
+        info = cert_info(bytes(der))
+    assert info.serial == "-79" and info.subject  # -121, still reported
+    assert seen == []
