@@ -60,7 +60,9 @@ _ETHERTYPE_AT = {ETHERNET: 12, SLL: 14, SLL2: 0}
 _IPV4 = b"\x08\x00"
 
 NOT_BARE_ACK = SYN | FIN | RST
-OTHERS_MEMORY = 1 << 20  # raw keys of other shares' connections remembered (then forgotten)
+# raw keys of other shares' connections remembered, then forgotten (each is in a set and
+# in the claims: about 31 MB at this size; a forgotten one costs one more decode)
+OTHERS_MEMORY = 1 << 18
 
 
 def plain_tcp(frame: bytes, linktype: int, ip: int, at: int = 0) -> bool:
