@@ -11,6 +11,7 @@ import pytest
 
 from mtlsprobe import analyze_shares, expectations
 from mtlsprobe.analyze import analyze
+from mtlsprobe.capture import bulk
 from mtlsprobe.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,6 +39,15 @@ def _same_run(path: Path, parts: int, keylogs: list[str]) -> None:
 @pytest.mark.parametrize("path", _fixtures(), ids=lambda p: p.name)
 def test_fixture_captures_read_in_shares_give_the_same_report(path: Path) -> None:
     _same_run(path, 3, _keys(path))
+
+
+def test_forgetting_other_shares_keys_changes_nothing(monkeypatch) -> None:
+    """A worker forgets the raw keys of other shares' connections past OTHERS_MEMORY; their
+    next frames are decoded and hashed again. At a memory of one key, every fixture still
+    gives the single reader's report (the workers are forked with the patched limit)."""
+    monkeypatch.setattr(bulk, "OTHERS_MEMORY", 1)
+    for path in _fixtures():
+        _same_run(path, 3, _keys(path))
 
 
 def _busiest_shared_captures(n: int) -> list[tuple[Path, Path | None]]:
