@@ -2,12 +2,15 @@
 
 Boundary: raw frame bytes at fixed offsets, for connections ``capture.flows`` has already
 decoded. Once a streamed connection's sink only counts one direction's bytes (application
-data past the handshake), that direction gets a ``Lease``: a claim, by the raw address and
-port bytes of its plain IPv4 frames, on the capture file's read buffer
-(``CaptureFile.claims``). The lease takes a frame there, without copying, decoding or
-reassembling it, when the frame changes nothing but counters:
+data past the handshake), that direction gets a ``Lease``: a claim, by raw address and port
+bytes, on the capture file's read buffer (``CaptureFile.claims``). Frames are read at the
+offsets of the first one (``Layout``): Ethernet with up to two VLAN tags, Linux cooked,
+raw IP or BSD null/loop, carrying IPv4 without options or IPv6 straight to TCP. The lease
+takes a frame there, without copying, decoding or reassembling it, when the frame changes
+nothing but counters:
 
-- no SYN, FIN or RST, ACK set, the TTL the direction had, not cut by the snap length;
+- the same link header bytes and addresses, no SYN, FIN or RST, ACK set, the TTL the
+  direction had, not cut by the snap length;
 - data exactly at the stream's end, or no data (a bare ACK). Data within what the sink can
   skip now (the rest of the current TLS record) is only counted; a segment that runs
   past it has its tail (the next record header...) fed to the sink straight from the
@@ -24,7 +27,7 @@ the same way, to drop them before decoding (``skip_others``).
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from mtlsprobe.capture.linklayer import (
     ACK,
@@ -34,6 +37,7 @@ from mtlsprobe.capture.linklayer import (
     NULL,
     RAW,
     RAW4,
+    RAW6,
     RAW_12,
     RAW_14,
     RST,
@@ -46,18 +50,22 @@ from mtlsprobe.capture.tcp import HALF, MASK
 
 if TYPE_CHECKING:
     from mtlsprobe.capture.flows import ByteSink, Connection, Side
-    from mtlsprobe.capture.pcapfile import CaptureFile
+    from mtlsprobe.capture.pcapfile import CaptureFile, Claimant
 
-# (version/IHL, total length, fragment field, TTL, protocol, seq, ack, data offset, flags)
-_fields = struct.Struct("!BxH2xHBB14xIIBB").unpack_from
-# Where an IPv4 header starts in a frame of each link type, when the frame holds one right
-# after the link header (untagged Ethernet, Linux cooked SLL/SLL2, raw IP, BSD null/loop)...
-IPV4_AT = {ETHERNET: 14, SLL: 16, SLL2: 20, RAW: 0, RAW4: 0, RAW_12: 0, RAW_14: 0,
-           NULL: 4, LOOP: 4}
-# ...and where the link header says "IPv4" (EtherType 0x0800); raw and null: the version
-# nibble alone tells (see ``linklayer.decode``)
-_ETHERTYPE_AT = {ETHERNET: 12, SLL: 14, SLL2: 0}
-_IPV4 = b"\x08\x00"
+# IPv4 from its header: (version/IHL, total length, fragment field, TTL, protocol, seq,
+# ack, data offset, flags); IPv6: (version/class, payload length, next header, hop
+# limit, seq, ack, data offset, flags)
+_fields4 = struct.Struct("!BxH2xHBB14xIIBB").unpack_from
+_fields6 = struct.Struct("!B3xHBB36xIIBB").unpack_from
+# Where the IP header starts after a link header without tags, per link type
+IP_AT = {ETHERNET: 14, SLL: 16, SLL2: 20, RAW: 0, RAW4: 0, RAW6: 0, RAW_12: 0, RAW_14: 0,
+         NULL: 4, LOOP: 4}
+# The capture's first claim key offset per link type: that of an untagged IPv4 frame (the
+# most common), or IPv6 for an IPv6-only link; others are added as leases need them
+PRIMARY_KEY_AT = {linktype: ip + (32 if linktype == RAW6 else 12) for linktype, ip in IP_AT.items()}
+_ETHERTYPE_AT = {ETHERNET: 12, SLL: 14, SLL2: 0}  # the link header's "this is IP" field
+_ETHERTYPES = {4: b"\x08\x00", 6: b"\x86\xdd"}
+_VLAN_TAGS = (b"\x81\x00", b"\x88\xa8")  # 802.1Q, 802.1ad (QinQ outer)
 
 NOT_BARE_ACK = SYN | FIN | RST
 # raw keys of other shares' connections remembered, then forgotten (each is in a set and
@@ -65,22 +73,58 @@ NOT_BARE_ACK = SYN | FIN | RST
 OTHERS_MEMORY = 1 << 18
 
 
-def plain_tcp(frame: bytes, linktype: int, ip: int, at: int = 0) -> bool:
-    """Whether the frame at ``frame[at:]`` (of ``linktype``, IPv4 header at ``ip`` from
-    its start: see IPV4_AT) holds an unfragmented IPv4 TCP segment with a 20-byte IPv4
-    header: its addresses and ports are then at ``ip + 12 : ip + 24``."""
-    et = _ETHERTYPE_AT.get(linktype)
-    ip += at
-    return (
-        (et is None or frame[at + et : at + et + 2] == _IPV4) and len(frame) >= ip + 40
-        and frame[ip] == 0x45 and frame[ip + 9] == TCP
-        and not (frame[ip + 6] & 0x3F or frame[ip + 7])
-    )
+class Layout(NamedTuple):
+    """Where one direction's frames hold their TCP segment, as the shortcut reads them."""
+
+    ip: int  # offset of the IP header in the frame
+    v6: bool  # IPv6 straight to TCP (else IPv4 without options or fragmentation)
+    link_at: int  # where the link header bytes every frame must repeat start...
+    link: bytes  # ...and what they are: EtherType and VLAN tags, the cooked header's
+    # protocol, null/loop's family word (raw IP: none)
+
+    @property
+    def key_at(self) -> int:
+        """Offset of the 12-byte claim key: addresses and ports (IPv4), or the low half
+        of the destination address and the ports (IPv6)."""
+        return self.ip + (32 if self.v6 else 12)
 
 
-def _reversed_key(key: bytes) -> bytes:
-    """The raw key of the other direction: addresses and ports swapped."""
-    return key[4:8] + key[0:4] + key[10:12] + key[8:10]
+def layout(frame: bytes, linktype: int) -> Layout | None:
+    """The frame's ``Layout`` if the shortcut can read it: Ethernet (up to two VLAN tags),
+    Linux cooked SLL/SLL2, raw IP or BSD null/loop, carrying IPv4 without options or
+    fragmentation, or IPv6 with TCP as its first next header; else None."""
+    et = _ETHERTYPE_AT.get(linktype)  # where the link header names the protocol
+    ip = IP_AT.get(linktype)
+    if ip is None:
+        return None
+    link_at, link_end = (0, ip) if et is None else (et, et + 2)  # null/loop: family word
+    if linktype == ETHERNET:
+        while frame[et : et + 2] in _VLAN_TAGS and et < 20:
+            et += 4
+        ip = link_end = et + 2
+    if len(frame) < ip + 40:
+        return None
+    version = frame[ip] >> 4
+    if et is not None and frame[et : et + 2] != _ETHERTYPES.get(version):
+        return None
+    if version == 4:
+        if frame[ip] != 0x45 or frame[ip + 9] != TCP or frame[ip + 6] & 0x3F or frame[ip + 7]:
+            return None
+    elif version != 6 or frame[ip + 6] != TCP or len(frame) < ip + 60:
+        return None
+    return Layout(ip, version == 6, link_at, frame[link_at:link_end])
+
+
+def _keys(frame: bytes, lay: Layout) -> tuple[bytes, bytes, bytes, bytes]:
+    """(claim key, the other direction's, and for IPv6 the address bytes each key leaves
+    out: the source and the destination's high half; b"" for IPv4)."""
+    ip = lay.ip
+    if not lay.v6:
+        key = frame[ip + 12 : ip + 24]
+        return key, key[4:8] + key[0:4] + key[10:12] + key[8:10], b"", b""
+    src, dst, ports = frame[ip + 8 : ip + 24], frame[ip + 24 : ip + 40], frame[ip + 40 : ip + 44]
+    return (dst[8:] + ports, src[8:] + ports[2:] + ports[:2],
+            src + dst[:8], dst + src[:8])
 
 
 class Lease:
@@ -89,15 +133,18 @@ class Lease:
     ``BulkFrames.settle``."""
 
     __slots__ = (
-        "active", "conn", "counting", "credit", "et", "frames", "ip", "key", "last", "linktype",
-        "me", "other", "peer", "seq", "taken", "ttl",
+        "active", "addrs", "claimant", "conn", "counting", "credit", "frames", "ip", "key",
+        "last", "link", "link_at", "link_end", "linktype", "me", "other", "peer", "seq", "taken",
+        "ttl", "v6",
     )
 
-    def __init__(self, conn: Connection, me: Side, peer: Side, key: bytes, linktype: int,
-                 ip: int) -> None:
+    def __init__(self, conn: Connection, me: Side, peer: Side, linktype: int, lay: Layout,
+                 key: bytes, addrs: bytes) -> None:
         self.conn, self.me, self.peer = conn, me, peer
-        self.key, self.linktype, self.ip = key, linktype, ip
-        self.et = _ETHERTYPE_AT.get(linktype, -1)  # offset of an EtherType to check, or -1
+        self.linktype, self.ip, self.v6 = linktype, lay.ip, lay.v6
+        self.link, self.link_at, self.link_end = lay.link, lay.link_at, lay.link_at + len(lay.link)
+        self.key = key
+        self.addrs = addrs  # IPv6: the address bytes the key leaves out (see _keys)
         self.ttl: int | None = None  # the TTL its frames carry; None: not seen yet
         self.seq: int | None = None  # the stream's next sequence number (None: not known)
         self.credit = 0  # data bytes the sink would skip now
@@ -106,22 +153,33 @@ class Lease:
         self.last = 0.0  # time of the last frame taken
         self.other: Lease | None = None  # the opposite direction's lease
         self.active = False  # registered in the capture's claims
+        # one bound method, so a settle removes its own claim and not a twin key's (IPv6)
+        self.claimant = self.take
 
     def take(self, buf: bytes, at: int, end: int, ts: float, linktype: int) -> bool:
         """The ``pcapfile.Claimant``: take the frame at ``buf[at:end]``, or decline it."""
-        if linktype != self.linktype:
-            return False
         ip = at + self.ip
-        et = self.et
-        if (et >= 0 and buf[at + et : at + et + 2] != _IPV4) or end - ip < 40:
-            return False
-        vhl, total, frag, ttl, proto, seq, ack, doff, flags = _fields(buf, ip)
         if (
-            vhl != 0x45 or proto != TCP or frag & 0x3FFF or flags & NOT_BARE_ACK
-            or not flags & ACK or ttl != self.ttl or ip + total > end
+            linktype != self.linktype or end - ip < 40
+            or buf[at + self.link_at : at + self.link_end] != self.link
         ):
             return False
-        header = 20 + (doff >> 4) * 4
+        if self.v6:
+            vtc, total, proto, ttl, seq, ack, doff, flags = _fields6(buf, ip)
+            if vtc >> 4 != 6 or buf[ip + 8 : ip + 32] != self.addrs:
+                return False
+            total += 40  # the payload length leaves out the fixed header
+            header = 40 + (doff >> 4) * 4
+        else:
+            vhl, total, frag, ttl, proto, seq, ack, doff, flags = _fields4(buf, ip)
+            if vhl != 0x45 or frag & 0x3FFF:
+                return False
+            header = 20 + (doff >> 4) * 4
+        if (
+            proto != TCP or flags & NOT_BARE_ACK or not flags & ACK or ttl != self.ttl
+            or ip + total > end
+        ):
+            return False
         size = total - header
         if size < 0 or doff < 0x50:
             return False
@@ -171,29 +229,32 @@ class Lease:
 class BulkFrames:
     """The leases of one reader's connections, claimed on its capture file."""
 
-    __slots__ = ("capture", "frames", "others")
+    __slots__ = ("_sharers", "capture", "frames", "others")
 
     def __init__(self, capture: CaptureFile) -> None:
         self.capture = capture
-        capture.claim_at = {linktype: ip + 12 for linktype, ip in IPV4_AT.items()}
+        capture.claim_at = dict(PRIMARY_KEY_AT)
         self.frames = 0  # frames taken by leases, settled
-        self.others: set[bytes] = set()  # keys claimed for other shares (see skip_others)
+        # keys claimed for other shares, and their claimants (see skip_others)
+        self.others: dict[bytes, Claimant] = {}
+        self._sharers: dict[tuple[int, Layout], _OtherShare] = {}
 
-    def resume(self, conn: Connection, sink: ByteSink, frame: bytes, linktype: int, ip: int,
-               me: Side, ttl: int | None) -> None:
+    def resume(self, conn: Connection, sink: ByteSink, frame: bytes, linktype: int, me: Side,
+               ttl: int | None) -> None:
         """After the general path read ``frame`` (sent by ``me``; ``ttl``: its TTL, None
         for a SYN or RST, whose TTL is not the direction's) of a streamed connection: lease
         the directions whose bytes are now only counted."""
         leases = conn.leases
         if not leases:
-            if not sink.counting(me) or not plain_tcp(frame, linktype, ip):
+            if not sink.counting(me) or (lay := layout(frame, linktype)) is None:
                 return
             peer = conn.b if me is conn.a else conn.a
-            key = frame[ip + 12 : ip + 24]
-            mine = Lease(conn, me, peer, key, linktype, ip)
-            theirs = Lease(conn, peer, me, _reversed_key(key), linktype, ip)
+            key, back, addrs, back_addrs = _keys(frame, lay)
+            mine = Lease(conn, me, peer, linktype, lay, key, addrs)
+            theirs = Lease(conn, peer, me, linktype, lay, back, back_addrs)
             mine.other, theirs.other = theirs, mine
             leases.extend((mine, theirs))
+            self.capture.claim_also_at(linktype, lay.key_at)
         for lease in leases:
             if lease.me is me and ttl is not None:
                 lease.ttl = ttl
@@ -212,7 +273,7 @@ class BulkFrames:
             # a side still parsed (e.g. the client's requests) has its bare ACKs taken
             lease.counting = sink.counting(side)
             lease.credit = min(sink.skippable(side), stream.max_bytes - stream.next_offset)
-            claims[lease.key] = lease.take
+            claims[lease.key] = lease.claimant
             lease.active = True
 
     def settle(self, conn: Connection) -> None:
@@ -221,7 +282,8 @@ class BulkFrames:
         for lease in conn.leases:
             if lease.active:
                 lease.active = False
-                claims.pop(lease.key, None)
+                if claims.get(lease.key) is lease.claimant:
+                    del claims[lease.key]
             if not lease.frames:
                 continue
             lease.apply()
@@ -235,23 +297,50 @@ class BulkFrames:
         self.settle(conn)
         conn.leases.clear()
 
-    def skip_others(self, frame: bytes, linktype: int, ip: int) -> None:
+    def skip_others(self, frame: bytes, linktype: int) -> None:
         """``frame`` belongs to another ``--jobs`` share: claim its direction's frames so
         they are dropped before decoding (and counted as TCP segments)."""
-        if not plain_tcp(frame, linktype, ip):
+        lay = layout(frame, linktype)
+        if lay is None:
             return
         claims = self.capture.claims
         if len(self.others) > OTHERS_MEMORY:
-            for key in self.others:
-                if claims.get(key) is _other_share:
+            for key, claimant in self.others.items():
+                if claims.get(key) is claimant:
                     del claims[key]
             self.others.clear()
-        key = frame[ip + 12 : ip + 24]
-        self.others.add(key)
-        claims[key] = _other_share
+            self._sharers.clear()
+        sharer = self._sharers.get((linktype, lay))
+        if sharer is None:
+            sharer = self._sharers[linktype, lay] = _OtherShare(linktype, lay)
+            self.capture.claim_also_at(linktype, lay.key_at)
+        key, _, addrs, _ = _keys(frame, lay)
+        if lay.v6:
+            sharer.addrs[key] = addrs
+        claims[key] = self.others[key] = sharer.take
 
 
-def _other_share(buf: bytes, at: int, end: int, ts: float, linktype: int) -> bool:
-    """Claimant of other shares' frames: any plain IPv4 TCP frame (see ``plain_tcp``)."""
-    ip = IPV4_AT.get(linktype)
-    return ip is not None and end - at >= ip + 40 and plain_tcp(buf, linktype, ip, at)
+class _OtherShare:
+    """Claimant of other ``--jobs`` shares' frames of one ``Layout``: any plain TCP frame
+    of a known connection (IPv6: whose full addresses match its key's)."""
+
+    __slots__ = ("addrs", "ip", "link", "link_at", "link_end", "linktype", "take", "v6")
+
+    def __init__(self, linktype: int, lay: Layout) -> None:
+        self.linktype, self.ip, self.v6 = linktype, lay.ip, lay.v6
+        self.link, self.link_at, self.link_end = lay.link, lay.link_at, lay.link_at + len(lay.link)
+        self.addrs: dict[bytes, bytes] = {}  # IPv6: claim key -> the address bytes it leaves out
+        self.take = self._take  # one bound method: claims hold it, forgetting compares it
+
+    def _take(self, buf: bytes, at: int, end: int, ts: float, linktype: int) -> bool:
+        ip = at + self.ip
+        if (
+            linktype != self.linktype or end - ip < 40
+            or buf[at + self.link_at : at + self.link_end] != self.link
+        ):
+            return False
+        if self.v6:
+            return (buf[ip] >> 4 == 6 and buf[ip + 6] == TCP
+                    and self.addrs.get(buf[ip + 32 : ip + 44]) == buf[ip + 8 : ip + 32])
+        return (buf[ip] == 0x45 and buf[ip + 9] == TCP
+                and not (buf[ip + 6] & 0x3F or buf[ip + 7]))

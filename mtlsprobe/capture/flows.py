@@ -37,8 +37,8 @@ Decisions, for reviewers:
   direction) and emitted in a Transcript, unless a subclass gives the connection a sink
   (``_stream`` hook; ``capture.observations.ObservationReader`` streams into an Observer):
   then nothing is held, and bytes the sink only counts skip reassembly (``ByteSink.skip``).
-  Once a direction is only counted, its plain IPv4 frames (Ethernet, Linux cooked, raw,
-  null) are taken in the capture file's read buffer, never decoded or yielded
+  Once a direction is only counted, its frames (IPv4 or IPv6, untagged or VLAN-tagged) are
+  taken in the capture file's read buffer, never decoded or yielded
   (``capture.bulk``: leases, settled before any other frame of the connection is read).
 - Labels are ``"<file> flow N"``, N counting TCP connections from 0 in order of their first
   packet (like tshark's ``tcp.stream``, so ``tcp.stream == N`` usually finds it).
@@ -52,7 +52,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from mtlsprobe.capture.bulk import IPV4_AT, NOT_BARE_ACK, BulkFrames, Lease
+from mtlsprobe.capture.bulk import NOT_BARE_ACK, BulkFrames, Lease
 from mtlsprobe.capture.linklayer import (
     ACK,
     FIN,
@@ -303,10 +303,8 @@ class CaptureReader:
                 segments += 1
                 src, dst = (seg.src, seg.sport), (seg.dst, seg.dport)
                 key = (src, dst) if src < dst else (dst, src)
-                ip = IPV4_AT.get(linktype)  # None: no bulk shortcut for this link type
                 if part is not None and hash(key) % parts != part:
-                    if ip is not None:
-                        late.skip_others(frame, linktype, ip)
+                    late.skip_others(frame, linktype)
                     continue  # another process's connection
                 conn = table.get(key)
                 if conn is not None and conn.leases:
@@ -334,9 +332,9 @@ class CaptureReader:
                     stats["connections"] += 1
                 add(conn, src, seg, ts)
                 sink = conn.sink
-                if sink is not None and ip is not None and capture.comment is None:
+                if sink is not None and capture.comment is None:
                     me = conn.a if src == conn.a.addr else conn.b
-                    late.resume(conn, sink, frame, linktype, ip, me,
+                    late.resume(conn, sink, frame, linktype, me,
                                 None if flags & (SYN | RST) else seg.ttl)
                 if capture.comment is not None and conn.attempt is None:
                     conn.attempt = attempt_from_comment(capture.comment)

@@ -103,6 +103,8 @@ class CaptureFile:
         self.format = ""
         self.claims: dict[bytes, Claimant] = {}  # see the module docstring
         self.claim_at: dict[int, int] = {}  # link type -> offset of the 12-byte key
+        # link type -> further key offsets, tried when the first finds no claimant
+        self.claim_extra: dict[int, tuple[int, ...]] = {}
         self.claimed = 0  # frames taken by claimants (never yielded)
         # called with (file bytes read, file size or None) every few thousand claimed frames
         self.progress: Callable[[int, int | None], None] | None = None
@@ -192,6 +194,21 @@ class CaptureFile:
         key_at = self.claim_at.get(linktype)
         return ({}, 0) if key_at is None else (self.claims, key_at)
 
+    def claim_also_at(self, linktype: int, key_at: int) -> None:
+        """Claim keys of ``linktype`` frames may also be at ``key_at`` (a VLAN tag or IPv6
+        moves them): frames no claimant takes by the first offset are looked up there."""
+        extra = self.claim_extra.get(linktype, ())
+        if key_at != self.claim_at.get(linktype) and key_at not in extra:
+            self.claim_extra[linktype] = (*extra, key_at)
+
+    def _claimant(self, buf: bytes, start: int, linktype: int) -> Claimant | None:
+        """The claimant of the frame at ``buf[start:]`` by its further key offsets."""
+        for key_at in self.claim_extra.get(linktype, ()):
+            claimant = self.claims.get(buf[start + key_at : start + key_at + 12])
+            if claimant is not None:
+                return claimant
+        return None
+
     def _took(self, count: int) -> None:
         """A claimant took frame number ``count``: count it, and report progress now and
         then (claimed frames are never yielded, so the caller cannot)."""
@@ -215,6 +232,7 @@ class CaptureFile:
         unpack_from = rec.unpack_from
         claims, key_at = self._claims_at(linktype)
         key_at += 16  # past the record header
+        claim_extra = self.claim_extra  # empty until a VLAN or IPv6 claim
         buf, pos, count = b"", 0, 0
         while True:
             if len(buf) - pos < 16:
@@ -239,6 +257,8 @@ class CaptureFile:
                     return
             if claims:
                 claimant = claims.get(buf[pos + key_at : pos + key_at + 12])
+                if claimant is None and claim_extra:
+                    claimant = self._claimant(buf, pos + 16, linktype)
                 if claimant is not None and claimant(
                     buf, pos + 16, end, sec + frac * unit, linktype
                 ):
@@ -259,7 +279,7 @@ class CaptureFile:
         # per interface: (linktype, seconds per tick, offset seconds)
         ifaces: list[tuple[int, float, int]] = []
         last_ts = 0.0
-        claims, claim_at = self.claims, self.claim_at
+        claims, claim_at, claim_extra = self.claims, self.claim_at, self.claim_extra
         keys_at: list[int | None] = []  # per interface: where claim keys are (see claim_at)
         header, epb, u32 = _block_structs(order)
         while True:
@@ -322,6 +342,8 @@ class CaptureFile:
                         self.comment = _comment(buf, opts, end - 4, order)
                     elif claims and (key_at := keys_at[ifid]) is not None:
                         claimant = claims.get(buf[data + key_at : data + key_at + 12])
+                        if claimant is None and claim_extra:
+                            claimant = self._claimant(buf, data, linktype)
                         if claimant is not None and claimant(
                             buf, data, data + caplen, last_ts, linktype
                         ):
