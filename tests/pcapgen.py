@@ -234,11 +234,13 @@ def pcapng_bytes(
     keylog: str | None = None,
     kinds: dict[int, str] | None = None,
     unknown_block: bool = True,
+    epb_options: dict[int, list[tuple[int, bytes]]] | None = None,
 ) -> bytes:
     """pcapng: ``interfaces`` = [(linktype, if_tsresol byte)], ``packets`` = [(iface, t, frame)].
 
     ``kinds`` maps packet index -> "spb" or "pb" (default EPB). A DSB with ``keylog`` and an
-    unknown block come right after the interfaces.
+    unknown block come right after the interfaces. ``epb_options`` maps packet index ->
+    [(option code, value)] for its EPB (1: comment, 2: epb_flags).
     """
     o = ">" if big_endian else "<"
     kinds = kinds or {}
@@ -262,8 +264,10 @@ def pcapng_bytes(
             out.append(_block(o, 2, struct.pack(o + "HHIIII", iface, 0, t >> 32, t & MASK,
                                                 len(data), len(data)) + data))
         else:
+            opts = b"".join(_option(o, c, v) for c, v in (epb_options or {}).get(i, ()))
+            body = data + b"\0" * (-len(data) % 4) + (opts + _option(o, 0, b"") if opts else b"")
             out.append(_block(o, 6, struct.pack(o + "IIIII", iface, t >> 32, t & MASK, len(data),
-                                                len(data)) + data))
+                                                len(data)) + body))
     return b"".join(out)
 
 

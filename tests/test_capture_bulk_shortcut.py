@@ -260,13 +260,19 @@ def test_bulk_both_ways(session, tmp_path):
 
 
 def test_pcapng_frames_are_claimed_unless_commented(session, tmp_path):
-    """Enhanced Packet Blocks take the shortcut like pcap records; blocks with options (a
-    comment may name the probe's attempt) always take the general path."""
+    """Enhanced Packet Blocks take the shortcut like pcap records, options (epb_flags, as
+    some capture tools write on every packet) or not; a block with a comment (it may name
+    the probe's attempt) always takes the general path."""
     segs = pcapgen.conversation(_messages(session))
     packets = [(0, ts, f) for ts, f in pcapgen.frames(segs)]
-    path = pcapgen.write_pcapng(tmp_path / "b.pcapng", [(1, 6)], packets)
+    flags = {i: [(2, (1 + i % 2).to_bytes(4, "little"))] for i in range(len(packets))}
+    path = pcapgen.write_pcapng(tmp_path / "f.pcapng", [(1, 6)], packets, epb_options=flags)
     streamed, general, counted = _read_both(path)
     assert counted > 50 and _same(streamed, general)
+    noted = {i: [(1, b"a note")] for i in range(len(packets))}
+    path = pcapgen.write_pcapng(tmp_path / "c.pcapng", [(1, 6)], packets, epb_options=noted)
+    streamed, general, counted = _read_both(path)
+    assert counted == 0 and _same(streamed, general)
 
 
 def test_frames_cut_by_the_snap_length_leave_the_shortcut(session, tmp_path):

@@ -10,10 +10,12 @@ not look inside frames; ``linklayer`` does that.
   (truncation, a corrupt record or block) stops the iteration and leaves a line in ``notes``:
   the frames read before the damage are still delivered.
 - Claims: a caller may register 12-byte keys (``claims``), read at a fixed offset per link
-  type (``claim_at``). A frame whose bytes there are a key goes to the key's claimant, in
-  the read buffer, without being copied or yielded; the claimant may decline it, and then
-  it is yielded as usual. This is how ``capture.bulk`` counts the bulk of a long capture
-  at about one dictionary lookup a frame. The file layer never interprets the bytes.
+  type (``claim_at``, then ``claim_extra``). A frame whose bytes there are a key goes to the
+  key's claimant, in the read buffer, without being copied or yielded; the claimant may
+  decline it, and then it is yielded as usual. A pcapng packet with a comment is never
+  claimed (the comment may name the probe's attempt). This is how ``capture.bulk`` counts
+  the bulk of a long capture at about one dictionary lookup a frame. The file layer never
+  interprets the bytes.
 """
 
 from __future__ import annotations
@@ -340,7 +342,10 @@ class CaptureFile:
                     opts = data + ((caplen + 3) & ~3)
                     if opts < end - 4:  # options: a comment may name the probe's attempt
                         self.comment = _comment(buf, opts, end - 4, order)
-                    elif claims and (key_at := keys_at[ifid]) is not None:
+                    if (
+                        claims and self.comment is None
+                        and (key_at := keys_at[ifid]) is not None
+                    ):
                         claimant = claims.get(buf[data + key_at : data + key_at + 12])
                         if claimant is None and claim_extra:
                             claimant = self._claimant(buf, data, linktype)
