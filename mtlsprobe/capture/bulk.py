@@ -65,7 +65,7 @@ IP_AT = {ETHERNET: 14, SLL: 16, SLL2: 20, RAW: 0, RAW4: 0, RAW6: 0, RAW_12: 0, R
 PRIMARY_KEY_AT = {linktype: ip + (32 if linktype == RAW6 else 12) for linktype, ip in IP_AT.items()}
 _ETHERTYPE_AT = {ETHERNET: 12, SLL: 14, SLL2: 0}  # the link header's "this is IP" field
 _ETHERTYPES = {4: b"\x08\x00", 6: b"\x86\xdd"}
-_VLAN_TAGS = (b"\x81\x00", b"\x88\xa8")  # 802.1Q, 802.1ad (QinQ outer)
+_VLAN_TAGS = (b"\x81\x00", b"\x88\xa8", b"\x91\x00", b"\x92\x00")  # as linklayer.ETH_TAGS
 
 NOT_BARE_ACK = SYN | FIN | RST
 # raw keys of other shares' connections remembered, then forgotten (each is in a set and
@@ -133,9 +133,9 @@ class Lease:
     ``BulkFrames.settle``."""
 
     __slots__ = (
-        "active", "addrs", "claimant", "conn", "counting", "credit", "frames", "ip", "key",
-        "last", "link", "link_at", "link_end", "linktype", "me", "other", "peer", "seq", "taken",
-        "ttl", "v6",
+        "active", "addrs", "claimant", "conn", "counting", "credit", "frames", "headers", "ip",
+        "key", "last", "link", "link_at", "link_end", "linktype", "me", "other", "peer", "seq",
+        "taken", "ttl", "v6",
     )
 
     def __init__(self, conn: Connection, me: Side, peer: Side, linktype: int, lay: Layout,
@@ -143,6 +143,7 @@ class Lease:
         self.conn, self.me, self.peer = conn, me, peer
         self.linktype, self.ip, self.v6 = linktype, lay.ip, lay.v6
         self.link, self.link_at, self.link_end = lay.link, lay.link_at, lay.link_at + len(lay.link)
+        self.headers = 60 if lay.v6 else 40  # IP and TCP without options: read in one unpack
         self.key = key
         self.addrs = addrs  # IPv6: the address bytes the key leaves out (see _keys)
         self.ttl: int | None = None  # the TTL its frames carry; None: not seen yet
@@ -160,7 +161,7 @@ class Lease:
         """The ``pcapfile.Claimant``: take the frame at ``buf[at:end]``, or decline it."""
         ip = at + self.ip
         if (
-            linktype != self.linktype or end - ip < 40
+            linktype != self.linktype or end - ip < self.headers
             or buf[at + self.link_at : at + self.link_end] != self.link
         ):
             return False
@@ -324,10 +325,11 @@ class _OtherShare:
     """Claimant of other ``--jobs`` shares' frames of one ``Layout``: any plain TCP frame
     of a known connection (IPv6: whose full addresses match its key's)."""
 
-    __slots__ = ("addrs", "ip", "link", "link_at", "link_end", "linktype", "take", "v6")
+    __slots__ = ("addrs", "headers", "ip", "link", "link_at", "link_end", "linktype", "take", "v6")
 
     def __init__(self, linktype: int, lay: Layout) -> None:
         self.linktype, self.ip, self.v6 = linktype, lay.ip, lay.v6
+        self.headers = 60 if lay.v6 else 40
         self.link, self.link_at, self.link_end = lay.link, lay.link_at, lay.link_at + len(lay.link)
         self.addrs: dict[bytes, bytes] = {}  # IPv6: claim key -> the address bytes it leaves out
         self.take = self._take  # one bound method: claims hold it, forgetting compares it
@@ -335,7 +337,7 @@ class _OtherShare:
     def _take(self, buf: bytes, at: int, end: int, ts: float, linktype: int) -> bool:
         ip = at + self.ip
         if (
-            linktype != self.linktype or end - ip < 40
+            linktype != self.linktype or end - ip < self.headers
             or buf[at + self.link_at : at + self.link_end] != self.link
         ):
             return False
