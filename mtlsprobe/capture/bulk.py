@@ -127,23 +127,42 @@ def _keys(frame: bytes, lay: Layout) -> tuple[bytes, bytes, bytes, bytes]:
             src + dst[:8], dst + src[:8])
 
 
-class Lease:
+class _LayoutClaim:
+    """A claimant of frames of one ``Layout`` (see ``pcapfile.Claimant``)."""
+
+    __slots__ = ("headers", "ip", "link", "link_at", "link_end", "linktype", "v6")
+
+    def __init__(self, linktype: int, lay: Layout) -> None:
+        self.linktype, self.ip, self.v6 = linktype, lay.ip, lay.v6
+        self.link, self.link_at, self.link_end = lay.link, lay.link_at, lay.link_at + len(lay.link)
+        self.headers = 60 if lay.v6 else 40  # IP and TCP without options: read in one unpack
+
+    def ip_at(self, buf: bytes, at: int, end: int, linktype: int) -> int:
+        """Where the IP header of the frame at ``buf[at:end]`` starts, if the frame has
+        this layout's link type, link header bytes and room for the headers; else -1."""
+        ip = at + self.ip
+        if (
+            linktype != self.linktype or end - ip < self.headers
+            or buf[at + self.link_at : at + self.link_end] != self.link
+        ):
+            return -1
+        return ip
+
+
+class Lease(_LayoutClaim):
     """One direction's claim on its frames (see the module docstring): ``take`` is the
     claimant; what it took waits in ``taken``/``frames``/``last`` until
     ``BulkFrames.settle``."""
 
     __slots__ = (
-        "active", "addrs", "claimant", "conn", "counting", "credit", "frames", "headers", "ip",
-        "key", "last", "link", "link_at", "link_end", "linktype", "me", "other", "peer", "seq",
-        "taken", "ttl", "v6",
+        "active", "addrs", "claimant", "conn", "counting", "credit", "frames", "key", "last",
+        "me", "other", "peer", "seq", "taken", "ttl",
     )
 
     def __init__(self, conn: Connection, me: Side, peer: Side, linktype: int, lay: Layout,
                  key: bytes, addrs: bytes) -> None:
+        super().__init__(linktype, lay)
         self.conn, self.me, self.peer = conn, me, peer
-        self.linktype, self.ip, self.v6 = linktype, lay.ip, lay.v6
-        self.link, self.link_at, self.link_end = lay.link, lay.link_at, lay.link_at + len(lay.link)
-        self.headers = 60 if lay.v6 else 40  # IP and TCP without options: read in one unpack
         self.key = key
         self.addrs = addrs  # IPv6: the address bytes the key leaves out (see _keys)
         self.ttl: int | None = None  # the TTL its frames carry; None: not seen yet
@@ -159,11 +178,8 @@ class Lease:
 
     def take(self, buf: bytes, at: int, end: int, ts: float, linktype: int) -> bool:
         """The ``pcapfile.Claimant``: take the frame at ``buf[at:end]``, or decline it."""
-        ip = at + self.ip
-        if (
-            linktype != self.linktype or end - ip < self.headers
-            or buf[at + self.link_at : at + self.link_end] != self.link
-        ):
+        ip = self.ip_at(buf, at, end, linktype)
+        if ip < 0:
             return False
         if self.v6:
             vtc, total, proto, ttl, seq, ack, doff, flags = _fields6(buf, ip)
@@ -321,25 +337,20 @@ class BulkFrames:
         claims[key] = self.others[key] = sharer.take
 
 
-class _OtherShare:
+class _OtherShare(_LayoutClaim):
     """Claimant of other ``--jobs`` shares' frames of one ``Layout``: any plain TCP frame
     of a known connection (IPv6: whose full addresses match its key's)."""
 
-    __slots__ = ("addrs", "headers", "ip", "link", "link_at", "link_end", "linktype", "take", "v6")
+    __slots__ = ("addrs", "take")
 
     def __init__(self, linktype: int, lay: Layout) -> None:
-        self.linktype, self.ip, self.v6 = linktype, lay.ip, lay.v6
-        self.headers = 60 if lay.v6 else 40
-        self.link, self.link_at, self.link_end = lay.link, lay.link_at, lay.link_at + len(lay.link)
+        super().__init__(linktype, lay)
         self.addrs: dict[bytes, bytes] = {}  # IPv6: claim key -> the address bytes it leaves out
         self.take = self._take  # one bound method: claims hold it, forgetting compares it
 
     def _take(self, buf: bytes, at: int, end: int, ts: float, linktype: int) -> bool:
-        ip = at + self.ip
-        if (
-            linktype != self.linktype or end - ip < self.headers
-            or buf[at + self.link_at : at + self.link_end] != self.link
-        ):
+        ip = self.ip_at(buf, at, end, linktype)
+        if ip < 0:
             return False
         if self.v6:
             return (buf[ip] >> 4 == 6 and buf[ip + 6] == TCP
