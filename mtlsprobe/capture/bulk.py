@@ -98,7 +98,7 @@ def layout(frame: bytes, linktype: int) -> Layout | None:
     if ip is None:
         return None
     link_at, link_end = (0, ip) if et is None else (et, et + 2)  # null/loop: family word
-    if linktype == ETHERNET:
+    if et is not None and linktype == ETHERNET:
         while frame[et : et + 2] in _VLAN_TAGS and et < 20:
             et += 4
         ip = link_end = et + 2

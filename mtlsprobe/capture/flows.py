@@ -136,7 +136,7 @@ class Side:
 
     __slots__ = ("addr", "alt_isns", "fin", "first", "first_gaps", "isn", "stream", "ttls")
 
-    def __init__(self, addr: Addr, max_bytes: int) -> None:
+    def __init__(self, addr: Addr, max_bytes: int | None) -> None:
         self.addr = addr
         self.stream = TcpReassembler(max_bytes)
         self.isn: int | None = None  # sequence number of its SYN / SYN-ACK

@@ -140,7 +140,7 @@ class CaptureFile:
         head = _read_exact(raw, 4)
         stream: BinaryIO | _Prefixed = raw
         if head[:2] == GZIP_MAGIC:
-            stream = gzip.GzipFile(fileobj=_Prefixed(head, raw), mode="rb")  # type: ignore[arg-type]
+            stream = gzip.GzipFile(fileobj=_Prefixed(head, raw), mode="rb")  # type: ignore[call-overload]
             try:
                 head = _read_exact(stream, 4)
             except (OSError, EOFError) as e:

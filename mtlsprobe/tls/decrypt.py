@@ -42,7 +42,9 @@ class AeadSpec:
         return _AEADS.get(self.name, AESCCM)(key)
 
 
-_AEADS = {"AES-128-GCM": AESGCM, "AES-256-GCM": AESGCM, "CHACHA20-POLY1305": ChaCha20Poly1305}
+_AEADS: dict[str, type[AESGCM | ChaCha20Poly1305 | AESCCM]] = {
+    "AES-128-GCM": AESGCM, "AES-256-GCM": AESGCM, "CHACHA20-POLY1305": ChaCha20Poly1305,
+}
 
 
 @functools.lru_cache(maxsize=256)

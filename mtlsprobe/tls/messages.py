@@ -169,8 +169,8 @@ def _key_share_groups(data: bytes) -> tuple[int, ...]:
     # which raises the precise DecodeError.
     n = len(data)
     end = 2 + ((data[0] << 8) | data[1]) if n >= 2 else n + 1
+    groups: list[int] = []
     if end <= n:
-        groups = []
         pos = 2
         while pos + 4 <= end:
             groups.append((data[pos] << 8) | data[pos + 1])
@@ -178,7 +178,7 @@ def _key_share_groups(data: bytes) -> tuple[int, ...]:
         if pos == end:
             return tuple(groups)
     r = Reader(data, "key_share").sub_vector(2)
-    groups: list[int] = []
+    groups.clear()
     while not r.at_end():
         groups.append(r.u16())
         r.vector(2)

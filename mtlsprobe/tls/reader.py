@@ -6,6 +6,7 @@ Sans-IO: no sockets, files, clock or logging. Every read either returns a value 
 
 from __future__ import annotations
 
+import builtins  # in Reader, ``bytes`` names the method: annotations say builtins.bytes
 from struct import unpack_from
 
 
@@ -99,14 +100,14 @@ class Reader:
         i = self._take(4)
         return int.from_bytes(self._data[i : i + 4], "big")
 
-    def bytes(self, n: int) -> bytes:
+    def bytes(self, n: int) -> builtins.bytes:
         i = self._pos
         if n < 0 or i + n > self._end:
             raise self.error(f"needs {n} bytes, {self.remaining} left")
         self._pos = i + n
         return bytes(self._data[i : i + n])
 
-    def rest(self) -> bytes:
+    def rest(self) -> builtins.bytes:
         return self.bytes(self.remaining)
 
     def skip(self, n: int) -> None:
@@ -123,7 +124,7 @@ class Reader:
             return self.u24()
         raise ValueError(f"unsupported length prefix {prefix}")
 
-    def vector(self, prefix: int) -> bytes:
+    def vector(self, prefix: int) -> builtins.bytes:
         """An opaque vector with a 1-, 2- or 3-byte length prefix."""
         if prefix == 2:
             return self.bytes(self.u16())
@@ -151,7 +152,7 @@ class Reader:
             raise DecodeError("odd length for a list of uint16", offset=i, context=self.context)
         return unpack_from(f">{n >> 1}H", self._data, i)
 
-    def typed_vectors(self) -> list[tuple[int, bytes]]:
+    def typed_vectors(self) -> list[tuple[int, builtins.bytes]]:
         """(uint16 type, opaque<0..2^16-1>) pairs up to the end: the extensions layout
         (RFC 8446 §4.2). Fast loop on the buffer; anything short is re-read field by field
         so the DecodeError is the same as from ``u16()``/``vector(2)``."""

@@ -233,7 +233,8 @@ class RecordSplitter:
                 continue
             end = p + HEADER_LEN + length
             if n - end >= HEADER_LEN:
-                if plausible_header(*_read_header(buf, end), (major << 8) | minor):
+                ctype2, major2, minor2, length2 = _read_header(buf, end)
+                if plausible_header(ctype2, major2, minor2, length2, (major << 8) | minor):
                     return p  # confirmed: the record ends where another one starts
                 pos = p + 1
                 continue
