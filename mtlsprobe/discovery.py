@@ -232,7 +232,7 @@ def read_serverinfo(path: Path) -> Discovery:
         return Discovery(notes=(f"{path}: larger than 1 MiB; ignored",))
     try:
         data = json.loads(raw.decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:  # undecodable bytes, bad JSON, an integer too long to convert
         return Discovery(notes=(f"{path}: not valid JSON ({exc}); ignored",), sources=(str(path),))
     return from_serverinfo_data(data, str(path))
 

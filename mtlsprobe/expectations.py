@@ -59,7 +59,7 @@ def load_baseline_file(path: Path) -> tuple[BaselinePort, ...]:
 
     try:
         data = json.loads(read_bytes(path, "baseline").decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:  # undecodable bytes, bad JSON, an integer too long to convert
         raise InputError(f"--baseline {path}: not a JSON report ({exc})") from None
     try:
         ports = load_baseline(data)

@@ -43,6 +43,8 @@ def files_for(tmp_path: Path, loopback_pki):
         "enc_key": write("agent-enc.key", loopback_pki.client.key_pem(b"s3cret-pw")),
         "other_key": write("other.key", loopback_pki.stranger.key_pem()),
         "pw": write("pw.txt", b"s3cret-pw\n"),
+        # JSON whose number is too long for int(): a ValueError that is no JSONDecodeError
+        "bigint": write("bigint.json", b"1" * 5000),
         "pin": cert_info(loopback_pki.server.der).spki_pin,
     }
     return out
@@ -102,6 +104,7 @@ def test_no_expectations_is_exit_12(mtls_server):
         (["--pin", "sha256/not-a-pin"], "--pin"),
         (["--ca", "{key}"], "--ca"),
         (["--baseline", "{pw}"], "--baseline"),
+        (["--baseline", "{bigint}"], "--baseline"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_3(mtls_server, files_for, args, words):

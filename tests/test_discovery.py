@@ -73,6 +73,7 @@ def test_no_agent_is_a_note(tmp_path):
         (b"{not json", "not valid JSON"),
         (b"[1, 2]", "not a JSON object"),
         (b"\xff\xfe\x00", "not valid JSON"),
+        (b"1" * 5000, "not valid JSON"),  # too long for int(): no JSONDecodeError
         (json.dumps({"serverprotocol": "https"}).encode(), "no server name or address"),
     ],
 )

@@ -196,6 +196,16 @@ def test_malformed_and_foreign_lines_are_counted_not_fatal(tmp_path, probed):
     assert any("mixed.jsonl:2" in e for e in s["input"]["malformed_examples"])
 
 
+def test_a_number_too_long_for_int_is_a_malformed_line(tmp_path, probed):
+    """json.loads raises a plain ValueError (no JSONDecodeError) for a 5,000-digit number;
+    that line is malformed like any other, and the reading goes on."""
+    good = report_text([probed["pass"]], "pc-23", fmt="jsonl").strip()
+    (tmp_path / "big.jsonl").write_text("1" * 5000 + "\n" + good + "\n", "utf-8")
+    code, s = summarize_json(str(tmp_path / "big.jsonl"))
+    assert code == 0 and s["agents"] == 1 and s["input"]["malformed"] == 1
+    assert any("big.jsonl:1" in e and "not JSON" in e for e in s["input"]["malformed_examples"])
+
+
 def test_gzip_stdin_and_concatenated_pretty_reports(probed):
     pretty = report_text([probed["pass"]], "pc-30") + report_text([probed["terminated"]],
                                                                   "pc-31")

@@ -129,8 +129,9 @@ def documents_in(lines: Iterable[str], name: str, stats: InputStats) -> Iterator
             continue
         try:
             value = json.loads(text)
-        except ValueError as exc:
-            stats.bad_line(f"{name}:{n}", f"not JSON ({exc.msg})")
+        except ValueError as exc:  # JSONDecodeError, or an integer too long to convert
+            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+            stats.bad_line(f"{name}:{n}", f"not JSON ({reason})")
             continue
         for v in _from_value(value):
             yield f"{name}:{n}", v
