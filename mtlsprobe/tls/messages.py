@@ -283,16 +283,19 @@ def parse_client_hello(body: bytes) -> ClientHello:
     Remembered by shape (see :class:`_ShapeCache`): a hello from a stack already seen is
     rebuilt from that parse plus its own random, session id and key shares.
     """
-    shape = _client_hello_shape(body)
-    if shape is None:
-        return _parse_client_hello(body)
-    key, cuts = shape
-    hit = _CH_SHAPES.get(key)
-    if hit is None:
-        ch = _parse_client_hello(body)
-        _set(ch, "_memo", {})  # to be shared with the copies
-        _CH_SHAPES.put(key, ch)
-        return ch
+    return _by_shape(body, _CH_SHAPES, _client_hello_shape, _first_client_hello,
+                     _client_hello_like)
+
+
+def _first_client_hello(body: bytes) -> ClientHello:
+    """The full parse of the first hello of a shape, with the memo its copies share."""
+    ch = _parse_client_hello(body)
+    _set(ch, "_memo", {})
+    return ch
+
+
+def _client_hello_like(hit: ClientHello, body: bytes, cuts: tuple[Cut, ...]) -> ClientHello:
+    """``body``, a hello of ``hit``'s shape: ``hit`` with this one's own volatile fields."""
     exts = _splice_extensions(hit.extensions, body, cuts)
     groups = hit.key_share_groups  # () unless the shape has a key_share: then read below
     for etype, start, end in cuts:  # in order, as the full parse reads them (last one wins)
@@ -381,6 +384,28 @@ class _ShapeCache(dict):  # type: ignore[type-arg]
 
 _CH_SHAPES = _ShapeCache()
 _SH_SHAPES = _ShapeCache()
+_Hello = TypeVar("_Hello", "ClientHello", "ServerHello")
+
+
+def _by_shape(
+    body: bytes,
+    shapes: _ShapeCache,
+    shape_of: Callable[[bytes], tuple[object, tuple[Cut, ...]] | None],
+    parse: Callable[[bytes], _Hello],
+    like: Callable[[_Hello, bytes, tuple[Cut, ...]], _Hello],
+) -> _Hello:
+    """A hello parsed through ``shapes``: the first of its shape in full (and remembered),
+    later ones rebuilt from it by ``like``; one without a shape key always in full."""
+    shape = shape_of(body)
+    if shape is None:
+        return parse(body)
+    key, cuts = shape
+    hit = shapes.get(key)
+    if hit is None:
+        hit = parse(body)
+        shapes.put(key, hit)
+        return hit
+    return like(hit, body, cuts)
 
 
 def _shape(
@@ -490,15 +515,12 @@ def parse_server_hello(body: bytes) -> ServerHello:
     Remembered by shape like :func:`parse_client_hello` (random, session id and key share
     are this connection's own).
     """
-    shape = _server_hello_shape(body)
-    if shape is None:
-        return _parse_server_hello(body)
-    key, cuts = shape
-    hit = _SH_SHAPES.get(key)
-    if hit is None:
-        sh = _parse_server_hello(body)
-        _SH_SHAPES.put(key, sh)
-        return sh
+    return _by_shape(body, _SH_SHAPES, _server_hello_shape, _parse_server_hello,
+                     _server_hello_like)
+
+
+def _server_hello_like(hit: ServerHello, body: bytes, cuts: tuple[Cut, ...]) -> ServerHello:
+    """``body``, a hello of ``hit``'s shape: ``hit`` with this one's own volatile fields."""
     group = None
     for _, start, end in cuts:  # key_share only (the one volatile ServerHello extension)
         group = (body[start] << 8) | body[start + 1] if end - start >= 2 else group
