@@ -44,7 +44,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtlsprobe import pki
+from mtlsprobe.live import pki
 
 OUT = Path(__file__).resolve().parent / "out" / "loopback.pcap"
 ETHERNET_OUT = OUT.with_name("ethernet.pcap")

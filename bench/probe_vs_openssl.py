@@ -20,11 +20,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtlsprobe import pki
-from mtlsprobe.credentials import Credentials
+from mtlsprobe.live import pki
+from mtlsprobe.live.credentials import Credentials
 from mtlsprobe.live.probe import ProbeOptions, attempts_for, probe_target
-from mtlsprobe.loopback.server import ReferenceServer
 from mtlsprobe.model import Endpoint
+from mtlsprobe_demo.server import ReferenceServer
 
 
 def time_probe(target: Endpoint, options: ProbeOptions) -> float:

@@ -30,15 +30,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mtlsprobe import pipeline, pki  # noqa: E402
-from mtlsprobe.certs import cert_info  # noqa: E402
-from mtlsprobe.credentials import Credentials  # noqa: E402
+from mtlsprobe.live import pki  # noqa: E402
+from mtlsprobe.live.credentials import Credentials  # noqa: E402
 from mtlsprobe.live.probe import ProbeOptions  # noqa: E402
-from mtlsprobe.loopback.intercepting_proxy import InterceptingProxy, inspection_ca  # noqa: E402
-from mtlsprobe.loopback.server import ReferenceServer  # noqa: E402
-from mtlsprobe.loopback.terminating_proxy import TerminatingProxy  # noqa: E402
 from mtlsprobe.model import Endpoint, Expectations  # noqa: E402
+from mtlsprobe.model.certs import cert_info  # noqa: E402
 from mtlsprobe.report.jsonl import line_objects  # noqa: E402
+from mtlsprobe.run import pipeline  # noqa: E402
+from mtlsprobe_demo.intercepting_proxy import InterceptingProxy, inspection_ca  # noqa: E402
+from mtlsprobe_demo.server import ReferenceServer  # noqa: E402
+from mtlsprobe_demo.terminating_proxy import TerminatingProxy  # noqa: E402
 
 
 def real_lines() -> dict[str, dict]:

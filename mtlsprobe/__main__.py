@@ -1,3 +1,3 @@
-from mtlsprobe.cli import main
+from mtlsprobe.cli.main import main
 
 main()

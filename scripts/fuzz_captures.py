@@ -28,11 +28,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mtlsprobe import expectations, pipeline  # noqa: E402
-from mtlsprobe.analyze import analyze  # noqa: E402
 from mtlsprobe.capture.observations import ObservationReader  # noqa: E402
-from mtlsprobe.errors import InputError  # noqa: E402
+from mtlsprobe.model.errors import InputError  # noqa: E402
 from mtlsprobe.report import jsonout, markdown, table  # noqa: E402
+from mtlsprobe.run import expectations, pipeline  # noqa: E402
+from mtlsprobe.run.analyze import analyze  # noqa: E402
 from mtlsprobe.tls.keylog import KeyLog  # noqa: E402
 
 SOURCES = (ROOT / "fixtures" / "pcaps", ROOT.parent / "shared" / "pcaps")

@@ -14,12 +14,12 @@ from typing import Any, TypeVar
 import pytest
 from tools import Mitmdump, OpenSSLServer, Tinyproxy, require_program
 
-from mtlsprobe import pki
-from mtlsprobe.loopback.connect_proxy import ConnectProxy
-from mtlsprobe.loopback.intercepting_proxy import InterceptingProxy, inspection_ca
-from mtlsprobe.loopback.server import ReferenceServer
-from mtlsprobe.loopback.tcp_relay import TcpRelay
-from mtlsprobe.loopback.terminating_proxy import TerminatingProxy
+from mtlsprobe.live import pki
+from mtlsprobe_demo.connect_proxy import ConnectProxy
+from mtlsprobe_demo.intercepting_proxy import InterceptingProxy, inspection_ca
+from mtlsprobe_demo.server import ReferenceServer
+from mtlsprobe_demo.tcp_relay import TcpRelay
+from mtlsprobe_demo.terminating_proxy import TerminatingProxy
 
 S = TypeVar("S")
 

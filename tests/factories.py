@@ -2,7 +2,7 @@
 
 One canonical valid Observation (the agent attempt reaching the real server, which asks
 for and accepts the agent certificate) plus ``observation(**changes)`` built on
-``dataclasses.replace``. Certificates are real ones from mtlsprobe.pki, turned into
+``dataclasses.replace``. Certificates are real ones from mtlsprobe.live.pki, turned into
 CertInfo through certs.cert_info, so chain building and pins are exercised for real.
 """
 
@@ -12,7 +12,7 @@ import dataclasses
 import datetime as dt
 from functools import cache
 
-from mtlsprobe import certs, pki
+from mtlsprobe.live import pki
 from mtlsprobe.model import (
     AlertInfo,
     Attempt,
@@ -32,6 +32,7 @@ from mtlsprobe.model import (
     Stage,
     StreamEnd,
     Verdict,
+    certs,
 )
 
 OBSERVED_AT = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)

@@ -16,12 +16,12 @@ import jsonschema
 import pytest
 from click.testing import CliRunner
 
-from mtlsprobe.cli import main
+from mtlsprobe.cli.main import main
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "pcaps"
 MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())
 ENTRIES = {e["scenario"]: e for e in MANIFEST["captures"]}
-SCHEMA = json.loads(files("mtlsprobe").joinpath("schema/report-v1.json").read_text("utf-8"))
+SCHEMA = json.loads(files("mtlsprobe").joinpath("report/schema/report-v1.json").read_text("utf-8"))
 EXIT = {"pass_end_to_end": 0, "inspected": 10, "terminated_by_lb": 10,
         "client_cert_rejected": 10, "blocked": 11, "unknown": 12}
 

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from mtlsprobe import analyze as offline
-from mtlsprobe import pipeline
-from mtlsprobe.certs import cert_info
-from mtlsprobe.credentials import Credentials
+from mtlsprobe.live.credentials import Credentials
 from mtlsprobe.live.probe import ProbeOptions, probe_target
 from mtlsprobe.model import Endpoint, Expectations, Verdict
+from mtlsprobe.model.certs import cert_info
+from mtlsprobe.run import analyze as offline
+from mtlsprobe.run import pipeline
 from mtlsprobe.tls.observer import observe
 
 _spec = importlib.util.spec_from_file_location(

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from mtlsprobe import analyze_shares, expectations
-from mtlsprobe.analyze import analyze
 from mtlsprobe.capture import bulk
-from mtlsprobe.errors import InputError
+from mtlsprobe.model.errors import InputError
+from mtlsprobe.run import expectations
+from mtlsprobe.run import shares as analyze_shares
+from mtlsprobe.run.analyze import analyze
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures" / "pcaps"
@@ -90,7 +91,7 @@ def test_not_a_capture_is_one_input_error_before_any_worker(tmp_path: Path) -> N
 def test_the_command_reads_in_shares_with_the_same_report(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from mtlsprobe.cli import main
+    from mtlsprobe.cli.main import main
 
     path = _fixtures()[0]
     reports = []

@@ -1,4 +1,4 @@
-"""mtlsprobe.analyze pieces: --server parsing/matching, grouping connections into servers,
+"""mtlsprobe.run.analyze pieces: --server parsing/matching, grouping connections into servers,
 and reading a stream whose SYN was not captured but which starts with its hello."""
 
 from __future__ import annotations
@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from mtlsprobe.analyze import (
+from mtlsprobe.capture.flows import CaptureReader
+from mtlsprobe.model import Endpoint, HttpExchange, Outcome, Seen
+from mtlsprobe.model.errors import InputError
+from mtlsprobe.run.analyze import (
     MAX_BEHAVIOURS,
     ServerFilter,
     ServerTally,
@@ -17,9 +20,6 @@ from mtlsprobe.analyze import (
     group_by_server,
     read_capture,
 )
-from mtlsprobe.capture.flows import CaptureReader
-from mtlsprobe.errors import InputError
-from mtlsprobe.model import Endpoint, HttpExchange, Outcome, Seen
 from mtlsprobe.tls.observer import observe
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "pcaps"

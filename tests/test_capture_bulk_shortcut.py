@@ -18,12 +18,12 @@ import tlsgen
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mtlsprobe import expectations
-from mtlsprobe.analyze import analyze
 from mtlsprobe.capture.bulk import BulkFrames
 from mtlsprobe.capture.flows import CaptureReader
 from mtlsprobe.capture.observations import ObservationReader
 from mtlsprobe.model import Direction, Transcript
+from mtlsprobe.run import expectations
+from mtlsprobe.run.analyze import analyze
 from mtlsprobe.tls.keylog import KeyLog
 from mtlsprobe.tls.observer import observe
 from tests import pcapgen

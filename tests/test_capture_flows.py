@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from mtlsprobe.capture import pcapfile
 from mtlsprobe.capture.flows import CaptureReader, iter_transcripts, tls_record_start
 from mtlsprobe.capture.observations import iter_observations
-from mtlsprobe.errors import InputError
 from mtlsprobe.model import Direction, Stage, StreamEnd
+from mtlsprobe.model.errors import InputError
 from tests import pcapgen
 
 CLIENT_HELLO = b"\x16\x03\x01\x01\x00\x01\x00\x00\xfc\x03\x03" + bytes(range(256))[:245]

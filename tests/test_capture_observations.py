@@ -21,7 +21,7 @@ import pytest
 
 from mtlsprobe.capture.flows import CaptureReader
 from mtlsprobe.capture.observations import ObservationReader, iter_observations, merge_keylogs
-from mtlsprobe.capture.progress import ProgressBar, progress_for
+from mtlsprobe.run.progress import ProgressBar, progress_for
 from mtlsprobe.tls.keylog import KeyLog
 from mtlsprobe.tls.observer import observe
 

@@ -13,7 +13,7 @@ import pytest
 
 from mtlsprobe.capture import pcapfile
 from mtlsprobe.capture.pcapfile import CaptureFile
-from mtlsprobe.errors import InputError
+from mtlsprobe.model.errors import InputError
 from tests import pcapgen
 
 FRAMES = [(1_700_000_000.123456, b"\x01" * 60), (1_700_000_001.5, b"\x02" * 1514),

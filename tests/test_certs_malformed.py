@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from mtlsprobe.certs import CertError, cert_info, parse_der
+from mtlsprobe.model.certs import CertError, cert_info, parse_der
 
 TWIN_A, TWIN_B = x509.ObjectIdentifier("1.3.6.1.4.1.55555.1"), x509.ObjectIdentifier(
     "1.3.6.1.4.1.55555.2"

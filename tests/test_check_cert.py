@@ -1,4 +1,4 @@
-"""check-cert: one real defect per test, made with mtlsprobe.pki (SHA-1 with openssl), judged
+"""check-cert: one real defect per test, made with mtlsprobe.live.pki (SHA-1 with openssl), judged
 through the command line exactly as an operator runs it: finding ids, verdict, exit band."""
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from mtlsprobe import pki
-from mtlsprobe.cli import main
-from mtlsprobe.credcheck import CRED_RULES
+from mtlsprobe.cli.main import main
+from mtlsprobe.live import pki
+from mtlsprobe.rules.agent_cert import CRED_RULES
 
-SCHEMA = json.loads(files("mtlsprobe").joinpath("schema/report-v1.json").read_text("utf-8"))
+SCHEMA = json.loads(files("mtlsprobe").joinpath("report/schema/report-v1.json").read_text("utf-8"))
 LINE_SCHEMA = {"$defs": SCHEMA["$defs"], "$ref": "#/$defs/jsonl_line"}
 PASSWORD = b"k3y-pass\xc3\xa9"
 NOW = dt.datetime.now(dt.timezone.utc)
@@ -298,8 +298,8 @@ def test_jsonl_and_markdown_outputs(tmp_path, ca):
 
 
 def test_expired_intermediate_is_named_and_self_signed_root_signature_ignored():
-    from mtlsprobe.certs import cert_info
-    from mtlsprobe.credcheck import CredentialFacts, check_credentials
+    from mtlsprobe.model.certs import cert_info
+    from mtlsprobe.rules.agent_cert import CredentialFacts, check_credentials
 
     root = pki.CA("Pure Root")
     inter = root.intermediate("Pure Issuing CA")

@@ -15,10 +15,10 @@ import jsonschema
 import pytest
 from click.testing import CliRunner
 
-from mtlsprobe.certs import cert_info
-from mtlsprobe.cli import main
+from mtlsprobe.cli.main import main
+from mtlsprobe.model.certs import cert_info
 
-SCHEMA = json.loads(files("mtlsprobe").joinpath("schema/report-v1.json").read_text("utf-8"))
+SCHEMA = json.loads(files("mtlsprobe").joinpath("report/schema/report-v1.json").read_text("utf-8"))
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
@@ -141,7 +141,7 @@ def test_encrypted_key_with_password_file_and_env(mtls_server, files_for):
 
 
 def test_proxy_password_never_reaches_the_report(mtls_server, start_service, files_for):
-    from mtlsprobe.loopback.connect_proxy import ConnectProxy
+    from mtlsprobe_demo.connect_proxy import ConnectProxy
 
     proxy = start_service(ConnectProxy(require_auth=("bob", "hunter2-secret")))
     code, out, err = run("probe", target(mtls_server), *expect_args(files_for), "--no-direct",
@@ -251,7 +251,7 @@ def test_module_entry_point_version():
 def test_cli_import_stays_light():
     """Importing the CLI pulls in neither scapy (~1 s) nor the live adapter."""
     code = (
-        "import sys, mtlsprobe.cli; "
+        "import sys, mtlsprobe.cli.main; "
         "print('scapy' in sys.modules, 'mtlsprobe.live.probe' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -10,9 +10,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from mtlsprobe import pki
-from mtlsprobe.credentials import Credentials, load_credentials, password_from
-from mtlsprobe.errors import InputError
+from mtlsprobe.live import pki
+from mtlsprobe.live.credentials import Credentials, load_credentials, password_from
+from mtlsprobe.model.errors import InputError
 
 PASSWORD = b"s3cret-pass"
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from mtlsprobe import discovery
-from mtlsprobe.discovery import (
+from mtlsprobe.model.errors import InputError
+from mtlsprobe.run import discovery
+from mtlsprobe.run.discovery import (
     AGENT_ROOT_ENV,
     discover,
     from_registry,
@@ -16,7 +17,6 @@ from mtlsprobe.discovery import (
     parse_targets_text,
     read_targets_file,
 )
-from mtlsprobe.errors import InputError
 
 # Field names and value shapes as in the community serverinfo.json (reference §1.5).
 SERVERINFO = {

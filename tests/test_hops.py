@@ -179,13 +179,13 @@ def test_trace_command_without_privileges_says_so_and_validates(monkeypatch):
     import jsonschema
     from click.testing import CliRunner
 
-    from mtlsprobe.cli import main
+    from mtlsprobe.cli.main import main
 
     monkeypatch.setattr(hops, "unavailable", lambda: "not root and no CAP_NET_RAW")
     r = CliRunner().invoke(main, ["trace", "127.0.0.1:9", "--format", "json"],
                            catch_exceptions=False)
     report = json.loads(r.stdout)
-    schema = json.loads(files("mtlsprobe").joinpath("schema/report-v1.json").read_text())
+    schema = json.loads(files("mtlsprobe").joinpath("report/schema/report-v1.json").read_text())
     jsonschema.validate(report, schema)
     assert report["command"] == "trace" and report["verdict"] == "unknown"
     assert r.exit_code == 12

@@ -90,7 +90,7 @@ def test_hop_findings_leave_a_pass_a_pass():
 
 
 def test_trace_command_verdicts_from_the_hop_rules_alone():
-    from mtlsprobe.path_evidence import judge_trace
+    from mtlsprobe.run.path import judge_trace
 
     blocked = judge_trace(f.TARGET, h.reset_at_hop1())
     assert blocked.verdict is Verdict.BLOCKED and "hop 1 (10.252.1.1)" in blocked.reason

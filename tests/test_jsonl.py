@@ -10,15 +10,15 @@ import factories as f
 import jsonschema
 import pytest
 
-from mtlsprobe.fleet.records import rows_of
 from mtlsprobe.model import Verdict
 from mtlsprobe.report.build import build_report
+from mtlsprobe.report.fleet.records import rows_of
 from mtlsprobe.report.jsonl import cause_of, line_objects, render_jsonl
 from mtlsprobe.report.jsonout import SecretError, dumps
 from mtlsprobe.rules import evaluate
 
 WHEN = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
-SCHEMA = json.loads(resources.files("mtlsprobe").joinpath("schema/report-v1.json")
+SCHEMA = json.loads(resources.files("mtlsprobe").joinpath("report/schema/report-v1.json")
                     .read_text("utf-8"))
 LINE = jsonschema.Draft202012Validator({"$defs": SCHEMA["$defs"], "$ref": "#/$defs/jsonl_line"})
 HOST = {"hostname": "agent-01", "os": "Linux", "agent_version": "11.3.2400.1"}

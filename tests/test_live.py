@@ -16,15 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from mtlsprobe.credentials import Credentials
 from mtlsprobe.live import handshake
 from mtlsprobe.live.connect import ConnectFailure, Connection, open_connection
+from mtlsprobe.live.credentials import Credentials
 from mtlsprobe.live.handshake import run_attempt
 from mtlsprobe.live.probe import ProbeOptions, probe_target, probe_targets, untrusted_identity
 from mtlsprobe.live.proxy import RoutePlan, parse_proxy_url
-from mtlsprobe.loopback.connect_proxy import ConnectProxy
-from mtlsprobe.loopback.server import NGINX_BAD_CERT
 from mtlsprobe.model import Attempt, CertKind, Direction, Endpoint, Stage, StreamEnd, Transcript
+from mtlsprobe_demo.connect_proxy import ConnectProxy
+from mtlsprobe_demo.server import NGINX_BAD_CERT
 
 TLS13_NOCERT = Attempt(name="tls13-nocert", max_version="TLSv1.3", min_version="TLSv1.3")
 TLS12_NOCERT = Attempt(name="tls12-nocert", max_version="TLSv1.2", min_version="TLSv1.2")

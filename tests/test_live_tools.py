@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from mtlsprobe.credentials import Credentials
 from mtlsprobe.live.connect import ConnectFailure, Connection, open_connection
+from mtlsprobe.live.credentials import Credentials
 from mtlsprobe.live.handshake import run_attempt
 from mtlsprobe.live.probe import ProbeOptions, probe_target, untrusted_identity
 from mtlsprobe.live.proxy import RoutePlan, parse_proxy_url

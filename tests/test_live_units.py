@@ -6,7 +6,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mtlsprobe.errors import InputError
 from mtlsprobe.live.connect import _parse_connect_response, connect_request
 from mtlsprobe.live.proxy import (
     env_proxy,
@@ -17,6 +16,7 @@ from mtlsprobe.live.proxy import (
 )
 from mtlsprobe.live.targets import expand_targets, parse_target
 from mtlsprobe.model import Endpoint
+from mtlsprobe.model.errors import InputError
 
 # --- targets ----------------------------------------------------------------------------
 

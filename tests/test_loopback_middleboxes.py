@@ -13,12 +13,12 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from tools import read_http_head, tls_request
 
-from mtlsprobe import pki
-from mtlsprobe.loopback.connect_proxy import ConnectProxy
-from mtlsprobe.loopback.intercepting_proxy import InterceptingProxy
-from mtlsprobe.loopback.tcp_relay import TcpRelay
-from mtlsprobe.loopback.terminating_proxy import TerminatingProxy, add_cookie
-from mtlsprobe.loopback.tls_contexts import client_context
+from mtlsprobe.live import pki
+from mtlsprobe_demo.connect_proxy import ConnectProxy
+from mtlsprobe_demo.intercepting_proxy import InterceptingProxy
+from mtlsprobe_demo.tcp_relay import TcpRelay
+from mtlsprobe_demo.terminating_proxy import TerminatingProxy, add_cookie
+from mtlsprobe_demo.tls_contexts import client_context
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"
 

@@ -11,9 +11,9 @@ import threading
 
 import pytest
 
-from mtlsprobe import pki
-from mtlsprobe.loopback.server import NGINX_BAD_CERT, NGINX_NO_CERT, ReferenceServer
-from mtlsprobe.loopback.tls_contexts import client_context
+from mtlsprobe.live import pki
+from mtlsprobe_demo.server import NGINX_BAD_CERT, NGINX_NO_CERT, ReferenceServer
+from mtlsprobe_demo.tls_contexts import client_context
 
 REQUEST = b"GET /probe HTTP/1.1\r\nHost: localhost\r\n\r\n"
 

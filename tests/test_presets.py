@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from mtlsprobe.discovery import DiscoveredTarget, Discovery
-from mtlsprobe.errors import InputError
-from mtlsprobe.presets import ENDPOINT_CENTRAL, get_preset, plan_targets
+from mtlsprobe.model.errors import InputError
+from mtlsprobe.run.discovery import DiscoveredTarget, Discovery
+from mtlsprobe.run.presets import ENDPOINT_CENTRAL, get_preset, plan_targets
 
 
 def found(**kw) -> Discovery:
@@ -103,7 +103,7 @@ def cli(*args: str, env: dict[str, str] | None = None):
 
     from click.testing import CliRunner
 
-    from mtlsprobe.cli import main
+    from mtlsprobe.cli.main import main
 
     res = CliRunner().invoke(main, ["probe", "--no-env-proxy", "--repeat", "1", "--timeout",
                                     "4", *args], env=env)

@@ -17,12 +17,9 @@ from typing import Any
 import jsonschema
 import pytest
 
-from mtlsprobe import pipeline, pki
-from mtlsprobe.certs import cert_info
-from mtlsprobe.credentials import Credentials
+from mtlsprobe.live import pki
+from mtlsprobe.live.credentials import Credentials
 from mtlsprobe.live.probe import ProbeOptions
-from mtlsprobe.loopback.connect_proxy import ConnectProxy
-from mtlsprobe.loopback.tcp_relay import TcpRelay
 from mtlsprobe.model import (
     BaselinePort,
     CaseResult,
@@ -31,10 +28,14 @@ from mtlsprobe.model import (
     Seen,
     Verdict,
 )
+from mtlsprobe.model.certs import cert_info
 from mtlsprobe.report.jsonout import dumps
+from mtlsprobe.run import pipeline
 from mtlsprobe.tls.observer import observe
+from mtlsprobe_demo.connect_proxy import ConnectProxy
+from mtlsprobe_demo.tcp_relay import TcpRelay
 
-SCHEMA = json.loads(files("mtlsprobe").joinpath("schema/report-v1.json").read_text("utf-8"))
+SCHEMA = json.loads(files("mtlsprobe").joinpath("report/schema/report-v1.json").read_text("utf-8"))
 
 
 def ids(result: CaseResult) -> set[str]:
@@ -377,7 +378,7 @@ def test_lb_cookie_names_the_load_balancer(
     make_reference_server, loopback_pki, start_service, root_only
 ):
     """A persistence cookie inside TLS proves an HTTP-aware box decrypted the session."""
-    from mtlsprobe.loopback.terminating_proxy import TerminatingProxy
+    from mtlsprobe_demo.terminating_proxy import TerminatingProxy
 
     server = make_reference_server(verify="none")  # before enforcement: answers everyone
     identity = loopback_pki.server_root.issue("localhost", sans=("localhost", "127.0.0.1"))

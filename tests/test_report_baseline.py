@@ -9,10 +9,10 @@ import factories as f
 import pytest
 
 from mtlsprobe.model import Expectations, HttpExchange, Outcome, Seen, Verdict
-from mtlsprobe.report.baseline import load_baseline
 from mtlsprobe.report.build import build_report
 from mtlsprobe.report.jsonout import dumps
 from mtlsprobe.rules import evaluate
+from mtlsprobe.run.baseline import load_baseline
 
 
 def saved(*cases) -> dict:

@@ -13,8 +13,8 @@ import factories as f
 import jsonschema
 import pytest
 
-from mtlsprobe import errors, pki
-from mtlsprobe.model import Report, Transcript, Verdict
+from mtlsprobe.live import pki
+from mtlsprobe.model import Report, Transcript, Verdict, errors
 from mtlsprobe.report.build import build_report
 from mtlsprobe.report.jsonout import SecretError, dumps, rfc3339, to_jsonable
 from mtlsprobe.rules import evaluate
@@ -23,7 +23,7 @@ WHEN = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
 
 
 def schema() -> dict:
-    text = resources.files("mtlsprobe").joinpath("schema/report-v1.json").read_text("utf-8")
+    text = resources.files("mtlsprobe").joinpath("report/schema/report-v1.json").read_text("utf-8")
     return json.loads(text)
 
 

@@ -7,8 +7,7 @@ import datetime as dt
 
 import factories as f
 
-from mtlsprobe import certs
-from mtlsprobe.model import Expectations, Finding, HttpExchange, Severity, Verdict
+from mtlsprobe.model import Expectations, Finding, HttpExchange, Severity, Verdict, certs
 from mtlsprobe.rules import evaluate
 from mtlsprobe.rules.engine import run_rules
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import factories as f
 import pytest
 
-from mtlsprobe import errors
-from mtlsprobe.model import CaseResult, Evidence, Finding, Severity, Verdict
+from mtlsprobe.model import CaseResult, Evidence, Finding, Severity, Verdict, errors
 from mtlsprobe.rules import RULES, VERDICT_TABLE, evaluate, exit_code, overall
 from mtlsprobe.rules.engine import decide, rule, run_rules, sort_key
 

@@ -12,8 +12,7 @@ import ssl
 import pytest
 import tlsgen
 
-from mtlsprobe import certs
-from mtlsprobe.model import Attempt, Case, CertKind, Expectations, Verdict
+from mtlsprobe.model import Attempt, Case, CertKind, Expectations, Verdict, certs
 from mtlsprobe.rules import evaluate
 from mtlsprobe.tls.observer import observe
 

@@ -19,15 +19,11 @@ import jsonschema
 import pytest
 from click.testing import CliRunner
 
-from mtlsprobe import pki
-from mtlsprobe.certs import cert_info
-from mtlsprobe.cli import main
-from mtlsprobe.credentials import Credentials
+from mtlsprobe.cli.main import main
+from mtlsprobe.live import pki
+from mtlsprobe.live.credentials import Credentials
 from mtlsprobe.live.probe import ProbeOptions, untrusted_identity
-from mtlsprobe.loopback.intercepting_proxy import InterceptingProxy
-from mtlsprobe.loopback.tcp_relay import TcpRelay
-from mtlsprobe.model import CaseResult, Endpoint, Expectations, Verdict
-from mtlsprobe.reflector import (
+from mtlsprobe.live.reflector import (
     ECHO_HEADER,
     HMAC_HEADER,
     Reflector,
@@ -37,6 +33,10 @@ from mtlsprobe.reflector import (
     probe_reflector,
     sign,
 )
+from mtlsprobe.model import CaseResult, Endpoint, Expectations, Verdict
+from mtlsprobe.model.certs import cert_info
+from mtlsprobe_demo.intercepting_proxy import InterceptingProxy
+from mtlsprobe_demo.tcp_relay import TcpRelay
 
 SECRET = b"shared-test-secret"
 
@@ -245,7 +245,7 @@ def test_plain_http_gets_a_hint_not_a_hang(reflector):
 
 
 def test_bad_identity_is_input_error():
-    from mtlsprobe.errors import InputError
+    from mtlsprobe.model.errors import InputError
 
     with pytest.raises(InputError):
         Reflector(chain_pem=b"not a cert", key_pem=b"")
@@ -298,7 +298,7 @@ def test_serve_command_and_probe_reflector_command(serve_process, tmp_path):
     ])
     report = json.loads(res.output)
     jsonschema.validate(report, json.loads(
-        files("mtlsprobe").joinpath("schema/report-v1.json").read_text("utf-8")))
+        files("mtlsprobe").joinpath("report/schema/report-v1.json").read_text("utf-8")))
     assert res.exit_code == 0, res.output
     (result,) = report["results"]
     assert result["source"] == "reflector" and result["verdict"] == "pass_end_to_end"

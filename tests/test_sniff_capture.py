@@ -20,10 +20,10 @@ import tlsgen
 from click.testing import CliRunner
 
 from mtlsprobe.capture.flows import CaptureReader
-from mtlsprobe.cli import main
+from mtlsprobe.cli.main import main
 from mtlsprobe.live import sniff
 from mtlsprobe.model import Attempt, CertKind, Endpoint
-from mtlsprobe.pipeline import judge
+from mtlsprobe.run.pipeline import judge
 from mtlsprobe.tls.observer import observe
 
 NO_SNIFF = sniff.unavailable()
@@ -61,7 +61,7 @@ def live_and_offline(mtls_server, files, tmp_path: Path, *extra: str):
                      *extra)
     assert code in (0, 12) and cap.exists()
     # analyze's pipeline on the file; the reader names each attempt from its pcapng comment
-    from mtlsprobe import expectations
+    from mtlsprobe.run import expectations
 
     expect = expectations.build(ca=[Path(files["root.pem"])], pins=(), baseline=None)
     observations = [observe(t) for t in CaptureReader(cap)]

@@ -20,14 +20,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mtlsprobe import pipeline
-from mtlsprobe.certs import cert_info
-from mtlsprobe.credentials import Credentials
+from mtlsprobe.live.credentials import Credentials
 from mtlsprobe.live.probe import ProbeOptions
 from mtlsprobe.model import CaseResult, Endpoint, Expectations, Verdict
+from mtlsprobe.model.certs import cert_info
 from mtlsprobe.report.build import build_report
 from mtlsprobe.report.jsonl import render_jsonl
 from mtlsprobe.report.jsonout import dumps
+from mtlsprobe.run import pipeline
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 _PROBED: dict[str, list[CaseResult]] = {}
@@ -85,7 +85,7 @@ def report_text(results: list[CaseResult], host: str, *, fmt: str = "json",
 
 
 def summarize(*args: str, input: bytes | None = None) -> tuple[int, str, str]:
-    from mtlsprobe.cli import main
+    from mtlsprobe.cli.main import main
 
     res = CliRunner().invoke(main, ["summarize", *args], input=input, catch_exceptions=False)
     return res.exit_code, res.stdout, res.stderr
@@ -312,8 +312,8 @@ def test_table_and_markdown_name_every_section(fleet):
 def test_streamed_json_equals_the_json_value(fleet):
     from datetime import datetime, timezone
 
-    from mtlsprobe.fleet.render import render_json, to_json_value
-    from mtlsprobe.fleet.rollup import roll_up
+    from mtlsprobe.report.fleet.render import render_json, to_json_value
+    from mtlsprobe.run.summarize import roll_up
 
     folder = fleet([("pc-90", "pass", "json"), ("pc-91", "unreachable", "jsonl")],
                    when=NOW - timedelta(days=9))

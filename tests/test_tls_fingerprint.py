@@ -376,7 +376,7 @@ def test_non_alphanumeric_alpn_on_a_capture_follows_the_written_spec():
 
 # --- the report carries it ----------------------------------------------------------------
 
-SCHEMA = json.loads(files("mtlsprobe").joinpath("schema/report-v1.json").read_text("utf-8"))
+SCHEMA = json.loads(files("mtlsprobe").joinpath("report/schema/report-v1.json").read_text("utf-8"))
 
 
 def _observation_schema(ja4: object) -> None:

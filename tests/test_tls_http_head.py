@@ -19,7 +19,6 @@ import tlsgen
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mtlsprobe.analyze import read_capture
 from mtlsprobe.model import (
     Chunk,
     Direction,
@@ -30,6 +29,7 @@ from mtlsprobe.model import (
     StreamEnd,
     Transcript,
 )
+from mtlsprobe.run.analyze import read_capture
 from mtlsprobe.tls.http_head import BODY_EXCERPT, HEAD_LIMIT, HttpHeads
 from mtlsprobe.tls.observer import POST_HANDSHAKE_RECORDS, observe
 

@@ -13,8 +13,8 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from tools import Mitmdump, OpenSSLServer, Tinyproxy, read_http_head, require_program, tls_request
 
-from mtlsprobe import pki
-from mtlsprobe.loopback.tls_contexts import client_context
+from mtlsprobe.live import pki
+from mtlsprobe_demo.tls_contexts import client_context
 
 pytestmark = pytest.mark.tools
 

@@ -41,7 +41,7 @@ def run(python: str, pyz: Path, *args: str, cwd: Path) -> subprocess.CompletedPr
 def test_archive_holds_the_package_and_pure_dependencies_only(pyz):
     names = zipfile.ZipFile(pyz).namelist()
     assert "__main__.py" in names
-    assert "mtlsprobe/cli.py" in names and "mtlsprobe/schema/report-v1.json" in names
+    assert "mtlsprobe/cli/main.py" in names and "mtlsprobe/report/schema/report-v1.json" in names
     assert "mtlsprobe/rules/signatures.json" in names
     assert any(n.startswith("click/") for n in names)
     assert any(n.startswith("tabulate/") for n in names)

@@ -15,8 +15,8 @@ import ssl
 import tempfile
 from dataclasses import dataclass
 
-from mtlsprobe import pki as pkimod
-from mtlsprobe.loopback.openssl_hooks import set_client_ca_names
+from mtlsprobe.live import pki as pkimod
+from mtlsprobe.live.openssl_hooks import set_client_ca_names
 from mtlsprobe.model import (
     Chunk,
     Direction,

@@ -22,7 +22,7 @@ from types import TracebackType
 import pytest
 from cryptography import x509
 
-from mtlsprobe import pki
+from mtlsprobe.live import pki
 
 READY_TIMEOUT = 20.0
 

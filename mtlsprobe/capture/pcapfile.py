@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from mtlsprobe.errors import InputError
+from mtlsprobe.model.errors import InputError
 
 # 128 KiB reads: each refill copies the chunk once, and a bigger one falls out of the CPU
 # cache (measured: 1 MiB reads made MTU-size frames 25 % slower to walk)

@@ -25,9 +25,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from mtlsprobe import __version__, pki
-from mtlsprobe.credentials import Credentials
+from mtlsprobe import __version__
+from mtlsprobe.live import pki
 from mtlsprobe.live.connect import Connection
+from mtlsprobe.live.credentials import Credentials
 from mtlsprobe.model import (
     Attempt,
     CertKind,

@@ -14,9 +14,9 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from mtlsprobe import pki
-from mtlsprobe.credentials import Credentials
+from mtlsprobe.live import pki
 from mtlsprobe.live.connect import ConnectFailure, open_connection
+from mtlsprobe.live.credentials import Credentials
 from mtlsprobe.live.handshake import run_attempt
 from mtlsprobe.live.proxy import RoutePlan, plan_routes
 from mtlsprobe.model import Attempt, CertKind, Endpoint, Route, Transcript

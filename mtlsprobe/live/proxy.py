@@ -19,8 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
-from mtlsprobe.errors import InputError
 from mtlsprobe.model import Endpoint, Route
+from mtlsprobe.model.errors import InputError
 
 DEFAULT_PROXY_PORT = 1080  # curl's default for http:// proxies without a port
 

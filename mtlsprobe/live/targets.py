@@ -11,8 +11,8 @@ import ipaddress
 import re
 from collections.abc import Iterable, Sequence
 
-from mtlsprobe.errors import InputError
 from mtlsprobe.model import Endpoint
+from mtlsprobe.model.errors import InputError
 
 DEFAULT_PORT = 8383
 

@@ -3,7 +3,7 @@
 Each line repeats who measured (host, agent certificate fingerprint and subject), when,
 with which command, and the judgement (verdict, reason, product, deciding rule, findings'
 ids/severities/summaries) plus a few key facts; never observations' raw bytes or key
-material. Schema: ``$defs/jsonl_line`` in schema/report-v1.json. Pure: Report in, text out.
+material. Schema: ``$defs/jsonl_line`` in report/schema/report-v1.json. Pure: Report in, text out.
 """
 
 from __future__ import annotations

@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from mtlsprobe import errors
-from mtlsprobe.model import Case, CaseResult, Evidence, Finding, Severity, Verdict
+from mtlsprobe.model import Case, CaseResult, Evidence, Finding, Severity, Verdict, errors
 
 RuleFn = Callable[[Case], Iterator[Finding]]
 

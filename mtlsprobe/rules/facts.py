@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 
-from mtlsprobe.certs import anchor_of, chain_pins
 from mtlsprobe.model import (
     BaselinePort,
     Case,
@@ -22,6 +21,7 @@ from mtlsprobe.model import (
     Seen,
     Stage,
 )
+from mtlsprobe.model.certs import anchor_of, chain_pins
 from mtlsprobe.rules.signatures import Match
 
 Chain = tuple[CertInfo, ...]

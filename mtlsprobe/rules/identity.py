@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from mtlsprobe.certs import leaf_shares_issuer_key
 from mtlsprobe.model import Case, Finding, Observation, Severity
+from mtlsprobe.model.certs import leaf_shares_issuer_key
 from mtlsprobe.rules.engine import finding, rule
 from mtlsprobe.rules.facts import (
     EXPECT_FIX,

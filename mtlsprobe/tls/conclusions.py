@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING
 
-from mtlsprobe.certs import CertError, cert_info
 from mtlsprobe.model import (
     CertInfo,
     CertRequestInfo,
@@ -33,6 +32,7 @@ from mtlsprobe.model import (
     StreamEnd,
     Transcript,
 )
+from mtlsprobe.model.certs import CertError, cert_info
 from mtlsprobe.tls.constants import cipher_suite_name, signature_scheme_name, version_name
 from mtlsprobe.tls.messages import Certificate
 

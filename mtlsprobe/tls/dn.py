@@ -3,7 +3,7 @@
 `cryptography` can print an ``x509.Name`` but offers no loader for a bare DER Name, so we
 walk the few DER layers ourselves (RDNSequence -> SET -> SEQUENCE {OID, value}) and let
 ``x509.Name.rfc4514_string()`` do the formatting: the result then matches the issuer
-strings of ``mtlsprobe.certs.cert_info`` exactly, which the rules compare against.
+strings of ``mtlsprobe.model.certs.cert_info`` exactly, which the rules compare against.
 """
 
 from __future__ import annotations

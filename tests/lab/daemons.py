@@ -6,7 +6,7 @@ the test (`ip netns exec NS prog ...` execs the program, so the Popen pid is the
 is declared ready by a poll-connect from inside its namespace or by a log line, and is
 stopped with terminate-then-kill. Never a system service.
 
-Also here: the lab PKI (mtlsprobe.pki, written to files) and `probe_from`, which runs the
+Also here: the lab PKI (mtlsprobe.live.pki, written to files) and `probe_from`, which runs the
 real CLI (`python3 -m mtlsprobe probe --format json`) inside a namespace.
 """
 
@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mtlsprobe import pki
-from mtlsprobe.certs import cert_info
+from mtlsprobe.live import pki
+from mtlsprobe.model.certs import cert_info
 
 from .netns import ADDR, LabError, Topology
 

@@ -36,7 +36,7 @@ def test_manifest_lists_every_capture_and_they_are_small():
         assert size == entry["bytes"] and size < 100_000, entry["file"]
 
 
-@pytest.mark.skipif(find_spec("mtlsprobe.commands.analyze") is None,
+@pytest.mark.skipif(find_spec("mtlsprobe.cli.analyze") is None,
                     reason="mtlsprobe analyze is not there yet")
 @pytest.mark.parametrize("entry", params())
 def test_analyze_gives_the_manifest_verdict(entry, tmp_path):

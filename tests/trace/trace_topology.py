@@ -106,8 +106,8 @@ def daemon(topo: TraceTopology, role: str, script: str, *args: str,
 
 SERVER_SCRIPT = """
 import sys
-from mtlsprobe import pki
-from mtlsprobe.loopback.server import ReferenceServer
+from mtlsprobe.live import pki
+from mtlsprobe_demo.server import ReferenceServer
 ca = pki.CA("Trace Lab Root", org="mtlsprobe trace lab")
 leaf = ca.issue("server.lab", sans=("server.lab", "10.252.3.2"), eku=(pki.SERVER_AUTH,))
 open(sys.argv[1], "wb").write(ca.cert_pem)
@@ -119,7 +119,7 @@ s.stop()
 
 INTERCEPTOR_SCRIPT = """
 import sys
-from mtlsprobe.loopback.intercepting_proxy import InterceptingProxy
+from mtlsprobe_demo.intercepting_proxy import InterceptingProxy
 p = InterceptingProxy(upstream=("10.252.3.2", 443), host="0.0.0.0", port=8443).start()
 print("ready", flush=True)
 sys.stdin.read()

@@ -1,0 +1,106 @@
+"""Where on the path: the hop trace judged alone or beside the handshakes, and the probe's
+own packet capture written for the ticket.
+
+Used by `mtlsprobe trace` and by `probe --trace/--capture`; the I/O is in live.hops and
+live.sniff, the judgement in the rules (MTLS05x).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from mtlsprobe.model import Case, CaseResult, Endpoint, Expectations, HopTrace, Route, Verdict
+from mtlsprobe.report.atomic import write_atomic
+
+HOP_RULES = ("MTLS051", "MTLS052", "MTLS053", "MTLS054", "MTLS055")
+DIRECT = Route(kind="direct", source="flag")
+
+
+def ipv4_of(target: Endpoint) -> Endpoint:
+    """`target` with its IPv4 address filled in (the trace is IPv4-only)."""
+    if target.ip:
+        return target
+    try:
+        infos = socket.getaddrinfo(target.host, target.port, socket.AF_INET, socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        return target
+    return replace(target, ip=infos[0][4][0]) if infos else target
+
+
+def judge_trace(target: Endpoint, hops: HopTrace, source: str | None = "flag") -> CaseResult:
+    """The hop rules over a case that has a trace and no handshakes."""
+    from mtlsprobe.rules.engine import decide, sort_key, spec
+
+    case = Case(target=target, route=DIRECT, observations=(), source=source, hops=hops)
+    findings = sorted((f for rule_id in HOP_RULES for f in spec(rule_id).fn(case)),
+                      key=sort_key)
+    verdict, _row, decider = decide(findings)
+    if decider is not None and verdict is not Verdict.PASS_END_TO_END:
+        reason = decider.summary
+    else:
+        verdict = Verdict.UNKNOWN
+        located = next((f for f in findings if f.rule == "MTLS051"), None)
+        reason = (
+            located.summary if located
+            else hops.error or (
+                f"No hop before the server answers: TCP at TTL {hops.tcp_distance}, the "
+                f"ClientHello at TTL {hops.tls_distance}; a trace alone cannot say whether "
+                "client certificates reach the server (run probe)."
+            )
+        )
+    return CaseResult(target=target, route=DIRECT, verdict=verdict, reason=reason,
+                      product=None, findings=tuple(findings), observations=(), source=source,
+                      hops=hops)
+
+
+def traced(results: Sequence[CaseResult], expect: Expectations, sni: str | None,
+           timeout: float) -> tuple[list[CaseResult], list[str]]:
+    """Direct-route results re-judged with a hop trace toward their server."""
+    from mtlsprobe.live import hops
+    from mtlsprobe.rules.engine import evaluate
+
+    out: list[CaseResult] = []
+    notes: list[str] = []
+    options = hops.TraceOptions(sni=sni, deadline=max(5.0, min(60.0, timeout * 3)))
+    for r in results:
+        if r.route.kind != "direct":
+            out.append(r)
+            continue
+        ip = next((o.server.ip for o in r.observations if o.server.ip), None)
+        target = replace(r.target, ip=ip) if ip else ipv4_of(r.target)
+        t = hops.trace(target, options)
+        if t.error and t.error not in notes:
+            notes.append(t.error)
+        case = Case(target=r.target, route=r.route, observations=r.observations,
+                    expect=expect, source=r.source, hops=t)
+        out.append(replace(evaluate(case), hops=t))
+    return out, notes
+
+
+CAPTURE_COMMENT = (
+    "mtlsprobe {version} probe capture: the probe's own connections only. Decryption "
+    "Secrets Block: {what}."
+)
+
+
+def write_capture(path: Path, log: object, include_agent: bool) -> list[str]:
+    """Write the sniffed packets of the probe's connections to `path` (pcapng, 0600)."""
+    from mtlsprobe import __version__
+    from mtlsprobe.live.sniff import SniffLog, attempt_comments, throwaway_keylog, to_pcapng
+
+    assert isinstance(log, SniffLog)
+    if not log.available:
+        return [f"no capture written to {path}: the probe could not sniff its packets "
+                "(root or CAP_NET_RAW needed)"]
+    keylog = throwaway_keylog(log.transcripts, include_agent=include_agent)
+    what = ("the throwaway sessions (no client certificate, untrusted certificate)"
+            + (" and the agent-certificate session (--capture-secrets)" if include_agent
+               else "; never the agent-certificate session"))
+    data = to_pcapng(log.packets, keylog=keylog,
+                     comment=CAPTURE_COMMENT.format(version=__version__, what=what),
+                     labels=attempt_comments(log.transcripts))
+    write_atomic(path, data, mode=0o600)
+    return [f"capture of {len(log.packets)} packets written to {path} (key log: {what})"]
