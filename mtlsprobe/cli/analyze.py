@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from mtlsprobe.cli.main import EXIT_CODES_HELP, emit, expectation_options, output_options
+from mtlsprobe.cli.common import EXIT_CODES_HELP, emit, expectation_options, output_options
 
 
 @click.command(epilog=EXIT_CODES_HELP)

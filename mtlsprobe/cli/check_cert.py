@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from mtlsprobe.cli.main import EXIT_CODES_HELP, credential_options, emit, output_options
+from mtlsprobe.cli.common import EXIT_CODES_HELP, credential_options, emit, output_options
 
 VERDICT_HELP = """\b
 Verdicts (so exit codes follow the probe bands):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from mtlsprobe.cli.main import EXIT_CODES_HELP
+from mtlsprobe.cli.common import EXIT_CODES_HELP
 from mtlsprobe.report.atomic import write_atomic
 
 SUMMARY_HELP = """\b
@@ -51,8 +51,7 @@ def summarize(
     the agents whose reports are stale or miss fields.
     """
     from mtlsprobe.report.fleet.render import render
-    from mtlsprobe.report.fleet.sites import load_site_map
-    from mtlsprobe.run.summarize import roll_up
+    from mtlsprobe.run.summarize import load_site_map, roll_up
 
     sites = load_site_map(site_map) if site_map else None
     summary = roll_up(reports, now=datetime.now(timezone.utc), stale_after_days=stale_after,

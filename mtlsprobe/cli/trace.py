@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from mtlsprobe.cli.main import EXIT_CODES_HELP, emit, output_options
+from mtlsprobe.cli.common import EXIT_CODES_HELP, emit, output_options
 from mtlsprobe.run.path import ipv4_of, judge_trace
 
 

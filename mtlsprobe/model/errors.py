@@ -23,6 +23,12 @@ class MtlsprobeError(Exception):
     exit_code = EXIT_BUG
 
 
+class UsageError(MtlsprobeError):
+    """The request does not make sense as given (options that exclude each other, nothing to do)."""
+
+    exit_code = EXIT_USAGE
+
+
 class InputError(MtlsprobeError):
     """Unreadable or malformed input: certificate, key, password, capture, report, target."""
 

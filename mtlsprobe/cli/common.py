@@ -1,0 +1,127 @@
+"""What every command shares: the exit-code epilogue, option groups, rendering and emitting.
+
+The commands import this module, never the entry point (``cli.main``), so the entry point
+can import the commands lazily without an import circle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from mtlsprobe.model import Report
+from mtlsprobe.report.atomic import write_atomic
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+   0  every target/route passes end to end
+   1  internal error (a bug; rerun with --debug)
+   2  usage error
+   3  bad input (unreadable file, wrong password, malformed capture or report)
+   4  environment problem (missing privilege or program)
+  10  something breaks client-certificate authentication
+      (inspected, terminated_by_lb, client_cert_rejected)
+  11  blocked, unreachable or proxy_auth_required
+  12  unknown: not enough evidence for a verdict
+"""
+
+FORMATS = ("table", "json", "markdown", "jsonl")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def output_options(fn: F) -> F:
+    fn = click.option(
+        "--output",
+        "-o",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Write the report to FILE (atomically) instead of stdout.",
+    )(fn)
+    fn = click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(FORMATS),
+        default="table",
+        show_default=True,
+        help="Report format.",
+    )(fn)
+    return fn
+
+
+def expectation_options(fn: F) -> F:
+    fn = click.option(
+        "--baseline",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="A report saved with `probe --save-baseline` on the server's own LAN.",
+    )(fn)
+    fn = click.option(
+        "--pin",
+        "pins",
+        multiple=True,
+        metavar="sha256/BASE64",
+        help="SPKI pin of any certificate in the real server's chain (repeatable).",
+    )(fn)
+    fn = click.option(
+        "--ca",
+        "ca",
+        multiple=True,
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="PEM bundle holding the real server's root CA (repeatable).",
+    )(fn)
+    return fn
+
+
+def credential_options(fn: F) -> F:
+    """--cert/--key | --pkcs12 and --password-file: the agent's own credentials."""
+    fn = click.option(
+        "--password-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="File holding the key password (else $MTLSPROBE_KEY_PASSWORD, else a prompt on "
+        "a terminal).",
+    )(fn)
+    fn = click.option(
+        "--pkcs12",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Agent certificate and key as PKCS#12 (.p12/.pfx).",
+    )(fn)
+    fn = click.option(
+        "--key",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Agent private key (PEM or DER; may be encrypted).",
+    )(fn)
+    fn = click.option(
+        "--cert",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Agent certificate (PEM or DER; may hold intermediates after the leaf).",
+    )(fn)
+    return fn
+
+
+def render(report: Report, fmt: str) -> str:
+    if fmt == "json":
+        from mtlsprobe.report.jsonout import dumps
+
+        return dumps(report)
+    if fmt == "jsonl":
+        from mtlsprobe.report.jsonl import render_jsonl
+
+        return render_jsonl(report)
+    if fmt == "markdown":
+        from mtlsprobe.report.markdown import render_markdown
+
+        return render_markdown(report)
+    from mtlsprobe.report.table import render_table
+
+    return render_table(report)
+
+
+def emit(report: Report, fmt: str, output: Path | None) -> None:
+    text = render(report, fmt)
+    if not text.endswith("\n"):
+        text += "\n"
+    if output:
+        write_atomic(output, text)
+    else:
+        click.echo(text, nl=False)

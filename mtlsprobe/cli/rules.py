@@ -1,0 +1,17 @@
+"""`mtlsprobe rules`: every rule id the engine and check-cert can emit, with severity and title."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+def rules() -> None:
+    """List every rule id with its severity and title."""
+    from tabulate import tabulate
+
+    from mtlsprobe.rules.agent_cert import CRED_RULES
+    from mtlsprobe.rules.engine import RULES
+
+    rows = [(r.id, r.severity.value, r.title) for r in (*RULES, *CRED_RULES)]
+    click.echo(tabulate(rows, headers=("id", "severity", "title"), tablefmt="simple"))
