@@ -14,36 +14,13 @@ import json
 import os
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import IO, Any
+
+from mtlsprobe.report.fleet.records import InputStats
 
 SUFFIXES = (".json", ".jsonl", ".ndjson", ".gz")
 MAX_DOCUMENT = 64 * 1024 * 1024  # a pretty-printed report larger than this is given up on
-EXAMPLES = 5
 _GZIP_MAGIC = b"\x1f\x8b"
-
-
-@dataclass
-class InputStats:
-    """What reading saw; counts are exact, examples are capped at EXAMPLES each."""
-
-    streams: int = 0
-    documents: int = 0
-    malformed: int = 0
-    foreign: int = 0
-    unreadable: list[str] = field(default_factory=list)
-    malformed_examples: list[str] = field(default_factory=list)
-    foreign_examples: list[str] = field(default_factory=list)
-
-    def bad_line(self, where: str, why: str) -> None:
-        self.malformed += 1
-        if len(self.malformed_examples) < EXAMPLES:
-            self.malformed_examples.append(f"{where}: {why}")
-
-    def foreign_document(self, where: str, why: str) -> None:
-        self.foreign += 1
-        if len(self.foreign_examples) < EXAMPLES:
-            self.foreign_examples.append(f"{where}: {why}")
 
 
 def expand(paths: Iterable[str], stats: InputStats) -> Iterator[str]:

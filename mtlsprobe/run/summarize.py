@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from pathlib import Path
 
 from mtlsprobe.model.errors import InputError
 from mtlsprobe.report.fleet.aggregate import FleetAggregator, FleetSummary
-from mtlsprobe.report.fleet.records import Foreign, rows_of
-from mtlsprobe.report.fleet.sites import SiteMap
-from mtlsprobe.run.report_files import InputStats, read_documents
+from mtlsprobe.report.fleet.records import Foreign, InputStats, rows_of
+from mtlsprobe.report.fleet.sites import SiteMap, parse_site_map
+from mtlsprobe.run.report_files import read_documents
 
 
 def roll_up(
@@ -36,3 +37,14 @@ def roll_up(
         problems += stats.unreadable[:3]
         raise InputError("no mtlsprobe report could be read (" + "; ".join(problems) + ")")
     return agg.summary(now, stale_after_days, sites, stats)
+
+
+def load_site_map(path: Path) -> SiteMap:
+    """Read --site-map FILE (CSV ``key,site``); one InputError line when it cannot be read."""
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            return parse_site_map(fh, str(path))
+    except OSError as exc:
+        raise InputError(f"cannot read site map {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"site map {path} is not UTF-8 text") from None

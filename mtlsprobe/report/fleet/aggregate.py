@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from mtlsprobe.model import Verdict, errors
-from mtlsprobe.report.fleet.records import Row
+from mtlsprobe.report.fleet.records import InputStats, Row
 from mtlsprobe.report.fleet.sites import SiteMap
-from mtlsprobe.run.report_files import InputStats
 
 #: Worst first: breaks before blocked before unknown before pass (as engine.overall).
 VERDICT_ORDER: tuple[Verdict, ...] = (

@@ -8,7 +8,7 @@ never raise: they become ``unknown`` values and are named in ``Row.missing``.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -16,6 +16,32 @@ from mtlsprobe.model import Verdict
 
 _VERDICTS = {v.value: v for v in Verdict}
 _DECIDING = ("breaks", "blocks", "rejects", "unknown")
+
+
+EXAMPLES = 5  # examples kept per kind of bad input
+
+
+@dataclass
+class InputStats:
+    """What reading saw; counts are exact, examples are capped at EXAMPLES each."""
+
+    streams: int = 0
+    documents: int = 0
+    malformed: int = 0
+    foreign: int = 0
+    unreadable: list[str] = field(default_factory=list)
+    malformed_examples: list[str] = field(default_factory=list)
+    foreign_examples: list[str] = field(default_factory=list)
+
+    def bad_line(self, where: str, why: str) -> None:
+        self.malformed += 1
+        if len(self.malformed_examples) < EXAMPLES:
+            self.malformed_examples.append(f"{where}: {why}")
+
+    def foreign_document(self, where: str, why: str) -> None:
+        self.foreign += 1
+        if len(self.foreign_examples) < EXAMPLES:
+            self.foreign_examples.append(f"{where}: {why}")
 
 
 class Foreign(ValueError):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import ipaddress
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 from mtlsprobe.model.errors import InputError
 
@@ -106,13 +105,3 @@ def parse_site_map(lines: Iterable[str], name: str = "site map") -> SiteMap:
         first = False
         sites.add(cells[0], cells[1])
     return sites
-
-
-def load_site_map(path: Path) -> SiteMap:
-    try:
-        with open(path, encoding="utf-8", newline="") as fh:
-            return parse_site_map(fh, str(path))
-    except OSError as exc:
-        raise InputError(f"cannot read site map {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise InputError(f"site map {path} is not UTF-8 text") from None
