@@ -41,6 +41,10 @@ class ProbeOptions:
     sniff_log: object | None = None  # a live.sniff.SniffLog that receives packets and notes
 
 
+#: The unrelated server name of the "other-name" attempt (RFC 2606 .invalid: never a real
+#: host). An interceptor mints a certificate for it; a terminator shows its one certificate.
+OTHER_NAME = "other-name.mtlsprobe.invalid"
+
 _untrusted_lock = threading.Lock()
 _untrusted: pki.Issued | None = None
 
@@ -76,6 +80,7 @@ def attempts_for(options: ProbeOptions) -> list[Attempt]:
             )
         )
     out.extend(Attempt(name=f"repeat-{i}") for i in range(2, max(1, options.repeat) + 1))
+    out.append(Attempt(name="other-name", sni=OTHER_NAME))
     return out
 
 
@@ -89,11 +94,11 @@ def _one(
     return run_attempt(
         conn,
         attempt,
-        sni=options.sni,
+        sni=attempt.sni or options.sni,
         credentials=options.credentials,
         untrusted=untrusted_identity(),
         deadline=deadline,
-        http_path=options.http_path,
+        http_path=None if attempt.sni else options.http_path,
         alpn=options.alpn,
         label=label,
     )

@@ -16,9 +16,12 @@ from mtlsprobe.model.transcript import Endpoint, Route
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BaselinePort:
-    """What the real server showed on one port, from a report taken on the server's LAN."""
+    """What the real server showed on one port (and server name), from a report taken on the
+    server's LAN: its chains, its CertificateRequest, and how it behaves (``behaviour``: fact
+    name -> every value the real server showed, see ``rules.behaviour``)."""
 
     port: int
+    server_name: str | None = None  # the SNI the baseline was taken with (None: no SNI)
     chain_sha256: tuple[tuple[str, ...], ...] = ()  # every distinct chain seen (leaf first)
     leaf_pins: tuple[str, ...] = ()
     cert_request: Seen = Seen.UNKNOWN
@@ -26,6 +29,8 @@ class BaselinePort:
     versions: tuple[str, ...] = ()
     cipher_suites: tuple[str, ...] = ()
     rejects_untrusted_cert: Seen = Seen.UNKNOWN
+    behaviour: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    leaves: tuple[CertInfo, ...] = ()  # the real server's leaf certificates, as seen
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -42,8 +47,19 @@ class Expectations:
     def any(self) -> bool:
         return bool(self.roots or self.pins or self.baseline)
 
-    def baseline_for(self, port: int) -> BaselinePort | None:
-        return next((b for b in self.baseline if b.port == port), None)
+    def baseline_for(self, port: int, server_name: str | None = None) -> BaselinePort | None:
+        """The baseline of this port and server name; by port alone when either has no name.
+
+        Matched by name and port, never by address: agents reach a VIP, the baseline is
+        taken on the server's LAN.
+        """
+        same_port = [b for b in self.baseline if b.port == port]
+        if server_name is not None:
+            named = [b for b in same_port if b.server_name is not None]
+            exact = [b for b in named if b.server_name.lower() == server_name.lower()]
+            if exact or named:
+                return exact[0] if exact else None
+        return same_port[0] if same_port else None
 
 
 class Severity(str, enum.Enum):
@@ -96,6 +112,9 @@ class Case:
     expect: Expectations = field(default_factory=Expectations)
     source: str | None = None  # where the target came from: "flag", "file:...", "capture"
     hops: HopTrace | None = None  # probe --trace: where on the path things answered
+    # handshakes that asked for an unrelated server name over the same route: evidence of the
+    # kind of middlebox only (mints for any name, or one fixed certificate), never of identity
+    other_name: tuple[Observation, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

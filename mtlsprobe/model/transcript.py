@@ -90,6 +90,9 @@ class Attempt:
     min_version: str | None = None
     client_cert: CertKind = CertKind.NONE
     client_cert_sha256: str | None = None
+    # a server name other than the target's (SNI), asked to see whether the far end mints a
+    # certificate for any name (an interceptor) or shows one fixed certificate (a terminator)
+    sni: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -123,14 +123,15 @@ VERDICT_TABLE: tuple[VerdictRow, ...] = (
     # MTLS080-082: a `serve` reflector received something other than what we sent.
     VerdictRow(
         Verdict.INSPECTED,
-        frozenset({"MTLS010", "MTLS013", "MTLS014", "MTLS080", "MTLS081", "MTLS082"}),
+        frozenset({"MTLS013", "MTLS014", "MTLS025", "MTLS080", "MTLS081", "MTLS082"}),
     ),
     VerdictRow(
         Verdict.TERMINATED_BY_LB,
-        frozenset({"MTLS016", "MTLS018", "MTLS020", "MTLS021", "MTLS024", "MTLS030"}),
+        frozenset({"MTLS016", "MTLS018", "MTLS020", "MTLS021", "MTLS024", "MTLS026", "MTLS027",
+                   "MTLS030"}),
     ),
-    # A foreign chain whose cause no signature names.
-    VerdictRow(Verdict.INSPECTED, frozenset({"MTLS011", "MTLS012"})),
+    # A foreign chain whose kind no evidence tells: re-signed somewhere on the path.
+    VerdictRow(Verdict.INSPECTED, frozenset({"MTLS010", "MTLS011", "MTLS012"})),
     VerdictRow(Verdict.CLIENT_CERT_REJECTED, frozenset({"MTLS033", "MTLS034", "MTLS070"})),
     # MTLS083 (a reflector confirms end to end) stands in for --pin/--baseline on its target.
     VerdictRow(Verdict.UNKNOWN, predicate=_is_unknown, unless=frozenset({"MTLS083"})),
@@ -179,19 +180,24 @@ def _product(verdict: Verdict, row: VerdictRow, findings: Sequence[Finding]) -> 
     return None
 
 
-RULE_MODULES = ("requests", "identity", "client_certs", "consistency", "path", "reflector",
-                "unknown")
+RULE_MODULES = ("requests", "identity", "kind", "behaviour", "client_certs", "consistency",
+                "path", "reflector", "unknown")
+_loaded: list[bool] = []
 
 
 def load_rules() -> None:
-    """Import the rule modules (registering their rules) once; RULES ends up in id order."""
-    if RULES:
+    """Import the rule modules (registering their rules) once; RULES ends up in id order.
+
+    Importing one rule module directly registers its rules early; the rest still load here.
+    """
+    if _loaded:
         return
     from importlib import import_module
 
     for name in RULE_MODULES:
         import_module(f"mtlsprobe.rules.{name}")
     RULES.sort(key=lambda s: s.id)
+    _loaded.append(True)
 
 
 def run_rules(case: Case) -> tuple[Finding, ...]:
@@ -215,7 +221,7 @@ def evaluate(case: Case) -> CaseResult:
         reason=reason,
         product=_product(verdict, row, findings),
         findings=findings,
-        observations=case.observations,
+        observations=(*case.observations, *case.other_name),
         source=case.source,
     )
 

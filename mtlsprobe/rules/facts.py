@@ -6,6 +6,7 @@ outside mtlsprobe.rules.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 
@@ -31,21 +32,6 @@ NGINX_CERT_MARKERS = ("No required SSL certificate was sent", "The SSL certifica
 CERT_HTTP_STATUSES = (495, 496)  # nginx: certificate error / certificate required
 _PRE_TLS = (Stage.DNS, Stage.TCP, Stage.PROXY)
 
-Chain = tuple[CertInfo, ...]
-
-
-FRESH_LEAF = timedelta(hours=72)
-
-
-NGINX_CERT_MARKERS = ("No required SSL certificate was sent", "The SSL certificate error")
-
-
-CERT_HTTP_STATUSES = (495, 496)  # nginx: certificate error / certificate required
-
-
-_PRE_TLS = (Stage.DNS, Stage.TCP, Stage.PROXY)
-
-
 def _ev(obs: Observation | None, field: str, value: object) -> Evidence:
     return Evidence(observation=obs.label if obs else "", field=field, value=str(value))
 
@@ -58,8 +44,21 @@ def _kind(obs: Observation) -> CertKind:
     return obs.attempt.client_cert if obs.attempt else CertKind.UNKNOWN
 
 
+def _server_name(case: Case) -> str | None:
+    """The name the agent asks for: the SNI sent, else the target when it is a name."""
+    name = next((o.sni for o in case.observations if o.sni), None)
+    if name:
+        return name
+    host = case.target.host
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    return None
+
+
 def _baseline(case: Case) -> BaselinePort | None:
-    return case.expect.baseline_for(case.target.port)
+    return case.expect.baseline_for(case.target.port, _server_name(case))
 
 
 def _chains(case: Case) -> list[tuple[Chain, list[Observation]]]:

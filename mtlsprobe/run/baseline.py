@@ -1,7 +1,10 @@
 """Baselines: what the real server showed, read back from a JSON report.
 
-``--save-baseline`` is just a report (``to_jsonable``) taken next to the server; this
-module extracts per-port facts from it. Pure: a decoded JSON value in, BaselinePorts out.
+``--save-baseline`` is just a report taken next to the server. Its observations are decoded
+back into the model's Observations (``report.jsonin``), so the chains, the CertificateRequest
+and the behaviour facts (``rules.behaviour_facts``) come from the same code that judges a
+live probe. One BaselinePort per port and server name (SNI): agents reach the server by
+name through a VIP, so the baseline is never matched by address.
 Raises ValueError/KeyError/TypeError for documents that are not v1 reports.
 """
 
@@ -11,7 +14,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mtlsprobe.model import BaselinePort, Seen
+from mtlsprobe.model import (
+    BaselinePort,
+    CertInfo,
+    CertKind,
+    Observation,
+    Outcome,
+    Seen,
+    Stage,
+)
+from mtlsprobe.report.jsonin import from_jsonable
+from mtlsprobe.rules.behaviour_facts import behaviour_facts
 
 _CERT_HTTP_REJECT = (495, 496)
 _NGINX_MARKERS = ("No required SSL certificate was sent", "The SSL certificate error")
@@ -21,11 +34,13 @@ _NGINX_MARKERS = ("No required SSL certificate was sent", "The SSL certificate e
 class _Port:
     chains: list[tuple[str, ...]] = field(default_factory=list)
     pins: list[str] = field(default_factory=list)
-    cert_request: set[str] = field(default_factory=set)
+    leaves: list[CertInfo] = field(default_factory=list)
+    cert_request: set[Seen] = field(default_factory=set)
     authorities: list[str] = field(default_factory=list)
     versions: list[str] = field(default_factory=list)
     ciphers: list[str] = field(default_factory=list)
     untrusted: set[str] = field(default_factory=set)  # "rejected" | "accepted"
+    behaviour: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _add(seq: list[Any], items: Iterable[Any]) -> None:
@@ -34,66 +49,77 @@ def _add(seq: list[Any], items: Iterable[Any]) -> None:
             seq.append(item)
 
 
-def _untrusted_outcome(obs: dict[str, Any]) -> str | None:
+def _untrusted_outcome(obs: Observation) -> str | None:
     """'rejected' / 'accepted' for an untrusted-certificate attempt, None otherwise."""
-    attempt = obs.get("attempt") or {}
-    if attempt.get("client_cert") != "untrusted":
+    if obs.attempt is None or obs.attempt.client_cert is not CertKind.UNTRUSTED:
         return None
-    http = obs.get("http") or {}
-    status = http.get("status")
-    body = http.get("body_excerpt") or ""
+    status = obs.http.status if obs.http is not None else None
+    body = obs.http.body_excerpt if obs.http is not None else ""
     if (
-        obs.get("outcome") == "rejected_by_server"
-        or obs.get("stage") == "first_read"
+        obs.outcome is Outcome.REJECTED_BY_SERVER
+        or obs.stage is Stage.FIRST_READ
         or status in _CERT_HTTP_REJECT
         or (status == 400 and any(m in body for m in _NGINX_MARKERS))
     ):
         return "rejected"
-    if obs.get("outcome") == "established" and status != 400:
+    if obs.outcome is Outcome.ESTABLISHED and status != 400:
         return "accepted"
     return None
 
 
-def _seen(values: set[str]) -> Seen:
-    if "yes" in values:
+def _seen(values: set[Seen]) -> Seen:
+    if Seen.YES in values:
         return Seen.YES
-    if "no" in values:
+    if Seen.NO in values:
         return Seen.NO
     return Seen.UNKNOWN
 
 
+def _server_name(observations: list[Observation]) -> str | None:
+    return next((o.sni for o in observations if o.sni), None)
+
+
+def _fold(acc: _Port, obs: Observation) -> None:
+    chain = obs.server_chain
+    if obs.server_chain_seen is Seen.YES and chain:
+        _add(acc.chains, [tuple(c.sha256 for c in chain)])
+        _add(acc.pins, [chain[0].spki_pin] if chain[0].spki_pin else [])
+        if all(leaf.sha256 != chain[0].sha256 for leaf in acc.leaves):
+            acc.leaves.append(chain[0])
+    acc.cert_request.add(obs.cert_request.seen)
+    if obs.cert_request.seen is Seen.YES:
+        _add(acc.authorities, obs.cert_request.authorities)
+    _add(acc.versions, [obs.version] if obs.version else [])
+    _add(acc.ciphers, [obs.cipher_suite] if obs.cipher_suite else [])
+    verdict = _untrusted_outcome(obs)
+    if verdict:
+        acc.untrusted.add(verdict)
+    for key, value in behaviour_facts(obs).items():
+        _add(acc.behaviour.setdefault(key, []), [value])
+
+
 def load_baseline(report_json: Any) -> tuple[BaselinePort, ...]:
-    """Per-port facts of the real server from a v1 report, ordered by port."""
+    """Per-port (and server name) facts of the real server from a v1 report, by port."""
     if not isinstance(report_json, dict):
         raise TypeError("a report is a JSON object")
     if report_json.get("schema_version") != 1:
         raise ValueError(f"unsupported schema_version {report_json.get('schema_version')!r}")
-    ports: dict[int, _Port] = {}
+    ports: dict[tuple[int, str | None], _Port] = {}
     for result in report_json["results"]:
         port = int(result["target"]["port"])
-        acc = ports.setdefault(port, _Port())
+        observations = [from_jsonable(Observation, o) for o in result.get("observations", ())]
+        own = [o for o in observations if o.attempt is None or not o.attempt.sni]
+        acc = ports.setdefault((port, _server_name(own)), _Port())
         rules = {f["rule"] for f in result.get("findings", ())}
         if "MTLS032" in rules:
             acc.untrusted.add("rejected")
         if rules & {"MTLS030", "MTLS031"}:
             acc.untrusted.add("accepted")
-        for obs in result.get("observations", ()):
-            chain = obs.get("server_chain") or []
-            if obs.get("server_chain_seen") == "yes" and chain:
-                _add(acc.chains, [tuple(c["sha256"] for c in chain)])
-                _add(acc.pins, [chain[0]["spki_pin"]] if chain[0].get("spki_pin") else [])
-            req = obs.get("cert_request") or {}
-            acc.cert_request.add(req.get("seen", "unknown"))
-            if req.get("seen") == "yes":
-                _add(acc.authorities, req.get("authorities", ()))
-            _add(acc.versions, [obs["version"]] if obs.get("version") else [])
-            _add(acc.ciphers, [obs["cipher_suite"]] if obs.get("cipher_suite") else [])
-            verdict = _untrusted_outcome(obs)
-            if verdict:
-                acc.untrusted.add(verdict)
+        for obs in own:
+            _fold(acc, obs)
     out = []
-    for port, acc in sorted(ports.items()):
-        if not acc.chains and "yes" not in acc.cert_request:
+    for (port, name), acc in sorted(ports.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+        if not acc.chains and Seen.YES not in acc.cert_request:
             continue  # nothing completed on this port: no baseline to speak of
         if "rejected" in acc.untrusted and "accepted" not in acc.untrusted:
             rejects = Seen.YES
@@ -103,6 +129,7 @@ def load_baseline(report_json: Any) -> tuple[BaselinePort, ...]:
             rejects = Seen.UNKNOWN
         out.append(BaselinePort(
             port=port,
+            server_name=name,
             chain_sha256=tuple(acc.chains),
             leaf_pins=tuple(acc.pins),
             cert_request=_seen(acc.cert_request),
@@ -110,5 +137,7 @@ def load_baseline(report_json: Any) -> tuple[BaselinePort, ...]:
             versions=tuple(acc.versions),
             cipher_suites=tuple(acc.ciphers),
             rejects_untrusted_cert=rejects,
+            behaviour=tuple((k, tuple(v)) for k, v in acc.behaviour.items()),
+            leaves=tuple(acc.leaves),
         ))
     return tuple(out)

@@ -53,12 +53,14 @@ def judge(
     expect: Expectations,
     source: str | None = None,
 ) -> CaseResult:
+    other = tuple(o for o in observations if o.attempt is not None and o.attempt.sni)
     case = Case(
         target=target,
         route=route,
-        observations=tuple(observations),
+        observations=tuple(o for o in observations if o.attempt is None or not o.attempt.sni),
         expect=expect,
         source=source,
+        other_name=other,
     )
     return evaluate(case)
 

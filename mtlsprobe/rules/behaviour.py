@@ -1,0 +1,126 @@
+"""Does the far end behave like the real server? Every fact seen against the baseline's
+(MTLS027-028), and a baseline that has nothing for this port or name (MTLS093).
+
+A certificate and key can be copied onto a load balancer (SSL offload); its TLS stack still
+answers differently: another ALPN choice, another reaction to an untrusted certificate,
+other session tickets, another HTTP head. Facts come from ``rules.behaviour_facts``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from mtlsprobe.model import Case, Finding, Observation, Severity
+from mtlsprobe.rules.behaviour_facts import HTTP, TCP, TLS, behaviour_facts, layer_of
+from mtlsprobe.rules.engine import finding, rule
+from mtlsprobe.rules.facts import (
+    LB_FIX,
+    _baseline,
+    _confirmed,
+    _ev,
+    _server_name,
+    _target,
+)
+
+
+@dataclass(frozen=True)
+class Difference:
+    obs: Observation
+    key: str
+    value: str
+    expected: tuple[str, ...]
+
+
+def differences(case: Case) -> list[Difference]:
+    """Facts seen on this path that the real server never showed in the baseline."""
+    base = _baseline(case)
+    if base is None or not base.behaviour:
+        return []
+    known = dict(base.behaviour)
+    seen: set[tuple[str, str]] = set()
+    out: list[Difference] = []
+    for obs in case.observations:
+        for key, value in behaviour_facts(obs).items():
+            if key in known and value not in known[key] and (key, value) not in seen:
+                seen.add((key, value))
+                out.append(Difference(obs, key, value, known[key]))
+    return out
+
+
+def _evidence(diffs: list[Difference]) -> list:
+    return [_ev(d.obs, d.key, f"{d.value} (the real server: {' | '.join(d.expected)})")
+            for d in diffs]
+
+
+@rule("MTLS027", "Far end behaves unlike the real server", Severity.BREAKS)
+def behaves_unlike_baseline(case: Case) -> Iterator[Finding]:
+    diffs = [d for d in differences(case) if layer_of(d.key) != TCP]
+    if not diffs:
+        return
+    tls = [d for d in diffs if layer_of(d.key) == TLS]
+    facts = ", ".join(dict.fromkeys(d.key.split("[")[0] for d in diffs))
+    chains = [o.server_chain for o in case.observations if o.server_chain]
+    genuine = bool(chains) and all(_confirmed(case, c) for c in chains)
+    if tls and genuine:
+        yield finding(
+            "MTLS027",
+            f"{_target(case)} presents the real server's certificate, but its TLS stack "
+            f"answers unlike the real server ({facts}): a TLS terminator holding the server's "
+            "own certificate and key (SSL offload) answers instead of the server.",
+            evidence=_evidence(diffs),
+            remediation=LB_FIX.format(t=_target(case)) + " Copying the server's key onto the "
+            "load balancer does not carry the agent's certificate to the server.",
+        )
+    elif tls:
+        yield finding(
+            "MTLS027",
+            f"The far end for {_target(case)} answers unlike the real server ({facts}).",
+            evidence=_evidence(diffs),
+            severity=Severity.WARNING,
+        )
+    else:
+        http = [d for d in diffs if layer_of(d.key) == HTTP]
+        yield finding(
+            "MTLS027",
+            f"The HTTP answer from {_target(case)} differs from the real server's ({facts}): "
+            "an HTTP-aware box may answer instead of the server, so end to end cannot be "
+            "confirmed.",
+            evidence=_evidence(http),
+            remediation="Compare with a baseline taken the same way (same --http-path) next "
+            "to the server; if the server's software changed, take a new baseline.",
+            severity=Severity.UNKNOWN,
+        )
+
+
+@rule("MTLS028", "TCP answered by another stack than in the baseline", Severity.INFO)
+def tcp_unlike_baseline(case: Case) -> Iterator[Finding]:
+    diffs = [d for d in differences(case) if layer_of(d.key) == TCP]
+    if diffs:
+        yield finding(
+            "MTLS028",
+            f"The TCP connection to {_target(case)} is answered by another TCP stack than the "
+            "real server's (an L4 proxy or load balancer, or a different host): not a "
+            "problem for client certificates by itself.",
+            evidence=_evidence(diffs),
+        )
+
+
+@rule("MTLS093", "No baseline for this port and name", Severity.UNKNOWN)
+def baseline_missing(case: Case) -> Iterator[Finding]:
+    if not case.expect.baseline or _baseline(case) is not None:
+        return
+    if not any(o.version for o in case.observations):
+        return  # nothing answered TLS: other rules say why
+    name = _server_name(case)
+    have = ", ".join(
+        f"{b.server_name or '(no name)'}:{b.port}" for b in case.expect.baseline
+    )
+    yield finding(
+        "MTLS093",
+        f"The baseline has nothing for {name or 'this target'} on port {case.target.port}, so "
+        "what answers here cannot be compared with the real server.",
+        evidence=[_ev(None, "baseline", have), _ev(None, "server_name", name or "-")],
+        remediation="Take the baseline on the server's LAN against every port and server "
+        "name the agents use (mtlsprobe probe NAME:PORT ... --save-baseline FILE).",
+    )

@@ -1,0 +1,144 @@
+"""Which kind of box re-signs the chain: an interceptor (mints a certificate for whatever
+name is asked) or a terminator (one fixed certificate for this name, from its own or a
+public CA) (MTLS025-026). The remediation follows the kind: exempt from inspection, or pass
+TCP through on the load balancer.
+
+Evidence, strongest first:
+- interceptor: a certificate naming the unrelated name of the other-name handshake; a leaf
+  that reuses its issuer's key; a leaf copying the real certificate's subject and validity
+  under another key; then, weaker, a leaf made hours ago or an explicit proxy on the route;
+- terminator: the very same leaf for the unrelated name; then, weaker, the unrelated name
+  refused while the agent's name is answered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from mtlsprobe.model import Case, CertInfo, Evidence, Finding, Observation, Severity
+from mtlsprobe.model.certs import leaf_shares_issuer_key
+from mtlsprobe.rules.engine import finding, rule
+from mtlsprobe.rules.facts import (
+    FRESH_LEAF,
+    INSPECT_FIX,
+    LB_FIX,
+    Chain,
+    _anchor,
+    _baseline,
+    _chains,
+    _confirmed,
+    _ev,
+    _identity_checked,
+    _target,
+)
+
+STRONG, WEAK = 2, 1
+
+
+def foreign_chains(case: Case) -> list[tuple[Chain, list[Observation]]]:
+    """Chains that are not the real server's, as far as the expectations tell."""
+    if not case.expect.any:
+        return []
+    out = []
+    for chain, seen_by in _chains(case):
+        if _confirmed(case, chain):
+            continue
+        if _anchor(case, chain) is not None and not _identity_checked(case):
+            continue  # builds to --ca and nothing more to check: MTLS017's question
+        out.append((chain, seen_by))
+    return out
+
+
+def _names(cert: CertInfo) -> str:
+    return " ".join((cert.subject, *cert.san_dns)).lower()
+
+
+def _other_name_leaves(case: Case) -> list[tuple[Observation, CertInfo]]:
+    return [(o, o.server_chain[0]) for o in case.other_name if o.server_chain]
+
+
+def interceptor_evidence(case: Case, chain: Chain, seen_by: list[Observation]
+                         ) -> tuple[int, list[Evidence]]:
+    """(strength, evidence) that `chain` was minted on the path; strength 0: none."""
+    leaf, obs = chain[0], seen_by[0]
+    for other, other_leaf in _other_name_leaves(case):
+        asked = other.attempt.sni if other.attempt is not None else None
+        if asked and asked.lower() in _names(other_leaf):
+            return STRONG, [_ev(other, "server_chain[0].subject", other_leaf.subject),
+                            _ev(other, "server_chain[0].san_dns",
+                                ", ".join(other_leaf.san_dns) or "-"),
+                            _ev(other, "attempt.sni", asked)]
+    if leaf_shares_issuer_key((*chain, *case.expect.roots)):
+        return STRONG, [_ev(obs, "server_chain[0].spki_pin", leaf.spki_pin),
+                        _ev(obs, "server_chain[0].issuer", f"{leaf.issuer} (same key)")]
+    base = _baseline(case)
+    for real in base.leaves if base is not None else ():
+        if real.spki_pin != leaf.spki_pin and real.subject == leaf.subject and (
+            (real.not_before, real.not_after) == (leaf.not_before, leaf.not_after)
+            or (real.san_dns and real.san_dns == leaf.san_dns)
+        ):
+            return STRONG, [_ev(obs, "server_chain[0].subject", leaf.subject),
+                            _ev(obs, "server_chain[0].issuer", leaf.issuer),
+                            _ev(None, "baseline leaf issuer", real.issuer)]
+    if abs(obs.observed_at - leaf.not_before) <= FRESH_LEAF:
+        return WEAK, [_ev(obs, "server_chain[0].not_before", leaf.not_before.isoformat()),
+                      _ev(obs, "observed_at", obs.observed_at.isoformat())]
+    if case.route.kind == "http_proxy":
+        return WEAK, [_ev(None, "route", case.route.name)]
+    return 0, []
+
+
+def terminator_evidence(case: Case, chain: Chain) -> tuple[int, list[Evidence]]:
+    """(strength, evidence) that `chain` is one fixed certificate; strength 0: none."""
+    others = _other_name_leaves(case)
+    same = [(o, c) for o, c in others if c.sha256 == chain[0].sha256]
+    if same:
+        o, c = same[0]
+        return STRONG, [_ev(o, "server_chain[0].sha256", f"{c.sha256} (the same leaf)"),
+                        _ev(o, "attempt.sni", o.attempt.sni if o.attempt else "-")]
+    refused = [o for o in case.other_name if not o.server_chain and o.version is None]
+    if case.other_name and len(refused) == len(case.other_name):
+        return WEAK, [_ev(o, "outcome", o.outcome.value) for o in refused]
+    return 0, []
+
+
+def _kind(case: Case) -> tuple[str, list[Evidence]] | None:
+    """'interceptor' or 'terminator' for the foreign chains of this case, with evidence."""
+    best: tuple[int, str, list[Evidence]] = (0, "", [])
+    for chain, seen_by in foreign_chains(case):
+        i, i_ev = interceptor_evidence(case, chain, seen_by)
+        t, t_ev = terminator_evidence(case, chain)
+        # strong beats weak; at equal strength the interceptor's evidence wins
+        for strength, kind, ev in ((i, "interceptor", i_ev), (t, "terminator", t_ev)):
+            if strength > best[0]:
+                best = (strength, kind, ev)
+    return (best[1], best[2]) if best[0] else None
+
+
+@rule("MTLS025", "Certificates minted on the path (an interceptor)", Severity.BREAKS)
+def interceptor(case: Case) -> Iterator[Finding]:
+    kind = _kind(case)
+    if kind is None or kind[0] != "interceptor":
+        return
+    yield finding(
+        "MTLS025",
+        f"Something between here and {_target(case)} mints the server certificate on the fly "
+        "(an SSL-intercepting proxy or a firewall's TLS inspection); it cannot present the "
+        "agent's certificate to the server.",
+        evidence=kind[1],
+        remediation=INSPECT_FIX.format(t=_target(case)),
+    )
+
+
+@rule("MTLS026", "One fixed certificate of its own (a terminator)", Severity.BREAKS)
+def terminator(case: Case) -> Iterator[Finding]:
+    kind = _kind(case)
+    if kind is None or kind[0] != "terminator":
+        return
+    yield finding(
+        "MTLS026",
+        f"A TLS terminator (load balancer or reverse proxy) answers for {_target(case)} with "
+        "one fixed certificate of its own; the agent's certificate ends there.",
+        evidence=kind[1],
+        remediation=LB_FIX.format(t=_target(case)),
+    )
