@@ -350,7 +350,7 @@ def probe(
     if capture:
         path_notes += path_evidence.write_capture(capture, sniff_log, capture_secrets)
     if reflectors:
-        from mtlsprobe.live.reflector import probe_reflectors
+        from mtlsprobe.run.reflector import probe_reflectors
 
         results += probe_reflectors(reflectors, options, expect, reflector_secret_file)
     inputs: dict[str, object] = {
