@@ -23,6 +23,7 @@ from mtlsprobe.model import Endpoint, Expectations, Verdict
 from mtlsprobe.model.certs import cert_info
 from mtlsprobe.run import analyze as offline
 from mtlsprobe.run import pipeline
+from mtlsprobe.run.captures import read_keylogs
 from mtlsprobe.tls.observer import observe
 
 _spec = importlib.util.spec_from_file_location(
@@ -59,7 +60,7 @@ def live_and_offline(address: tuple[str, int], expect: Expectations, tmp_path: P
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write("".join(t.keylog or "" for t in transcripts))
-        run = offline.analyze([pcap], expect, keylog_texts=offline.read_keylogs([keys]))
+        run = offline.analyze([pcap], expect, keylog_texts=read_keylogs([keys]))
     finally:
         keys.unlink()
     [result] = run.results

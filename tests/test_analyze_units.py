@@ -1,5 +1,6 @@
-"""mtlsprobe.run.analyze pieces: --server parsing/matching, grouping connections into servers,
-and reading a stream whose SYN was not captured but which starts with its hello."""
+"""mtlsprobe.run.analyze, run.tallies and run.captures pieces: --server parsing/matching,
+grouping connections into servers, and reading a stream whose SYN was not captured but which
+starts with its hello."""
 
 from __future__ import annotations
 
@@ -12,14 +13,9 @@ import pytest
 from mtlsprobe.capture.flows import CaptureReader
 from mtlsprobe.model import Endpoint, HttpExchange, Outcome, Seen
 from mtlsprobe.model.errors import InputError
-from mtlsprobe.run.analyze import (
-    MAX_BEHAVIOURS,
-    ServerFilter,
-    ServerTally,
-    behaviour,
-    group_by_server,
-    read_capture,
-)
+from mtlsprobe.run.analyze import ServerFilter
+from mtlsprobe.run.captures import read_capture
+from mtlsprobe.run.tallies import MAX_BEHAVIOURS, ServerTally, behaviour, group_by_server
 from mtlsprobe.tls.observer import observe
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "pcaps"

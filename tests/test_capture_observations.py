@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from mtlsprobe.capture.flows import CaptureReader
-from mtlsprobe.capture.observations import ObservationReader, iter_observations, merge_keylogs
+from mtlsprobe.capture.observations import ObservationReader, iter_observations
 from mtlsprobe.run.progress import ProgressBar, progress_for
-from mtlsprobe.tls.keylog import KeyLog
+from mtlsprobe.tls.keylog import KeyLog, merge_keylogs, parse_keylogs
 from mtlsprobe.tls.observer import observe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,6 +115,21 @@ def test_merge_keylogs_keeps_every_secret() -> None:
     assert merged is not None and len(merged) == 2 and merged.skipped_lines == 1
     assert merge_keylogs(None, None) is None
     assert merge_keylogs(a) is a
+
+
+@pytest.mark.parametrize("texts", [
+    [],
+    ["", "  \n"],
+    ["# only a comment\n"],
+    [f"CLIENT_RANDOM {'11' * 32} {'aa' * 48}", f"CLIENT_RANDOM {'11' * 32} {'cc' * 48}\nbad\n"],
+    [f"CLIENT_RANDOM {'11' * 32} {'aa' * 48}\r", "", f"EXPORTER_SECRET {'11' * 32} {'dd' * 32}"],
+])
+def test_parse_keylogs_equals_parsing_the_joined_texts(texts: list[str]) -> None:
+    """Each --keylog text parsed and merged equals the texts joined and parsed once (what
+    analyze did before the merge lived in tls.keylog): later texts win, skips add up."""
+    joined = "\n".join(t for t in texts if t)
+    expected = KeyLog.parse(joined) if joined.strip() else None
+    assert parse_keylogs(texts) == expected
 
 
 def test_progress_hook_reaches_the_file_size() -> None:

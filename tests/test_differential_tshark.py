@@ -3,7 +3,7 @@
 1. The shared real-world corpus (../shared/pcaps/manifest.json, facts extracted by tshark
    4.0.17, with the listed key logs): for every TLS handshake, SNI, negotiated version,
    server chain subjects, CertificateRequest presence and CA names, client certificate
-   presence and alerts must agree with ``mtlsprobe.run.analyze.read_capture`` (same key logs).
+   presence and alerts must agree with ``mtlsprobe.run.captures.read_capture`` (same key logs).
    Each capture parsed once. Differences are listed per file and fact with the reason:
    LEGIT (tshark and we legitimately differ) or KNOWN_GAPS (our shortfall, not yet fixed).
    The lists stay honest: each listed difference must still occur.
@@ -25,7 +25,7 @@ from cryptography import x509
 from test_capture_realpcaps import EXPECTED_MISSES
 
 from mtlsprobe.model import Direction, Observation, Seen
-from mtlsprobe.run.analyze import read_capture
+from mtlsprobe.run.captures import read_capture
 
 PCAPS = Path(__file__).resolve().parents[1].parent / "shared" / "pcaps"
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "pcaps"

@@ -23,18 +23,17 @@ from mtlsprobe.cli.main import main
 from mtlsprobe.live import pki
 from mtlsprobe.live.credentials import Credentials
 from mtlsprobe.live.probe import ProbeOptions, untrusted_identity
-from mtlsprobe.live.reflector import (
+from mtlsprobe.live.reflector import Reflector, generated_identity
+from mtlsprobe.live.reflector_echo import (
     ECHO_HEADER,
     HMAC_HEADER,
-    Reflector,
     first_client_hello,
-    generated_identity,
     parse_echo,
-    probe_reflector,
     sign,
 )
 from mtlsprobe.model import CaseResult, Endpoint, Expectations, Verdict
 from mtlsprobe.model.certs import cert_info
+from mtlsprobe.run.reflector import probe_reflector
 from mtlsprobe_demo.intercepting_proxy import InterceptingProxy
 from mtlsprobe_demo.tcp_relay import TcpRelay
 

@@ -29,7 +29,7 @@ from mtlsprobe.model import (
     StreamEnd,
     Transcript,
 )
-from mtlsprobe.run.analyze import read_capture
+from mtlsprobe.run.captures import read_capture
 from mtlsprobe.tls.http_head import BODY_EXCERPT, HEAD_LIMIT, HttpHeads
 from mtlsprobe.tls.observer import POST_HANDSHAKE_RECORDS, observe
 

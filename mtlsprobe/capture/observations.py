@@ -26,26 +26,12 @@ from typing import BinaryIO
 
 from mtlsprobe.capture.flows import CONNECT_LIMIT, CaptureReader, Connection, Side
 from mtlsprobe.model import Direction, Observation
-from mtlsprobe.tls.keylog import KeyLog
+from mtlsprobe.tls.keylog import KeyLog, merge_keylogs
 from mtlsprobe.tls.observer import Observer, starts_with_hello
 
 Progress = Callable[[int, int | None], None]
 # A connection that began before the capture waits for both sides' first bytes, up to this.
 WAIT_LIMIT = 64 * 1024
-
-
-def merge_keylogs(*logs: KeyLog | None) -> KeyLog | None:
-    """One KeyLog holding every secret of ``logs`` (later logs win on conflicts)."""
-    present = [k for k in logs if k is not None]
-    if not present:
-        return None
-    if len(present) == 1:
-        return present[0]
-    entries: dict[bytes, dict[str, bytes]] = {}
-    for log in present:
-        for random, secrets in log.entries.items():
-            entries.setdefault(random, {}).update(secrets)
-    return KeyLog(entries=entries, skipped_lines=sum(k.skipped_lines for k in present))
 
 
 class _Feed:

@@ -51,11 +51,12 @@ def analyze(
     """
     from mtlsprobe.run import analyze as offline
     from mtlsprobe.run import expectations, pipeline
+    from mtlsprobe.run.captures import read_keylogs
     from mtlsprobe.run.progress import LARGE
 
     server_filters = [offline.ServerFilter.parse(s) for s in servers]
     expect = expectations.build(ca=ca, pins=pins, baseline=baseline)
-    keylog_texts = offline.read_keylogs(keylogs)
+    keylog_texts = read_keylogs(keylogs)
     run = offline.analyze(
         captures, expect, keylog_texts=keylog_texts, servers=server_filters, ports=ports,
         progress_from=LARGE, jobs=jobs,

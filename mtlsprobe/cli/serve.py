@@ -76,6 +76,7 @@ def serve(
     the way proves something re-originates TLS.
     """
     from mtlsprobe.live import reflector
+    from mtlsprobe.live.reflector_echo import read_secret
     from mtlsprobe.model.certs import cert_info
 
     host, port = parse_listen(listen)
@@ -88,7 +89,7 @@ def serve(
         raise click.UsageError("--cert and --key go together")
     if cert and names:
         raise click.UsageError("--name applies to the generated certificate only")
-    secret = reflector.read_secret(secret_file)
+    secret = read_secret(secret_file)
     if cert and key:
         from mtlsprobe.live.credentials import password_from
 

@@ -1,27 +1,19 @@
-"""The reference listener (`mtlsprobe serve`) and the probe side of `probe --reflector`.
+"""The reference listener (`mtlsprobe serve`): an mTLS server that echoes each connection.
 
 Boundary: the listener requests (and accepts) any client certificate and answers every
 connection with a JSON echo of what arrived: the raw ClientHello's digest, JA3 and offered
 parameters, the client chain (SHA-256), the TLS version and cipher, the peer address, and
 the chain it presented; optionally HMAC-signed with a shared secret so a middlebox cannot
-forge it. The probe side runs the usual attempts against it, reads each echo and attaches
-it (with the digest of the ClientHello we sent) to the Observation; rules MTLS080-MTLS084
-compare. Bounded: connection limit, per-connection deadline, no file writes (keys are loaded
-through an anonymous memory file where the OS has one).
-
-Why the ClientHello digest: JA3 only summarises the offer; the ClientHello bytes include our
-random, so a digest match proves the far end received *our* ClientHello, not a re-made one.
+forge it. The echo format (and its signing) is ``live.reflector_echo``; the probe side that
+reads it is ``run.reflector``. Bounded: connection limit, per-connection deadline, no file
+writes (keys are loaded through an anonymous memory file where the OS has one).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
-import dataclasses
 import datetime as dt
 import hashlib
-import hmac
 import json
 import os
 import socket
@@ -36,93 +28,25 @@ from cryptography.hazmat.primitives import serialization
 
 from mtlsprobe.live import openssl_hooks, pki
 from mtlsprobe.live.credentials import PasswordSource, load_credentials
-from mtlsprobe.live.probe import ProbeOptions, probe_target
-from mtlsprobe.live.tcp_service import PEER_ERRORS, TcpService
-from mtlsprobe.model import (
-    CaseResult,
-    Direction,
-    Endpoint,
-    Expectations,
-    Observation,
-    ReflectorEcho,
-    Transcript,
-    certs,
+from mtlsprobe.live.reflector_echo import (
+    ECHO_HEADER,
+    HMAC_HEADER,
+    build_echo,
+    encode_echo,
+    first_client_hello,
+    sign,
 )
+from mtlsprobe.live.tcp_service import PEER_ERRORS, TcpService
+from mtlsprobe.model import certs
 from mtlsprobe.model.errors import EnvironmentProblem, InputError
-from mtlsprobe.tls.constants import HandshakeType, cipher_suite_name, version_name
-from mtlsprobe.tls.messages import ClientHello, HandshakeAssembler, parse_client_hello
-from mtlsprobe.tls.reader import DecodeError
-from mtlsprobe.tls.records import RecordSplitter
+from mtlsprobe.tls.messages import ClientHello
 
-ECHO_PATH = "/mtlsprobe/echo"
-ECHO_HEADER = "X-Mtlsprobe-Echo"
-HMAC_HEADER = "X-Mtlsprobe-Echo-Hmac"
-SECRET_ENV = "MTLSPROBE_REFLECTOR_SECRET"
-ECHO_VERSION = 1
 MAX_REQUEST = 16 * 1024
 MAX_HELLO = 64 * 1024
 _HTTP_METHODS = (b"GET ", b"HEAD ", b"POST ", b"PUT ", b"OPTIONS ", b"DELETE ", b"PATCH ")
 
 
-# --- the ClientHello, from raw bytes (both sides use this) --------------------------------
-
-
-def first_client_hello(stream: bytes) -> tuple[ClientHello, str] | None:
-    """The first ClientHello in a client->server byte stream and the SHA-256 (hex) of the
-    whole handshake message (header + body); None when the bytes do not hold one."""
-    splitter = RecordSplitter()
-    assembler = HandshakeAssembler()
-    try:
-        for rec in splitter.feed(stream):
-            if rec.content_type != 22:  # handshake
-                return None
-            for msg in assembler.feed(rec.payload):
-                if msg.msg_type != HandshakeType.CLIENT_HELLO:
-                    return None
-                raw = bytes([msg.msg_type]) + len(msg.body).to_bytes(3, "big") + msg.body
-                return parse_client_hello(msg.body), hashlib.sha256(raw).hexdigest()
-    except DecodeError:
-        return None
-    return None
-
-
-def hello_facts(hello: ClientHello, digest: str) -> dict[str, object]:
-    return {
-        "sha256": digest,
-        "ja3": hello.ja3,
-        "ja3_string": hello.ja3_string,
-        "versions": [version_name(v) for v in hello.offered_versions],
-        "cipher_suites": [cipher_suite_name(c) for c in hello.cipher_suites],
-        "sni": hello.sni,
-        "alpn": list(hello.alpn),
-    }
-
-
-# --- signing -------------------------------------------------------------------------------
-
-
-def sign(echo: bytes, secret: bytes) -> str:
-    return hmac.new(secret, echo, hashlib.sha256).hexdigest()
-
-
-def read_secret(path: Path | None, environ: dict[str, str] | None = None) -> bytes | None:
-    """The shared secret from FILE (first line, stripped), else $MTLSPROBE_REFLECTOR_SECRET."""
-    env = os.environ if environ is None else environ
-    if path is not None:
-        try:
-            text = Path(path).read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot read secret file {path}: "
-                             f"{getattr(exc, 'strerror', None) or exc}") from None
-        secret = text[0].strip() if text else ""
-        if not secret:
-            raise InputError(f"secret file {path} is empty")
-        return secret.encode()
-    value = env.get(SECRET_ENV, "").strip()
-    return value.encode() if value else None
-
-
-# --- the listener --------------------------------------------------------------------------
+# --- its identity --------------------------------------------------------------------------
 
 
 def _load_identity(ctx: ssl.SSLContext, chain_pem: bytes, key_pem: bytes) -> None:
@@ -152,6 +76,25 @@ def generated_identity(names: Sequence[str] = ("localhost",)) -> tuple[bytes, by
     since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=7)
     leaf = ca.issue(names[0], sans=tuple(names), eku=(pki.SERVER_AUTH,), not_before=since)
     return leaf.chain_pem + ca.cert_pem, leaf.key_pem()
+
+
+def identity_from_files(
+    cert: Path, key: Path | None, password: PasswordSource = None
+) -> tuple[bytes, bytes]:
+    """(chain PEM, key PEM) in memory from operator files (PEM or DER, maybe encrypted)."""
+    creds = load_credentials(cert=cert, key=key, pkcs12=None, password=password)
+    chain = b"".join(
+        certs.parse_der(d).public_bytes(serialization.Encoding.PEM) for d in creds.chain_der
+    )
+    key_pem = creds.key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return chain, key_pem
+
+
+# --- the listener --------------------------------------------------------------------------
 
 
 class Reflector(TcpService):
@@ -243,21 +186,20 @@ class Reflector(TcpService):
     def echo(
         self, sslobj: ssl.SSLObject, hello: ClientHello, digest: str, peer: tuple, request: bytes
     ) -> bytes:
-        """The canonical echo bytes (compact JSON, sorted keys): what gets signed."""
+        """The canonical echo bytes of this connection (see ``reflector_echo.build_echo``)."""
         cipher = sslobj.cipher()
-        line = request.split(b"\r\n", 1)[0][:200].decode("latin-1") if request else None
-        body = {
-            "mtlsprobe_reflector": ECHO_VERSION,
-            "peer": _address(peer),
-            "client_hello": hello_facts(hello, digest),
-            "tls": {"version": sslobj.version(), "cipher": cipher[0] if cipher else None},
-            "client_chain_sha256": _client_chain(sslobj),
-            "server_chain_sha256": self.chain_sha256,
-            "client_ca_names": self.client_ca_names,
-            "request": line,
-            "at": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
-        }
-        return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+        return build_echo(
+            peer=peer,
+            hello=hello,
+            digest=digest,
+            version=sslobj.version(),
+            cipher=cipher[0] if cipher else None,
+            client_chain_sha256=_client_chain(sslobj),
+            server_chain_sha256=self.chain_sha256,
+            client_ca_names=self.client_ca_names,
+            request=request,
+            at=dt.datetime.now(dt.timezone.utc),
+        )
 
     def answer(self, echo: bytes, request: bytes) -> bytes:
         mac = sign(echo, self.secret) if self.secret else None
@@ -270,7 +212,7 @@ class Reflector(TcpService):
             "Content-Type: application/json",
             f"Content-Length: {len(body)}",
             "Cache-Control: no-store",
-            f"{ECHO_HEADER}: {base64.urlsafe_b64encode(echo).decode().rstrip('=')}",
+            f"{ECHO_HEADER}: {encode_echo(echo)}",
         ]
         if mac:
             head.append(f"{HMAC_HEADER}: {mac}")
@@ -308,9 +250,6 @@ def _read_hello(sock: socket.socket, deadline: float) -> bytes:
     return buf
 
 
-def _address(peer: tuple) -> str:
-    host = str(peer[0])
-    return f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"
 
 
 def _client_chain(sslobj: ssl.SSLObject) -> list[str]:
@@ -409,143 +348,3 @@ def _request_complete(buf: bytes) -> bool:
     if buf.startswith(_HTTP_METHODS):
         return b"\r\n\r\n" in buf
     return b"\n" in buf or len(buf) >= 1024
-
-
-# --- the probe side --------------------------------------------------------------------------
-
-
-def sent_hello(transcript: Transcript) -> tuple[ClientHello, str] | None:
-    """Our own first ClientHello, from the transcript's client->server bytes."""
-    stream = b"".join(c.data for c in transcript.chunks if c.direction is Direction.C2S)
-    return first_client_hello(stream)
-
-
-def parse_echo(
-    headers: Sequence[tuple[str, str]], secret: bytes | None
-) -> tuple[str, dict[str, object] | None, bool, str | None]:
-    """(status, echo, signed, error) from the HTTP response headers of one connection."""
-    found = {n.lower(): v for n, v in headers}
-    encoded = found.get(ECHO_HEADER.lower())
-    if encoded is None:
-        return "missing", None, False, "no echo in the answer"
-    try:
-        raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
-        echo = json.loads(raw)
-    except (binascii.Error, ValueError) as exc:
-        return "malformed", None, False, f"echo does not decode: {exc}"
-    if not isinstance(echo, dict) or echo.get("mtlsprobe_reflector") != ECHO_VERSION:
-        return "malformed", None, False, "not an mtlsprobe reflector echo (version 1)"
-    if secret is None:
-        return "ok", echo, False, None
-    mac = found.get(HMAC_HEADER.lower())
-    if mac is None:
-        return "bad_signature", echo, False, "the echo is not signed, but a secret was given"
-    if not hmac.compare_digest(mac.strip().lower(), sign(raw, secret)):
-        return "bad_signature", echo, False, "HMAC mismatch: echo altered, or another secret"
-    return "ok", echo, True, None
-
-
-def _strings(value: object) -> tuple[str, ...]:
-    return tuple(str(v) for v in value) if isinstance(value, list) else ()
-
-
-def _opt(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def reflected(transcript: Transcript, obs: Observation, secret: bytes | None) -> ReflectorEcho:
-    """The ReflectorEcho for one connection: the far end's report beside what we sent."""
-    ours = sent_hello(transcript)
-    sent = dict(sent_hello_sha256=ours[1] if ours else None, sent_ja3=ours[0].ja3 if ours else None)
-    if obs.http is None or obs.http.status is None:
-        why = (obs.http.error if obs.http is not None else None) or "no HTTP answer"
-        return ReflectorEcho(status="missing", error=why, **sent)
-    status, echo, signed, error = parse_echo(obs.http.headers, secret)
-    if echo is None or status == "bad_signature":
-        return ReflectorEcho(status=status, error=error, **sent)
-    hello = echo.get("client_hello") if isinstance(echo.get("client_hello"), dict) else {}
-    tls = echo.get("tls") if isinstance(echo.get("tls"), dict) else {}
-    assert isinstance(hello, dict) and isinstance(tls, dict)
-    return ReflectorEcho(
-        status=status,
-        signed=signed,
-        peer=_opt(echo.get("peer")),
-        hello_sha256=_opt(hello.get("sha256")),
-        ja3=_opt(hello.get("ja3")),
-        offered_versions=_strings(hello.get("versions")),
-        cipher_suites=_strings(hello.get("cipher_suites")),
-        sni=_opt(hello.get("sni")),
-        alpn_offered=_strings(hello.get("alpn")),
-        version=_opt(tls.get("version")),
-        cipher_suite=_opt(tls.get("cipher")),
-        client_chain_sha256=_strings(echo.get("client_chain_sha256")),
-        server_chain_sha256=_strings(echo.get("server_chain_sha256")),
-        error=error,
-        **sent,
-    )
-
-
-def probe_reflector(
-    target: Endpoint,
-    options: ProbeOptions,
-    expect: Expectations,
-    secret: bytes | None = None,
-    source: str = "reflector",
-) -> list[CaseResult]:
-    """Run the usual attempts against a reflector (each fetching the echo) and judge them.
-
-    Only the agent's own certificate carries over from `expect`: the reflector is not the
-    real server, so --ca/--pin/--baseline do not apply to it; its echo does.
-    """
-    from mtlsprobe.run import pipeline  # pipeline -> rules; imported on use
-    from mtlsprobe.tls.observer import observe
-
-    opts = dataclasses.replace(options, http_path=ECHO_PATH)
-    own = Expectations(agent_cert=expect.agent_cert, agent_chain=expect.agent_chain)
-    results = []
-    for route, transcripts in probe_target(target, opts):
-        observations = []
-        for t in transcripts:
-            obs = observe(t)
-            observations.append(dataclasses.replace(obs, reflected=reflected(t, obs, secret)))
-        results.append(pipeline.judge(target, route, observations, own, source))
-    return results
-
-
-def identity_from_files(
-    cert: Path, key: Path | None, password: PasswordSource = None
-) -> tuple[bytes, bytes]:
-    """(chain PEM, key PEM) in memory from operator files (PEM or DER, maybe encrypted)."""
-    creds = load_credentials(cert=cert, key=key, pkcs12=None, password=password)
-    chain = b"".join(
-        certs.parse_der(d).public_bytes(serialization.Encoding.PEM) for d in creds.chain_der
-    )
-    key_pem = creds.key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return chain, key_pem
-
-
-#: Where `mtlsprobe serve` listens by default (a spare port; see commands/serve.py).
-DEFAULT_PORT = 18383
-
-
-def probe_reflectors(
-    texts: Sequence[str],
-    options: ProbeOptions,
-    expect: Expectations,
-    secret_file: Path | None = None,
-) -> list[CaseResult]:
-    """`probe --reflector HOST[:PORT]` (repeatable): each reflector in turn, source
-    "reflector". Raises InputError for a bad address or secret file."""
-    from mtlsprobe.live.targets import parse_target
-
-    secret = read_secret(secret_file)
-    results: list[CaseResult] = []
-    for text in texts:
-        host, port = parse_target(text)
-        target = Endpoint(host=host, port=port or DEFAULT_PORT)
-        results.extend(probe_reflector(target, options, expect, secret))
-    return results

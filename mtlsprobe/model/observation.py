@@ -14,7 +14,7 @@ from mtlsprobe.model.transcript import Attempt, Endpoint, Gap, HttpExchange, Rou
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReflectorEcho:
     """What an ``mtlsprobe serve`` reflector reported about one of our connections, beside
-    what we sent on it, for the MTLS08x comparisons. Filled by ``mtlsprobe.live.reflector``."""
+    what we sent on it, for the MTLS08x comparisons. Filled by ``mtlsprobe.run.reflector``."""
 
     status: str  # "ok" | "missing" | "malformed" | "bad_signature"
     signed: bool = False  # HMAC checked with the shared secret

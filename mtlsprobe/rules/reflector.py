@@ -10,7 +10,7 @@ from mtlsprobe.rules.engine import finding, rule
 from mtlsprobe.rules.facts import INSPECT_FIX, _ev, _target
 
 
-# The echo is attached by mtlsprobe.live.reflector; only echoes with status "ok" (decoded, and
+# The echo is attached by mtlsprobe.run.reflector; only echoes with status "ok" (decoded, and
 # HMAC-verified when a secret was given) are compared.
 def _echoed(case: Case) -> list[Observation]:
     return [o for o in case.observations if o.reflected is not None and o.reflected.status == "ok"]

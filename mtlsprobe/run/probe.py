@@ -94,7 +94,7 @@ def run_probe(req: ProbeRequest) -> Report:
     if req.capture:
         path_notes += path.write_capture(req.capture, sniff_log, req.capture_secrets)
     if req.reflectors:
-        from mtlsprobe.live.reflector import probe_reflectors
+        from mtlsprobe.run.reflector import probe_reflectors
 
         results += probe_reflectors(req.reflectors, options, expect, req.reflector_secret_file)
     inputs: dict[str, object] = {

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mtlsprobe.capture.pcapfile import GZIP_MAGIC, CaptureFile
-from mtlsprobe.run.analyze import CaptureObservations, ServerTallies, Source, capture_notes
+from mtlsprobe.run.captures import CaptureObservations, Source, capture_notes
+from mtlsprobe.run.tallies import ServerTallies
 from mtlsprobe.tls.keylog import KeyLog
 
 MIN_SIZE = 64 << 20  # smaller captures take about a second: not worth forking
@@ -113,14 +115,14 @@ def _renumber(shares: list[_Share]) -> None:
 
 def read_in_shares(
     source: Source, parts: int, tallies: ServerTallies, capture_index: int, *,
-    keylog: KeyLog | None, ports: tuple[int, ...] | list[int] | object = (),
+    keylog: KeyLog | None, ports: Iterable[int] = (),
     progress_from: int | None = None,
 ) -> tuple[str, list[str]]:
     """Read ``source`` in ``parts`` forked processes into ``tallies``; (name, notes).
 
     Raises InputError (from the first worker) when ``source`` is not a capture.
     """
-    port_list = tuple(ports)  # type: ignore[call-overload]
+    port_list = tuple(ports)
     CaptureFile(source).close()  # not a capture: InputError here, not in a worker
     with ProcessPoolExecutor(max_workers=parts, mp_context=mp.get_context("fork")) as pool:
         futures = [

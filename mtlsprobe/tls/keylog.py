@@ -3,11 +3,13 @@
 Format: https://firefox-source-docs.mozilla.org/security/nss/legacy/key_log_format/
 ``<LABEL> <client_random hex> <secret hex>`` per line; ``#`` comments. Lines we cannot
 read are counted and skipped, never fatal: a key log is often appended to by several
-programs. Sans-IO: the caller reads the file.
+programs. Several key logs (files, embedded ones) merge into one with ``merge_keylogs``.
+Sans-IO: the caller reads the files.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 CLIENT_RANDOM = "CLIENT_RANDOM"  # TLS <= 1.2: the 48-byte master secret
@@ -76,3 +78,22 @@ class KeyLog:
 
     def get(self, client_random: bytes, label: str) -> bytes | None:
         return self.entries.get(client_random, {}).get(label)
+
+
+def merge_keylogs(*logs: KeyLog | None) -> KeyLog | None:
+    """One KeyLog holding every secret of ``logs`` (later logs win on conflicts)."""
+    present = [k for k in logs if k is not None]
+    if not present:
+        return None
+    if len(present) == 1:
+        return present[0]
+    entries: dict[bytes, dict[str, bytes]] = {}
+    for log in present:
+        for random, secrets in log.entries.items():
+            entries.setdefault(random, {}).update(secrets)
+    return KeyLog(entries=entries, skipped_lines=sum(k.skipped_lines for k in present))
+
+
+def parse_keylogs(texts: Iterable[str]) -> KeyLog | None:
+    """Several key log texts as one KeyLog (later texts win); None when all are blank."""
+    return merge_keylogs(*(KeyLog.parse(t) for t in texts if t.strip()))
