@@ -49,6 +49,7 @@ from mtlsprobe.model import (
     certs,
 )
 from mtlsprobe.model.errors import EnvironmentProblem, InputError
+from mtlsprobe.tls import fingerprint
 from mtlsprobe.tls.constants import HandshakeType, cipher_suite_name, version_name
 from mtlsprobe.tls.messages import ClientHello, HandshakeAssembler, parse_client_hello
 from mtlsprobe.tls.reader import DecodeError
@@ -89,8 +90,8 @@ def first_client_hello(stream: bytes) -> tuple[ClientHello, str] | None:
 def hello_facts(hello: ClientHello, digest: str) -> dict[str, object]:
     return {
         "sha256": digest,
-        "ja3": hello.ja3,
-        "ja3_string": hello.ja3_string,
+        "ja3": fingerprint.ja3(hello),
+        "ja3_string": fingerprint.ja3_string(hello),
         "versions": [version_name(v) for v in hello.offered_versions],
         "cipher_suites": [cipher_suite_name(c) for c in hello.cipher_suites],
         "sni": hello.sni,
@@ -456,7 +457,8 @@ def _opt(value: object) -> str | None:
 def reflected(transcript: Transcript, obs: Observation, secret: bytes | None) -> ReflectorEcho:
     """The ReflectorEcho for one connection: the far end's report beside what we sent."""
     ours = sent_hello(transcript)
-    sent = dict(sent_hello_sha256=ours[1] if ours else None, sent_ja3=ours[0].ja3 if ours else None)
+    sent = dict(sent_hello_sha256=ours[1] if ours else None,
+                sent_ja3=fingerprint.ja3(ours[0]) if ours else None)
     if obs.http is None or obs.http.status is None:
         why = (obs.http.error if obs.http is not None else None) or "no HTTP answer"
         return ReflectorEcho(status="missing", error=why, **sent)

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from struct import unpack_from
 from typing import NamedTuple, TypeVar
 
-from mtlsprobe.tls import fingerprint
 from mtlsprobe.tls.constants import (
+    GREASE,
     HELLO_RETRY_REQUEST_RANDOM,
     ExtensionType,
     HandshakeType,
@@ -29,8 +29,6 @@ from mtlsprobe.tls.reader import DecodeError, Reader
 
 HANDSHAKE_HEADER_LEN = 4
 _T = TypeVar("_T")
-# RFC 8701 GREASE values (``constants.is_grease``) as a set: a membership test per value.
-_GREASE = fingerprint.GREASE
 # RFC 8446 allows 2^24-1; no message we parse comes close to this (a long chain is ~20 KB).
 MAX_HANDSHAKE_LEN = 1 << 20
 
@@ -217,42 +215,33 @@ class ClientHello:
     psk: bool = False  # pre_shared_key offered (TLS 1.3 resumption attempt)
     session_ticket: bool = False  # a non-empty session_ticket offered (TLS 1.2 resumption)
     early_data: bool = False
-    # Fingerprints already computed (name -> value). Only values that depend on the hello's
-    # shape alone may go here: parse_client_hello hands a shape's copies the same dict, so
-    # each is computed once per client stack, not per connection. init=False: replace()
-    # starts a changed hello afresh instead of carrying its original's values.
+    # Values computed from the hello's shape alone (name -> value), e.g. the fingerprints;
+    # see shape_memo. parse_client_hello hands a shape's copies the same dict, so each is
+    # computed once per client stack, not per connection. init=False: replace() starts a
+    # changed hello afresh instead of carrying its original's values.
     _memo: dict[str, str] | None = field(default=None, init=False, compare=False, repr=False)
 
     @property
     def offered_versions(self) -> tuple[int, ...]:
         """supported_versions without GREASE, else the legacy version alone."""
-        real = tuple([v for v in self.supported_versions if v not in _GREASE])
+        real = tuple([v for v in self.supported_versions if v not in GREASE])
         return real or (self.legacy_version,)
 
-    @property
-    def ja3_string(self) -> str:
-        """JA3's input (see :func:`mtlsprobe.tls.fingerprint.ja3_string`)."""
-        return fingerprint.ja3_string(self)
 
-    @property
-    def ja3(self) -> str:
-        """JA3 (salesforce/ja3): MD5 hex; memoised per hello shape."""
-        return self._fingerprint("ja3", fingerprint.ja3)
+def shape_memo(ch: ClientHello) -> dict[str, str]:
+    """The memo of values that depend on ``ch``'s shape alone (name -> value).
 
-    @property
-    def ja4(self) -> str:
-        """JA4 client fingerprint over TCP (FoxIO JA4.md); memoised per hello shape."""
-        return self._fingerprint("ja4", fingerprint.ja4)
-
-    def _fingerprint(self, name: str, compute: Callable[[ClientHello], str]) -> str:
-        memo = self._memo
-        if memo is None:
-            memo = {}
-            _set(self, "_memo", memo)
-        value = memo.get(name)
-        if value is None:
-            value = memo[name] = compute(self)
-        return value
+    Shared by every hello :func:`parse_client_hello` rebuilt from the same shape; a hello
+    made otherwise (a direct parse, ``dataclasses.replace``) gets its own, on first use.
+    Only a value that is the same for every hello of the shape may go in: the shape fixes
+    every byte but the random, the session id and the data of the key_share and
+    pre_shared_key extensions (see "hello shapes" below).
+    """
+    memo = ch._memo
+    if memo is None:
+        memo = {}
+        _set(ch, "_memo", memo)
+    return memo
 
 
 # ClientHello extension type -> (ClientHello field, reader of the extension data). A table
@@ -839,4 +828,5 @@ __all__ = [
     "parse_key_update",
     "parse_new_session_ticket",
     "parse_server_hello",
+    "shape_memo",
 ]
