@@ -21,12 +21,8 @@ import pytest
 from mtlsprobe.model import Direction, Observation
 from mtlsprobe.report.jsonout import to_jsonable
 from mtlsprobe.tls import fingerprint
-from mtlsprobe.tls.messages import (
-    ClientHello,
-    HandshakeAssembler,
-    _parse_client_hello,
-    parse_client_hello,
-)
+from mtlsprobe.tls.handshake_framing import HandshakeAssembler
+from mtlsprobe.tls.hellos import ClientHello, _parse_client_hello, parse_client_hello
 
 # --- hand-built hellos -----------------------------------------------------------------
 

@@ -14,19 +14,18 @@ from mtlsprobe.model import Direction
 from mtlsprobe.tls import fingerprint
 from mtlsprobe.tls.constants import HandshakeType
 from mtlsprobe.tls.dn import name_to_string
-from mtlsprobe.tls.messages import (
-    HandshakeAssembler,
+from mtlsprobe.tls.handshake_framing import HandshakeAssembler
+from mtlsprobe.tls.handshake_messages import (
     parse_alerts,
     parse_certificate,
     parse_certificate_request,
-    parse_client_hello,
     parse_encrypted_extensions,
     parse_finished,
     parse_hello_request,
     parse_key_update,
     parse_new_session_ticket,
-    parse_server_hello,
 )
+from mtlsprobe.tls.hellos import parse_client_hello, parse_server_hello
 from mtlsprobe.tls.reader import DecodeError
 from mtlsprobe.tls.records import RecordSplitter
 

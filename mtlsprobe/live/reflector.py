@@ -51,7 +51,8 @@ from mtlsprobe.model import (
 from mtlsprobe.model.errors import EnvironmentProblem, InputError
 from mtlsprobe.tls import fingerprint
 from mtlsprobe.tls.constants import HandshakeType, cipher_suite_name, version_name
-from mtlsprobe.tls.messages import ClientHello, HandshakeAssembler, parse_client_hello
+from mtlsprobe.tls.handshake_framing import HandshakeAssembler
+from mtlsprobe.tls.hellos import ClientHello, parse_client_hello
 from mtlsprobe.tls.reader import DecodeError
 from mtlsprobe.tls.records import RecordSplitter
 

@@ -35,7 +35,7 @@ from mtlsprobe.model import (
 from mtlsprobe.model.certs import CertError, cert_info
 from mtlsprobe.tls import fingerprint
 from mtlsprobe.tls.constants import cipher_suite_name, signature_scheme_name, version_name
-from mtlsprobe.tls.messages import Certificate
+from mtlsprobe.tls.handshake_messages import Certificate
 
 if TYPE_CHECKING:  # observer.py imports this module: hints only, no import cycle
     from mtlsprobe.tls.observer import Observer, _Side

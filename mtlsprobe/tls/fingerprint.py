@@ -1,7 +1,7 @@
 """ClientHello fingerprints: JA3 and JA4 (the TLS *client* fingerprint only).
 
-Sans-IO functions of a parsed :class:`~mtlsprobe.tls.messages.ClientHello`. Callers use
-:func:`ja3` and :func:`ja4`, memoised per hello shape (``messages.shape_memo``): a capture of
+Sans-IO functions of a parsed :class:`~mtlsprobe.tls.hellos.ClientHello`. Callers use
+:func:`ja3` and :func:`ja4`, memoised per hello shape (``hellos.shape_memo``): a capture of
 thousands of connections from a few client stacks computes each only a few times.
 :func:`compute_ja3` and :func:`compute_ja4` compute afresh.
 
@@ -22,7 +22,7 @@ import hashlib
 from collections.abc import Callable
 
 from mtlsprobe.tls.constants import GREASE  # JA3 and JA4 ignore GREASE values everywhere
-from mtlsprobe.tls.messages import ClientHello, shape_memo
+from mtlsprobe.tls.hellos import ClientHello, shape_memo
 
 _SERVER_NAME = 0x0000
 _ALPN = 0x0010
