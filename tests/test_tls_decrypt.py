@@ -17,8 +17,8 @@ from mtlsprobe.tls.decrypt import (
     tls12_prf,
     traffic_key_iv,
 )
+from mtlsprobe.tls.handshake_framing import HandshakeAssembler
 from mtlsprobe.tls.keylog import KeyLog
-from mtlsprobe.tls.messages import HandshakeAssembler
 from mtlsprobe.tls.observer import observe
 
 

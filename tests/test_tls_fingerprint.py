@@ -1,4 +1,4 @@
-"""JA4 (and JA3) ClientHello fingerprints: mtlsprobe.tls.fingerprint and ClientHello.ja3/.ja4.
+"""JA4 (and JA3) ClientHello fingerprints: mtlsprobe.tls.fingerprint, memoised and afresh.
 
 Reference values come from the FoxIO-LLC/ja4 repository (BSD-3-Clause for JA4; values only,
 no code): the JA4 specification ``technical_details/JA4.md`` at commit
@@ -20,8 +20,9 @@ import pytest
 
 from mtlsprobe.model import Direction, Observation
 from mtlsprobe.report.jsonout import to_jsonable
-from mtlsprobe.tls import fingerprint, messages
-from mtlsprobe.tls.messages import ClientHello, HandshakeAssembler, parse_client_hello
+from mtlsprobe.tls import fingerprint
+from mtlsprobe.tls.handshake_framing import HandshakeAssembler
+from mtlsprobe.tls.hellos import ClientHello, _parse_client_hello, parse_client_hello
 
 # --- hand-built hellos -----------------------------------------------------------------
 
@@ -103,7 +104,7 @@ def hello(ciphers: list[int] = SPEC_CIPHERS, types: list[int] = SPEC_EXTENSIONS,
 
 def test_spec_example_fingerprint_and_raw_lists():
     ch = hello()
-    assert fingerprint.ja4(ch) == SPEC_JA4 == ch.ja4
+    assert fingerprint.compute_ja4(ch) == SPEC_JA4 == fingerprint.ja4(ch)
     # JA4.md "Raw Output": JA4_r
     assert fingerprint.ja4_raw(ch) == (
         "t13d1516h2_002f,0035,009c,009d,1301,1302,1303,c013,c014,c02b,c02c,c02f,c030,cca8,cca9"
@@ -115,19 +116,19 @@ def test_spec_example_fingerprint_and_raw_lists():
 def test_no_signature_algorithms_means_no_underscore_in_the_hashed_text():
     # JA4.md: the same extensions with no signature algorithms hash to 6d807ffa2a79
     ch = hello(sigalgs=[])
-    assert ch.ja4 == "t13d1516h2_8daaf6152771_6d807ffa2a79"
+    assert fingerprint.ja4(ch) == "t13d1516h2_8daaf6152771_6d807ffa2a79"
     assert not fingerprint.ja4_raw(ch).endswith("_")
 
 
 def test_extension_order_changes_ja3_but_not_ja4():
     """The reason for JA4: Chrome shuffles its extensions on every connection."""
     shuffled = hello(types=list(reversed(SPEC_EXTENSIONS)))
-    assert shuffled.ja4 == SPEC_JA4
-    assert shuffled.ja3 != hello().ja3
+    assert fingerprint.ja4(shuffled) == SPEC_JA4
+    assert fingerprint.ja3(shuffled) != fingerprint.ja3(hello())
     # cipher order does not matter either, signature algorithm order does (kept as sent)
-    assert hello(ciphers=list(reversed(SPEC_CIPHERS))).ja4 == SPEC_JA4
+    assert fingerprint.ja4(hello(ciphers=list(reversed(SPEC_CIPHERS)))) == SPEC_JA4
     swapped = [SPEC_SIGALGS[1], SPEC_SIGALGS[0], *SPEC_SIGALGS[2:]]
-    assert hello(sigalgs=swapped).ja4.split("_")[2] != SPEC_JA4.split("_")[2]
+    assert fingerprint.ja4(hello(sigalgs=swapped)).split("_")[2] != SPEC_JA4.split("_")[2]
 
 
 # --- edge cases -------------------------------------------------------------------------
@@ -140,22 +141,22 @@ def test_grease_is_ignored_everywhere():
         [(t, ext_data(t, sigalgs=[GREASE_A, *SPEC_SIGALGS], versions=[GREASE_B, 0x0304, 0x0303]))
          for t in types],
     ))
-    assert ch.ja4 == SPEC_JA4  # counts, version and all three lists without GREASE
+    assert fingerprint.ja4(ch) == SPEC_JA4  # counts, version and all three lists without GREASE
     assert "0a0a" not in fingerprint.ja4_raw(ch) and "3a3a" not in fingerprint.ja4_raw(ch)
 
 
 def test_sni_extension_present_or_not():
     without = hello(types=[t for t in SPEC_EXTENSIONS if t != 0x0000])
-    assert without.ja4.startswith("t13i1515h2_")
+    assert fingerprint.ja4(without).startswith("t13i1515h2_")
     # SNI and ALPN are left out of the extension hash: same part c to a domain or an IP
-    assert without.ja4.split("_")[1:] == SPEC_JA4.split("_")[1:]
+    assert fingerprint.ja4(without).split("_")[1:] == SPEC_JA4.split("_")[1:]
 
 
 def test_no_alpn_and_empty_alpn_give_00():
     no_alpn = hello(types=[t for t in SPEC_EXTENSIONS if t != 0x0010])
-    assert no_alpn.ja4 == "t13d151500_8daaf6152771_e5627efa2ab1"
+    assert fingerprint.ja4(no_alpn) == "t13d151500_8daaf6152771_e5627efa2ab1"
     empty_list = parse_client_hello(hello_body(SPEC_CIPHERS, [(0x0010, b"\x00\x00")]))
-    assert empty_list.ja4 == "t12i150100_8daaf6152771_000000000000"
+    assert fingerprint.ja4(empty_list) == "t12i150100_8daaf6152771_000000000000"
 
 
 @pytest.mark.parametrize(("value", "chars"), [
@@ -173,14 +174,14 @@ def test_no_alpn_and_empty_alpn_give_00():
 ])
 def test_alpn_characters(value: bytes, chars: str):
     ch = parse_client_hello(hello_body(SPEC_CIPHERS, [(0x0010, alpn(value, b"h2"))]))
-    assert ch.ja4[8:10] == chars, ch.ja4
+    assert fingerprint.ja4(ch)[8:10] == chars, fingerprint.ja4(ch)
 
 
 def test_counts_are_capped_at_99():
     ciphers = list(range(0x0001, 0x0001 + 120))
     types = [0x000D, *range(0x1000, 0x1000 + 119)]  # 120 extensions
     ch = parse_client_hello(hello_body(ciphers, [(t, ext_data(t)) for t in types]))
-    a = ch.ja4.split("_")[0]
+    a = fingerprint.ja4(ch).split("_")[0]
     assert a == "t12i999900"
     raw = fingerprint.ja4_raw(ch).split("_")
     assert len(raw[1].split(",")) == 120 and len(raw[2].split(",")) == 120  # uncapped lists
@@ -201,16 +202,17 @@ def test_version(legacy: int, versions: list[int] | None, code: str):
     if versions is not None:
         exts.append((0x002B, u16s(versions, prefix=1)))
     ch = parse_client_hello(hello_body(SPEC_CIPHERS, exts, version=legacy))
-    assert ch.ja4[1:3] == code
+    assert fingerprint.ja4(ch)[1:3] == code
 
 
 def test_empty_lists_are_twelve_zeros():
     # a hello without extensions at all, and one whose only extension is SNI (as in the
     # FoxIO vector https3-301-get.pcap: "t10d230100_6a57a6f57151_000000000000")
     bare = parse_client_hello(hello_body([], None, version=0x0301))
-    assert bare.ja4 == "t10i000000_000000000000_000000000000"
+    assert fingerprint.ja4(bare) == "t10i000000_000000000000_000000000000"
     only_sni = parse_client_hello(hello_body(SPEC_CIPHERS, [(0x0000, sni())], version=0x0301))
-    assert only_sni.ja4.endswith("_000000000000") and only_sni.ja4.startswith("t10d1501")
+    assert fingerprint.ja4(only_sni).endswith("_000000000000")
+    assert fingerprint.ja4(only_sni).startswith("t10d1501")
 
 
 # --- computed once per hello shape ------------------------------------------------------
@@ -218,8 +220,8 @@ def test_empty_lists_are_twelve_zeros():
 
 def test_shape_copies_share_one_computation(monkeypatch: pytest.MonkeyPatch):
     calls: list[int] = []
-    real = fingerprint.ja4
-    monkeypatch.setattr(fingerprint, "ja4", lambda ch: calls.append(1) or real(ch))
+    real = fingerprint.compute_ja4
+    monkeypatch.setattr(fingerprint, "compute_ja4", lambda ch: calls.append(1) or real(ch))
     types = [0x0000, 0x0010, 0x000A, 0x000D, 0x002B, 0x0033]
     random_ids = [bytes([i]) * 32 for i in range(1, 6)]
     bodies = [
@@ -231,20 +233,21 @@ def test_shape_copies_share_one_computation(monkeypatch: pytest.MonkeyPatch):
     hellos = [parse_client_hello(b) for b in bodies]
     assert len({h.random for h in hellos}) == 5  # each keeps its own random...
     assert len({h.extensions[-1].data for h in hellos}) == 5  # ...and key share
-    values = {h.ja4 for h in reversed(hellos)}  # a copy asked first, then the template
+    # a copy asked first, then the template
+    values = {fingerprint.ja4(h) for h in reversed(hellos)}
     assert len(calls) == 1
     # the same value as a full parse of each copy's own bytes
-    assert values == {real(messages._parse_client_hello(b)) for b in bodies}
-    assert len(values) == 1 and hellos[3].ja3 == fingerprint.ja3(hellos[0])
+    assert values == {real(_parse_client_hello(b)) for b in bodies}
+    assert len(values) == 1 and fingerprint.ja3(hellos[3]) == fingerprint.compute_ja3(hellos[0])
     assert hellos[0]._memo is hellos[4]._memo
 
 
 def test_replace_gets_fresh_fingerprints():
     ch = hello()
-    assert ch.ja4 == SPEC_JA4 and ch.ja3
+    assert fingerprint.ja4(ch) == SPEC_JA4 and fingerprint.ja3(ch)
     changed = dataclasses.replace(ch, cipher_suites=(0x1301,))
-    assert changed.ja4 == fingerprint.ja4(changed) != SPEC_JA4
-    assert changed.ja3 == fingerprint.ja3(changed) != ch.ja3
+    assert fingerprint.ja4(changed) == fingerprint.compute_ja4(changed) != SPEC_JA4
+    assert fingerprint.ja3(changed) == fingerprint.compute_ja3(changed) != fingerprint.ja3(ch)
     assert changed == dataclasses.replace(changed)  # the memo is not part of equality
 
 
@@ -345,9 +348,9 @@ def capture_hellos(name: str) -> dict[int, ClientHello]:
 def test_foxio_reference_values(name: str):
     source, expected = CAPTURES[name]
     hellos = capture_hellos(name)
-    got = {port: ch.ja4 for port, ch in hellos.items() if port in expected}
+    got = {port: fingerprint.ja4(ch) for port, ch in hellos.items() if port in expected}
     assert got == expected, f"against FoxIO-LLC/ja4 {source}"
-    assert all(fingerprint.ja4(ch) == ch.ja4 for ch in hellos.values())
+    assert all(fingerprint.compute_ja4(ch) == fingerprint.ja4(ch) for ch in hellos.values())
 
 
 def test_foxio_reference_values_cover_many_connections():
@@ -371,7 +374,7 @@ def test_non_alphanumeric_alpn_on_a_capture_follows_the_written_spec():
     (ch,) = capture_hellos("tls-non-ascii-alpn.pcapng").values()
     alpn_ext = next(e.data for e in ch.extensions if e.type == 0x0010)
     assert alpn_ext[3 : 3 + alpn_ext[2]] == b"\xba\xad"
-    assert ch.ja4 == "t13d1516bd_8daaf6152771_e5627efa2ab1"
+    assert fingerprint.ja4(ch) == "t13d1516bd_8daaf6152771_e5627efa2ab1"
 
 
 # --- the report carries it ----------------------------------------------------------------
@@ -382,7 +385,7 @@ SCHEMA = json.loads(files("mtlsprobe").joinpath("report/schema/report-v1.json").
 def _observation_schema(ja4: object) -> None:
     import factories
 
-    obs = factories.observation(ja3=hello().ja3, ja4=ja4)
+    obs = factories.observation(ja3=fingerprint.ja3(hello()), ja4=ja4)
     data = to_jsonable(obs)
     assert isinstance(data, dict) and data["ja4"] == ja4 and list(data)[-1] == "ja4"
     jsonschema.validate(data, {"$schema": SCHEMA["$schema"], "$defs": SCHEMA["$defs"],

@@ -11,21 +11,21 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from mtlsprobe.model import Direction
+from mtlsprobe.tls import fingerprint
 from mtlsprobe.tls.constants import HandshakeType
 from mtlsprobe.tls.dn import name_to_string
-from mtlsprobe.tls.messages import (
-    HandshakeAssembler,
+from mtlsprobe.tls.handshake_framing import HandshakeAssembler
+from mtlsprobe.tls.handshake_messages import (
     parse_alerts,
     parse_certificate,
     parse_certificate_request,
-    parse_client_hello,
     parse_encrypted_extensions,
     parse_finished,
     parse_hello_request,
     parse_key_update,
     parse_new_session_ticket,
-    parse_server_hello,
 )
+from mtlsprobe.tls.hellos import parse_client_hello, parse_server_hello
 from mtlsprobe.tls.reader import DecodeError
 from mtlsprobe.tls.records import RecordSplitter
 
@@ -64,8 +64,9 @@ def test_rfc8448_client_hello():
     assert ch.key_share_groups == (29,)
     assert 0x0804 in ch.signature_algorithms
     assert not ch.post_handshake_auth and not ch.psk
-    assert ch.ja3_string.startswith("771,4865-4867-4866,0-65281-10-35-51-43-13-45-28,29-23-24")
-    assert len(ch.ja3) == 32
+    assert fingerprint.ja3_string(ch).startswith(
+        "771,4865-4867-4866,0-65281-10-35-51-43-13-45-28,29-23-24")
+    assert len(fingerprint.ja3(ch)) == 32
 
 
 def test_rfc8448_server_hello_and_encrypted_extensions():

@@ -239,7 +239,8 @@ def test_tls12_renegotiation_detected_from_record_type():
 
 
 def test_bad_certificate_der_is_a_note():
-    from mtlsprobe.tls.messages import HandshakeAssembler, parse_certificate  # noqa: F401
+    from mtlsprobe.tls.handshake_framing import HandshakeAssembler  # noqa: F401
+    from mtlsprobe.tls.handshake_messages import parse_certificate  # noqa: F401
 
     t = gen(version="TLSv1.2", verify=ssl.CERT_NONE)
     s = bytearray(t.chunks[1].data)

@@ -11,15 +11,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mtlsprobe.model import Chunk, Direction, Transcript
-from mtlsprobe.tls.messages import (
-    HandshakeAssembler,
+from mtlsprobe.tls.handshake_framing import HandshakeAssembler
+from mtlsprobe.tls.handshake_messages import (
     parse_certificate,
     parse_certificate_request,
-    parse_client_hello,
     parse_encrypted_extensions,
     parse_new_session_ticket,
-    parse_server_hello,
 )
+from mtlsprobe.tls.hellos import parse_client_hello, parse_server_hello
 from mtlsprobe.tls.observer import observe
 from mtlsprobe.tls.reader import DecodeError
 from mtlsprobe.tls.records import RecordSplitter

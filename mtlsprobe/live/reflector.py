@@ -39,7 +39,7 @@ from mtlsprobe.live.reflector_echo import (
 from mtlsprobe.live.tcp_service import PEER_ERRORS, TcpService
 from mtlsprobe.model import certs
 from mtlsprobe.model.errors import EnvironmentProblem, InputError
-from mtlsprobe.tls.messages import ClientHello
+from mtlsprobe.tls.hellos import ClientHello
 
 MAX_REQUEST = 16 * 1024
 MAX_HELLO = 64 * 1024

@@ -23,8 +23,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mtlsprobe.model.errors import InputError
+from mtlsprobe.tls import fingerprint
 from mtlsprobe.tls.constants import HandshakeType, cipher_suite_name, version_name
-from mtlsprobe.tls.messages import ClientHello, HandshakeAssembler, parse_client_hello
+from mtlsprobe.tls.handshake_framing import HandshakeAssembler
+from mtlsprobe.tls.hellos import ClientHello, parse_client_hello
 from mtlsprobe.tls.reader import DecodeError
 from mtlsprobe.tls.records import RecordSplitter
 
@@ -62,8 +64,8 @@ def first_client_hello(stream: bytes) -> tuple[ClientHello, str] | None:
 def hello_facts(hello: ClientHello, digest: str) -> dict[str, object]:
     return {
         "sha256": digest,
-        "ja3": hello.ja3,
-        "ja3_string": hello.ja3_string,
+        "ja3": fingerprint.ja3(hello),
+        "ja3_string": fingerprint.ja3_string(hello),
         "versions": [version_name(v) for v in hello.offered_versions],
         "cipher_suites": [cipher_suite_name(c) for c in hello.cipher_suites],
         "sni": hello.sni,

@@ -31,7 +31,8 @@ from mtlsprobe.model import (
     Transcript,
 )
 from mtlsprobe.run import pipeline
-from mtlsprobe.tls.messages import ClientHello
+from mtlsprobe.tls import fingerprint
+from mtlsprobe.tls.hellos import ClientHello
 from mtlsprobe.tls.observer import observe
 
 
@@ -53,7 +54,7 @@ def reflected(transcript: Transcript, obs: Observation, secret: bytes | None) ->
     """The ReflectorEcho for one connection: the far end's report beside what we sent."""
     ours = sent_hello(transcript)
     sent_sha256 = ours[1] if ours else None
-    sent_ja3 = ours[0].ja3 if ours else None
+    sent_ja3 = fingerprint.ja3(ours[0]) if ours else None
     if obs.http is None or obs.http.status is None:
         why = (obs.http.error if obs.http is not None else None) or "no HTTP answer"
         return ReflectorEcho(status="missing", error=why,

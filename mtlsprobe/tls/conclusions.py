@@ -33,8 +33,9 @@ from mtlsprobe.model import (
     Transcript,
 )
 from mtlsprobe.model.certs import CertError, cert_info
+from mtlsprobe.tls import fingerprint
 from mtlsprobe.tls.constants import cipher_suite_name, signature_scheme_name, version_name
-from mtlsprobe.tls.messages import Certificate
+from mtlsprobe.tls.handshake_messages import Certificate
 
 if TYPE_CHECKING:  # observer.py imports this module: hints only, no import cycle
     from mtlsprobe.tls.observer import Observer, _Side
@@ -122,7 +123,7 @@ def conclude(
         sni=ch.sni if ch else None,
         alpn_offered=ch.alpn if ch else (),
         alpn=alpn,
-        ja3=ch.ja3 if ch else None,
+        ja3=fingerprint.ja3(ch) if ch else None,
         hello_retry=obs.hello_retry,
         resumed=obs.resumed,
         server_chain=server_chain,
@@ -143,7 +144,7 @@ def conclude(
         server_hello_ms=transcript.server_hello_ms,
         local_error=transcript.local_error,
         notes=(*transcript.notes, *obs.notes),
-        ja4=ch.ja4 if ch else None,
+        ja4=fingerprint.ja4(ch) if ch else None,
     )
 
 

@@ -288,6 +288,11 @@ def is_grease(value: int) -> bool:
     return (value & 0x0F0F) == 0x0A0A and (value >> 8) == (value & 0xFF)
 
 
+# The same RFC 8701 values as a set, for a membership test per value (cipher suites,
+# extensions, versions, groups and signature schemes alike).
+GREASE = frozenset((b << 8) | b for b in range(0x0A, 0x100, 0x10))
+
+
 # The *_name functions below run for every suite, version and signature scheme of every
 # observation; their inputs are 8- or 16-bit codes, so remembering every answer is bounded
 # (at most 65,536 entries each) and turns a lookup chain into one cached call.

@@ -1,8 +1,9 @@
 """ClientHello fingerprints: JA3 and JA4 (the TLS *client* fingerprint only).
 
-Sans-IO pure functions of a parsed :class:`~mtlsprobe.tls.messages.ClientHello`; callers
-normally read the memoised ``ClientHello.ja3`` / ``ClientHello.ja4`` instead (computed once
-per hello shape, see messages.py).
+Sans-IO functions of a parsed :class:`~mtlsprobe.tls.hellos.ClientHello`. Callers use
+:func:`ja3` and :func:`ja4`, memoised per hello shape (``hellos.shape_memo``): a capture of
+thousands of connections from a few client stacks computes each only a few times.
+:func:`compute_ja3` and :func:`compute_ja4` compute afresh.
 
 - JA3 (salesforce/ja3, BSD-3-Clause): MD5 of "version,ciphers,extensions,groups,formats".
   Weak against browsers that shuffle their extension order (Chrome since 2023): every
@@ -18,14 +19,10 @@ they are deliberately NOT implemented in mtlsprobe.
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
-if TYPE_CHECKING:
-    from mtlsprobe.tls.messages import ClientHello
-
-# RFC 8701 GREASE values (0x0A0A, 0x1A1A, ... 0xFAFA) for cipher suites, extensions,
-# versions, groups and signature schemes alike: JA3 and JA4 ignore them everywhere.
-GREASE = frozenset((b << 8) | b for b in range(0x0A, 0x100, 0x10))
+from mtlsprobe.tls.constants import GREASE  # JA3 and JA4 ignore GREASE values everywhere
+from mtlsprobe.tls.hellos import ClientHello, shape_memo
 
 _SERVER_NAME = 0x0000
 _ALPN = 0x0010
@@ -56,7 +53,12 @@ def ja3_string(ch: ClientHello) -> str:
 
 
 def ja3(ch: ClientHello) -> str:
-    """The JA3 fingerprint: MD5 hex of :func:`ja3_string`."""
+    """JA3 (salesforce/ja3): MD5 hex; memoised per hello shape."""
+    return _memoised(ch, "ja3", compute_ja3)
+
+
+def compute_ja3(ch: ClientHello) -> str:
+    """The JA3 fingerprint, computed afresh: MD5 hex of :func:`ja3_string`."""
     return hashlib.md5(ja3_string(ch).encode(), usedforsecurity=False).hexdigest()
 
 
@@ -64,6 +66,11 @@ def ja3(ch: ClientHello) -> str:
 
 
 def ja4(ch: ClientHello) -> str:
+    """JA4 client fingerprint over TCP (FoxIO JA4.md); memoised per hello shape."""
+    return _memoised(ch, "ja4", compute_ja4)
+
+
+def compute_ja4(ch: ClientHello) -> str:
     """The JA4 fingerprint of a hello read over TCP, e.g. ``t13d1516h2_8daaf6152771_e5627efa2ab1``.
 
     ``a_b_c``: a = "t", version, "d"/"i" (SNI extension present or not), cipher count,
@@ -130,4 +137,16 @@ def _alpn_chars(ch: ClientHello) -> str:
     return text[0] + text[-1]
 
 
-__all__ = ["GREASE", "ja3", "ja3_string", "ja4", "ja4_raw"]
+# --- memo -----------------------------------------------------------------------------
+
+
+def _memoised(ch: ClientHello, name: str, compute: Callable[[ClientHello], str]) -> str:
+    """``compute(ch)``, remembered in the memo ``ch`` shares with the hellos of its shape."""
+    memo = shape_memo(ch)
+    value = memo.get(name)
+    if value is None:
+        value = memo[name] = compute(ch)
+    return value
+
+
+__all__ = ["compute_ja3", "compute_ja4", "ja3", "ja3_string", "ja4", "ja4_raw"]

@@ -64,24 +64,20 @@ from mtlsprobe.tls.decrypt import (
     hkdf_expand_label,
     tls12_keys,
 )
-from mtlsprobe.tls.http_head import HttpHeads
-from mtlsprobe.tls.keylog import KeyLog
-from mtlsprobe.tls.messages import (
+from mtlsprobe.tls.handshake_framing import HandshakeAssembler, HandshakeMessage
+from mtlsprobe.tls.handshake_messages import (
     Certificate,
     CertificateRequest,
-    ClientHello,
     EncryptedExtensions,
-    HandshakeAssembler,
-    HandshakeMessage,
-    ServerHello,
     parse_alerts,
     parse_certificate,
     parse_certificate_request,
-    parse_client_hello,
     parse_encrypted_extensions,
     parse_key_update,
-    parse_server_hello,
 )
+from mtlsprobe.tls.hellos import ClientHello, ServerHello, parse_client_hello, parse_server_hello
+from mtlsprobe.tls.http_head import HttpHeads
+from mtlsprobe.tls.keylog import KeyLog
 from mtlsprobe.tls.reader import DecodeError
 from mtlsprobe.tls.records import Record, RecordSplitter, describe_start
 
