@@ -5,7 +5,8 @@ Sans-IO: bytes in, values out; no sockets, files, clock or logging. Remarks go t
 becomes a note, and the facts it hid stay ``Seen.UNKNOWN``.
 
 The boundary: :class:`Observer` is the incremental state machine that reads records, keys,
-handshake messages and alerts. What that state adds up to (seen, not seen, or UNKNOWN:
+handshake messages and alerts; the key log's keys per side, and opening records with them,
+are :mod:`mtlsprobe.tls.keystate`'s. What that state adds up to (seen, not seen, or UNKNOWN:
 "a fact we could not have seen is UNKNOWN, never NO") is decided in
 :mod:`mtlsprobe.tls.conclusions`, which ``Observer.close`` calls.
 
@@ -44,7 +45,6 @@ from mtlsprobe.model import (
     Observation,
     Transcript,
 )
-from mtlsprobe.tls import keylog as kl
 from mtlsprobe.tls.conclusions import conclude
 from mtlsprobe.tls.constants import (
     TLS13,
@@ -54,18 +54,10 @@ from mtlsprobe.tls.constants import (
     alert_name,
     handshake_name,
 )
-from mtlsprobe.tls.decrypt import (
-    DecryptError,
-    Tls12Decryptor,
-    Tls12Keys,
-    Tls13Decryptor,
-    UnsupportedSuite,
-    aead_spec,
-    hkdf_expand_label,
-    tls12_keys,
-)
+from mtlsprobe.tls.decrypt import Tls12Decryptor
 from mtlsprobe.tls.http_head import HttpHeads
 from mtlsprobe.tls.keylog import KeyLog
+from mtlsprobe.tls.keystate import KeySchedule, KeyState
 from mtlsprobe.tls.messages import (
     Certificate,
     CertificateRequest,
@@ -165,7 +157,6 @@ class _Side:
         "after_done",
         "alert_shaped_last",
         "app_data",
-        "app_secret",
         "assembler",
         "blind_ccs",
         "bytes",
@@ -173,15 +164,13 @@ class _Side:
         "client",
         "dead",
         "dead_at_start",
-        "dec",
-        "decrypt_failed",
         "direction",
         "finished",
         "finished_inferred",
         "gap",
         "head",
+        "keys",
         "letters",
-        "next_dec",
         "opaque_after_hello",
         "records",
         "splitter",
@@ -208,14 +197,11 @@ class _Side:
         self.blind_ccs = False  # CCS sent before any ServerHello was seen (see _record)
         self.finished = False  # Finished of the first handshake seen (or inferred)
         self.finished_inferred = False
-        self.dec: Tls13Decryptor | Tls12Decryptor | None = None
-        self.next_dec: Tls13Decryptor | None = None  # TLS 1.3: the application-traffic key
-        self.app_secret: bytes | None = None
+        self.keys = KeyState(self.client)
         self.after_done = 0  # records since the handshake completed
         self.app_data = False  # application data after the handshake (maybe, if not decrypted)
         self.opaque_after_hello = 0
         self.alert_shaped_last = False  # the last record was an undecrypted alert-shaped one
-        self.decrypt_failed = False
 
     def letter(self, lower: str) -> str:
         return self.letters[lower]
@@ -245,7 +231,7 @@ class Observer:
     def __init__(self, *, keylog: KeyLog | str | None = None) -> None:
         if isinstance(keylog, str):
             keylog = KeyLog.parse(keylog)
-        self.keylog = keylog
+        self.key_schedule = KeySchedule(keylog)
         self._client = _Side(Direction.C2S)
         self._server = _Side(Direction.S2C)
         self.sides = {Direction.C2S: self._client, Direction.S2C: self._server}
@@ -279,8 +265,6 @@ class Observer:
         self.renegotiation_hidden = False
         self.decrypted = False
         self.not_tls: str | None = None
-        self._keys_ready = False
-        self._keys12: tuple[tuple[int, bytes, bytes, bytes], Tls12Keys] | None = None
         self.http = HttpHeads()  # the first HTTP/1.x exchange in decrypted application data
 
     # --- public API -----------------------------------------------------------------
@@ -375,9 +359,7 @@ class Observer:
         gap.hs_lost = True
         if not self.tls13 and not side.ccs:
             gap.maybe_encrypted = True
-        if side.dec is not None or side.next_dec is not None:
-            side.dec = side.next_dec = None
-            side.app_secret = None
+        if side.keys.drop():
             self.note(
                 f"{who} records after the gap are not decrypted: the number of records lost "
                 "in it, so the AEAD sequence number, is unknown"
@@ -486,7 +468,7 @@ class Observer:
                 # an encrypted (renegotiation) CCS: the first one was in a gap
                 side.gap.maybe_encrypted = False
                 side.ccs = True
-                side.dec = None
+                side.keys.dec = None
             else:
                 self._change_cipher_spec(side)
         elif ctype == _ALERT:
@@ -523,11 +505,7 @@ class Observer:
 
     def _count_only(self, side: _Side) -> None:
         side.app_data = True
-        if side.dec is not None:
-            if isinstance(side.dec, Tls12Decryptor):
-                side.dec.skip()
-            else:
-                side.dec.seq += 1
+        side.keys.count()
 
     def _application_record(self, side: _Side, rec: Record, done: bool) -> None:
         if not self.tls13 or self.sh is None:
@@ -535,24 +513,25 @@ class Observer:
                 self.note("client sent encrypted data before the ServerHello (0-RTT)")
                 self._add(side, "e", collapse=True)
                 return
-            if isinstance(side.dec, Tls12Decryptor):
+            if isinstance(side.keys.dec, Tls12Decryptor):
                 if self.http.wants(side.direction):
                     plain = self._open12(side, rec)
                     if plain is not None:
                         self.http.feed(side.direction, plain)
                 else:
-                    side.dec.skip()  # only the sequence number matters now
+                    side.keys.dec.skip()  # only the sequence number matters now
             self._add(side, "d", collapse=True)
             if done:
                 side.app_data = True
             return
-        if side.dec is None and side.next_dec is None:  # no keys (e.g. no key log)
+        if not side.keys.ready():  # no keys (e.g. no key log)
             self._opaque13(side, rec, done)
             return
-        opened = self._open13(side, rec)
+        opened = side.keys.open13(rec, self.note)
         if opened is None:
             self._opaque13(side, rec, done)
             return
+        self.decrypted = True
         inner, content = opened
         if inner == ContentType.HANDSHAKE:
             self._handshake_bytes(side, content)
@@ -603,47 +582,19 @@ class Observer:
         side.ccs = True
         if side.gap is not None:
             side.gap.maybe_encrypted = False
-        side.dec = None  # TLS 1.2 sequence numbers restart at 0 after a CCS (RFC 5246 §6.1)
+        side.keys.dec = None  # TLS 1.2 sequence numbers restart at 0 after a CCS (RFC 5246 §6.1)
         if (not side.client and not self.server_hello_done and self.server_cert is None
                 and side.gap is None):
             self.resumed = True  # abbreviated handshake: CCS right after ServerHello
-        self._setup12(side)
-
-    def _setup12(self, side: _Side) -> None:
-        if self.keylog is None or self.ch_latest is None or self.sh_latest is None:
-            return
-        master = self.keylog.get(self.ch_latest.random, kl.CLIENT_RANDOM)
-        if master is None:
-            self.note("key log has no CLIENT_RANDOM secret for this connection's client random")
-            return
-        suite = self.sh_latest.cipher_suite
-        inputs = (suite, master, self.ch_latest.random, self.sh_latest.random)
-        if self._keys12 is not None and self._keys12[0] == inputs:
-            keys = self._keys12[1]  # the other side's CCS already derived this key block
-        else:
-            try:
-                keys = tls12_keys(*inputs)
-            except UnsupportedSuite as exc:
-                self.note(f"TLS 1.2 records not decrypted: {exc}")
-                return
-            self._keys12 = (inputs, keys)
-        if side.client:
-            side.dec = Tls12Decryptor(suite, keys.client_key, keys.client_iv)
-        else:
-            side.dec = Tls12Decryptor(suite, keys.server_key, keys.server_iv)
+        ch, sh = self.ch_latest, self.sh_latest
+        if ch is not None and sh is not None:
+            self.key_schedule.tls12(side.keys, sh.cipher_suite, ch.random, sh.random, self.note)
 
     def _open12(self, side: _Side, rec: Record) -> bytes | None:
-        if not isinstance(side.dec, Tls12Decryptor):
-            return None
-        try:
-            _, plain = side.dec.decrypt(rec.header, rec.payload)
-        except DecryptError:
-            if not side.decrypt_failed:
-                side.decrypt_failed = True
-                self.note(f"{_who(side.direction)} TLS 1.2 record did not decrypt with the key log")
-            side.dec = None
-            return None
-        self.decrypted = True
+        """A TLS 1.2 record's plaintext (None: no key for it, or it did not decrypt)."""
+        plain = side.keys.open12(rec, self.note)
+        if plain is not None:
+            self.decrypted = True
         return plain
 
     def _opaque_handshake12(self, side: _Side) -> None:
@@ -665,71 +616,6 @@ class Observer:
             f"{_who(side.direction)} sent an encrypted handshake record after both Finished: "
             "a renegotiation (its messages are hidden without a key log)"
         )
-
-    # --- TLS 1.3 keys -----------------------------------------------------------------
-
-    def _setup13(self) -> None:
-        if self._keys_ready or self.sh is None or self.ch is None:
-            return
-        self._keys_ready = True
-        if self.keylog is None:
-            self.note(
-                "TLS 1.3 without a key log: the server certificate, CertificateRequest and "
-                "client Certificate are encrypted, so they are unknown"
-            )
-            return
-        secrets = self.keylog.secrets(self.ch.random)
-        if not secrets:
-            self.note(
-                "TLS 1.3: the key log has no secrets for this connection's client random, "
-                "so the encrypted handshake is unknown"
-            )
-            return
-        suite = self.sh.cipher_suite
-        try:
-            aead_spec(suite)
-        except UnsupportedSuite as exc:
-            self.note(f"TLS 1.3 records not decrypted: {exc}")
-            return
-        pairs = (
-            (Direction.C2S, kl.CLIENT_HANDSHAKE_TRAFFIC_SECRET, kl.CLIENT_TRAFFIC_SECRET_0),
-            (Direction.S2C, kl.SERVER_HANDSHAKE_TRAFFIC_SECRET, kl.SERVER_TRAFFIC_SECRET_0),
-        )
-        for direction, hs_label, ap_label in pairs:
-            side = self.sides[direction]
-            if side.gap is not None:
-                self.note(
-                    f"{_who(direction)} records not decrypted: a gap came before them, so "
-                    "their AEAD sequence numbers are unknown"
-                )
-                continue
-            hs, ap = secrets.get(hs_label), secrets.get(ap_label)
-            if hs is not None:
-                side.dec = Tls13Decryptor(suite, hs)
-            if ap is not None:
-                side.next_dec = Tls13Decryptor(suite, ap)
-                side.app_secret = ap
-            if hs is None or ap is None:
-                self.note(f"key log lacks some {_who(direction)} TLS 1.3 secrets")
-
-    def _open13(self, side: _Side, rec: Record) -> tuple[int, bytes] | None:
-        for attempt in (side.dec, side.next_dec):
-            if not isinstance(attempt, Tls13Decryptor):
-                continue
-            try:
-                result = attempt.decrypt(rec.header, rec.payload)
-            except DecryptError:
-                continue
-            if attempt is side.next_dec:
-                side.dec, side.next_dec = side.next_dec, None
-            self.decrypted = True
-            return result
-        if side.dec is not None or side.next_dec is not None:
-            if not side.decrypt_failed:
-                side.decrypt_failed = True
-                self.note(f"{_who(side.direction)} TLS 1.3 record did not decrypt with the key log")
-            side.dec = side.next_dec = None
-        return None
 
     # --- handshake messages -------------------------------------------------------------
 
@@ -802,6 +688,17 @@ class Observer:
         elif self.ch is not None and sh.session_id and sh.session_id == self.ch.session_id:
             self.resumed = True
 
+    def _setup13(self) -> None:
+        """TLS 1.3 ServerHello: both sides' traffic keys from the key log (see keystate)."""
+        if self.sh is None or self.ch is None:
+            return
+        self.key_schedule.tls13(
+            self.sh.cipher_suite,
+            self.ch.random,
+            ((s.keys, s.gap is not None) for s in (self._client, self._server)),
+            self.note,
+        )
+
     def _certificate(self, side: _Side, msg: HandshakeMessage, post: bool) -> None:
         try:
             cert = parse_certificate(msg.body, tls13=self.tls13)
@@ -832,18 +729,14 @@ class Observer:
         if side.finished:
             return
         self._set_finished(side)
-        if self.tls13 and side.next_dec is not None:
-            side.dec, side.next_dec = side.next_dec, None
+        if self.tls13:
+            side.keys.finished()
 
     def _key_update(self, side: _Side) -> None:
-        # RFC 8446 §7.2: application_traffic_secret_N+1 = HKDF-Expand-Label(secret_N,
-        # "traffic upd", "", Hash.length). Later records of this side use the new key.
-        if side.app_secret is None or self.sh is None:
+        # Later records of this side use the next application key (RFC 8446 §7.2).
+        if self.sh is None:
             return
-        spec = aead_spec(self.sh.cipher_suite)
-        h = spec.hash()
-        side.app_secret = hkdf_expand_label(side.app_secret, "traffic upd", b"", h.digest_size, h)
-        side.dec = Tls13Decryptor(self.sh.cipher_suite, side.app_secret)
+        side.keys.key_update(self.sh.cipher_suite)
 
     def _renegotiation(self, side: _Side) -> None:
         if not self.renegotiation:
