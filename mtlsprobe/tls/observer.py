@@ -5,11 +5,12 @@ Sans-IO: bytes in, values out; no sockets, files, clock or logging. Remarks go t
 becomes a note, and the facts it hid stay ``Seen.UNKNOWN``.
 
 The boundary: :class:`Observer` is the incremental state machine that reads records, keys,
-handshake messages and alerts into :class:`~mtlsprobe.tls.state.ObserverState`; the key
-log's keys per side, and opening records with them, are :mod:`mtlsprobe.tls.keystate`'s.
-What that state adds up to (seen, not seen, or UNKNOWN: "a fact we could not have seen is
-UNKNOWN, never NO") is decided in :mod:`mtlsprobe.tls.conclusions`, which
-``Observer.close`` calls.
+handshake messages and alerts. It is the record layer; the layers it stands on have their
+own modules: :mod:`mtlsprobe.tls.message_reader` (handshake messages and alerts),
+:mod:`mtlsprobe.tls.keystate` (the key log's keys per side, opening records) and
+:mod:`mtlsprobe.tls.state` (the state both layers write). What that state adds up to (seen,
+not seen, or UNKNOWN: "a fact we could not have seen is UNKNOWN, never NO") is decided in
+:mod:`mtlsprobe.tls.conclusions`, which ``Observer.close`` calls.
 
 History alphabet (Zeek ``ssl_history``-like; UPPER case = client, lower case = server):
 
@@ -40,34 +41,16 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 
-from mtlsprobe.model import AlertInfo, Direction, Observation, Transcript
+from mtlsprobe.model import Direction, Observation, Transcript
 from mtlsprobe.tls.conclusions import conclude
-from mtlsprobe.tls.constants import (
-    TLS13,
-    AlertDescription,
-    ContentType,
-    HandshakeType,
-    alert_name,
-    handshake_name,
-)
+from mtlsprobe.tls.constants import ContentType, HandshakeType
 from mtlsprobe.tls.decrypt import Tls12Decryptor
 from mtlsprobe.tls.keylog import KeyLog
-from mtlsprobe.tls.messages import (
-    CertificateRequest,
-    HandshakeAssembler,
-    HandshakeMessage,
-    ServerHello,
-    parse_alerts,
-    parse_certificate,
-    parse_certificate_request,
-    parse_client_hello,
-    parse_encrypted_extensions,
-    parse_key_update,
-    parse_server_hello,
-)
+from mtlsprobe.tls.message_reader import MessageReader
+from mtlsprobe.tls.messages import HandshakeAssembler
 from mtlsprobe.tls.reader import DecodeError
 from mtlsprobe.tls.records import Record, describe_start
-from mtlsprobe.tls.state import SCAN, GapState, ObserverState, SideState, who
+from mtlsprobe.tls.state import SCAN, GapState, SideState, who
 
 POST_HANDSHAKE_RECORDS = 8
 # After the budget: payloads of these types are still read (TLS 1.2 alerts and
@@ -78,22 +61,6 @@ _MIN_FINISHED_RECORD = 53
 # An encrypted TLS 1.3 alert: 2 bytes + 1 (inner type) + 16 (tag).
 _ALERT_SHAPED_RECORD = 19
 
-LETTERS = {
-    HandshakeType.HELLO_REQUEST: "h",
-    HandshakeType.CLIENT_HELLO: "c",
-    HandshakeType.SERVER_HELLO: "s",
-    HandshakeType.NEW_SESSION_TICKET: "t",
-    HandshakeType.ENCRYPTED_EXTENSIONS: "o",
-    HandshakeType.CERTIFICATE: "x",
-    HandshakeType.SERVER_KEY_EXCHANGE: "k",
-    HandshakeType.CERTIFICATE_REQUEST: "r",
-    HandshakeType.SERVER_HELLO_DONE: "n",
-    HandshakeType.CERTIFICATE_VERIFY: "y",
-    HandshakeType.CLIENT_KEY_EXCHANGE: "g",
-    HandshakeType.FINISHED: "f",
-    HandshakeType.CERTIFICATE_STATUS: "u",
-    HandshakeType.KEY_UPDATE: "m",
-}
 # Content types as plain ints: compared for every record (an IntEnum attribute lookup each
 # time was measurable).
 _APPLICATION_DATA = int(ContentType.APPLICATION_DATA)
@@ -104,18 +71,6 @@ _HEARTBEAT = int(ContentType.HEARTBEAT)
 UNLIMITED = 1 << 62  # skippable bytes of a side whose parsing stopped for good
 # Gaps noted one by one per direction; later ones only counted.
 _GAP_NOTES = 3
-# Handshake types as plain ints for the dispatch in Observer._handshake (an IntEnum
-# attribute lookup costs ~100 ns, and the chain compares up to ten per message).
-_CERTIFICATE = int(HandshakeType.CERTIFICATE)
-_CERTIFICATE_REQUEST = int(HandshakeType.CERTIFICATE_REQUEST)
-_CLIENT_HELLO = int(HandshakeType.CLIENT_HELLO)
-_CLIENT_KEY_EXCHANGE = int(HandshakeType.CLIENT_KEY_EXCHANGE)
-_ENCRYPTED_EXTENSIONS = int(HandshakeType.ENCRYPTED_EXTENSIONS)
-_FINISHED = int(HandshakeType.FINISHED)
-_HELLO_REQUEST = int(HandshakeType.HELLO_REQUEST)
-_KEY_UPDATE = int(HandshakeType.KEY_UPDATE)
-_SERVER_HELLO = int(HandshakeType.SERVER_HELLO)
-_SERVER_HELLO_DONE = int(HandshakeType.SERVER_HELLO_DONE)
 _C2S = Direction.C2S  # read per feed() call: a module global is cheaper than the enum attribute
 # Handshake messages sent in plaintext before the sender's ChangeCipherSpec (TLS <= 1.2),
 # per sender: after a gap, a handshake record is read only if it holds whole messages of
@@ -132,11 +87,15 @@ _PLAIN_HANDSHAKE = {
 # TLS 1.3: only the hellos travel in plaintext handshake records.
 _PLAIN_HANDSHAKE_13 = {True: frozenset({HandshakeType.CLIENT_HELLO}),
                        False: frozenset({HandshakeType.SERVER_HELLO})}
-_NON_FATAL_13 = frozenset({AlertDescription.close_notify, AlertDescription.user_canceled})
 
 
-class Observer(ObserverState):
-    """Incremental observer for one connection (h2-style: feed bytes, then close)."""
+class Observer(MessageReader):
+    """Incremental observer for one connection (h2-style: feed bytes, then close).
+
+    The record layer: framing, gaps, ChangeCipherSpec and record keys; handshake messages
+    and alerts go up to :class:`~mtlsprobe.tls.message_reader.MessageReader`, and the state
+    both write is :class:`~mtlsprobe.tls.state.ObserverState`.
+    """
 
     def __init__(self, *, keylog: KeyLog | str | None = None) -> None:
         if isinstance(keylog, str):
@@ -472,169 +431,6 @@ class Observer(ObserverState):
             f"{who(side.direction)} sent an encrypted handshake record after both Finished: "
             "a renegotiation (its messages are hidden without a key log)"
         )
-
-    # --- handshake messages -------------------------------------------------------------
-
-    def _handshake_bytes(self, side: SideState, payload: bytes) -> None:
-        for msg in side.assembler.feed(payload):  # DecodeError: framing lost, side dies
-            self._handshake(side, msg)
-
-    def _handshake(self, side: SideState, msg: HandshakeMessage) -> None:
-        t = msg.msg_type
-        post = self.handshake_done
-        letter = LETTERS.get(t, "z")  # type: ignore[call-overload]
-        try:
-            if t == _CLIENT_HELLO and side.client:
-                self._client_hello(msg, post)
-            elif t == _SERVER_HELLO and not side.client:
-                sh = parse_server_hello(msg.body)
-                if sh.is_hello_retry:
-                    letter = "j"
-                    self.hello_retry = True
-                    if self.sh is None:
-                        self.tls13 = True
-                else:
-                    self._server_hello(sh)
-            elif t == _ENCRYPTED_EXTENSIONS and not side.client:
-                self.ee = parse_encrypted_extensions(msg.body)
-            elif t == _CERTIFICATE:
-                self._certificate(side, msg, post)
-            elif t == _CERTIFICATE_REQUEST and not side.client:
-                self._certificate_request(msg, post)
-            elif t == _SERVER_HELLO_DONE and not side.client and not post:
-                self.server_hello_done = True
-                self.server_hello_done_after_gap = side.gap is not None
-            elif t == _CLIENT_KEY_EXCHANGE and side.client and not post:
-                if (self.cert_request is not None and self.client_cert is None
-                        and side.gap is None):
-                    self.client_skipped_cert = True
-            elif t == _FINISHED:
-                self._finished(side)
-            elif t == _HELLO_REQUEST and not side.client and post:
-                self._renegotiation(side)
-            elif t == _KEY_UPDATE and self.tls13:
-                parse_key_update(msg.body)
-                self._key_update(side)
-        except DecodeError as exc:
-            self.note(f"malformed {who(side.direction)} {handshake_name(t)}: {exc}")
-        self._add(side, letter)
-
-    def _client_hello(self, msg: HandshakeMessage, post: bool) -> None:
-        try:
-            ch = parse_client_hello(msg.body)
-        except DecodeError:
-            if post:
-                self._renegotiation(self._client)
-            raise
-        self.ch_latest = ch
-        if self.ch is None:
-            self.ch = ch
-        elif post:
-            self._renegotiation(self._client)
-
-    def _server_hello(self, sh: ServerHello) -> None:
-        self.sh_latest = sh
-        if self.sh is not None:
-            return  # renegotiation: the first handshake's facts stay
-        self.sh = sh
-        self.tls13 = sh.version == TLS13
-        if self.tls13:
-            self.resumed = sh.psk_selected
-            self._setup13()
-        elif self.ch is not None and sh.session_id and sh.session_id == self.ch.session_id:
-            self.resumed = True
-
-    def _setup13(self) -> None:
-        """TLS 1.3 ServerHello: both sides' traffic keys from the key log (see keystate)."""
-        if self.sh is None or self.ch is None:
-            return
-        self.key_schedule.tls13(
-            self.sh.cipher_suite,
-            self.ch.random,
-            ((s.keys, s.gap is not None) for s in (self._client, self._server)),
-            self.note,
-        )
-
-    def _certificate(self, side: SideState, msg: HandshakeMessage, post: bool) -> None:
-        try:
-            cert = parse_certificate(msg.body, tls13=self.tls13)
-        except DecodeError:
-            if side.client:
-                self.client_cert_malformed = True
-            else:
-                self.server_cert_malformed = True
-            raise
-        if side.client:
-            self.client_cert = cert  # the latest: a PHA or renegotiation answer counts
-        elif self.server_cert is None:
-            self.server_cert = cert
-
-    def _certificate_request(self, msg: HandshakeMessage, post: bool) -> None:
-        where = "handshake" if not post else ("post_handshake" if self.tls13 else "renegotiation")
-        if self.cert_request is None:
-            self.cert_request_where = where
-            self.cert_request = CertificateRequest()  # seen, even if the body is malformed
-        try:
-            cr = parse_certificate_request(msg.body, tls13=self.tls13)
-        except DecodeError:
-            raise
-        if self.cert_request_where == where:
-            self.cert_request = cr
-
-    def _finished(self, side: SideState) -> None:
-        if side.finished:
-            return
-        self._set_finished(side)
-        if self.tls13:
-            side.keys.finished()
-
-    def _key_update(self, side: SideState) -> None:
-        # Later records of this side use the next application key (RFC 8446 §7.2).
-        if self.sh is None:
-            return
-        side.keys.key_update(self.sh.cipher_suite)
-
-    def _renegotiation(self, side: SideState) -> None:
-        if not self.renegotiation:
-            self.renegotiation = True
-            self.note(f"{who(side.direction)} started a renegotiation after the handshake")
-
-    # --- alerts -------------------------------------------------------------------------
-
-    def _alert(self, side: SideState, payload: bytes | None, *, decrypted: bool) -> None:
-        after = self.handshake_done
-        self._add(side, "l")
-        if payload is None:
-            info = AlertInfo(
-                sender=side.direction,
-                level="unknown",
-                description="encrypted",
-                after_handshake=after,
-            )
-            self.alerts.append(info)
-            if not after and self.fatal is None:
-                self.fatal = info
-            return
-        try:
-            alerts = parse_alerts(payload)
-        except DecodeError as exc:
-            self.note(f"malformed {who(side.direction)} alert: {exc}")
-            return
-        for a in alerts:
-            level = {1: "warning", 2: "fatal"}.get(a.level, "unknown")
-            info = AlertInfo(
-                sender=side.direction,
-                level=level,
-                description=alert_name(a.description),
-                code=a.description,
-                after_handshake=after,
-                decrypted=decrypted,
-            )
-            self.alerts.append(info)
-            # RFC 8446 §6: in TLS 1.3 every alert but close_notify/user_canceled is fatal.
-            fatal = a.level == 2 or (self.tls13 and a.description not in _NON_FATAL_13)
-            if fatal and self.fatal is None:
-                self.fatal = info
 
     # --- result -------------------------------------------------------------------------
 

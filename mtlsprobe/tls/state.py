@@ -3,8 +3,8 @@
 Plain state, no parsing: :class:`SideState` (one direction's framing, handshake and key
 state), :class:`GapState` (what gaps did to a direction) and :class:`ObserverState` (the
 connection's facts, both sides, the history and the notes). :mod:`mtlsprobe.tls.observer`
-writes it from the bytes; :mod:`mtlsprobe.tls.conclusions` reads it into an Observation.
-Sans-IO.
+and :mod:`mtlsprobe.tls.message_reader` write it from the bytes;
+:mod:`mtlsprobe.tls.conclusions` reads it into an Observation. Sans-IO.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ class SideState:
         # are UNKNOWN): one slot, so a connection without gaps pays one assignment
         self.gap: GapState | None = None
         self.ccs = False  # TLS 1.2: ChangeCipherSpec sent, later records are encrypted
-        self.blind_ccs = False  # CCS sent before any ServerHello was seen (see _record)
+        self.blind_ccs = False  # CCS sent before any ServerHello was seen (see Observer._record)
         self.finished = False  # Finished of the first handshake seen (or inferred)
         self.finished_inferred = False
         self.keys = KeyState(self.client)
