@@ -56,7 +56,9 @@ def test_core_does_no_io(path: Path) -> None:
 def test_tls_core_imports_only_stdlib_cryptography_and_model(path: Path) -> None:
     for name in imports(path):
         if name.startswith("mtlsprobe"):
-            assert name.startswith(("mtlsprobe.tls", "mtlsprobe.model", "mtlsprobe.model.certs")), name
+            assert name.startswith(
+                ("mtlsprobe.tls", "mtlsprobe.model", "mtlsprobe.model.certs")
+            ), name
 
 
 @pytest.mark.parametrize("path", sorted(PKG.rglob("*.py")), ids=str)

@@ -36,7 +36,9 @@ from trace_topology import (
 )
 
 pytestmark = pytest.mark.lab
-SCHEMA = json.loads((REPO / "mtlsprobe" / "report" / "schema" / "report-v1.json").read_text("utf-8"))
+SCHEMA = json.loads(
+    (REPO / "mtlsprobe" / "report" / "schema" / "report-v1.json").read_text("utf-8")
+)
 TARGET = f"{SERVER}:443"
 
 
