@@ -1,9 +1,9 @@
 """Observer state -> Observation: what the bytes fed so far add up to.
 
 The boundary: :class:`~mtlsprobe.tls.observer.Observer` reads records, keys, handshake
-messages and alerts into its state; this module only reads that state (its one write is
-``Observer.note``) and decides, fact by fact, whether it was seen, not seen, or could not
-have been seen. It never looks at bytes.
+messages and alerts into its state (:class:`~mtlsprobe.tls.state.ObserverState`); this
+module only reads that state (its one write is ``ObserverState.note``) and decides, fact by
+fact, whether it was seen, not seen, or could not have been seen. It never looks at bytes.
 
 The one rule that matters most: a fact we could not have seen is UNKNOWN, never NO.
 NO needs positive evidence, e.g. (TLS 1.2) ServerHelloDone without a CertificateRequest,
@@ -18,7 +18,6 @@ alert, a ServerHelloDone) counts.
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
 
 from mtlsprobe.model import (
     CertInfo,
@@ -36,9 +35,7 @@ from mtlsprobe.model.certs import CertError, cert_info
 from mtlsprobe.tls import fingerprint
 from mtlsprobe.tls.constants import cipher_suite_name, signature_scheme_name, version_name
 from mtlsprobe.tls.handshake_messages import Certificate
-
-if TYPE_CHECKING:  # observer.py imports this module: hints only, no import cycle
-    from mtlsprobe.tls.observer import Observer, _Side
+from mtlsprobe.tls.state import ObserverState, SideState
 
 _C2S, _S2C = Direction.C2S, Direction.S2C
 
@@ -83,7 +80,7 @@ def _seen_request(
 
 
 def conclude(
-    obs: Observer, transcript: Transcript, *, first_client_at: float | None = None
+    obs: ObserverState, transcript: Transcript, *, first_client_at: float | None = None
 ) -> Observation:
     """The Observation for what ``obs`` read (its streams already ended, see
     ``Observer.close``). Never raises on network bytes.
@@ -148,7 +145,7 @@ def conclude(
     )
 
 
-def _infos(obs: Observer, cert: Certificate, who: str) -> tuple[CertInfo, ...]:
+def _infos(obs: ObserverState, cert: Certificate, who: str) -> tuple[CertInfo, ...]:
     chain = _CHAIN_CACHE.get(cert.certificates)
     if chain is not None:
         return chain
@@ -166,12 +163,12 @@ def _infos(obs: Observer, cert: Certificate, who: str) -> tuple[CertInfo, ...]:
     return chain
 
 
-def _server_finished_seen(obs: Observer) -> bool:
+def _server_finished_seen(obs: ObserverState) -> bool:
     s = obs.sides[_S2C]
     return s.finished and not s.finished_inferred
 
 
-def _server_flight_whole(obs: Observer) -> bool:
+def _server_flight_whole(obs: ObserverState) -> bool:
     """The server's first flight was read to its end (ServerHelloDone, or its Finished)
     with no gap before that end: a message it lacks was not sent."""
     s = obs.sides[_S2C]
@@ -180,7 +177,7 @@ def _server_flight_whole(obs: Observer) -> bool:
     return s.finished and not s.finished_inferred and not _finished_after_gap(s)
 
 
-def _server_chain(obs: Observer) -> tuple[tuple[CertInfo, ...], Seen]:
+def _server_chain(obs: ObserverState) -> tuple[tuple[CertInfo, ...], Seen]:
     if obs.server_cert is not None:
         return _infos(obs, obs.server_cert, "server"), Seen.YES
     if obs.server_cert_malformed:
@@ -193,7 +190,7 @@ def _server_chain(obs: Observer) -> tuple[tuple[CertInfo, ...], Seen]:
     return (), Seen.UNKNOWN
 
 
-def _cert_request_info(obs: Observer) -> CertRequestInfo:
+def _cert_request_info(obs: ObserverState) -> CertRequestInfo:
     cr = obs.cert_request
     if cr is not None:
         return _seen_request(cr.authority_names, cr.signature_algorithms,
@@ -223,7 +220,7 @@ def _cert_request_info(obs: Observer) -> CertRequestInfo:
     return CertRequestInfo(seen=Seen.NO)
 
 
-def _client_chain(obs: Observer, cr_seen: Seen) -> tuple[tuple[CertInfo, ...], Seen]:
+def _client_chain(obs: ObserverState, cr_seen: Seen) -> tuple[tuple[CertInfo, ...], Seen]:
     if obs.client_cert is not None:
         return _infos(obs, obs.client_cert, "client"), Seen.YES
     if obs.client_cert_malformed:
@@ -241,7 +238,7 @@ def _client_chain(obs: Observer, cr_seen: Seen) -> tuple[tuple[CertInfo, ...], S
     return (), Seen.UNKNOWN
 
 
-def _renegotiation_seen(obs: Observer) -> Seen:
+def _renegotiation_seen(obs: ObserverState) -> Seen:
     if obs.renegotiation:
         return Seen.YES
     if obs.tls13:
@@ -255,7 +252,7 @@ def _renegotiation_seen(obs: Observer) -> Seen:
     return Seen.NO
 
 
-def _outcome(obs: Observer, t: Transcript, first_client_at: float | None) -> Outcome:
+def _outcome(obs: ObserverState, t: Transcript, first_client_at: float | None) -> Outcome:
     client, server = obs.sides[_C2S], obs.sides[_S2C]
     if obs.not_tls is not None:
         return Outcome.NOT_TLS
@@ -286,7 +283,7 @@ def _outcome(obs: Observer, t: Transcript, first_client_at: float | None) -> Out
     return Outcome.INCOMPLETE
 
 
-def _http_exchange(obs: Observer) -> HttpExchange | None:
+def _http_exchange(obs: ObserverState) -> HttpExchange | None:
     """The first HTTP/1.x exchange read from decrypted application data (captures)."""
     exchange = obs.http.exchange()
     if exchange is not None and not obs.http.head_complete:
@@ -297,7 +294,7 @@ def _http_exchange(obs: Observer) -> HttpExchange | None:
     return exchange
 
 
-def _stage(obs: Observer, t: Transcript, http: HttpExchange | None) -> Stage:
+def _stage(obs: ObserverState, t: Transcript, http: HttpExchange | None) -> Stage:
     if t.failed_stage is not None:
         return t.failed_stage
     if not obs.handshake_done:
@@ -314,7 +311,7 @@ def _stage(obs: Observer, t: Transcript, http: HttpExchange | None) -> Stage:
     return Stage.ESTABLISHED
 
 
-def _finished_after_gap(side: _Side) -> bool:
+def _finished_after_gap(side: SideState) -> bool:
     """Whether a side's Finished was read only after a gap in its direction."""
     return side.gap is not None and side.gap.finished_after
 

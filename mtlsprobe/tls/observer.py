@@ -5,8 +5,11 @@ Sans-IO: bytes in, values out; no sockets, files, clock or logging. Remarks go t
 becomes a note, and the facts it hid stay ``Seen.UNKNOWN``.
 
 The boundary: :class:`Observer` is the incremental state machine that reads records, keys,
-handshake messages and alerts. What that state adds up to (seen, not seen, or UNKNOWN:
-"a fact we could not have seen is UNKNOWN, never NO") is decided in
+handshake messages and alerts. It is the record layer; the layers it stands on have their
+own modules: :mod:`mtlsprobe.tls.message_reader` (handshake messages and alerts),
+:mod:`mtlsprobe.tls.keystate` (the key log's keys per side, opening records) and
+:mod:`mtlsprobe.tls.state` (the state both layers write). What that state adds up to (seen,
+not seen, or UNKNOWN: "a fact we could not have seen is UNKNOWN, never NO") is decided in
 :mod:`mtlsprobe.tls.conclusions`, which ``Observer.close`` calls.
 
 History alphabet (Zeek ``ssl_history``-like; UPPER case = client, lower case = server):
@@ -23,7 +26,7 @@ Gaps (bytes missing from a capture): record framing is lost there, so the direct
 scanned for the next record header that can be confirmed (records.RecordSplitter.resync)
 and read again from it. The handshake message cut by the gap is lost, decryption of that
 direction stops (the AEAD sequence number is unknown until a TLS 1.2 ChangeCipherSpec
-resets it), and the state records where gaps came (``_GapState``), so that facts needing
+resets it), and the state records where gaps came (``GapState``), so that facts needing
 *all* of a direction can stay UNKNOWN (see :mod:`mtlsprobe.tls.conclusions`). What is read
 after a gap (an alert, a ServerHelloDone) counts.
 
@@ -38,48 +41,16 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 
-from mtlsprobe.model import (
-    AlertInfo,
-    Direction,
-    Observation,
-    Transcript,
-)
-from mtlsprobe.tls import keylog as kl
+from mtlsprobe.model import Direction, Observation, Transcript
 from mtlsprobe.tls.conclusions import conclude
-from mtlsprobe.tls.constants import (
-    TLS13,
-    AlertDescription,
-    ContentType,
-    HandshakeType,
-    alert_name,
-    handshake_name,
-)
-from mtlsprobe.tls.decrypt import (
-    DecryptError,
-    Tls12Decryptor,
-    Tls12Keys,
-    Tls13Decryptor,
-    UnsupportedSuite,
-    aead_spec,
-    hkdf_expand_label,
-    tls12_keys,
-)
-from mtlsprobe.tls.handshake_framing import HandshakeAssembler, HandshakeMessage
-from mtlsprobe.tls.handshake_messages import (
-    Certificate,
-    CertificateRequest,
-    EncryptedExtensions,
-    parse_alerts,
-    parse_certificate,
-    parse_certificate_request,
-    parse_encrypted_extensions,
-    parse_key_update,
-)
-from mtlsprobe.tls.hellos import ClientHello, ServerHello, parse_client_hello, parse_server_hello
-from mtlsprobe.tls.http_head import HttpHeads
+from mtlsprobe.tls.constants import ContentType, HandshakeType
+from mtlsprobe.tls.decrypt import Tls12Decryptor
+from mtlsprobe.tls.handshake_framing import HandshakeAssembler
 from mtlsprobe.tls.keylog import KeyLog
+from mtlsprobe.tls.message_reader import MessageReader
 from mtlsprobe.tls.reader import DecodeError
-from mtlsprobe.tls.records import Record, RecordSplitter, describe_start
+from mtlsprobe.tls.records import Record, describe_start
+from mtlsprobe.tls.state import SCAN, GapState, SideState, who
 
 POST_HANDSHAKE_RECORDS = 8
 # After the budget: payloads of these types are still read (TLS 1.2 alerts and
@@ -90,22 +61,6 @@ _MIN_FINISHED_RECORD = 53
 # An encrypted TLS 1.3 alert: 2 bytes + 1 (inner type) + 16 (tag).
 _ALERT_SHAPED_RECORD = 19
 
-LETTERS = {
-    HandshakeType.HELLO_REQUEST: "h",
-    HandshakeType.CLIENT_HELLO: "c",
-    HandshakeType.SERVER_HELLO: "s",
-    HandshakeType.NEW_SESSION_TICKET: "t",
-    HandshakeType.ENCRYPTED_EXTENSIONS: "o",
-    HandshakeType.CERTIFICATE: "x",
-    HandshakeType.SERVER_KEY_EXCHANGE: "k",
-    HandshakeType.CERTIFICATE_REQUEST: "r",
-    HandshakeType.SERVER_HELLO_DONE: "n",
-    HandshakeType.CERTIFICATE_VERIFY: "y",
-    HandshakeType.CLIENT_KEY_EXCHANGE: "g",
-    HandshakeType.FINISHED: "f",
-    HandshakeType.CERTIFICATE_STATUS: "u",
-    HandshakeType.KEY_UPDATE: "m",
-}
 # Content types as plain ints: compared for every record (an IntEnum attribute lookup each
 # time was measurable).
 _APPLICATION_DATA = int(ContentType.APPLICATION_DATA)
@@ -113,23 +68,9 @@ _HANDSHAKE = int(ContentType.HANDSHAKE)
 _CHANGE_CIPHER_SPEC = int(ContentType.CHANGE_CIPHER_SPEC)
 _ALERT = int(ContentType.ALERT)
 _HEARTBEAT = int(ContentType.HEARTBEAT)
-# ``_Side.dead`` while looking for a record boundary after a gap (parsing resumes there).
-_SCAN = "scan"
 UNLIMITED = 1 << 62  # skippable bytes of a side whose parsing stopped for good
 # Gaps noted one by one per direction; later ones only counted.
 _GAP_NOTES = 3
-# Handshake types as plain ints for the dispatch in Observer._handshake (an IntEnum
-# attribute lookup costs ~100 ns, and the chain compares up to ten per message).
-_CERTIFICATE = int(HandshakeType.CERTIFICATE)
-_CERTIFICATE_REQUEST = int(HandshakeType.CERTIFICATE_REQUEST)
-_CLIENT_HELLO = int(HandshakeType.CLIENT_HELLO)
-_CLIENT_KEY_EXCHANGE = int(HandshakeType.CLIENT_KEY_EXCHANGE)
-_ENCRYPTED_EXTENSIONS = int(HandshakeType.ENCRYPTED_EXTENSIONS)
-_FINISHED = int(HandshakeType.FINISHED)
-_HELLO_REQUEST = int(HandshakeType.HELLO_REQUEST)
-_KEY_UPDATE = int(HandshakeType.KEY_UPDATE)
-_SERVER_HELLO = int(HandshakeType.SERVER_HELLO)
-_SERVER_HELLO_DONE = int(HandshakeType.SERVER_HELLO_DONE)
 _C2S = Direction.C2S  # read per feed() call: a module global is cheaper than the enum attribute
 # Handshake messages sent in plaintext before the sender's ChangeCipherSpec (TLS <= 1.2),
 # per sender: after a gap, a handshake record is read only if it holds whole messages of
@@ -146,154 +87,22 @@ _PLAIN_HANDSHAKE = {
 # TLS 1.3: only the hellos travel in plaintext handshake records.
 _PLAIN_HANDSHAKE_13 = {True: frozenset({HandshakeType.CLIENT_HELLO}),
                        False: frozenset({HandshakeType.SERVER_HELLO})}
-_NON_FATAL_13 = frozenset({AlertDescription.close_notify, AlertDescription.user_canceled})
 
 
-def _who(direction: Direction) -> str:
-    return "client" if direction is Direction.C2S else "server"
+class Observer(MessageReader):
+    """Incremental observer for one connection (h2-style: feed bytes, then close).
 
-
-class _Side:
-    """Parsing state of one direction. A __slots__ class built by hand: two per connection,
-    and a dataclass with default factories cost several times more to construct."""
-
-    __slots__ = (
-        "after_done",
-        "alert_shaped_last",
-        "app_data",
-        "app_secret",
-        "assembler",
-        "blind_ccs",
-        "bytes",
-        "ccs",
-        "client",
-        "dead",
-        "dead_at_start",
-        "dec",
-        "decrypt_failed",
-        "direction",
-        "finished",
-        "finished_inferred",
-        "gap",
-        "head",
-        "letters",
-        "next_dec",
-        "opaque_after_hello",
-        "records",
-        "splitter",
-    )
-
-    def __init__(self, direction: Direction) -> None:
-        self.direction = direction
-        self.client = direction is Direction.C2S
-        # history letter per lower-case letter: UPPER case for the client (see _add)
-        self.letters = _CLIENT_LETTERS if self.client else _SERVER_LETTERS
-        self.splitter = RecordSplitter()
-        self.assembler = HandshakeAssembler()
-        self.head = bytearray()  # first bytes, for "not TLS" notes
-        self.bytes = 0
-        self.records = 0
-        # why records are not framed: None (they are), _SCAN (looking for a record boundary
-        # after a gap), "decode" (framing lost), "truncated" (capture began mid-stream)
-        self.dead: str | None = None
-        self.dead_at_start = False
-        # None until a gap hides part of this direction (then facts needing all of it
-        # are UNKNOWN): one slot, so a connection without gaps pays one assignment
-        self.gap: _GapState | None = None
-        self.ccs = False  # TLS 1.2: ChangeCipherSpec sent, later records are encrypted
-        self.blind_ccs = False  # CCS sent before any ServerHello was seen (see _record)
-        self.finished = False  # Finished of the first handshake seen (or inferred)
-        self.finished_inferred = False
-        self.dec: Tls13Decryptor | Tls12Decryptor | None = None
-        self.next_dec: Tls13Decryptor | None = None  # TLS 1.3: the application-traffic key
-        self.app_secret: bytes | None = None
-        self.after_done = 0  # records since the handshake completed
-        self.app_data = False  # application data after the handshake (maybe, if not decrypted)
-        self.opaque_after_hello = 0
-        self.alert_shaped_last = False  # the last record was an undecrypted alert-shaped one
-        self.decrypt_failed = False
-
-    def letter(self, lower: str) -> str:
-        return self.letters[lower]
-
-
-class _GapState:
-    """What gaps did to one direction (created at its first gap)."""
-
-    __slots__ = ("after_handshake", "count", "finished_after", "hs_lost", "maybe_encrypted")
-
-    def __init__(self, after_handshake: bool) -> None:
-        self.after_handshake = after_handshake  # the first gap came after the handshake
-        self.count = 0  # gaps reported
-        self.finished_after = False  # this side's Finished was read after a gap
-        self.hs_lost = True  # handshake framing lost: the next record needs whole messages
-        self.maybe_encrypted = False  # TLS <= 1.2: its ChangeCipherSpec may be in a gap
-
-
-_LOWER = "csjoxkrnygfthuzmildeb"
-_CLIENT_LETTERS = {c: c.upper() for c in _LOWER}
-_SERVER_LETTERS = {c: c for c in _LOWER}
-
-
-class Observer:
-    """Incremental observer for one connection (h2-style: feed bytes, then close)."""
+    The record layer: framing, gaps, ChangeCipherSpec and record keys; handshake messages
+    and alerts go up to :class:`~mtlsprobe.tls.message_reader.MessageReader`, and the state
+    both write is :class:`~mtlsprobe.tls.state.ObserverState`.
+    """
 
     def __init__(self, *, keylog: KeyLog | str | None = None) -> None:
         if isinstance(keylog, str):
             keylog = KeyLog.parse(keylog)
-        self.keylog = keylog
-        self._client = _Side(Direction.C2S)
-        self._server = _Side(Direction.S2C)
-        self.sides = {Direction.C2S: self._client, Direction.S2C: self._server}
-        # Both kept as plain attributes, updated where their inputs change (_set_finished,
-        # _server_hello, the HelloRetryRequest): they are read several times per record.
-        self.handshake_done = False  # both sides' Finished seen (or inferred)
-        self.tls13 = False  # the ServerHello chose TLS 1.3 (before it: a HelloRetryRequest)
-        self.notes: list[str] = []
-        self._noted: set[str] = set()
-        self.history: list[str] = []
-        self.alerts: list[AlertInfo] = []
-        # the first fatal alert (an unreadable one only during the handshake): the outcome
-        self.fatal: AlertInfo | None = None
-        self.ch: ClientHello | None = None
-        self.ch_latest: ClientHello | None = None
-        self.sh: ServerHello | None = None
-        self.sh_latest: ServerHello | None = None
-        self.hello_retry = False
-        self.ee: EncryptedExtensions | None = None
-        self.server_cert: Certificate | None = None
-        self.server_cert_malformed = False
-        self.client_cert: Certificate | None = None
-        self.client_cert_malformed = False
-        self.client_skipped_cert = False
-        self.cert_request: CertificateRequest | None = None
-        self.cert_request_where: str | None = None
-        self.server_hello_done = False
-        self.server_hello_done_after_gap = False
-        self.resumed = False
-        self.renegotiation = False
-        self.renegotiation_hidden = False
-        self.decrypted = False
-        self.not_tls: str | None = None
-        self._keys_ready = False
-        self._keys12: tuple[tuple[int, bytes, bytes, bytes], Tls12Keys] | None = None
-        self.http = HttpHeads()  # the first HTTP/1.x exchange in decrypted application data
+        super().__init__(keylog)
 
     # --- public API -----------------------------------------------------------------
-
-    def _set_finished(self, side: _Side, *, inferred: bool = False) -> None:
-        """Mark one side's first-handshake Finished as seen (``inferred``: from shapes)."""
-        side.finished = True
-        if side.gap is not None:
-            side.gap.finished_after = True
-        if inferred:
-            side.finished_inferred = True
-        self.handshake_done = self._client.finished and self._server.finished
-
-    def note(self, text: str) -> None:
-        if text not in self._noted:
-            self._noted.add(text)
-            self.notes.append(text)
 
     def feed(self, direction: Direction, data: bytes | memoryview) -> None:
         """Consume bytes one side sent, in the order they were sent. Never raises."""
@@ -302,7 +111,7 @@ class Observer:
         if len(side.head) < 32:
             side.head += data[: 32 - len(side.head)]
         if side.dead is not None:
-            if side.dead == _SCAN:
+            if side.dead == SCAN:
                 self._scan(side, data)
             return
         try:
@@ -323,14 +132,14 @@ class Observer:
         dead = side.dead
         if dead is None:
             return side.splitter.keep is _LATE_KEEP
-        return dead != _SCAN  # after a gap, every byte is looked at until a record boundary
+        return dead != SCAN  # after a gap, every byte is looked at until a record boundary
 
     def skippable(self, direction: Direction) -> int:
         """How many next bytes of one side ``skip`` would take now, in one call or several
         (``UNLIMITED`` once parsing of that side stopped for good)."""
         side = self._client if direction is _C2S else self._server
         if side.dead is not None:
-            return 0 if len(side.head) < 32 or side.dead == _SCAN else UNLIMITED
+            return 0 if len(side.head) < 32 or side.dead == SCAN else UNLIMITED
         return side.splitter.skippable
 
     def skip(self, direction: Direction, n: int) -> bool:
@@ -339,7 +148,7 @@ class Observer:
         (or after parsing stopped). False: they are needed, ``feed`` them instead."""
         side = self._client if direction is _C2S else self._server
         if side.dead is not None:
-            if len(side.head) < 32 or side.dead == _SCAN:
+            if len(side.head) < 32 or side.dead == SCAN:
                 return False
         elif not side.splitter.skip(n):
             return False
@@ -350,36 +159,34 @@ class Observer:
         """Bytes of one direction are missing: framing is lost, so records are read again
         from the next record header that can be confirmed (see the module docstring)."""
         side = self.sides[direction]
-        who = _who(direction)
+        sender = who(direction)
         gap = side.gap
         if gap is None:
-            gap = side.gap = _GapState(self.handshake_done)
+            gap = side.gap = GapState(self.handshake_done)
         gap.count += 1
         if gap.count <= _GAP_NOTES:
             where = f" at offset {offset}" if offset is not None else ""
             self.note(
-                f"{length} bytes missing from the {who} stream{where}: messages in them are "
+                f"{length} bytes missing from the {sender} stream{where}: messages in them are "
                 "unknown; records are read again from the next header that can be confirmed"
             )
         elif gap.count == _GAP_NOTES + 1:
-            self.note(f"more bytes missing from the {who} stream (further gaps not listed)")
-        if side.dead == _SCAN:  # still scanning: a record ending just where this gap starts
+            self.note(f"more bytes missing from the {sender} stream (further gaps not listed)")
+        if side.dead == SCAN:  # still scanning: a record ending just where this gap starts
             self._resume(side, side.splitter.settle())
-        if side.dead is not None and side.dead != _SCAN:
+        if side.dead is not None and side.dead != SCAN:
             return  # not framed anyway (not TLS, framing lost, or capture began mid-stream)
         side.assembler = HandshakeAssembler()  # a message cut by the gap is lost
         gap.hs_lost = True
         if not self.tls13 and not side.ccs:
             gap.maybe_encrypted = True
-        if side.dec is not None or side.next_dec is not None:
-            side.dec = side.next_dec = None
-            side.app_secret = None
+        if side.keys.drop():
             self.note(
-                f"{who} records after the gap are not decrypted: the number of records lost "
+                f"{sender} records after the gap are not decrypted: the number of records lost "
                 "in it, so the AEAD sequence number, is unknown"
             )
         side.splitter.resync(length, version=self._record_version())
-        side.dead = _SCAN
+        side.dead = SCAN
 
     def _record_version(self) -> int | None:
         """The legacy_record_version every record carries from the ServerHello on (None:
@@ -391,7 +198,7 @@ class Observer:
             return 0x0303  # RFC 8446 §5.1
         return sh.version if 0x0300 <= sh.version <= 0x0303 else None
 
-    def _scan(self, side: _Side, data: bytes | memoryview) -> None:
+    def _scan(self, side: SideState, data: bytes | memoryview) -> None:
         """Bytes after a gap: looked through for a record boundary, then read from it."""
         try:
             records = side.splitter.feed(data)
@@ -400,13 +207,13 @@ class Observer:
             return
         self._resume(side, records)
 
-    def _resume(self, side: _Side, records: list[Record]) -> None:
+    def _resume(self, side: SideState, records: list[Record]) -> None:
         """Read the records from a boundary found after a gap (none found: still scanning)."""
         if side.splitter.scanning:
             return
         side.dead = None
         self.note(
-            f"{_who(side.direction)} stream resynchronised on a record header "
+            f"{who(side.direction)} stream resynchronised on a record header "
             f"{side.splitter.skipped} bytes after the gap"
         )
         try:
@@ -431,7 +238,7 @@ class Observer:
 
     # --- records --------------------------------------------------------------------
 
-    def _lose(self, side: _Side, exc: DecodeError) -> None:
+    def _lose(self, side: SideState, exc: DecodeError) -> None:
         side.dead = "decode"
         if exc.context == "record" and exc.offset == 0:
             if side.client:
@@ -439,15 +246,9 @@ class Observer:
             else:
                 self.not_tls = describe_start(bytes(side.head))
             return
-        self.note(f"{_who(side.direction)} stream unreadable from here: {exc}")
+        self.note(f"{who(side.direction)} stream unreadable from here: {exc}")
 
-    def _add(self, side: _Side, lower: str, *, collapse: bool = False) -> None:
-        letter = side.letters[lower]
-        if collapse and self.history and self.history[-1] == letter:
-            return
-        self.history.append(letter)
-
-    def _record(self, side: _Side, rec: Record) -> None:
+    def _record(self, side: SideState, rec: Record) -> None:
         side.records += 1
         done = self.handshake_done
         if done:
@@ -482,7 +283,7 @@ class Observer:
                 # an encrypted (renegotiation) CCS: the first one was in a gap
                 side.gap.maybe_encrypted = False
                 side.ccs = True
-                side.dec = None
+                side.keys.dec = None
             else:
                 self._change_cipher_spec(side)
         elif ctype == _ALERT:
@@ -500,7 +301,7 @@ class Observer:
         elif ctype == _HEARTBEAT:
             self._add(side, "b")
 
-    def _handshake_after_gap(self, side: _Side, payload: bytes) -> None:
+    def _handshake_after_gap(self, side: SideState, payload: bytes) -> None:
         """The first handshake records after a gap: read only from one that holds whole
         plaintext messages (the message framing is confirmed by ending with the record)."""
         plain = (_PLAIN_HANDSHAKE_13 if self.tls13 else _PLAIN_HANDSHAKE)[side.client]
@@ -512,43 +313,40 @@ class Observer:
             return
         self._add(side, "e", collapse=True)
         self.note(
-            f"{_who(side.direction)} handshake record after the gap not read: it does not "
+            f"{who(side.direction)} handshake record after the gap not read: it does not "
             "hold whole plaintext handshake messages (it may continue one the gap cut, or be "
             "encrypted)"
         )
 
-    def _count_only(self, side: _Side) -> None:
+    def _count_only(self, side: SideState) -> None:
         side.app_data = True
-        if side.dec is not None:
-            if isinstance(side.dec, Tls12Decryptor):
-                side.dec.skip()
-            else:
-                side.dec.seq += 1
+        side.keys.count()
 
-    def _application_record(self, side: _Side, rec: Record, done: bool) -> None:
+    def _application_record(self, side: SideState, rec: Record, done: bool) -> None:
         if not self.tls13 or self.sh is None:
             if self.sh is None and side.client and not side.finished:
                 self.note("client sent encrypted data before the ServerHello (0-RTT)")
                 self._add(side, "e", collapse=True)
                 return
-            if isinstance(side.dec, Tls12Decryptor):
+            if isinstance(side.keys.dec, Tls12Decryptor):
                 if self.http.wants(side.direction):
                     plain = self._open12(side, rec)
                     if plain is not None:
                         self.http.feed(side.direction, plain)
                 else:
-                    side.dec.skip()  # only the sequence number matters now
+                    side.keys.dec.skip()  # only the sequence number matters now
             self._add(side, "d", collapse=True)
             if done:
                 side.app_data = True
             return
-        if side.dec is None and side.next_dec is None:  # no keys (e.g. no key log)
+        if not side.keys.ready():  # no keys (e.g. no key log)
             self._opaque13(side, rec, done)
             return
-        opened = self._open13(side, rec)
+        opened = side.keys.open13(rec, self.note)
         if opened is None:
             self._opaque13(side, rec, done)
             return
+        self.decrypted = True
         inner, content = opened
         if inner == ContentType.HANDSHAKE:
             self._handshake_bytes(side, content)
@@ -560,9 +358,9 @@ class Observer:
             if self.handshake_done:
                 side.app_data = True
         else:
-            self.note(f"{_who(side.direction)} sent inner content type {inner}")
+            self.note(f"{who(side.direction)} sent inner content type {inner}")
 
-    def _opaque13(self, side: _Side, rec: Record, done: bool) -> None:
+    def _opaque13(self, side: SideState, rec: Record, done: bool) -> None:
         """A TLS 1.3 record we could not decrypt: only its shape is known."""
         self._add(side, "e", collapse=True)
         side.opaque_after_hello += 1
@@ -571,7 +369,7 @@ class Observer:
             side.alert_shaped_last = True
             when = " after the client's handshake flight" if not side.client else ""
             self.note(
-                f"{_who(side.direction)} sent a {rec.length}-byte encrypted record{when}: "
+                f"{who(side.direction)} sent a {rec.length}-byte encrypted record{when}: "
                 "the shape of an encrypted alert (not decrypted, so not counted as one)"
             )
         elif (side.client and not side.finished and rec.length >= _MIN_FINISHED_RECORD
@@ -588,7 +386,7 @@ class Observer:
         elif done and not side.client:
             side.app_data = True
 
-    def _change_cipher_spec(self, side: _Side) -> None:
+    def _change_cipher_spec(self, side: SideState) -> None:
         if self.sh is None and not self.hello_retry:
             # No ServerHello seen (one-way capture, or lost): TLS <= 1.2 encrypts from here,
             # while a TLS 1.3 client's compatibility CCS may precede a second, plaintext
@@ -599,50 +397,22 @@ class Observer:
         side.ccs = True
         if side.gap is not None:
             side.gap.maybe_encrypted = False
-        side.dec = None  # TLS 1.2 sequence numbers restart at 0 after a CCS (RFC 5246 §6.1)
+        side.keys.dec = None  # TLS 1.2 sequence numbers restart at 0 after a CCS (RFC 5246 §6.1)
         if (not side.client and not self.server_hello_done and self.server_cert is None
                 and side.gap is None):
             self.resumed = True  # abbreviated handshake: CCS right after ServerHello
-        self._setup12(side)
+        ch, sh = self.ch_latest, self.sh_latest
+        if ch is not None and sh is not None:
+            self.key_schedule.tls12(side.keys, sh.cipher_suite, ch.random, sh.random, self.note)
 
-    def _setup12(self, side: _Side) -> None:
-        if self.keylog is None or self.ch_latest is None or self.sh_latest is None:
-            return
-        master = self.keylog.get(self.ch_latest.random, kl.CLIENT_RANDOM)
-        if master is None:
-            self.note("key log has no CLIENT_RANDOM secret for this connection's client random")
-            return
-        suite = self.sh_latest.cipher_suite
-        inputs = (suite, master, self.ch_latest.random, self.sh_latest.random)
-        if self._keys12 is not None and self._keys12[0] == inputs:
-            keys = self._keys12[1]  # the other side's CCS already derived this key block
-        else:
-            try:
-                keys = tls12_keys(*inputs)
-            except UnsupportedSuite as exc:
-                self.note(f"TLS 1.2 records not decrypted: {exc}")
-                return
-            self._keys12 = (inputs, keys)
-        if side.client:
-            side.dec = Tls12Decryptor(suite, keys.client_key, keys.client_iv)
-        else:
-            side.dec = Tls12Decryptor(suite, keys.server_key, keys.server_iv)
-
-    def _open12(self, side: _Side, rec: Record) -> bytes | None:
-        if not isinstance(side.dec, Tls12Decryptor):
-            return None
-        try:
-            _, plain = side.dec.decrypt(rec.header, rec.payload)
-        except DecryptError:
-            if not side.decrypt_failed:
-                side.decrypt_failed = True
-                self.note(f"{_who(side.direction)} TLS 1.2 record did not decrypt with the key log")
-            side.dec = None
-            return None
-        self.decrypted = True
+    def _open12(self, side: SideState, rec: Record) -> bytes | None:
+        """A TLS 1.2 record's plaintext (None: no key for it, or it did not decrypt)."""
+        plain = side.keys.open12(rec, self.note)
+        if plain is not None:
+            self.decrypted = True
         return plain
 
-    def _opaque_handshake12(self, side: _Side) -> None:
+    def _opaque_handshake12(self, side: SideState) -> None:
         """An encrypted TLS 1.2 handshake record we cannot read."""
         if not side.finished:
             self._add(side, "f")  # the first one after CCS is Finished (RFC 5246 §7.4.9)
@@ -658,230 +428,9 @@ class Observer:
         self.renegotiation = True
         self.renegotiation_hidden = True
         self.note(
-            f"{_who(side.direction)} sent an encrypted handshake record after both Finished: "
+            f"{who(side.direction)} sent an encrypted handshake record after both Finished: "
             "a renegotiation (its messages are hidden without a key log)"
         )
-
-    # --- TLS 1.3 keys -----------------------------------------------------------------
-
-    def _setup13(self) -> None:
-        if self._keys_ready or self.sh is None or self.ch is None:
-            return
-        self._keys_ready = True
-        if self.keylog is None:
-            self.note(
-                "TLS 1.3 without a key log: the server certificate, CertificateRequest and "
-                "client Certificate are encrypted, so they are unknown"
-            )
-            return
-        secrets = self.keylog.secrets(self.ch.random)
-        if not secrets:
-            self.note(
-                "TLS 1.3: the key log has no secrets for this connection's client random, "
-                "so the encrypted handshake is unknown"
-            )
-            return
-        suite = self.sh.cipher_suite
-        try:
-            aead_spec(suite)
-        except UnsupportedSuite as exc:
-            self.note(f"TLS 1.3 records not decrypted: {exc}")
-            return
-        pairs = (
-            (Direction.C2S, kl.CLIENT_HANDSHAKE_TRAFFIC_SECRET, kl.CLIENT_TRAFFIC_SECRET_0),
-            (Direction.S2C, kl.SERVER_HANDSHAKE_TRAFFIC_SECRET, kl.SERVER_TRAFFIC_SECRET_0),
-        )
-        for direction, hs_label, ap_label in pairs:
-            side = self.sides[direction]
-            if side.gap is not None:
-                self.note(
-                    f"{_who(direction)} records not decrypted: a gap came before them, so "
-                    "their AEAD sequence numbers are unknown"
-                )
-                continue
-            hs, ap = secrets.get(hs_label), secrets.get(ap_label)
-            if hs is not None:
-                side.dec = Tls13Decryptor(suite, hs)
-            if ap is not None:
-                side.next_dec = Tls13Decryptor(suite, ap)
-                side.app_secret = ap
-            if hs is None or ap is None:
-                self.note(f"key log lacks some {_who(direction)} TLS 1.3 secrets")
-
-    def _open13(self, side: _Side, rec: Record) -> tuple[int, bytes] | None:
-        for attempt in (side.dec, side.next_dec):
-            if not isinstance(attempt, Tls13Decryptor):
-                continue
-            try:
-                result = attempt.decrypt(rec.header, rec.payload)
-            except DecryptError:
-                continue
-            if attempt is side.next_dec:
-                side.dec, side.next_dec = side.next_dec, None
-            self.decrypted = True
-            return result
-        if side.dec is not None or side.next_dec is not None:
-            if not side.decrypt_failed:
-                side.decrypt_failed = True
-                self.note(f"{_who(side.direction)} TLS 1.3 record did not decrypt with the key log")
-            side.dec = side.next_dec = None
-        return None
-
-    # --- handshake messages -------------------------------------------------------------
-
-    def _handshake_bytes(self, side: _Side, payload: bytes) -> None:
-        for msg in side.assembler.feed(payload):  # DecodeError: framing lost, side dies
-            self._handshake(side, msg)
-
-    def _handshake(self, side: _Side, msg: HandshakeMessage) -> None:
-        t = msg.msg_type
-        post = self.handshake_done
-        letter = LETTERS.get(t, "z")  # type: ignore[call-overload]
-        try:
-            if t == _CLIENT_HELLO and side.client:
-                self._client_hello(msg, post)
-            elif t == _SERVER_HELLO and not side.client:
-                sh = parse_server_hello(msg.body)
-                if sh.is_hello_retry:
-                    letter = "j"
-                    self.hello_retry = True
-                    if self.sh is None:
-                        self.tls13 = True
-                else:
-                    self._server_hello(sh)
-            elif t == _ENCRYPTED_EXTENSIONS and not side.client:
-                self.ee = parse_encrypted_extensions(msg.body)
-            elif t == _CERTIFICATE:
-                self._certificate(side, msg, post)
-            elif t == _CERTIFICATE_REQUEST and not side.client:
-                self._certificate_request(msg, post)
-            elif t == _SERVER_HELLO_DONE and not side.client and not post:
-                self.server_hello_done = True
-                self.server_hello_done_after_gap = side.gap is not None
-            elif t == _CLIENT_KEY_EXCHANGE and side.client and not post:
-                if (self.cert_request is not None and self.client_cert is None
-                        and side.gap is None):
-                    self.client_skipped_cert = True
-            elif t == _FINISHED:
-                self._finished(side)
-            elif t == _HELLO_REQUEST and not side.client and post:
-                self._renegotiation(side)
-            elif t == _KEY_UPDATE and self.tls13:
-                parse_key_update(msg.body)
-                self._key_update(side)
-        except DecodeError as exc:
-            self.note(f"malformed {_who(side.direction)} {handshake_name(t)}: {exc}")
-        self._add(side, letter)
-
-    def _client_hello(self, msg: HandshakeMessage, post: bool) -> None:
-        try:
-            ch = parse_client_hello(msg.body)
-        except DecodeError:
-            if post:
-                self._renegotiation(self._client)
-            raise
-        self.ch_latest = ch
-        if self.ch is None:
-            self.ch = ch
-        elif post:
-            self._renegotiation(self._client)
-
-    def _server_hello(self, sh: ServerHello) -> None:
-        self.sh_latest = sh
-        if self.sh is not None:
-            return  # renegotiation: the first handshake's facts stay
-        self.sh = sh
-        self.tls13 = sh.version == TLS13
-        if self.tls13:
-            self.resumed = sh.psk_selected
-            self._setup13()
-        elif self.ch is not None and sh.session_id and sh.session_id == self.ch.session_id:
-            self.resumed = True
-
-    def _certificate(self, side: _Side, msg: HandshakeMessage, post: bool) -> None:
-        try:
-            cert = parse_certificate(msg.body, tls13=self.tls13)
-        except DecodeError:
-            if side.client:
-                self.client_cert_malformed = True
-            else:
-                self.server_cert_malformed = True
-            raise
-        if side.client:
-            self.client_cert = cert  # the latest: a PHA or renegotiation answer counts
-        elif self.server_cert is None:
-            self.server_cert = cert
-
-    def _certificate_request(self, msg: HandshakeMessage, post: bool) -> None:
-        where = "handshake" if not post else ("post_handshake" if self.tls13 else "renegotiation")
-        if self.cert_request is None:
-            self.cert_request_where = where
-            self.cert_request = CertificateRequest()  # seen, even if the body is malformed
-        try:
-            cr = parse_certificate_request(msg.body, tls13=self.tls13)
-        except DecodeError:
-            raise
-        if self.cert_request_where == where:
-            self.cert_request = cr
-
-    def _finished(self, side: _Side) -> None:
-        if side.finished:
-            return
-        self._set_finished(side)
-        if self.tls13 and side.next_dec is not None:
-            side.dec, side.next_dec = side.next_dec, None
-
-    def _key_update(self, side: _Side) -> None:
-        # RFC 8446 §7.2: application_traffic_secret_N+1 = HKDF-Expand-Label(secret_N,
-        # "traffic upd", "", Hash.length). Later records of this side use the new key.
-        if side.app_secret is None or self.sh is None:
-            return
-        spec = aead_spec(self.sh.cipher_suite)
-        h = spec.hash()
-        side.app_secret = hkdf_expand_label(side.app_secret, "traffic upd", b"", h.digest_size, h)
-        side.dec = Tls13Decryptor(self.sh.cipher_suite, side.app_secret)
-
-    def _renegotiation(self, side: _Side) -> None:
-        if not self.renegotiation:
-            self.renegotiation = True
-            self.note(f"{_who(side.direction)} started a renegotiation after the handshake")
-
-    # --- alerts -------------------------------------------------------------------------
-
-    def _alert(self, side: _Side, payload: bytes | None, *, decrypted: bool) -> None:
-        after = self.handshake_done
-        self._add(side, "l")
-        if payload is None:
-            info = AlertInfo(
-                sender=side.direction,
-                level="unknown",
-                description="encrypted",
-                after_handshake=after,
-            )
-            self.alerts.append(info)
-            if not after and self.fatal is None:
-                self.fatal = info
-            return
-        try:
-            alerts = parse_alerts(payload)
-        except DecodeError as exc:
-            self.note(f"malformed {_who(side.direction)} alert: {exc}")
-            return
-        for a in alerts:
-            level = {1: "warning", 2: "fatal"}.get(a.level, "unknown")
-            info = AlertInfo(
-                sender=side.direction,
-                level=level,
-                description=alert_name(a.description),
-                code=a.description,
-                after_handshake=after,
-                decrypted=decrypted,
-            )
-            self.alerts.append(info)
-            # RFC 8446 §6: in TLS 1.3 every alert but close_notify/user_canceled is fatal.
-            fatal = a.level == 2 or (self.tls13 and a.description not in _NON_FATAL_13)
-            if fatal and self.fatal is None:
-                self.fatal = info
 
     # --- result -------------------------------------------------------------------------
 
@@ -902,22 +451,22 @@ class Observer:
         """The bytes stop: read what a pending resync can still confirm, and note the
         streams that ended inside a record or a handshake message."""
         for side in self.sides.values():
-            if side.dead == _SCAN:  # the bytes stop: a record ending with them confirms it
+            if side.dead == SCAN:  # the bytes stop: a record ending with them confirms it
                 self._resume(side, side.splitter.settle())
-                if side.dead == _SCAN and side.splitter.scanned:
+                if side.dead == SCAN and side.splitter.scanned:
                     self.note(
                         f"no record header could be confirmed in the {side.splitter.scanned} "
-                        f"{_who(side.direction)} bytes after the last gap: the rest of that "
+                        f"{who(side.direction)} bytes after the last gap: the rest of that "
                         "stream is unknown"
                     )
         for side in self.sides.values():
             if side.dead is None and side.splitter.incomplete:
                 self.note(
-                    f"{_who(side.direction)} stream ended inside a record "
+                    f"{who(side.direction)} stream ended inside a record "
                     f"({side.splitter.pending} bytes pending)"
                 )
             elif side.dead is None and side.assembler.pending:
-                self.note(f"{_who(side.direction)} stream ended inside a handshake message")
+                self.note(f"{who(side.direction)} stream ended inside a handshake message")
 
 
 def _plain_client_hello(payload: bytes) -> bool:
