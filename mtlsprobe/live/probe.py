@@ -19,7 +19,7 @@ from mtlsprobe.live.connect import ConnectFailure, open_connection
 from mtlsprobe.live.credentials import Credentials
 from mtlsprobe.live.handshake import run_attempt
 from mtlsprobe.live.proxy import RoutePlan, plan_routes
-from mtlsprobe.model import Attempt, CertKind, Endpoint, Route, Transcript
+from mtlsprobe.model import OTHER_NAME, Attempt, CertKind, Endpoint, Route, Transcript
 
 
 @dataclass(frozen=True)
@@ -39,11 +39,8 @@ class ProbeOptions:
     environ: Mapping[str, str] | None = None  # None: os.environ (tests pass their own)
     sniff: bool = False  # record our own packets for TTL/RST/option evidence (root needed)
     sniff_log: object | None = None  # a live.sniff.SniffLog that receives packets and notes
+    other_name: bool = True  # also ask for an unrelated name (OTHER_NAME): the kind of box
 
-
-#: The unrelated server name of the "other-name" attempt (RFC 2606 .invalid: never a real
-#: host). An interceptor mints a certificate for it; a terminator shows its one certificate.
-OTHER_NAME = "other-name.mtlsprobe.invalid"
 
 _untrusted_lock = threading.Lock()
 _untrusted: pki.Issued | None = None
@@ -80,7 +77,8 @@ def attempts_for(options: ProbeOptions) -> list[Attempt]:
             )
         )
     out.extend(Attempt(name=f"repeat-{i}") for i in range(2, max(1, options.repeat) + 1))
-    out.append(Attempt(name="other-name", sni=OTHER_NAME))
+    if options.other_name:
+        out.append(Attempt(name="other-name", sni=OTHER_NAME))
     return out
 
 

@@ -45,6 +45,7 @@ from mtlsprobe.model.observation import (
     ReflectorEcho,
 )
 from mtlsprobe.model.transcript import (
+    OTHER_NAME,
     Attempt,
     Chunk,
     Endpoint,
@@ -56,6 +57,7 @@ from mtlsprobe.model.transcript import (
 )
 
 __all__ = [
+    "OTHER_NAME",
     "AlertInfo",
     "Attempt",
     "BaselinePort",

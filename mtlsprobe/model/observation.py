@@ -6,7 +6,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from mtlsprobe.model.kinds import Direction, Outcome, Seen, Stage, StreamEnd
-from mtlsprobe.model.transcript import Attempt, Endpoint, Gap, HttpExchange, Route, TcpFacts
+from mtlsprobe.model.transcript import (
+    OTHER_NAME,
+    Attempt,
+    Endpoint,
+    Gap,
+    HttpExchange,
+    Route,
+    TcpFacts,
+)
 
 # --- what the core derives -----------------------------------------------------------
 
@@ -117,3 +125,8 @@ class Observation:
     repeats: int = 1
     last_observed_at: datetime | None = None
     ja4: str | None = None  # JA4 (FoxIO, TCP) of the ClientHello: stable when extensions shuffle
+
+    @property
+    def asks_other_name(self) -> bool:
+        """The probe's other-name handshake (live, or recognised by its SNI in a capture)."""
+        return self.sni == OTHER_NAME or (self.attempt is not None and bool(self.attempt.sni))

@@ -81,6 +81,11 @@ class HttpExchange:
     error: str | None = None
 
 
+#: The unrelated server name of the probe's "other-name" attempt (RFC 2606 .invalid: never a
+#: real host). An interceptor mints a certificate for it; a terminator shows its one certificate.
+OTHER_NAME = "other-name.mtlsprobe.invalid"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Attempt:
     """What a live probe asked for on one connection. Captures have none."""

@@ -22,7 +22,7 @@ from mtlsprobe.model import (
     Seen,
     Stage,
 )
-from mtlsprobe.model.certs import anchor_of, chain_pins
+from mtlsprobe.model.certs import anchor_of, chain_pins, leaf_shares_issuer_key
 from mtlsprobe.rules.signatures import Match
 
 Chain = tuple[CertInfo, ...]
@@ -111,6 +111,37 @@ def _same_root_impostor(case: Case, chain: Chain) -> bool:
         and _identity_checked(case)
         and not _confirmed(case, chain)
     )
+
+
+def _missing_issuer(chain: Chain) -> str | None:
+    """The issuer name the chain stops at when the peer left it out (incomplete chain)."""
+    top = chain[-1]
+    if top.self_issued:
+        return None
+    if any(c.subject == top.issuer for c in chain):
+        return None
+    return top.issuer
+
+
+def _minted(obs: Observation, chain: Chain) -> bool:
+    """Signs of a certificate minted on the fly by an interception product."""
+    return abs(obs.observed_at - chain[0].not_before) <= FRESH_LEAF or leaf_shares_issuer_key(
+        chain
+    )
+
+
+def _foreign(case: Case, chain: Chain, obs: Observation) -> bool:
+    """The expectations say this chain is not the real server's (what MTLS010-012 and
+    MTLS016 report); an incomplete chain that cannot be checked is not (MTLS023's case)."""
+    if _confirmed(case, chain):
+        return False
+    if _same_root_impostor(case, chain):
+        return True
+    if case.expect.pins or _baseline_has_chains(case):
+        return True
+    if case.expect.roots and _anchor(case, chain) is None:
+        return _missing_issuer(chain) is None or _minted(obs, chain)
+    return False
 
 
 def _labels(observations: Sequence[Observation]) -> str:

@@ -25,6 +25,8 @@ from mtlsprobe.rules.facts import (
     _ev,
     _identity_checked,
     _labels,
+    _minted,
+    _missing_issuer,
     _pin_match,
     _same_root_impostor,
     _signature_evidence,
@@ -110,23 +112,6 @@ def chain_not_baseline(case: Case) -> Iterator[Finding]:
             remediation=INSPECT_FIX.format(t=_target(case))
             + " If the server's certificate was renewed, take a new baseline.",
         )
-
-
-def _missing_issuer(chain: Chain) -> str | None:
-    """The issuer name the chain stops at when the peer left it out (incomplete chain)."""
-    top = chain[-1]
-    if top.self_issued:
-        return None
-    if any(c.subject == top.issuer for c in chain):
-        return None
-    return top.issuer
-
-
-def _minted(obs: Observation, chain: Chain) -> bool:
-    """Signs of a certificate minted on the fly by an interception product."""
-    return abs(obs.observed_at - chain[0].not_before) <= FRESH_LEAF or leaf_shares_issuer_key(
-        chain
-    )
 
 
 def _unconfirmed_chains(case: Case) -> list[tuple[Chain, list[Observation]]]:

@@ -3,12 +3,15 @@ name is asked) or a terminator (one fixed certificate for this name, from its ow
 public CA) (MTLS025-026). The remediation follows the kind: exempt from inspection, or pass
 TCP through on the load balancer.
 
-Evidence, strongest first:
-- interceptor: a certificate naming the unrelated name of the other-name handshake; a leaf
-  that reuses its issuer's key; a leaf copying the real certificate's subject and validity
-  under another key; then, weaker, a leaf made hours ago or an explicit proxy on the route;
-- terminator: the very same leaf for the unrelated name; then, weaker, the unrelated name
-  refused while the agent's name is answered.
+Evidence, by strength (the strongest wins; at equal strength, the interceptor):
+- proof: a certificate naming the unrelated name of the other-name handshake, a leaf reusing
+  its issuer's key, or the real certificate's subject and validity copied under another key
+  (interceptor); the very same leaf for the unrelated name (terminator);
+- medium: a load balancer's signature, or a certificate from your own CA that is not the
+  real server's (terminator; an inspection CA under the corporate root mints, so proof of
+  minting outweighs it);
+- weak: a leaf made hours ago or an explicit proxy on the route (interceptor); the
+  unrelated name refused while the agent's name is answered (terminator).
 """
 
 from __future__ import annotations
@@ -26,27 +29,19 @@ from mtlsprobe.rules.facts import (
     _anchor,
     _baseline,
     _chains,
-    _confirmed,
     _ev,
-    _identity_checked,
+    _foreign,
+    _same_root_impostor,
     _target,
 )
+from mtlsprobe.rules.signatures import match_chain, match_http
 
-STRONG, WEAK = 2, 1
+STRONG, MEDIUM, WEAK = 3, 2, 1
 
 
 def foreign_chains(case: Case) -> list[tuple[Chain, list[Observation]]]:
     """Chains that are not the real server's, as far as the expectations tell."""
-    if not case.expect.any:
-        return []
-    out = []
-    for chain, seen_by in _chains(case):
-        if _confirmed(case, chain):
-            continue
-        if _anchor(case, chain) is not None and not _identity_checked(case):
-            continue  # builds to --ca and nothing more to check: MTLS017's question
-        out.append((chain, seen_by))
-    return out
+    return [(c, seen) for c, seen in _chains(case) if _foreign(case, c, seen[0])]
 
 
 def _names(cert: CertInfo) -> str:
@@ -62,7 +57,7 @@ def interceptor_evidence(case: Case, chain: Chain, seen_by: list[Observation]
     """(strength, evidence) that `chain` was minted on the path; strength 0: none."""
     leaf, obs = chain[0], seen_by[0]
     for other, other_leaf in _other_name_leaves(case):
-        asked = other.attempt.sni if other.attempt is not None else None
+        asked = other.sni
         if asked and asked.lower() in _names(other_leaf):
             return STRONG, [_ev(other, "server_chain[0].subject", other_leaf.subject),
                             _ev(other, "server_chain[0].san_dns",
@@ -88,14 +83,23 @@ def interceptor_evidence(case: Case, chain: Chain, seen_by: list[Observation]
     return 0, []
 
 
-def terminator_evidence(case: Case, chain: Chain) -> tuple[int, list[Evidence]]:
+def terminator_evidence(case: Case, chain: Chain, seen_by: list[Observation]
+                        ) -> tuple[int, list[Evidence]]:
     """(strength, evidence) that `chain` is one fixed certificate; strength 0: none."""
     others = _other_name_leaves(case)
     same = [(o, c) for o, c in others if c.sha256 == chain[0].sha256]
     if same:
         o, c = same[0]
         return STRONG, [_ev(o, "server_chain[0].sha256", f"{c.sha256} (the same leaf)"),
-                        _ev(o, "attempt.sni", o.attempt.sni if o.attempt else "-")]
+                        _ev(o, "sni", o.sni or "-")]
+    lb = match_chain(chain, kinds=("load_balancer",)) or [
+        m for o in seen_by for m in match_http(o.http, kinds=("load_balancer",))]
+    if lb:
+        return MEDIUM, [_ev(seen_by[0], lb[0].field, lb[0].value)]
+    if _same_root_impostor(case, chain):
+        anchor = _anchor(case, chain)
+        return MEDIUM, [_ev(seen_by[0], "server_chain[0].subject", chain[0].subject),
+                        _ev(None, "anchor", anchor.subject if anchor else "-")]
     refused = [o for o in case.other_name if not o.server_chain and o.version is None]
     if case.other_name and len(refused) == len(case.other_name):
         return WEAK, [_ev(o, "outcome", o.outcome.value) for o in refused]
@@ -107,7 +111,7 @@ def _kind(case: Case) -> tuple[str, list[Evidence]] | None:
     best: tuple[int, str, list[Evidence]] = (0, "", [])
     for chain, seen_by in foreign_chains(case):
         i, i_ev = interceptor_evidence(case, chain, seen_by)
-        t, t_ev = terminator_evidence(case, chain)
+        t, t_ev = terminator_evidence(case, chain, seen_by)
         # strong beats weak; at equal strength the interceptor's evidence wins
         for strength, kind, ev in ((i, "interceptor", i_ev), (t, "terminator", t_ev)):
             if strength > best[0]:

@@ -108,7 +108,7 @@ def load_baseline(report_json: Any) -> tuple[BaselinePort, ...]:
     for result in report_json["results"]:
         port = int(result["target"]["port"])
         observations = [from_jsonable(Observation, o) for o in result.get("observations", ())]
-        own = [o for o in observations if o.attempt is None or not o.attempt.sni]
+        own = [o for o in observations if not o.asks_other_name]
         acc = ports.setdefault((port, _server_name(own)), _Port())
         rules = {f["rule"] for f in result.get("findings", ())}
         if "MTLS032" in rules:

@@ -53,11 +53,11 @@ def judge(
     expect: Expectations,
     source: str | None = None,
 ) -> CaseResult:
-    other = tuple(o for o in observations if o.attempt is not None and o.attempt.sni)
+    other = tuple(o for o in observations if o.asks_other_name)
     case = Case(
         target=target,
         route=route,
-        observations=tuple(o for o in observations if o.attempt is None or not o.attempt.sni),
+        observations=tuple(o for o in observations if not o.asks_other_name),
         expect=expect,
         source=source,
         other_name=other,

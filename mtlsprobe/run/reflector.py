@@ -98,7 +98,7 @@ def probe_reflector(
     Only the agent's own certificate carries over from `expect`: the reflector is not the
     real server, so --ca/--pin/--baseline do not apply to it; its echo does.
     """
-    opts = dataclasses.replace(options, http_path=ECHO_PATH)
+    opts = dataclasses.replace(options, http_path=ECHO_PATH, other_name=False)
     own = Expectations(agent_cert=expect.agent_cert, agent_chain=expect.agent_chain)
     results = []
     for route, transcripts in probe_target(target, opts):

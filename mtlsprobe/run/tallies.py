@@ -56,7 +56,7 @@ def _route_key(route: Route) -> tuple[str, str]:
 def _server_name(obs: Observation) -> str:
     if obs.route.kind == "http_proxy":
         return canonical_host(obs.server.host)
-    if obs.sni:
+    if obs.sni and not obs.asks_other_name:
         return canonical_host(obs.sni)
     return canonical_host(obs.server.ip or obs.server.host)
 
@@ -136,7 +136,7 @@ class ServerTally:
 
     @property
     def named(self) -> bool:
-        return any(b.first.sni for b in self.behaviours.values())
+        return any(b.first.sni and not b.first.asks_other_name for b in self.behaviours.values())
 
     @property
     def connections(self) -> int:
