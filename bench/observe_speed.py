@@ -46,7 +46,7 @@ def load_transcripts(n: int) -> list[Transcript]:
             cached: list[Transcript] = pickle.load(f)
         if len(cached) >= n:
             return cached[:n]
-    from mtlsprobe.capture.flows import iter_transcripts
+    from mtlsprobe.capture.transcripts import iter_transcripts
 
     transcripts = list(itertools.islice(iter_transcripts(CAPTURE), n))
     tmp = TRANSCRIPTS.with_suffix(".tmp")

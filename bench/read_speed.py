@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtlsprobe.capture.flows import CaptureReader
+from mtlsprobe.capture.transcripts import CaptureReader
 from tests import pcapgen
 
 ETH = b"\x02\x00\x00\x00\x00\x02\x02\x00\x00\x00\x00\x01\x08\x00"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mtlsprobe.capture.flows import CaptureReader
+from mtlsprobe.capture.transcripts import CaptureReader
 from mtlsprobe.model import Endpoint, HttpExchange, Outcome, Seen
 from mtlsprobe.model.errors import InputError
 from mtlsprobe.run.analyze import ServerFilter

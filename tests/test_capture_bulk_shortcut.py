@@ -19,8 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mtlsprobe.capture.bulk import BulkFrames
-from mtlsprobe.capture.flows import CaptureReader
 from mtlsprobe.capture.observations import ObservationReader
+from mtlsprobe.capture.transcripts import CaptureReader
 from mtlsprobe.model import Direction, Transcript
 from mtlsprobe.run import expectations
 from mtlsprobe.run.analyze import analyze
@@ -358,7 +358,7 @@ def _without_leases(path: Path) -> ObservationReader:
     way (a gap's note and history letter land where streaming puts them, which may differ
     from the transcript path's stream order under damage)."""
     reader = ObservationReader(path)
-    reader._late = _NoLeases(reader.capture)
+    reader.flows._late = _NoLeases(reader.capture)
     return reader
 
 

@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mtlsprobe.capture import pcapfile
-from mtlsprobe.capture.flows import CaptureReader, iter_transcripts, tls_record_start
+from mtlsprobe.capture.connection import tls_record_start
 from mtlsprobe.capture.observations import iter_observations
+from mtlsprobe.capture.transcripts import CaptureReader, iter_transcripts
 from mtlsprobe.model import Direction, Stage, StreamEnd
 from mtlsprobe.model.errors import InputError
 from tests import pcapgen

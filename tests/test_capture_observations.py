@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from mtlsprobe.capture.flows import CaptureReader
 from mtlsprobe.capture.observations import ObservationReader, iter_observations
+from mtlsprobe.capture.transcripts import CaptureReader
 from mtlsprobe.run.progress import ProgressBar, progress_for
 from mtlsprobe.tls.keylog import KeyLog, merge_keylogs, parse_keylogs
 from mtlsprobe.tls.observer import observe

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mtlsprobe.capture.flows import CaptureReader
+from mtlsprobe.capture.transcripts import CaptureReader
 from mtlsprobe.model import Direction
 
 PCAPS = Path(__file__).parents[1].parent / "shared" / "pcaps"

@@ -17,8 +17,9 @@ import struct
 import pytest
 import tlsgen
 
-from mtlsprobe.capture.flows import RST_LINGER, CaptureReader
+from mtlsprobe.capture.flowtable import RST_LINGER
 from mtlsprobe.capture.linklayer import ETHERNET, decode
+from mtlsprobe.capture.transcripts import CaptureReader
 from mtlsprobe.model import Direction, Seen
 from mtlsprobe.tls.observer import observe
 from tests import pcapgen

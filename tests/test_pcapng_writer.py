@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from scapy.layers.inet import IP, TCP
 
-from mtlsprobe.capture.flows import CaptureReader
 from mtlsprobe.capture.pcapfile import CaptureFile
 from mtlsprobe.capture.pcapng_writer import LINKTYPE_RAW, PcapngWriter
+from mtlsprobe.capture.transcripts import CaptureReader
 
 KEYLOG = "CLIENT_RANDOM " + "ab" * 32 + " " + "cd" * 48 + "\n"  # odd length: padding matters
 

@@ -1,5 +1,5 @@
 """live.sniff: the kernel filter, the probe's own flows only, loopback de-duplication,
-passive facts through capture.flows, and which key logs may leave the host."""
+passive facts through capture.transcripts, and which key logs may leave the host."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ import pytest
 import tlsgen
 from click.testing import CliRunner
 
-from mtlsprobe.capture.flows import CaptureReader
+from mtlsprobe.capture.transcripts import CaptureReader
 from mtlsprobe.cli.main import main
 from mtlsprobe.live import sniff
 from mtlsprobe.model import Attempt, CertKind, Endpoint

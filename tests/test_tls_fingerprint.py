@@ -327,7 +327,7 @@ def capture_hellos(name: str) -> dict[int, ClientHello]:
     path = PCAPS / name
     if not path.exists():
         pytest.skip(f"{path} absent (the shared captures are not on this machine)")
-    from mtlsprobe.capture.flows import iter_transcripts
+    from mtlsprobe.capture.transcripts import iter_transcripts
 
     out: dict[int, ClientHello] = {}
     for t in iter_transcripts(path):

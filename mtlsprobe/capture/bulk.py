@@ -1,11 +1,12 @@
 """The shortcut for the bulk of a long capture: frames taken in the read buffer.
 
-Boundary: raw frame bytes at fixed offsets, for connections ``capture.flows`` has already
-decoded. Once a streamed connection's sink only counts one direction's bytes (application
-data past the handshake), that direction gets a ``Lease``: a claim, by raw address and port
-bytes, on the capture file's read buffer (``CaptureFile.claims``). Frames are read at the
-offsets of the first one (``Layout``): Ethernet with up to two VLAN tags, Linux cooked,
-raw IP or BSD null/loop, carrying IPv4 without options or IPv6 straight to TCP. The lease
+Boundary: raw frame bytes at fixed offsets, for connections ``capture.flowtable`` has
+already decoded (``capture.connection``; this module does not import the flow table). Once
+a streamed connection's sink only counts one direction's bytes (application data past the
+handshake), that direction gets a ``Lease``: a claim, by raw address and port bytes, on the
+capture file's read buffer (``CaptureFile.claims``). Frames are read at the offsets of the
+first one (``Layout``): Ethernet with up to two VLAN tags, Linux cooked, raw IP or BSD
+null/loop, carrying IPv4 without options or IPv6 straight to TCP. The lease
 takes a frame there, without copying, decoding or reassembling it, when the frame changes
 nothing but counters:
 
@@ -49,7 +50,7 @@ from mtlsprobe.capture.linklayer import (
 from mtlsprobe.capture.tcp import HALF, MASK
 
 if TYPE_CHECKING:
-    from mtlsprobe.capture.flows import ByteSink, Connection, Side
+    from mtlsprobe.capture.connection import ByteSink, Connection, Side
     from mtlsprobe.capture.pcapfile import CaptureFile, Claimant
 
 # IPv4 from its header: (version/IHL, total length, fragment field, TTL, protocol, seq,
@@ -159,7 +160,7 @@ class Lease(_LayoutClaim):
         "me", "other", "peer", "seq", "taken", "ttl",
     )
 
-    def __init__(self, conn: Connection, me: Side, peer: Side, linktype: int, lay: Layout,
+    def __init__(self, conn: Connection[Lease], me: Side, peer: Side, linktype: int, lay: Layout,
                  key: bytes, addrs: bytes) -> None:
         super().__init__(linktype, lay)
         self.conn, self.me, self.peer = conn, me, peer
@@ -229,7 +230,7 @@ class Lease(_LayoutClaim):
 
     def _cross(self, payload: bytes, seq: int, ts: float) -> None:
         """A segment runs past the skipped record: settle what was taken, then reassemble
-        and feed the segment as ``CaptureReader._add`` and ``_deliver`` would (the stream
+        and feed the segment as ``FlowTable._add`` and ``_deliver`` would (the stream
         keeps its bytes for comparing retransmissions; the sink reads the record header)."""
         conn, me = self.conn, self.me
         sink = conn.sink
@@ -256,7 +257,7 @@ class BulkFrames:
         self.others: dict[bytes, Claimant] = {}
         self._sharers: dict[tuple[int, Layout], _OtherShare] = {}
 
-    def resume(self, conn: Connection, sink: ByteSink, frame: bytes, linktype: int, me: Side,
+    def resume(self, conn: Connection[Lease], sink: ByteSink, frame: bytes, linktype: int, me: Side,
                ttl: int | None) -> None:
         """After the general path read ``frame`` (sent by ``me``; ``ttl``: its TTL, None
         for a SYN or RST, whose TTL is not the direction's) of a streamed connection: lease
@@ -293,7 +294,7 @@ class BulkFrames:
             claims[lease.key] = lease.claimant
             lease.active = True
 
-    def settle(self, conn: Connection) -> None:
+    def settle(self, conn: Connection[Lease]) -> None:
         """Apply what the connection's leases took, and stand them down."""
         claims = self.capture.claims
         for lease in conn.leases:
@@ -309,7 +310,7 @@ class BulkFrames:
             self.frames += lease.frames
             lease.frames = 0
 
-    def forget(self, conn: Connection) -> None:
+    def forget(self, conn: Connection[Lease]) -> None:
         """The connection leaves the table: settle its leases and drop them."""
         self.settle(conn)
         conn.leases.clear()

@@ -1,6 +1,6 @@
 """Capture -> ``Observation`` per TLS connection, in one streaming pass (the analyze path).
 
-Boundary: glue between ``capture.flows`` (connections) and ``tls.observer`` (facts). Once a
+Boundary: glue between ``capture.flowtable`` (connections) and ``tls.observer`` (facts). Once a
 connection is known to carry TLS, its reassembled bytes go straight into one
 ``tls.Observer`` as they arrive; nothing of the stream is stored, so there is no cap on
 how much of it is read (a 340 KB certificate flight is parsed whole) and memory stays flat
@@ -20,16 +20,18 @@ yields with the same ``max_bytes`` (tests/test_capture_observations.py holds us 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from mtlsprobe.capture.flows import CONNECT_LIMIT, CaptureReader, Connection, Side
+from mtlsprobe.capture.connection import Connection, Side
+from mtlsprobe.capture.flowtable import Progress
+from mtlsprobe.capture.httpconnect import CONNECT_LIMIT, connect_pending, prelude
+from mtlsprobe.capture.transcripts import CaptureReader
 from mtlsprobe.model import Direction, Observation
 from mtlsprobe.tls.keylog import KeyLog, merge_keylogs
 from mtlsprobe.tls.observer import Observer, starts_with_hello
 
-Progress = Callable[[int, int | None], None]
 # A connection that began before the capture waits for both sides' first bytes, up to this.
 WAIT_LIMIT = 64 * 1024
 
@@ -152,19 +154,19 @@ class ObservationReader(CaptureReader):
     # --- CaptureReader hooks ---------------------------------------------------------
 
     def _stream(self, conn: Connection, *, final: bool = False) -> None:
-        client, server, _ = self.roles(conn)
+        client, server, _ = conn.roles()
         truncated = client.stream.truncated_at_start or server.stream.truncated_at_start
         if not final:
             waited = sum(len(data) for _, _, data in conn.chunks)
             if truncated and not (client.first and server.first) and waited < WAIT_LIMIT:
                 return  # lose_start needs both sides' first bytes
-            if waited < 2 * CONNECT_LIMIT and self.connect_pending(conn):
+            if waited < 2 * CONNECT_LIMIT and connect_pending(conn):
                 return
         observer = Observer(keylog=self._current_keylog())
         if truncated:
             observer.lose_start(keep=starts_with_hello(self._transcript(conn)))
-        prelude = self.prelude(conn)
-        skips = (prelude[2], prelude[3]) if prelude is not None else (0, 0)
+        connect = prelude(conn)
+        skips = (connect[2], connect[3]) if connect is not None else (0, 0)
         sink = conn.sink = _ObserverSink(observer, client, server, skips)
         chunks, conn.chunks = conn.chunks, []
         for side, at, data in chunks:

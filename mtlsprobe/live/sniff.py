@@ -5,7 +5,7 @@ ports (a kernel BPF filter keeps the rest of the host's traffic out of Python) w
 attempts run; :func:`select_flows` keeps only the probe's own connections (4-tuples);
 :func:`to_pcapng` writes them, with the key log of throwaway sessions, for the ticket;
 :func:`passive_facts` turns them into ``TcpFacts`` (TTLs, RSTs, SYN-ACK options) by
-reading that pcapng back with ``capture.flows`` -- the very code ``analyze`` runs, so a
+reading that pcapng back with ``capture.transcripts`` -- the very code ``analyze`` runs, so a
 live run and ``analyze`` of its capture see the same facts.
 
 Why a sniffer: Linux reports no per-segment TTL on a TCP socket (IP_RECVTTL works for
@@ -311,9 +311,9 @@ def to_pcapng(
 
 
 def passive_facts(packets: Sequence[Packet]) -> dict[Client, TcpFacts]:
-    """TcpFacts per connection (keyed by its client end), computed by ``capture.flows`` --
+    """TcpFacts per connection (keyed by its client end), computed by ``capture.transcripts`` --
     the same code ``analyze`` runs on the written pcapng."""
-    from mtlsprobe.capture.flows import CaptureReader
+    from mtlsprobe.capture.transcripts import CaptureReader
 
     if not packets:
         return {}

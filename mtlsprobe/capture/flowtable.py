@@ -1,0 +1,383 @@
+"""The flow table: a capture file's frames -> its TCP connections, each handed out as it closes.
+
+Boundary: the per-frame loop (decode, find or start the connection, reassemble, decide
+roles and whether to keep it), and nothing about what a connection becomes; readers
+(``capture.transcripts``, ``capture.observations``) turn the connections into values.
+``FlowTable`` is the engine interface a compiled core could replace: a ``CaptureFile`` in,
+kept connections out (``run``), one callback between (``stream``), counters in ``stats``.
+
+Decisions, for reviewers:
+
+- A connection is a 4-tuple over time: a SYN with a new ISN on a tuple whose connection
+  ended (or that already carried data) starts a new connection. Stray packets on a tuple
+  that just closed (the last ACK after FIN, late retransmissions) are dropped, not turned
+  into a mid-stream connection.
+- Client and server: see ``capture.connection``.
+- Kept (handed out): the client stream starts with a TLS (or SSLv2-compatible hello) record
+  header; or it starts with a gap and the server stream starts with a TLS record; or the
+  server port is in ``ports``; or it opens with an HTTP CONNECT exchange (any status,
+  ``capture.httpconnect``). Others are counted in ``stats["non_tls_connections"]`` and stop
+  being reassembled once that is clear.
+- Assumes one capture point: a peer's ACK past a hole means the capture lost those bytes,
+  so the hole becomes a gap at once (chunk order then stays faithful).
+- A connection is handed out when it closes (RST, or FIN both ways with both streams
+  complete) so memory stays flat on large captures; the rest are handed out at the end of
+  the capture. After a RST it lingers ``RST_LINGER`` seconds (capture time) first: segments
+  its peer sent before the RST reached it are still in flight and are real bytes (e.g. the
+  rest of a server's certificate flight after a client's RST).
+- A pcapng packet comment ``mtlsprobe attempt: NAME; client certificate: KIND`` (the probe's
+  own capture, ``live.sniff``) on a connection's packets becomes ``Connection.attempt``, so
+  analyze tells the probe's attempts from a client's connections.
+- Bytes: a kept connection's reassembled bytes are held as chunks (up to ``max_bytes`` per
+  direction), unless the ``stream`` callback gives the connection a sink
+  (``capture.observations.ObservationReader`` streams into an Observer): then nothing is
+  held, and bytes the sink only counts skip reassembly (``ByteSink.skip``). Once a
+  direction is only counted, its frames (IPv4 or IPv6, untagged or VLAN-tagged) are taken
+  in the capture file's read buffer, never decoded or yielded (``capture.bulk``: leases,
+  settled before any other frame of the connection is read).
+- Connections are numbered (``Connection.index``) from 0 in order of their first packet
+  (like tshark's ``tcp.stream``); with ``partition``, by the frame number of their first
+  packet instead (``first_frames``).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Callable, Generator, Iterable, Sequence
+
+from mtlsprobe.capture.bulk import NOT_BARE_ACK, BulkFrames, Lease
+from mtlsprobe.capture.connection import Addr, Connection, Side, tls_record_start
+from mtlsprobe.capture.httpconnect import connect_prelude
+from mtlsprobe.capture.linklayer import (
+    ACK,
+    FIN,
+    RST,
+    SYN,
+    TcpSegment,
+    decode,
+)
+from mtlsprobe.capture.pcapfile import PROGRESS_EVERY, CaptureFile
+from mtlsprobe.capture.tcp import TcpReassembler
+from mtlsprobe.model import Attempt, CertKind
+
+CLOSED_MEMORY = 65536  # how many recently closed 4-tuples to remember
+RST_LINGER = 1.0  # seconds a reset connection still takes in-flight segments
+ATTEMPT_PREFIX = "mtlsprobe attempt: "  # live.sniff.ATTEMPT_COMMENT
+
+Progress = Callable[[int, int | None], None]
+
+
+def _hold_chunks(conn: Connection) -> None:
+    """The default ``stream`` callback: no sink, a kept connection's bytes stay in chunks."""
+
+
+class FlowTable:
+    """The TCP connections of one capture file, read frame by frame (see the module
+    docstring): ``run(stream)`` yields each kept connection once, when it has closed.
+
+    ``stream(conn)`` is called when a kept connection without a sink got bytes (they are
+    in ``conn.chunks``); it may set ``conn.sink`` and take the chunks. ``progress(bytes
+    read, file size or None)`` is called every few thousand frames. ``stats`` (counters),
+    ``skipped`` (frames not decoded, by reason) and ``first_frames`` (with ``partition``)
+    fill in as ``run`` proceeds; they are current whenever it yields.
+    """
+
+    def __init__(
+        self,
+        capture: CaptureFile,
+        *,
+        ports: Iterable[int] = (),
+        max_bytes: int | None = 256 * 1024,
+        partition: tuple[int, int] | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.capture = capture
+        # (k, n): read only the connections whose address pair hashes to k modulo n, so n
+        # processes forked from one parent (one hash seed) share a capture out between them.
+        # Connections are then numbered by the frame number of their first packet
+        # ("flow @F"); the caller renumbers them (``first_frames``) once all parts are read.
+        self.partition = partition
+        self.first_frames: list[int] = []
+        self.progress = progress
+        self.stream: Callable[[Connection], None] = _hold_chunks  # run's, while it runs
+        self.ports = frozenset(ports)
+        self.max_bytes = max_bytes
+        self.stats: dict[str, int] = {
+            "packets": 0, "tcp_segments": 0, "connections": 0, "tls_connections": 0,
+            "non_tls_connections": 0, "after_close": 0, "bulk_frames": 0,
+        }
+        self.skipped: dict[str, int] = {}  # frames not decoded, by reason
+        self._late = BulkFrames(capture)
+
+    def run(
+        self, stream: Callable[[Connection], None] = _hold_chunks
+    ) -> Generator[Connection[Lease], None, None]:
+        """Read the capture; yield each kept connection as it closes (the rest at the end).
+        Closes the capture file when done or closed."""
+        self.stream = stream  # held only while running: no cycle with a reader's hook
+        table: dict[tuple[Addr, Addr], Connection[Lease]] = {}
+        closed: OrderedDict[tuple[Addr, Addr], None] = OrderedDict()
+        lingering: deque[tuple[float, tuple[Addr, Addr], Connection[Lease]]] = deque()
+        stats = self.stats
+        skipped = self.skipped
+        progress = self.progress
+        capture = self.capture
+        add = self._add
+        late = self._late
+        part, parts = self.partition or (None, 1)
+        # per-packet counters live in locals and are written to ``stats`` (with the frames
+        # the capture's claimants took) before every yield and at the end, so readers of
+        # ``stats`` see them current
+        packets, segments = stats["packets"], stats["tcp_segments"]
+
+        def sync() -> None:
+            taken = capture.claimed
+            stats["packets"], stats["tcp_segments"] = packets + taken, segments + taken
+            stats["bulk_frames"] = late.frames
+
+        try:
+            for ts, linktype, frame in capture:
+                packets += 1
+                if progress is not None and not packets & PROGRESS_EVERY:
+                    progress(capture.position, capture.size)
+                while lingering and ts >= lingering[0][0]:
+                    _, old_key, old = lingering.popleft()
+                    if table.get(old_key) is old:  # not replaced by a new SYN meanwhile
+                        t = self._retire(table, closed, old_key)
+                        if t is not None:
+                            sync()
+                            yield t
+                seg = decode(linktype, frame, skipped)
+                if seg is None:
+                    continue
+                segments += 1
+                src, dst = (seg.src, seg.sport), (seg.dst, seg.dport)
+                key = (src, dst) if src < dst else (dst, src)
+                if part is not None and hash(key) % parts != part:
+                    late.skip_others(frame, linktype)
+                    continue  # another process's connection
+                conn = table.get(key)
+                if conn is not None and conn.leases:
+                    late.settle(conn)  # what its leases took, before this frame
+                flags = seg.flags
+                if flags & SYN and not flags & ACK:
+                    if conn is not None and self._new_connection(conn, src, seg.seq):
+                        del table[key]
+                        t = self._finish(conn)
+                        if t is not None:
+                            sync()
+                            yield t
+                        conn = None
+                    closed.pop(key, None)
+                elif conn is None and key in closed:
+                    stats["after_close"] += 1
+                    continue
+                if conn is None:
+                    if part is None:
+                        index = stats["connections"]
+                    else:
+                        index = packets + capture.claimed  # renumbered by the caller
+                        self.first_frames.append(index)
+                    conn = table[key] = Connection(index, src, dst, ts, self.max_bytes)
+                    stats["connections"] += 1
+                add(conn, src, seg, ts)
+                sink = conn.sink
+                if sink is not None and capture.comment is None:
+                    me = conn.a if src == conn.a.addr else conn.b
+                    late.resume(conn, sink, frame, linktype, me,
+                                None if flags & (SYN | RST) else seg.ttl)
+                if capture.comment is not None and conn.attempt is None:
+                    conn.attempt = attempt_from_comment(capture.comment)
+                if conn.rst:
+                    if not conn.lingering:
+                        conn.lingering = True
+                        lingering.append((ts + RST_LINGER, key, conn))
+                elif conn.a.fin and conn.b.fin and conn.closed():
+                    t = self._retire(table, closed, key)
+                    if t is not None:
+                        sync()
+                        yield t
+            sync()
+            if progress is not None:
+                progress(capture.size or capture.position, capture.size)
+            for conn in sorted(table.values(), key=lambda c: c.index):
+                t = self._finish(conn)
+                sync()
+                if t is not None:
+                    yield t
+            table.clear()
+        finally:
+            sync()
+            self.stream = _hold_chunks
+            self.capture.close()
+
+    def _retire(
+        self, table: dict[tuple[Addr, Addr], Connection[Lease]],
+        closed: OrderedDict[tuple[Addr, Addr], None], key: tuple[Addr, Addr],
+    ) -> Connection[Lease] | None:
+        """A closed connection leaves the table (its tuple is remembered as closed, so
+        stray late segments are not a new connection); what ``_finish`` gives for it."""
+        conn = table.pop(key)
+        closed[key] = None
+        if len(closed) > CLOSED_MEMORY:
+            closed.popitem(last=False)
+        return self._finish(conn)
+
+    # --- per packet ----------------------------------------------------------------
+
+    @staticmethod
+    def _new_connection(conn: Connection, src: Addr, seq: int) -> bool:
+        """A SYN on a known tuple: a new connection unless it repeats the one we saw."""
+        side, _ = conn.side(src)
+        if side.isn is not None:
+            return side.isn != seq
+        return bool(conn.rst) or any(s.fin or s.stream.started for s in (conn.a, conn.b))
+
+    def _add(self, conn: Connection, src: Addr, seg: TcpSegment, ts: float) -> None:
+        me, peer = conn.side(src)
+        flags = seg.flags
+        conn.last = ts
+        if not (seg.payload or flags & NOT_BARE_ACK):  # a bare ACK: most segments
+            me.ttls[seg.ttl] = None
+            if seg.truncated:
+                conn.snapcut += 1
+            if conn.keep is not False and flags & ACK and peer.stream.started:
+                self._acked(conn, peer, seg.ack, ts - conn.start)
+            return
+        if flags & SYN:
+            if me.isn is not None:
+                me.stream.retransmissions += 1
+                if flags & ACK and seg.seq != me.isn:
+                    me.alt_isns = (me.alt_isns or set()) | {seg.seq}
+            else:
+                me.isn = seg.seq
+                me.stream.syn(seg.seq)
+                if flags & ACK:
+                    conn.synack_from, conn.synack_ttl = me, seg.ttl
+                    conn.synack_options = seg.option_summary
+                else:
+                    conn.syn_from, conn.syn_ttl = me, seg.ttl
+        elif flags & RST:
+            if me not in conn.rst:
+                conn.rst.append(me)
+            conn.rst_ttls[seg.ttl] = None
+            return  # data on a RST is not stream data
+        else:
+            me.ttls[seg.ttl] = None
+        if flags & FIN:
+            me.fin = True
+        if seg.truncated:
+            conn.snapcut += 1
+        if conn.keep is False:
+            return
+        at = ts - conn.start
+        payload = seg.payload
+        sink = conn.sink
+        if (
+            sink is not None and not flags & (SYN | FIN) and payload
+            and me.stream.expects(seg.seq) and sink.skip(me, len(payload))
+        ):
+            me.stream.advance(len(payload))  # bytes the sink only counts: no reassembly
+            runs: Sequence[bytes] = ()
+        else:
+            seq = (seg.seq + 1) & 0xFFFFFFFF if flags & SYN else seg.seq  # TCP Fast Open data
+            runs = me.stream.segment(seq, payload, bool(flags & FIN))
+        for run in runs:
+            self._deliver(conn, me, at, run)
+        if flags & ACK and peer.stream.started:
+            self._acked(conn, peer, seg.ack, at)
+        if runs and conn.keep is None:
+            self._classify(conn)
+
+    def _acked(self, conn: Connection, peer: Side, ack: int, at: float) -> None:
+        """``peer``'s stream was acknowledged up to ``ack``: a hole before it is a gap."""
+        if peer.alt_isns is not None and (ack - 1) & 0xFFFFFFFF in peer.alt_isns:
+            self._rebase(peer, (ack - 1) & 0xFFFFFFFF)
+        for run in peer.stream.acked(ack):
+            self._deliver(conn, peer, at, run)
+
+    def _rebase(self, side: Side, isn: int) -> None:
+        """The peer acknowledged a later SYN-ACK's ISN, not the first one seen: that one is
+        the connection (e.g. a SYN retransmitted after TCP Fast Open data was ignored got a
+        new SYN-ACK). Restart the side's stream on it, if it delivered nothing yet."""
+        side.alt_isns = None
+        if side.stream.stored or side.stream.gaps:
+            return
+        stream = TcpReassembler(self.max_bytes)
+        stream.retransmissions = side.stream.retransmissions
+        stream.syn(isn)
+        side.isn, side.stream = isn, stream
+
+    def _deliver(self, conn: Connection, side: Side, at: float, run: bytes) -> None:
+        if len(side.first) < 6:
+            gaps = len(side.stream.gaps)
+            if not side.first:
+                side.first_gaps = gaps
+            if side.first_gaps == gaps:  # only bytes contiguous with the first run
+                side.first += run[: 6 - len(side.first)]
+        sink = conn.sink
+        if sink is not None:
+            sink.feed(side, at, run)
+            return
+        conn.chunks.append((side, at, run))
+        if conn.keep:
+            self.stream(conn)
+
+    def _classify(self, conn: Connection) -> None:
+        """Decide early whether to keep a connection, to stop storing non-TLS ones."""
+        conn.keep = self._keep(conn, final=False)
+        if conn.keep is False:
+            conn.chunks.clear()
+        elif conn.keep:
+            self.stream(conn)
+
+    def _keep(self, conn: Connection, *, final: bool) -> bool | None:
+        client, _how = conn.client()
+        if client is None:
+            client = conn.port_guess() if final else None
+            if client is None:
+                return None
+        server = conn.b if client is conn.a else conn.a
+        if server.addr[1] in self.ports:
+            return True
+        if client.first.startswith(b"CONNEC"):
+            if conn.prelude or connect_prelude(conn, client, server, final=final) is not None:
+                return True
+            return False if final else None
+        starts_with_gap = bool(client.stream.gaps) and client.stream.gaps[0][0] == 0
+        if starts_with_gap:
+            verdict = tls_record_start(server.first)
+        else:
+            verdict = tls_record_start(client.first)
+        if verdict is None:
+            return False if final else None
+        return verdict
+
+    # --- per connection ------------------------------------------------------------
+
+    def _finish(self, conn: Connection[Lease]) -> Connection[Lease] | None:
+        """The connection is done: flush its streams and decide, finally, whether it is
+        kept; the connection if so (counted in ``stats`` either way)."""
+        self._late.forget(conn)
+        if conn.keep is not False:
+            for side in (conn.a, conn.b):
+                for run in side.stream.flush():
+                    self._deliver(conn, side, conn.last - conn.start, run)
+            conn.keep = self._keep(conn, final=True)
+        if not conn.keep:
+            self.stats["non_tls_connections"] += 1
+            return None
+        self.stats["tls_connections"] += 1
+        return conn
+
+
+def attempt_from_comment(text: str) -> Attempt | None:
+    """The attempt a probe capture's packet comment names, or None for other comments."""
+    if not text.startswith(ATTEMPT_PREFIX):
+        return None
+    name, _, kind = text[len(ATTEMPT_PREFIX) :].partition("; client certificate: ")
+    try:
+        cert = CertKind(kind.strip())
+    except ValueError:
+        cert = CertKind.UNKNOWN
+    return Attempt(name=name.strip(), client_cert=cert) if name.strip() else None
