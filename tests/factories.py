@@ -184,8 +184,10 @@ def foreign_ca(cn: str, org: str | None = None) -> pki.CA:
 
 
 def foreign_chain(cn: str, org: str | None = None, *, leaf_cn: str = "ec.example.com",
-                  not_before: dt.datetime | None = MONTH_AGO) -> tuple[CertInfo, ...]:
-    """A server chain (leaf + issuing CA) from a CA named like a middlebox product's."""
+                  not_before: dt.datetime | None = MONTH_AGO - dt.timedelta(days=9)
+                  ) -> tuple[CertInfo, ...]:
+    """A server chain (leaf + issuing CA) from a CA named like a middlebox product's (its
+    own validity: a copy of the real leaf's would be an interceptor's mimicry)."""
     ca = foreign_ca(cn, org)
     leaf = ca.issue(leaf_cn, sans=(leaf_cn,), not_before=not_before)
     return (info(leaf), info(ca))
@@ -330,4 +332,44 @@ def corpus() -> list[Case]:
         case(observation(reflected=ReflectorEcho(status="bad_signature", error="HMAC mismatch")),
              expect=NOTHING),
     ]
+    cases += kind_and_behaviour_cases()
     return cases
+
+
+def other_name(chain: tuple[CertInfo, ...] | None = None, **changes: object) -> Observation:
+    """The probe's other-name handshake (an unrelated SNI) over the same route."""
+    from mtlsprobe.model import OTHER_NAME
+
+    base: dict[str, object] = dict(
+        label="other-name", attempt=Attempt(name="other-name", sni=OTHER_NAME), sni=OTHER_NAME,
+        server_chain=chain if chain is not None else REAL_CHAIN, http=None,
+    )
+    base.update(changes)
+    return observation(**base)
+
+
+def kind_and_behaviour_cases() -> list[Case]:
+    """MTLS025-028 and MTLS093: the kind of middlebox and the behaviour baseline."""
+    from mtlsprobe.model import OTHER_NAME, TcpFacts
+
+    fixed = foreign_chain("Some LB CA")
+    minting = foreign_ca("Minting Proxy CA")
+    for_other = minting.issue(OTHER_NAME, sans=(OTHER_NAME,), not_before=MONTH_AGO)
+    copy = minting.issue("ec.example.com", sans=("ec.example.com",), not_before=MONTH_AGO,
+                         not_after=REAL_CHAIN[0].not_after)
+    behaviour = (("tls.alpn[http/1.1]", ("http/1.1",)), ("tcp.initial_ttl", ("64",)))
+    offload = observation(alpn=None, tcp=TcpFacts(synack_ttl=120))
+    return [
+        dataclasses.replace(case(observation(server_chain=fixed), expect=ROOTS_ONLY),
+                            other_name=(other_name(fixed),)),
+        dataclasses.replace(case(intercepted(), expect=ROOTS_ONLY),
+                            other_name=(other_name((info(for_other), info(minting))),)),
+        case(observation(server_chain=(info(copy), info(minting))),
+             expect=dataclasses.replace(with_baseline(), roots=(SERVER_ROOT,))),
+        case(offload, expect=dataclasses.replace(
+            PINNED, baseline=(baseline_port(behaviour=behaviour, leaves=(REAL_CHAIN[0],)),))),
+        case(observation(), expect=dataclasses.replace(
+            PINNED, baseline=(baseline_port(port=443),))),
+        case(observation(http=HTTP_OK), expect=dataclasses.replace(PINNED, baseline=(baseline_port(
+            behaviour=(("http.header_names[/ 200]", ("Server|Date",)),)),))),
+    ]

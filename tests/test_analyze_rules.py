@@ -13,7 +13,7 @@ import factories as f
 from factories import found, rule_ids
 
 from mtlsprobe.model import AlertInfo, Direction, Outcome, Seen, Severity, Stage, Verdict
-from mtlsprobe.rules import evaluate
+from mtlsprobe.rules.engine import evaluate
 
 
 def captured(label: str = "x.pcap flow 0", **changes: object):

@@ -8,8 +8,7 @@ import factories as f
 import hopfacts as h
 
 from mtlsprobe.model import Direction, Severity, Verdict
-from mtlsprobe.rules import evaluate
-from mtlsprobe.rules.engine import run_rules
+from mtlsprobe.rules.engine import evaluate, run_rules
 
 
 def fired(case) -> dict[str, object]:

@@ -15,7 +15,7 @@ from mtlsprobe.report.build import build_report
 from mtlsprobe.report.fleet.records import rows_of
 from mtlsprobe.report.jsonl import cause_of, line_objects, render_jsonl
 from mtlsprobe.report.jsonout import SecretError, dumps
-from mtlsprobe.rules import evaluate
+from mtlsprobe.rules.engine import evaluate
 
 WHEN = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
 SCHEMA = json.loads(resources.files("mtlsprobe").joinpath("report/schema/report-v1.json")

@@ -22,7 +22,16 @@ from mtlsprobe.live.credentials import Credentials
 from mtlsprobe.live.handshake import run_attempt
 from mtlsprobe.live.probe import ProbeOptions, probe_target, probe_targets, untrusted_identity
 from mtlsprobe.live.proxy import RoutePlan, parse_proxy_url
-from mtlsprobe.model import Attempt, CertKind, Direction, Endpoint, Stage, StreamEnd, Transcript
+from mtlsprobe.model import (
+    OTHER_NAME,
+    Attempt,
+    CertKind,
+    Direction,
+    Endpoint,
+    Stage,
+    StreamEnd,
+    Transcript,
+)
 from mtlsprobe_demo.connect_proxy import ConnectProxy
 from mtlsprobe_demo.server import NGINX_BAD_CERT
 
@@ -267,8 +276,11 @@ def test_probe_target_runs_every_attempt(make_reference_server, agent, private_t
     names = [t.attempt.name for t in transcripts]
     assert names == [
         "tls13-nocert", "tls12-nocert", "untrusted-cert", "agent-cert", "repeat-2", "repeat-3",
+        "other-name",
     ]
     by = {t.attempt.name: t for t in transcripts}
+    assert by["other-name"].attempt.sni == OTHER_NAME
+    assert all(t.attempt.sni is None for t in transcripts if t.attempt.name != "other-name")
     assert by["untrusted-cert"].attempt.client_cert == CertKind.UNTRUSTED
     assert by["untrusted-cert"].attempt.client_cert_sha256 == hashlib.sha256(
         untrusted_identity().der

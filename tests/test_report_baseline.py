@@ -11,7 +11,7 @@ import pytest
 from mtlsprobe.model import Expectations, HttpExchange, Outcome, Seen, Verdict
 from mtlsprobe.report.build import build_report
 from mtlsprobe.report.jsonout import dumps
-from mtlsprobe.rules import evaluate
+from mtlsprobe.rules.engine import evaluate
 from mtlsprobe.run.baseline import load_baseline
 
 

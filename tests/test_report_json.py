@@ -17,7 +17,7 @@ from mtlsprobe.live import pki
 from mtlsprobe.model import Report, Transcript, Verdict, errors
 from mtlsprobe.report.build import build_report
 from mtlsprobe.report.jsonout import SecretError, dumps, rfc3339, to_jsonable
-from mtlsprobe.rules import evaluate
+from mtlsprobe.rules.engine import evaluate
 
 WHEN = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
 

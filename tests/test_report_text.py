@@ -10,7 +10,7 @@ from mtlsprobe.model import Verdict
 from mtlsprobe.report.build import build_report
 from mtlsprobe.report.markdown import render_markdown
 from mtlsprobe.report.table import cert_request, client_cert_behaviour, render_table, short_name
-from mtlsprobe.rules import evaluate
+from mtlsprobe.rules.engine import evaluate
 
 WHEN = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
 

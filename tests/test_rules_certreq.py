@@ -8,7 +8,7 @@ import factories as f
 from factories import found
 
 from mtlsprobe.model import CertRequestInfo, Seen, Severity, Verdict
-from mtlsprobe.rules import evaluate
+from mtlsprobe.rules.engine import evaluate
 
 
 def test_mtls001_reports_where_and_ca_names():

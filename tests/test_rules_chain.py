@@ -8,8 +8,7 @@ import datetime as dt
 import factories as f
 
 from mtlsprobe.model import Expectations, Finding, HttpExchange, Severity, Verdict, certs
-from mtlsprobe.rules import evaluate
-from mtlsprobe.rules.engine import run_rules
+from mtlsprobe.rules.engine import evaluate, run_rules
 
 
 def found(case, rule_id: str) -> list[Finding]:

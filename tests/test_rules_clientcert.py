@@ -6,7 +6,7 @@ import factories as f
 from factories import found
 
 from mtlsprobe.model import HttpExchange, Outcome, Seen, Severity, Stage, Verdict
-from mtlsprobe.rules import evaluate
+from mtlsprobe.rules.engine import evaluate
 
 NGINX_400 = HttpExchange(path="/", status=400, reason="Bad Request",
                          body_excerpt="<center>No required SSL certificate was sent</center>")

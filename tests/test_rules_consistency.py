@@ -6,7 +6,7 @@ import factories as f
 from factories import found
 
 from mtlsprobe.model import Outcome, Seen, Severity, Verdict
-from mtlsprobe.rules import evaluate
+from mtlsprobe.rules.engine import evaluate
 
 
 def repeat(n: int, **changes):

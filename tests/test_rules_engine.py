@@ -6,8 +6,17 @@ import factories as f
 import pytest
 
 from mtlsprobe.model import CaseResult, Evidence, Finding, Severity, Verdict, errors
-from mtlsprobe.rules import RULES, VERDICT_TABLE, evaluate, exit_code, overall
-from mtlsprobe.rules.engine import decide, rule, run_rules, sort_key
+from mtlsprobe.rules.engine import (
+    RULES,
+    VERDICT_TABLE,
+    decide,
+    evaluate,
+    exit_code,
+    overall,
+    run_rules,
+    sort_key,
+)
+from mtlsprobe.rules.registry import rule
 
 MOVING = (Severity.BREAKS, Severity.BLOCKS, Severity.REJECTS)
 
@@ -70,15 +79,20 @@ ROW_CASES = [
     (2, [fnd("MTLS062", Severity.BLOCKS), fnd("MTLS013")], Verdict.UNREACHABLE),
     (3, [fnd("MTLS013"), fnd("MTLS018")], Verdict.INSPECTED),
     (3, [fnd("MTLS014"), fnd("MTLS016")], Verdict.INSPECTED),
+    (3, [fnd("MTLS025"), fnd("MTLS010"), fnd("MTLS020")], Verdict.INSPECTED),
     (4, [fnd("MTLS016"), fnd("MTLS011")], Verdict.TERMINATED_BY_LB),
-    (4, [fnd("MTLS030"), fnd("MTLS033", Severity.REJECTS)], Verdict.TERMINATED_BY_LB),
-    (5, [fnd("MTLS012"), fnd("MTLS034", Severity.REJECTS)], Verdict.INSPECTED),
-    (6, [fnd("MTLS034", Severity.REJECTS), fnd("MTLS090", Severity.UNKNOWN)],
+    (4, [fnd("MTLS026"), fnd("MTLS010")], Verdict.TERMINATED_BY_LB),
+    (4, [fnd("MTLS027"), fnd("MTLS030")], Verdict.TERMINATED_BY_LB),
+    (5, [fnd("MTLS010"), fnd("MTLS020")], Verdict.INSPECTED),
+    (6, [fnd("MTLS030"), fnd("MTLS033", Severity.REJECTS)], Verdict.TERMINATED_BY_LB),
+    (6, [fnd("MTLS020"), fnd("MTLS012")], Verdict.TERMINATED_BY_LB),
+    (7, [fnd("MTLS012"), fnd("MTLS034", Severity.REJECTS)], Verdict.INSPECTED),
+    (8, [fnd("MTLS034", Severity.REJECTS), fnd("MTLS090", Severity.UNKNOWN)],
      Verdict.CLIENT_CERT_REJECTED),
-    (7, [fnd("MTLS091", Severity.UNKNOWN), fnd("MTLS065", Severity.WARNING)], Verdict.UNKNOWN),
-    (8, [fnd("MTLS065", Severity.WARNING), fnd("MTLS001", Severity.INFO)],
+    (9, [fnd("MTLS091", Severity.UNKNOWN), fnd("MTLS065", Severity.WARNING)], Verdict.UNKNOWN),
+    (10, [fnd("MTLS065", Severity.WARNING), fnd("MTLS001", Severity.INFO)],
      Verdict.PASS_END_TO_END),
-    (8, [], Verdict.PASS_END_TO_END),
+    (10, [], Verdict.PASS_END_TO_END),
 ]
 
 
@@ -98,7 +112,8 @@ def test_every_row_is_exercised():
 def test_reason_and_product_come_from_the_deciding_finding():
     res = evaluate(f.case(f.intercepted("FortiGate CA", "Fortinet")))
     assert res.verdict is Verdict.INSPECTED
-    assert res.reason == res.findings[0].summary
+    decider = next(x for x in res.findings if x.rule == "MTLS013")  # the product's signature
+    assert res.reason == decider.summary
     assert res.product == "Fortinet FortiGate"
 
 

@@ -13,7 +13,7 @@ import pytest
 import tlsgen
 
 from mtlsprobe.model import Attempt, Case, CertKind, Expectations, Verdict, certs
-from mtlsprobe.rules import evaluate
+from mtlsprobe.rules.engine import evaluate
 from mtlsprobe.tls.observer import observe
 
 

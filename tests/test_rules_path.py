@@ -8,7 +8,7 @@ import factories as f
 from factories import found
 
 from mtlsprobe.model import CertRequestInfo, HttpExchange, Outcome, Seen, Stage, Verdict
-from mtlsprobe.rules import evaluate
+from mtlsprobe.rules.engine import evaluate
 
 PRE_TLS = dict(
     server_chain=(), server_chain_seen=Seen.UNKNOWN, version=None, cipher_suite=None,

@@ -15,7 +15,7 @@ from mtlsprobe.model import (
     Stage,
     Verdict,
 )
-from mtlsprobe.rules import evaluate
+from mtlsprobe.rules.engine import evaluate
 
 
 def test_mtls090_no_expectations_is_unknown():

@@ -7,8 +7,7 @@ import dataclasses
 import factories as f
 
 from mtlsprobe.model import Expectations, Outcome, ReflectorEcho, Verdict
-from mtlsprobe.rules import evaluate
-from mtlsprobe.rules.engine import VERDICT_TABLE, decide, sort_key
+from mtlsprobe.rules.engine import VERDICT_TABLE, decide, evaluate, sort_key
 
 HELLO = "a" * 64
 JA3 = "b" * 32

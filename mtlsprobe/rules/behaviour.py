@@ -1,5 +1,5 @@
 """Does the far end behave like the real server? Every fact seen against the baseline's
-(MTLS027-028), and a baseline that has nothing for this port or name (MTLS093).
+(MTLS027-029), and a baseline that has nothing for this port or name (MTLS093).
 
 A certificate and key can be copied onto a load balancer (SSL offload); its TLS stack still
 answers differently: another ALPN choice, another reaction to an untrusted certificate,
@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from mtlsprobe.model import Case, Finding, Observation, Severity
 from mtlsprobe.rules.behaviour_facts import HTTP, TCP, TLS, behaviour_facts, layer_of
-from mtlsprobe.rules.engine import finding, rule
 from mtlsprobe.rules.facts import (
     LB_FIX,
     _baseline,
@@ -22,6 +21,7 @@ from mtlsprobe.rules.facts import (
     _server_name,
     _target,
 )
+from mtlsprobe.rules.registry import finding, rule
 
 
 @dataclass(frozen=True)
@@ -53,44 +53,48 @@ def _evidence(diffs: list[Difference]) -> list:
             for d in diffs]
 
 
-@rule("MTLS027", "Far end behaves unlike the real server", Severity.BREAKS)
-def behaves_unlike_baseline(case: Case) -> Iterator[Finding]:
-    diffs = [d for d in differences(case) if layer_of(d.key) != TCP]
-    if not diffs:
-        return
-    tls = [d for d in diffs if layer_of(d.key) == TLS]
-    facts = ", ".join(dict.fromkeys(d.key.split("[")[0] for d in diffs))
+def _genuine(case: Case) -> bool:
+    """Every chain seen is the real server's (by --pin or the baseline)."""
     chains = [o.server_chain for o in case.observations if o.server_chain]
-    genuine = bool(chains) and all(_confirmed(case, c) for c in chains)
-    if tls and genuine:
-        yield finding(
-            "MTLS027",
-            f"{_target(case)} presents the real server's certificate, but its TLS stack "
-            f"answers unlike the real server ({facts}): a TLS terminator holding the server's "
-            "own certificate and key (SSL offload) answers instead of the server.",
-            evidence=_evidence(diffs),
-            remediation=LB_FIX.format(t=_target(case)) + " Copying the server's key onto the "
-            "load balancer does not carry the agent's certificate to the server.",
-        )
-    elif tls:
-        yield finding(
-            "MTLS027",
-            f"The far end for {_target(case)} answers unlike the real server ({facts}).",
-            evidence=_evidence(diffs),
-            severity=Severity.WARNING,
-        )
-    else:
-        http = [d for d in diffs if layer_of(d.key) == HTTP]
-        yield finding(
-            "MTLS027",
-            f"The HTTP answer from {_target(case)} differs from the real server's ({facts}): "
-            "an HTTP-aware box may answer instead of the server, so end to end cannot be "
-            "confirmed.",
-            evidence=_evidence(http),
-            remediation="Compare with a baseline taken the same way (same --http-path) next "
-            "to the server; if the server's software changed, take a new baseline.",
-            severity=Severity.UNKNOWN,
-        )
+    return bool(chains) and all(_confirmed(case, c) for c in chains)
+
+
+def _facts(diffs: list[Difference]) -> str:
+    return ", ".join(dict.fromkeys(d.key.split("[")[0] for d in diffs))
+
+
+@rule("MTLS027", "The real certificate on another TLS stack", Severity.BREAKS)
+def behaves_unlike_baseline(case: Case) -> Iterator[Finding]:
+    diffs = differences(case)
+    tls = [d for d in diffs if layer_of(d.key) == TLS]
+    if not tls or not _genuine(case):
+        return  # a foreign chain is the identity rules' finding
+    yield finding(
+        "MTLS027",
+        f"{_target(case)} presents the real server's certificate, but its TLS stack answers "
+        f"unlike the real server ({_facts(tls)}): a TLS terminator holding the server's own "
+        "certificate and key (SSL offload) answers instead of the server.",
+        evidence=_evidence([d for d in diffs if layer_of(d.key) != TCP]),
+        remediation=LB_FIX.format(t=_target(case)) + " Copying the server's key onto the "
+        "load balancer does not carry the agent's certificate to the server.",
+    )
+
+
+@rule("MTLS029", "HTTP answer unlike the real server's", Severity.UNKNOWN)
+def http_unlike_baseline(case: Case) -> Iterator[Finding]:
+    diffs = differences(case)
+    http = [d for d in diffs if layer_of(d.key) == HTTP]
+    if not http or (_genuine(case) and any(layer_of(d.key) == TLS for d in diffs)):
+        return  # MTLS027 already says more
+    yield finding(
+        "MTLS029",
+        f"The HTTP answer from {_target(case)} differs from the real server's ({_facts(http)}): "
+        "an HTTP-aware box may answer instead of the server, so end to end cannot be "
+        "confirmed.",
+        evidence=_evidence(http),
+        remediation="Compare with a baseline taken the same way (same --http-path) next to the "
+        "server; if the server's software changed, take a new baseline.",
+    )
 
 
 @rule("MTLS028", "TCP answered by another stack than in the baseline", Severity.INFO)

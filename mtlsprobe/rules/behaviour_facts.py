@@ -8,7 +8,8 @@ facts are compared only where the question asked was the same. Layers:
 - ``tls``: the far end's TLS stack: version and cipher for a given ClientHello, the ALPN it
   selects for an offer, how many session tickets it sends, how it answers no certificate,
   an untrusted certificate, the agent's certificate. A difference means another TLS stack.
-- ``http``: the head of the HTTP answer: header names in order and case, Server, Via.
+- ``http``: the answer to our GET: its status per attempt, header names in order and case,
+  Server, Via.
 - ``tcp``: the SYN-ACK's initial TTL class and TCP options: another TCP stack, which an L4
   proxy is too, so never a verdict on its own.
 
@@ -43,9 +44,10 @@ def behaviour_facts(obs: Observation) -> dict[str, str]:
             out[f"tls.session_tickets[{offer}]"] = str(obs.history.count("t"))
         reaction = _cert_reaction(obs)
         if reaction is not None and obs.attempt is not None:
-            asked = f"{obs.version}, GET" if obs.http is not None else obs.version
-            out[f"tls.answer_to_{_cert_kind(obs)}[{asked}]"] = reaction
+            out[f"tls.answer_to_{_cert_kind(obs)}[{obs.version}]"] = reaction
     if obs.http is not None and obs.http.status is not None and obs.http.error is None:
+        if obs.attempt is not None:
+            out[f"http.status_for_{_cert_kind(obs)}[{obs.http.path}]"] = str(obs.http.status)
         ctx = f"{obs.http.path} {obs.http.status}"
         names = [n for n, _ in obs.http.headers]
         out[f"http.header_names[{ctx}]"] = "|".join(names)
@@ -90,8 +92,6 @@ def _cert_reaction(obs: Observation) -> str | None:
         ):
             return f"alert {alert.description}"
     if obs.outcome is Outcome.ESTABLISHED:
-        if obs.http is not None and obs.http.status is not None:
-            return f"completed, HTTP {obs.http.status}"
         return "completed"
     if obs.stage is Stage.FIRST_READ:
         return "closed right after the handshake"

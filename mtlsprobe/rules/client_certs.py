@@ -17,7 +17,6 @@ from mtlsprobe.model import (
     Severity,
     Stage,
 )
-from mtlsprobe.rules.engine import finding, rule
 from mtlsprobe.rules.facts import (
     LB_FIX,
     _accepted,
@@ -33,6 +32,7 @@ from mtlsprobe.rules.facts import (
     _server_alerts,
     _target,
 )
+from mtlsprobe.rules.registry import finding, rule
 
 
 def _attempts(case: Case, kind: CertKind) -> list[Observation]:

@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from mtlsprobe.model import Case, CertKind, Evidence, Finding, Observation, Seen, Severity
-from mtlsprobe.rules.engine import finding, rule
 from mtlsprobe.rules.facts import EXPECT_FIX, _baseline, _chains, _confirmed, _ev, _target
+from mtlsprobe.rules.registry import finding, rule
 
 
 @rule("MTLS040", "Server chain differs between handshakes", Severity.UNKNOWN)

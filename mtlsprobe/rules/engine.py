@@ -1,72 +1,29 @@
 """The rule registry and the verdict table: Case -> Findings -> Verdict. Pure, no I/O.
 
-Rules are plain functions registered with ``@rule(id, title, severity)`` in the topic
-modules beside this one (``RULE_MODULES``); ``RULES`` is kept in id order. The verdict is decided by
-``VERDICT_TABLE``, an explicit ordered tuple: the first row that matches a finding wins.
+Rules are plain functions registered with ``@rule(id, title, severity)`` (``registry``) in
+the topic modules beside this one, which this module imports; ``RULES`` is kept in id order.
+The verdict is decided by ``VERDICT_TABLE``, an explicit ordered tuple: the first row that
+matches a finding wins.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from mtlsprobe.model import Case, CaseResult, Evidence, Finding, Severity, Verdict, errors
-
-RuleFn = Callable[[Case], Iterator[Finding]]
-
-
-@dataclass(frozen=True, slots=True)
-class RuleSpec:
-    id: str
-    title: str
-    severity: Severity
-    fn: RuleFn
-
-
-RULES: list[RuleSpec] = []
-_BY_ID: dict[str, RuleSpec] = {}
-
-
-def rule(rule_id: str, title: str, severity: Severity) -> Callable[[RuleFn], RuleFn]:
-    """Register `fn` under a stable public id. Ids are never reused."""
-
-    def register(fn: RuleFn) -> RuleFn:
-        if rule_id in _BY_ID:
-            raise ValueError(f"rule id {rule_id} registered twice")
-        spec = RuleSpec(rule_id, title, severity, fn)
-        RULES.append(spec)
-        _BY_ID[rule_id] = spec
-        return fn
-
-    return register
-
-
-def spec(rule_id: str) -> RuleSpec:
-    load_rules()
-    return _BY_ID[rule_id]
-
-
-def finding(
-    rule_id: str,
-    summary: str,
-    *,
-    evidence: Iterable[Evidence],
-    remediation: str | None = None,
-    product: str | None = None,
-    severity: Severity | None = None,
-) -> Finding:
-    """A Finding of a registered rule; title and default severity come from the registry."""
-    s = _BY_ID[rule_id]
-    return Finding(
-        rule=rule_id,
-        title=s.title,
-        severity=severity or s.severity,
-        summary=summary,
-        evidence=tuple(evidence),
-        remediation=remediation,
-        product=product,
-    )
-
+from mtlsprobe.model import Case, CaseResult, Finding, Severity, Verdict, errors
+from mtlsprobe.rules import (  # noqa: F401  (importing a topic module registers its rules)
+    behaviour,
+    client_certs,
+    consistency,
+    identity,
+    kind,
+    path,
+    reflector,
+    requests,
+    unknown,
+)
+from mtlsprobe.rules.registry import RULES
 
 SEVERITY_ORDER: tuple[Severity, ...] = (
     Severity.BREAKS,
@@ -120,18 +77,21 @@ VERDICT_TABLE: tuple[VerdictRow, ...] = (
     # MTLS055 first: it names the hop that resets the ClientHello.
     VerdictRow(Verdict.BLOCKED, frozenset({"MTLS055", "MTLS061", "MTLS063", "MTLS066"})),
     VerdictRow(Verdict.UNREACHABLE, frozenset({"MTLS062"})),
-    # MTLS080-082: a `serve` reflector received something other than what we sent.
+    # Proof of minting (MTLS025), a named interceptor, or a reflector (MTLS080-082) that
+    # received something other than what we sent.
     VerdictRow(
         Verdict.INSPECTED,
         frozenset({"MTLS013", "MTLS014", "MTLS025", "MTLS080", "MTLS081", "MTLS082"}),
     ),
-    VerdictRow(
-        Verdict.TERMINATED_BY_LB,
-        frozenset({"MTLS016", "MTLS018", "MTLS020", "MTLS021", "MTLS024", "MTLS026", "MTLS027",
-                   "MTLS030"}),
-    ),
-    # A foreign chain whose kind no evidence tells: re-signed somewhere on the path.
-    VerdictRow(Verdict.INSPECTED, frozenset({"MTLS010", "MTLS011", "MTLS012"})),
+    # A terminator: same-CA impostor, named load balancer, one fixed certificate of its own,
+    # or the real certificate on another TLS stack (SSL offload).
+    VerdictRow(Verdict.TERMINATED_BY_LB, frozenset({"MTLS016", "MTLS018", "MTLS026", "MTLS027"})),
+    # Not from the expected CA and no evidence of the kind: re-signed on the path.
+    VerdictRow(Verdict.INSPECTED, frozenset({"MTLS010"})),
+    # The real server behind a box that asks differently, or accepts what the server refuses.
+    VerdictRow(Verdict.TERMINATED_BY_LB, frozenset({"MTLS020", "MTLS021", "MTLS024", "MTLS030"})),
+    # A foreign chain (pin or baseline mismatch) whose cause nothing names.
+    VerdictRow(Verdict.INSPECTED, frozenset({"MTLS011", "MTLS012"})),
     VerdictRow(Verdict.CLIENT_CERT_REJECTED, frozenset({"MTLS033", "MTLS034", "MTLS070"})),
     # MTLS083 (a reflector confirms end to end) stands in for --pin/--baseline on its target.
     VerdictRow(Verdict.UNKNOWN, predicate=_is_unknown, unless=frozenset({"MTLS083"})),
@@ -180,29 +140,15 @@ def _product(verdict: Verdict, row: VerdictRow, findings: Sequence[Finding]) -> 
     return None
 
 
-RULE_MODULES = ("requests", "identity", "kind", "behaviour", "client_certs", "consistency",
-                "path", "reflector", "unknown")
-_loaded: list[bool] = []
+RULES.sort(key=lambda s: s.id)
 
 
 def load_rules() -> None:
-    """Import the rule modules (registering their rules) once; RULES ends up in id order.
-
-    Importing one rule module directly registers its rules early; the rest still load here.
-    """
-    if _loaded:
-        return
-    from importlib import import_module
-
-    for name in RULE_MODULES:
-        import_module(f"mtlsprobe.rules.{name}")
-    RULES.sort(key=lambda s: s.id)
-    _loaded.append(True)
+    """Kept for callers from before the registry split: the rules load with this module."""
 
 
 def run_rules(case: Case) -> tuple[Finding, ...]:
     """Every rule over `case`, findings sorted by severity rank then id."""
-    load_rules()
     found: list[Finding] = []
     for s in RULES:
         found.extend(s.fn(case))

@@ -8,7 +8,6 @@ from collections.abc import Iterator, Sequence
 
 from mtlsprobe.model import Case, Finding, Observation, Severity
 from mtlsprobe.model.certs import leaf_shares_issuer_key
-from mtlsprobe.rules.engine import finding, rule
 from mtlsprobe.rules.facts import (
     EXPECT_FIX,
     FRESH_LEAF,
@@ -32,6 +31,8 @@ from mtlsprobe.rules.facts import (
     _signature_evidence,
     _target,
 )
+from mtlsprobe.rules.kind import kind_fix
+from mtlsprobe.rules.registry import finding, rule
 from mtlsprobe.rules.signatures import Match, match_chain, match_http
 
 
@@ -64,7 +65,7 @@ def chain_not_from_ca(case: Case) -> Iterator[Finding]:
                 _ev(None, "expect.roots", "; ".join(r.subject for r in case.expect.roots)),
                 _ev(None, "seen_by", _labels(seen_by)),
             ],
-            remediation=INSPECT_FIX.format(t=_target(case))
+            remediation=kind_fix(case)
             + " If the server's certificate really changed, update --ca.",
         )
 
@@ -86,7 +87,7 @@ def chain_not_pinned(case: Case) -> Iterator[Finding]:
                 _ev(seen_by[0], "server_chain[0].issuer", chain[0].issuer),
                 _ev(None, "expect.pins", ", ".join(case.expect.pins)),
             ],
-            remediation=INSPECT_FIX.format(t=_target(case))
+            remediation=kind_fix(case)
             + " If the server's key was renewed, update --pin.",
         )
 
@@ -109,7 +110,7 @@ def chain_not_baseline(case: Case) -> Iterator[Finding]:
                     ", ".join(c[0] for c in base.chain_sha256 if c) or "-"),
                 _ev(None, "seen_by", _labels(seen_by)),
             ],
-            remediation=INSPECT_FIX.format(t=_target(case))
+            remediation=kind_fix(case)
             + " If the server's certificate was renewed, take a new baseline.",
         )
 

@@ -20,7 +20,6 @@ from collections.abc import Iterator
 
 from mtlsprobe.model import Case, CertInfo, Evidence, Finding, Observation, Severity
 from mtlsprobe.model.certs import leaf_shares_issuer_key
-from mtlsprobe.rules.engine import finding, rule
 from mtlsprobe.rules.facts import (
     FRESH_LEAF,
     INSPECT_FIX,
@@ -34,6 +33,7 @@ from mtlsprobe.rules.facts import (
     _same_root_impostor,
     _target,
 )
+from mtlsprobe.rules.registry import finding, rule
 from mtlsprobe.rules.signatures import match_chain, match_http
 
 STRONG, MEDIUM, WEAK = 3, 2, 1
@@ -68,12 +68,14 @@ def interceptor_evidence(case: Case, chain: Chain, seen_by: list[Observation]
                         _ev(obs, "server_chain[0].issuer", f"{leaf.issuer} (same key)")]
     base = _baseline(case)
     for real in base.leaves if base is not None else ():
+        # a certificate for the same name is what a terminator holds too; the very same
+        # validity under another key is a copy (squid and sslsplit mimic the origin's)
         if real.spki_pin != leaf.spki_pin and real.subject == leaf.subject and (
             (real.not_before, real.not_after) == (leaf.not_before, leaf.not_after)
-            or (real.san_dns and real.san_dns == leaf.san_dns)
         ):
             return STRONG, [_ev(obs, "server_chain[0].subject", leaf.subject),
                             _ev(obs, "server_chain[0].issuer", leaf.issuer),
+                            _ev(obs, "server_chain[0].not_before", leaf.not_before.isoformat()),
                             _ev(None, "baseline leaf issuer", real.issuer)]
     if abs(obs.observed_at - leaf.not_before) <= FRESH_LEAF:
         return WEAK, [_ev(obs, "server_chain[0].not_before", leaf.not_before.isoformat()),
@@ -117,6 +119,13 @@ def _kind(case: Case) -> tuple[str, list[Evidence]] | None:
             if strength > best[0]:
                 best = (strength, kind, ev)
     return (best[1], best[2]) if best[0] else None
+
+
+def kind_fix(case: Case) -> str:
+    """The remediation for a foreign chain: by the kind of box, inspection when unknown."""
+    kind = _kind(case)
+    fix = LB_FIX if kind is not None and kind[0] == "terminator" else INSPECT_FIX
+    return fix.format(t=_target(case))
 
 
 @rule("MTLS025", "Certificates minted on the path (an interceptor)", Severity.BREAKS)

@@ -16,7 +16,6 @@ from mtlsprobe.model import (
     Severity,
     Stage,
 )
-from mtlsprobe.rules.engine import finding, rule
 from mtlsprobe.rules.facts import (
     _PRE_TLS,
     _all,
@@ -32,6 +31,7 @@ from mtlsprobe.rules.facts import (
     _target,
     _unreachable,
 )
+from mtlsprobe.rules.registry import finding, rule
 from mtlsprobe.rules.signatures import Match, match_http
 
 _INITIAL_TTLS = (32, 64, 128, 255)

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from mtlsprobe.model import Case, Finding, Observation, Outcome, Seen, Severity
-from mtlsprobe.rules.engine import finding, rule
 from mtlsprobe.rules.facts import INSPECT_FIX, _ev, _target
+from mtlsprobe.rules.registry import finding, rule
 
 
 # The echo is attached by mtlsprobe.run.reflector; only echoes with status "ok" (decoded, and

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from mtlsprobe.model import Case, CertKind, Finding, Observation, Seen, Severity
-from mtlsprobe.rules.engine import finding, rule
 from mtlsprobe.rules.facts import (
     INSPECT_FIX,
     LB_FIX,
@@ -19,6 +18,7 @@ from mtlsprobe.rules.facts import (
     _labels,
     _target,
 )
+from mtlsprobe.rules.registry import finding, rule
 
 
 @rule("MTLS001", "Far end requests a client certificate", Severity.INFO)

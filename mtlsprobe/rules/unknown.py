@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from mtlsprobe.model import Case, Finding, Observation, Outcome, Seen, Severity
-from mtlsprobe.rules.engine import finding, rule
 from mtlsprobe.rules.facts import (
     _PRE_TLS,
     EXPECT_FIX,
@@ -23,6 +22,7 @@ from mtlsprobe.rules.facts import (
     _target,
     _unreachable,
 )
+from mtlsprobe.rules.registry import finding, rule
 
 
 @rule("MTLS090", "No expectations given", Severity.UNKNOWN)

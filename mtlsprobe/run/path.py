@@ -32,7 +32,8 @@ def ipv4_of(target: Endpoint) -> Endpoint:
 
 def judge_trace(target: Endpoint, hops: HopTrace, source: str | None = "flag") -> CaseResult:
     """The hop rules over a case that has a trace and no handshakes."""
-    from mtlsprobe.rules.engine import decide, sort_key, spec
+    from mtlsprobe.rules.engine import decide, sort_key
+    from mtlsprobe.rules.registry import spec
 
     case = Case(target=target, route=DIRECT, observations=(), source=source, hops=hops)
     findings = sorted((f for rule_id in HOP_RULES for f in spec(rule_id).fn(case)),

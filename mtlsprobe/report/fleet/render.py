@@ -29,8 +29,8 @@ FORMATS = ("table", "json", "markdown", "csv")
 
 @lru_cache(maxsize=1)
 def _titles() -> dict[str, str]:
-    from mtlsprobe.rules import RULES
     from mtlsprobe.rules.agent_cert import CRED_RULES
+    from mtlsprobe.rules.engine import RULES
 
     return {r.id: r.title for r in (*RULES, *CRED_RULES)}
 

@@ -1,0 +1,68 @@
+"""The rule registry: ``@rule(id, title, severity)`` and ``finding(...)``.
+
+The topic modules (identity, kind, behaviour, requests, ...) import this module to register
+their rules; the engine imports them and this module, one way. Ids are public and never
+reused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from mtlsprobe.model import Case, Evidence, Finding, Severity
+
+RuleFn = Callable[[Case], Iterator[Finding]]
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSpec:
+    id: str
+    title: str
+    severity: Severity
+    fn: RuleFn
+
+
+RULES: list[RuleSpec] = []
+_BY_ID: dict[str, RuleSpec] = {}
+
+
+def rule(rule_id: str, title: str, severity: Severity) -> Callable[[RuleFn], RuleFn]:
+    """Register `fn` under a stable public id. Ids are never reused."""
+
+    def register(fn: RuleFn) -> RuleFn:
+        if rule_id in _BY_ID:
+            raise ValueError(f"rule id {rule_id} registered twice")
+        spec = RuleSpec(rule_id, title, severity, fn)
+        RULES.append(spec)
+        _BY_ID[rule_id] = spec
+        return fn
+
+    return register
+
+
+def spec(rule_id: str) -> RuleSpec:
+    """The registered rule `rule_id` (its module must have been imported: see engine)."""
+    return _BY_ID[rule_id]
+
+
+def finding(
+    rule_id: str,
+    summary: str,
+    *,
+    evidence: Iterable[Evidence],
+    remediation: str | None = None,
+    product: str | None = None,
+    severity: Severity | None = None,
+) -> Finding:
+    """A Finding of a registered rule; title and default severity come from the registry."""
+    s = _BY_ID[rule_id]
+    return Finding(
+        rule=rule_id,
+        title=s.title,
+        severity=severity or s.severity,
+        summary=summary,
+        evidence=tuple(evidence),
+        remediation=remediation,
+        product=product,
+    )

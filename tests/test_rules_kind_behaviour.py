@@ -1,0 +1,168 @@
+"""The kind of middlebox (MTLS025/026) and the behaviour baseline (MTLS027/028/093)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import factories as f
+
+from mtlsprobe.model import OTHER_NAME, HttpExchange, TcpFacts, Verdict
+from mtlsprobe.report.build import build_report
+from mtlsprobe.report.jsonout import to_jsonable
+from mtlsprobe.rules.behaviour_facts import behaviour_facts
+from mtlsprobe.rules.engine import evaluate
+from mtlsprobe.run.baseline import load_baseline
+
+
+def rules_of(result) -> set[str]:
+    return {x.rule for x in result.findings}
+
+
+def saved_baseline(*observations, sni: str | None = None):
+    """A baseline the way --save-baseline makes it: a report, as JSON, read back."""
+    obs = [dataclasses.replace(o, sni=sni) for o in observations]
+    report = build_report("probe", [evaluate(f.case(*obs, expect=f.NOTHING))], {}, {}, ())
+    return load_baseline(json.loads(json.dumps(to_jsonable(report))))
+
+
+HEADERS = (("Server", "nginx"), ("Date", "x"), ("Content-Type", "text/html"))
+HTTP_OK = HttpExchange(path="/", status=200, reason="OK", headers=HEADERS)
+
+
+def real_server(**changes):
+    """What the real server shows: ALPN http/1.1, nginx's header case, TTL 64."""
+    base = dict(alpn="http/1.1", http=HTTP_OK, tcp=TcpFacts(synack_ttl=64))
+    base.update(changes)
+    return (f.rejected(f.untrusted(http=None), "unknown_ca"), f.observation(**base))
+
+
+def with_baseline(baseline, expect=f.PINNED):
+    return dataclasses.replace(expect, baseline=baseline)
+
+
+# --- the kind of box -----------------------------------------------------------------
+
+
+def test_one_fixed_certificate_for_every_name_is_a_terminator():
+    fixed = f.foreign_chain("Corp LB CA")
+    case = dataclasses.replace(f.case(f.observation(server_chain=fixed), expect=f.ROOTS_ONLY),
+                               other_name=(f.other_name(fixed),))
+    res = evaluate(case)
+    assert res.verdict is Verdict.TERMINATED_BY_LB, res.reason
+    assert "MTLS026" in rules_of(res) and "MTLS025" not in rules_of(res)
+    # the remediation follows the kind, on every finding about this chain
+    for x in res.findings:
+        if x.rule in ("MTLS010", "MTLS026"):
+            assert "pass-through" in x.remediation.lower(), x.rule
+
+
+def test_without_kind_evidence_a_foreign_ca_stays_inspected():
+    res = evaluate(f.case(f.observation(server_chain=f.foreign_chain("Corp LB CA")),
+                          expect=f.ROOTS_ONLY))
+    assert res.verdict is Verdict.INSPECTED
+    assert not rules_of(res) & {"MTLS025", "MTLS026"}
+
+
+def test_a_certificate_minted_for_the_unrelated_name_is_an_interceptor():
+    ca = f.foreign_ca("Minting Proxy CA")
+    for_other = ca.issue(OTHER_NAME, sans=(OTHER_NAME,), not_before=f.MONTH_AGO)
+    minted = (f.info(for_other), f.info(ca))
+    case = dataclasses.replace(f.case(f.intercepted(), expect=f.ROOTS_ONLY),
+                               other_name=(f.other_name(minted),))
+    res = evaluate(case)
+    assert res.verdict is Verdict.INSPECTED
+    assert "MTLS025" in rules_of(res)
+    assert any(e.value == OTHER_NAME for x in res.findings for e in x.evidence)
+
+
+def test_minting_proof_outweighs_the_same_fixed_leaf_elsewhere_and_the_corporate_root():
+    """An inspection CA under the corporate root mints: proof of minting wins."""
+    inspection_ca = f.SERVER_ISSUING_CA  # issued under the corporate root
+    minted = inspection_ca.issue("ec.example.com", key=inspection_ca.key, not_before=f.MONTH_AGO)
+    chain = (f.info(minted), *f.REAL_CHAIN[1:])
+    res = evaluate(f.case(f.observation(server_chain=chain)))
+    assert res.verdict is Verdict.INSPECTED
+    assert "MTLS025" in rules_of(res)
+
+
+def test_the_real_leaf_copied_under_another_key_is_an_interceptor():
+    ca = f.foreign_ca("Bump CA")
+    real = f.REAL_CHAIN[0]
+    copy = ca.issue("ec.example.com", sans=("ec.example.com",), not_before=real.not_before,
+                    not_after=real.not_after)
+    base = saved_baseline(*real_server())
+    res = evaluate(f.case(f.observation(server_chain=(f.info(copy), f.info(ca))),
+                          expect=with_baseline(base, f.ROOTS_ONLY)))
+    assert res.verdict is Verdict.INSPECTED
+    assert "MTLS025" in rules_of(res)
+
+
+def test_other_name_handshakes_never_count_as_the_server_s_identity():
+    """The real server's default certificate for an unknown name is no foreign chain."""
+    other_cert = f.SERVER_ISSUING_CA.issue("default.example.com", not_before=f.MONTH_AGO)
+    case = dataclasses.replace(f.case(*f.probe_set()),
+                               other_name=(f.other_name(f.chain_of(other_cert)),))
+    res = evaluate(case)
+    assert res.verdict is Verdict.PASS_END_TO_END, res.reason
+    assert any(o.label == "other-name" for o in res.observations)
+
+
+# --- the behaviour baseline ----------------------------------------------------------
+
+
+def test_the_same_behaviour_passes_and_takes_nothing_from_tcp_alone():
+    base = saved_baseline(*real_server())
+    assert evaluate(f.case(*real_server(), expect=with_baseline(base))).verdict is (
+        Verdict.PASS_END_TO_END)
+    # an L4 load balancer answers TCP itself: noted, never a break
+    res = evaluate(f.case(*real_server(tcp=TcpFacts(synack_ttl=255)), expect=with_baseline(base)))
+    assert res.verdict is Verdict.PASS_END_TO_END
+    assert "MTLS028" in rules_of(res)
+
+
+def test_ssl_offload_with_the_server_s_own_key_is_terminated_by_lb():
+    """Pin and baseline chain match; ALPN and the untrusted-certificate answer do not."""
+    base = saved_baseline(*real_server())
+    lb_http = dataclasses.replace(HTTP_OK, headers=tuple((n.lower(), v) for n, v in HEADERS))
+    offload = (
+        f.untrusted(http=dataclasses.replace(HTTP_OK, status=400)),
+        f.observation(alpn=None, http=lb_http, tcp=TcpFacts(synack_ttl=64)),
+    )
+    res = evaluate(f.case(*offload, expect=with_baseline(base)))
+    assert res.verdict is Verdict.TERMINATED_BY_LB, res.reason
+    (diff,) = [x for x in res.findings if x.rule == "MTLS027"]
+    fields = {e.field.split("[")[0] for e in diff.evidence}
+    assert {"tls.alpn", "tls.answer_to_untrusted_cert", "http.header_names"} <= fields
+
+
+def test_only_the_http_head_differs_is_unknown_naming_the_fact():
+    base = saved_baseline(*real_server())
+    other_head = dataclasses.replace(HTTP_OK, headers=(("server", "nginx"), ("date", "x")))
+    res = evaluate(f.case(*real_server(http=other_head), expect=with_baseline(base)))
+    assert res.verdict is Verdict.UNKNOWN
+    assert "MTLS027" not in rules_of(res)
+    (diff,) = [x for x in res.findings if x.rule == "MTLS029"]
+    assert "http.header_names" in diff.summary
+
+
+def test_a_port_or_name_missing_from_the_baseline_is_never_a_pass():
+    base = saved_baseline(*real_server(), sni="ec.example.com")
+    assert base[0].server_name == "ec.example.com"
+    other_port = dataclasses.replace(f.TARGET, port=443)
+    res = evaluate(f.case(*(dataclasses.replace(o, server=other_port) for o in real_server()),
+                          target=other_port, expect=with_baseline(base)))
+    assert res.verdict is Verdict.UNKNOWN and "MTLS093" in rules_of(res)
+    other_name = [dataclasses.replace(o, sni="intranet.example.com") for o in real_server()]
+    res = evaluate(f.case(*other_name, expect=with_baseline(base)))
+    assert res.verdict is Verdict.UNKNOWN and "MTLS093" in rules_of(res)
+    same = [dataclasses.replace(o, sni="EC.example.com") for o in real_server()]
+    assert evaluate(f.case(*same, expect=with_baseline(base))).verdict is (
+        Verdict.PASS_END_TO_END)
+
+
+def test_behaviour_facts_leave_out_what_a_connection_could_not_show():
+    resumed = f.observation(resumed=True, alpn="http/1.1")
+    assert not [k for k in behaviour_facts(resumed) if k.startswith("tls.")]
+    hidden = f.observation(version="TLSv1.3", decrypted=False, history="CSOXYF")
+    assert not [k for k in behaviour_facts(hidden) if k.startswith("tls.session_tickets")]
