@@ -166,3 +166,60 @@ def test_behaviour_facts_leave_out_what_a_connection_could_not_show():
     assert not [k for k in behaviour_facts(resumed) if k.startswith("tls.")]
     hidden = f.observation(version="TLSv1.3", decrypted=False, history="CSOXYF")
     assert not [k for k in behaviour_facts(hidden) if k.startswith("tls.session_tickets")]
+
+
+# --- products, never wrong -----------------------------------------------------------
+
+SQUID_VIA = ("Via", "1.1 mbox (squid/5.7)")
+
+
+def bumped(*headers):
+    http = dataclasses.replace(HTTP_OK, headers=(*HEADERS, *headers))
+    return f.intercepted(http=http)
+
+
+def test_a_squid_via_header_names_squid_and_key_sharing_alone_names_nothing():
+    res = evaluate(f.case(bumped(SQUID_VIA), expect=f.ROOTS_ONLY))
+    assert res.verdict is Verdict.INSPECTED
+    assert res.product == "Squid"
+    ca = f.foreign_ca("Squid Bump CA")
+    same_key = ca.issue("ec.example.com", key=ca.key, not_before=f.MONTH_AGO)
+    res = evaluate(f.case(f.observation(server_chain=(f.info(same_key), f.info(ca))),
+                          expect=f.ROOTS_ONLY))
+    assert res.verdict is Verdict.INSPECTED and res.product is None
+
+
+def test_the_real_server_s_own_server_header_never_names_the_box_in_front():
+    """haproxy in front of nginx: the Server: nginx header is the backend's."""
+    res = evaluate(f.case(bumped(), expect=f.ROOTS_ONLY))
+    assert res.product is None  # no baseline: a Server header may be the real server's
+    base = saved_baseline(*real_server())  # the real server says "Server: nginx" too
+    res = evaluate(f.case(bumped(), expect=with_baseline(base, f.ROOTS_ONLY)))
+    assert res.product is None
+    apache = dataclasses.replace(HTTP_OK, headers=(("Server", "Apache/2.4.62 (Debian)"),))
+    res = evaluate(f.case(f.intercepted(http=apache), expect=with_baseline(base, f.ROOTS_ONLY)))
+    assert res.product == "Apache httpd"
+
+
+def test_tells_that_disagree_name_no_product():
+    base = saved_baseline(*real_server())
+    http = dataclasses.replace(HTTP_OK, headers=(("Server", "Caddy"), SQUID_VIA))
+    res = evaluate(f.case(f.intercepted(http=http), expect=with_baseline(base, f.ROOTS_ONLY)))
+    assert res.verdict is Verdict.INSPECTED and res.product is None
+
+
+def test_a_caddy_local_ca_names_caddy_as_a_terminator():
+    caddy = f.foreign_ca("Caddy Local Authority - ECC Intermediate")
+    leaf = caddy.issue("ec.example.com", sans=("ec.example.com",), not_before=f.MONTH_AGO)
+    res = evaluate(f.case(f.observation(server_chain=(f.info(leaf), f.info(caddy))),
+                          expect=f.ROOTS_ONLY))
+    assert res.verdict is Verdict.TERMINATED_BY_LB and res.product == "Caddy"
+
+
+def test_the_real_server_s_nginx_header_is_no_proxy_warning():
+    base = saved_baseline(*real_server())
+    res = evaluate(f.case(*real_server(), expect=with_baseline(base)))
+    assert "MTLS065" not in rules_of(res)
+    res = evaluate(f.case(*real_server(http=dataclasses.replace(
+        HTTP_OK, headers=(*HEADERS, SQUID_VIA))), expect=with_baseline(base)))
+    assert "MTLS065" in rules_of(res)

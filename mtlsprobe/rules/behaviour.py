@@ -21,6 +21,7 @@ from mtlsprobe.rules.facts import (
     _server_name,
     _target,
 )
+from mtlsprobe.rules.products import name_product
 from mtlsprobe.rules.registry import finding, rule
 
 
@@ -69,6 +70,7 @@ def behaves_unlike_baseline(case: Case) -> Iterator[Finding]:
     tls = [d for d in diffs if layer_of(d.key) == TLS]
     if not tls or not _genuine(case):
         return  # a foreign chain is the identity rules' finding
+    named = name_product(case)
     yield finding(
         "MTLS027",
         f"{_target(case)} presents the real server's certificate, but its TLS stack answers "
@@ -77,6 +79,7 @@ def behaves_unlike_baseline(case: Case) -> Iterator[Finding]:
         evidence=_evidence([d for d in diffs if layer_of(d.key) != TCP]),
         remediation=LB_FIX.format(t=_target(case)) + " Copying the server's key onto the "
         "load balancer does not carry the agent's certificate to the server.",
+        product=named[0] if named else None,
     )
 
 

@@ -32,8 +32,14 @@ from mtlsprobe.rules.facts import (
     _target,
 )
 from mtlsprobe.rules.kind import kind_fix
+from mtlsprobe.rules.products import name_product
 from mtlsprobe.rules.registry import finding, rule
 from mtlsprobe.rules.signatures import Match, match_chain, match_http
+
+
+def _named(case: Case) -> str | None:
+    named = name_product(case)
+    return named[0] if named else None
 
 
 def _load_balancer_seen(chain: Chain, seen_by: Sequence[Observation]) -> bool:
@@ -67,6 +73,7 @@ def chain_not_from_ca(case: Case) -> Iterator[Finding]:
             ],
             remediation=kind_fix(case)
             + " If the server's certificate really changed, update --ca.",
+            product=_named(case),
         )
 
 
@@ -89,6 +96,7 @@ def chain_not_pinned(case: Case) -> Iterator[Finding]:
             ],
             remediation=kind_fix(case)
             + " If the server's key was renewed, update --pin.",
+            product=_named(case),
         )
 
 
@@ -112,6 +120,7 @@ def chain_not_baseline(case: Case) -> Iterator[Finding]:
             ],
             remediation=kind_fix(case)
             + " If the server's certificate was renewed, take a new baseline.",
+            product=_named(case),
         )
 
 
@@ -145,7 +154,7 @@ def interception_product(case: Case) -> Iterator[Finding]:
     )
 
 
-@rule("MTLS014", "Leaf shares its issuer's key (mitmproxy-style)", Severity.BREAKS)
+@rule("MTLS014", "Leaf shares its issuer's key (minted on the fly)", Severity.BREAKS)
 def leaf_reuses_ca_key(case: Case) -> Iterator[Finding]:
     for chain, seen_by in _unconfirmed_chains(case):
         if not leaf_shares_issuer_key((*chain, *case.expect.roots)):
@@ -153,13 +162,12 @@ def leaf_reuses_ca_key(case: Case) -> Iterator[Finding]:
         yield finding(
             "MTLS014",
             f"The leaf for {_target(case)} uses the same key as its issuing CA "
-            f"({chain[0].issuer}): certificates minted on the fly, as mitmproxy does.",
+            f"({chain[0].issuer}): certificates minted on the fly, as mitmproxy and squid do.",
             evidence=[
                 _ev(seen_by[0], "server_chain[0].spki_pin", chain[0].spki_pin),
                 _ev(seen_by[0], "server_chain[0].issuer", chain[0].issuer),
             ],
             remediation=INSPECT_FIX.format(t=_target(case)),
-            product="mitmproxy",
         )
 
 

@@ -33,6 +33,7 @@ from mtlsprobe.rules.facts import (
     _same_root_impostor,
     _target,
 )
+from mtlsprobe.rules.products import name_product
 from mtlsprobe.rules.registry import finding, rule
 from mtlsprobe.rules.signatures import match_chain, match_http
 
@@ -70,8 +71,9 @@ def interceptor_evidence(case: Case, chain: Chain, seen_by: list[Observation]
     for real in base.leaves if base is not None else ():
         # a certificate for the same name is what a terminator holds too; the very same
         # validity under another key is a copy (squid and sslsplit mimic the origin's)
-        if real.spki_pin != leaf.spki_pin and real.subject == leaf.subject and (
-            (real.not_before, real.not_after) == (leaf.not_before, leaf.not_after)
+        if real.spki_pin != leaf.spki_pin and real.issuer != leaf.issuer and (
+            real.subject == leaf.subject
+            and (real.not_before, real.not_after) == (leaf.not_before, leaf.not_after)
         ):
             return STRONG, [_ev(obs, "server_chain[0].subject", leaf.subject),
                             _ev(obs, "server_chain[0].issuer", leaf.issuer),
@@ -133,13 +135,15 @@ def interceptor(case: Case) -> Iterator[Finding]:
     kind = _kind(case)
     if kind is None or kind[0] != "interceptor":
         return
+    named = name_product(case)
     yield finding(
         "MTLS025",
         f"Something between here and {_target(case)} mints the server certificate on the fly "
         "(an SSL-intercepting proxy or a firewall's TLS inspection); it cannot present the "
         "agent's certificate to the server.",
-        evidence=kind[1],
+        evidence=kind[1] + (named[1] if named else []),
         remediation=INSPECT_FIX.format(t=_target(case)),
+        product=named[0] if named else None,
     )
 
 
@@ -148,10 +152,12 @@ def terminator(case: Case) -> Iterator[Finding]:
     kind = _kind(case)
     if kind is None or kind[0] != "terminator":
         return
+    named = name_product(case)
     yield finding(
         "MTLS026",
         f"A TLS terminator (load balancer or reverse proxy) answers for {_target(case)} with "
         "one fixed certificate of its own; the agent's certificate ends there.",
-        evidence=kind[1],
+        evidence=kind[1] + (named[1] if named else []),
         remediation=LB_FIX.format(t=_target(case)),
+        product=named[0] if named else None,
     )

@@ -19,6 +19,7 @@ from mtlsprobe.model import (
 from mtlsprobe.rules.facts import (
     _PRE_TLS,
     _all,
+    _baseline,
     _connect_status,
     _dedupe,
     _ev,
@@ -279,9 +280,12 @@ def hello_partly_blocked(case: Case) -> Iterator[Finding]:
 
 @rule("MTLS065", "HTTP proxy visible in the response", Severity.WARNING)
 def proxy_headers(case: Case) -> Iterator[Finding]:
+    base = _baseline(case)
+    own = {v for k, values in base.behaviour if k.startswith("http.via[") for v in values} if (
+        base is not None) else set()
     hits: list[tuple[Match, Observation]] = []
     for obs in case.observations:
-        hits.extend((m, obs) for m in match_http(obs.http, kinds=("proxy",)))
+        hits.extend((m, obs) for m in match_http(obs.http, kinds=("proxy",)) if m.value not in own)
     hits = _dedupe(hits)
     if hits:
         first = hits[0][0]

@@ -16,7 +16,7 @@ from typing import Any
 
 from mtlsprobe.model import CertInfo, HttpExchange
 
-KINDS = ("interceptor", "load_balancer", "proxy")
+KINDS = ("interceptor", "load_balancer", "proxy", "server")
 CONFIDENCES = ("official", "community", "unverified")
 _MATCH_KEYS = ("issuer_regex", "subject_regex", "header", "cookie_regex", "server_regex",
                "body_regex")
@@ -31,7 +31,7 @@ class SignatureError(ValueError):
 class Signature:
     id: str
     product: str
-    kind: str  # "interceptor" | "load_balancer" | "proxy"
+    kind: str  # "interceptor" | "load_balancer" | "proxy" | "server"
     source: str
     confidence: str
     issuer: re.Pattern[str] | None = None
