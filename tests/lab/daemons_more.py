@@ -266,7 +266,9 @@ class Sslsplit(Daemon):
                 "ssl", ADDR.middlebox, str(self.port)]
 
     def wait_ready(self) -> None:
-        self.wait_for_output(r"[Ss]tarting main event loop|listening on|ssl ")
+        # it prints nothing when ready (outside -D debug mode); a connection straight to the
+        # port has no original destination ("not found in NAT state table") and is dropped
+        self.wait_tcp(ADDR.middlebox, self.port)
 
 
 class Squid(Daemon):
