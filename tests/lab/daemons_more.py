@@ -36,6 +36,18 @@ from .netns import ADDR, Topology
 BOTH_PORTS = (8383, 8443)
 SQUID_CERTGEN = Path("/usr/lib/squid/security_file_certgen")
 
+#: HaproxyOffload's ca-file: which lab CA files it trusts for client certificates
+OFFLOAD_CAS = {"server-root": ("server-root.pem",),
+               "server-root+client-ca": ("server-root.pem", "client-ca.pem")}
+
+#: Squid's ssl_bump rules by name (see Squid)
+SQUID_RULES = {
+    "bump": ("ssl_bump peek step1", "ssl_bump stare step2", "ssl_bump bump all"),
+    "splice": ("ssl_bump peek step1", "ssl_bump splice all"),
+    "bump-8443": ("acl bump_port port 8443", "ssl_bump peek step1",
+                  "ssl_bump splice !bump_port", "ssl_bump stare step2", "ssl_bump bump all"),
+}
+
 
 # --- certificates a middlebox brings along ---------------------------------------------------
 
@@ -78,13 +90,10 @@ class HaproxyOffload(Daemon):
 
     name = "haproxy-offload"
     program = "haproxy"
-    CAS = {"server-root": ("server-root.pem",),
-           "server-root+client-ca": ("server-root.pem", "client-ca.pem")}
-
     def __init__(self, topo: Topology, workdir: Path, lab_pki: LabPKI, ca: str = "server-root"):
         super().__init__(topo, "middlebox", workdir)
         self.pki = lab_pki
-        self.ca_files = self.CAS[ca]
+        self.ca_files = OFFLOAD_CAS[ca]
 
     def argv(self) -> list[str]:
         p, d = self.pki, self.workdir
@@ -286,17 +295,10 @@ class Squid(Daemon):
     program = "squid"
     port = 3128
     intercept_port = 3129
-    RULES = {
-        "bump": ["ssl_bump peek step1", "ssl_bump stare step2", "ssl_bump bump all"],
-        "splice": ["ssl_bump peek step1", "ssl_bump splice all"],
-        "bump-8443": ["acl bump_port port 8443", "ssl_bump peek step1",
-                      "ssl_bump splice !bump_port", "ssl_bump stare step2", "ssl_bump bump all"],
-    }
-
     def __init__(self, topo: Topology, workdir: Path, lab_pki: LabPKI, rules: str = "bump"):
         super().__init__(topo, "middlebox", workdir)
         self.pki = lab_pki
-        self.rules = self.RULES[rules]
+        self.rules = SQUID_RULES[rules]
         self.name = f"squid-{rules}"
         self.ca = inspection_ca()
         self.rundir: Path | None = None
