@@ -11,6 +11,7 @@ daemon's own work dir.
 
 from __future__ import annotations
 
+import datetime as dt
 import pwd
 import shutil
 import subprocess
@@ -18,7 +19,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, pkcs12
+from cryptography.x509.oid import NameOID
 
 from mtlsprobe.live import pki
 
@@ -68,6 +72,24 @@ def backend_client_cert(lab_pki: LabPKI, name: str, directory: Path) -> tuple[Pa
 def inspection_ca() -> pki.CA:
     """An interception CA as an admin would make one: a neutral name, nothing product-like."""
     return pki.CA("Lab TLS Inspection CA", org="lab secops")
+
+
+def self_signed(name: str) -> pki.Issued:
+    """What `openssl req -x509 -subj /CN=NAME -addext subjectAltName=DNS:NAME` makes (Debian's
+    v3_ca: CA:TRUE, no key usage limits), as stunnel's docs have admins do."""
+    key = pki.new_key()
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=365))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                           critical=False)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .sign(key, hashes.SHA256()))
+    return pki.Issued(cert, key)
 
 
 def agent_pkcs12(lab_pki: LabPKI, directory: Path) -> tuple[Path, Path]:
@@ -241,9 +263,7 @@ class Stunnel(Daemon):
         super().__init__(topo, "middlebox", workdir)
 
     def argv(self) -> list[str]:
-        self_signed = pki.CA(SERVER_NAME)  # what `openssl req -x509 -subj /CN=...` makes
-        cert = write_private(self.workdir / "stunnel.pem", self_signed.cert_pem)
-        key = write_private(self.workdir / "stunnel-key.pem", pki.key_pem(self_signed.key))
+        cert, key = write_issued(self_signed(SERVER_NAME), self.workdir, "stunnel")
         text = render("stunnel.conf", workdir=self.workdir, listen=ADDR.middlebox,
                       server=ADDR.server, cert=cert, key=key)
         return ["stunnel", str(write_private(self.workdir / "stunnel.conf", text))]
