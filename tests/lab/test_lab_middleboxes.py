@@ -128,6 +128,20 @@ def assert_no_break(run: ProbeRun) -> None:
     assert not breaks, explain(run)
 
 
+def redirect_to(lab, port: int) -> None:
+    """Transparent interception: the middlebox sends the agent ports to its local `port`."""
+    lab.nft("middlebox", "nft-transparent.nft", port="{ 8383, 8443 }", proxy_port=port)
+
+
+def squid_route(lab, squid: Squid, mode: str) -> dict[str, Any]:
+    """The agent's way to squid: "explicit" (--proxy) or "transparent" (an nft redirect
+    to its intercepting port; the agent aims at the server)."""
+    if mode == "explicit":
+        return {"proxy": squid.url}
+    redirect_to(lab, squid.intercept_port)
+    return {}
+
+
 def agent_hits(srv: NginxServer, lab, since: int, port: int | None = None) -> list[dict]:
     return [r for r in srv.requests()[since:]
             if r["fingerprint"] == lab.pki.agent_sha1 and r["verify"] == "SUCCESS"
@@ -199,13 +213,9 @@ def test_squid_peek_and_splice_passes(lab, mode):
     srv = server(lab)
     baseline = save_baseline(lab)
     squid = lab.start(Squid(lab.topo, lab.dir("squid"), lab.pki, rules="splice"))
-    kw: dict[str, Any] = {"proxy": squid.url}
-    if mode == "transparent":
-        kw = {}
-        lab.nft("middlebox", "nft-transparent.nft", port="{ 8383, 8443 }",
-                proxy_port=squid.intercept_port)
     before = len(srv.requests())
-    run = probe_all(lab, lab.addr.server, baseline, name=f"squid-splice-{mode}", timeout=12, **kw)
+    run = probe_all(lab, lab.addr.server, baseline, name=f"squid-splice-{mode}", timeout=12,
+                    **squid_route(lab, squid, mode))
     expect(run, {8383: "pass_end_to_end", 8443: "pass_end_to_end"}, EXIT_PASS, SQUID)
     assert_no_break(run)
     for port in BOTH_PORTS:
@@ -302,7 +312,7 @@ def test_sslsplit_transparent_is_inspected(lab):
     srv = server(lab)
     baseline = save_baseline(lab)
     split = lab.start(Sslsplit(lab.topo, lab.dir("sslsplit")))
-    lab.nft("middlebox", "nft-transparent.nft", port="{ 8383, 8443 }", proxy_port=split.port)
+    redirect_to(lab, split.port)
     before = len(srv.requests())
     run = probe_all(lab, lab.addr.server, baseline, name="sslsplit", timeout=10)
     assert {r["route"]["kind"] for r in run.results} == {"direct"}
@@ -315,13 +325,9 @@ def test_squid_ssl_bump_is_inspected(lab, mode):
     srv = server(lab)
     baseline = save_baseline(lab)
     squid = lab.start(Squid(lab.topo, lab.dir("squid"), lab.pki, rules="bump"))
-    kw: dict[str, Any] = {"proxy": squid.url}
-    if mode == "transparent":
-        kw = {}
-        lab.nft("middlebox", "nft-transparent.nft", port="{ 8383, 8443 }",
-                proxy_port=squid.intercept_port)
     before = len(srv.requests())
-    run = probe_all(lab, lab.addr.server, baseline, name=f"squid-bump-{mode}", timeout=12, **kw)
+    run = probe_all(lab, lab.addr.server, baseline, name=f"squid-bump-{mode}", timeout=12,
+                    **squid_route(lab, squid, mode))
     assert_agent_cert_never_arrived(srv, lab, before)
     expect(run, {8383: "inspected", 8443: "inspected"}, EXIT_BREAKS, SQUID)
 
