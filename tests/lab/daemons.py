@@ -293,11 +293,12 @@ class NginxServer(Nginx):
 
 
 class NginxStream(Nginx):
-    """nginx `stream` + `ssl_preread`: SNI routing, TLS passed through (middlebox, :8383)."""
+    """nginx `stream` + `ssl_preread`: SNI routing, TLS passed through (middlebox, :8383 and
+    :8443, each to the same port on the server)."""
 
     name = "nginx-stream"
     template = "nginx-stream.conf"
-    ports = (8383,)
+    ports = (8383, 8443)
 
     def __init__(self, topo: Topology, workdir: Path) -> None:
         super().__init__(topo, "middlebox", workdir)
@@ -340,8 +341,8 @@ class NginxTerminator(Nginx):
 
 
 class Haproxy(Daemon):
-    """haproxy in the foreground (-db). mode "tcp": L4 passthrough on :8383; mode "http":
-    TLS terminated with the LB CA's certificate on :8443, re-encrypted to the server."""
+    """haproxy in the foreground (-db). mode "tcp": L4 passthrough on :8383 and :8443; mode
+    "http": TLS terminated with the LB CA's certificate on :8443, re-encrypted to the server."""
 
     program = "haproxy"
 
@@ -352,7 +353,7 @@ class Haproxy(Daemon):
         self.mode = mode
         self.pki = lab_pki
         self.name = f"haproxy-{mode}"
-        self.port = 8383 if mode == "tcp" else 8443
+        self.ports = (8383, 8443) if mode == "tcp" else (8443,)
 
     def argv(self) -> list[str]:
         text = render(f"haproxy-{self.mode}.cfg", listen=ADDR.middlebox, server=ADDR.server,
@@ -361,7 +362,8 @@ class Haproxy(Daemon):
         return ["haproxy", "-db", "-f", str(conf)]
 
     def wait_ready(self) -> None:
-        self.wait_tcp(ADDR.middlebox, self.port)
+        for port in self.ports:
+            self.wait_tcp(ADDR.middlebox, port)
 
 
 class Tinyproxy(Daemon):
