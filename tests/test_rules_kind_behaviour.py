@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 
 import factories as f
@@ -58,8 +59,7 @@ def test_one_fixed_certificate_for_every_name_is_a_terminator():
 
 
 def test_without_kind_evidence_a_foreign_ca_stays_inspected():
-    res = evaluate(f.case(f.observation(server_chain=f.foreign_chain("Corp LB CA")),
-                          expect=f.ROOTS_ONLY))
+    res = evaluate(f.case(f.intercepted("Corp LB CA"), expect=f.ROOTS_ONLY))
     assert res.verdict is Verdict.INSPECTED
     assert not rules_of(res) & {"MTLS025", "MTLS026"}
 
@@ -86,16 +86,29 @@ def test_minting_proof_outweighs_the_same_fixed_leaf_elsewhere_and_the_corporate
     assert "MTLS025" in rules_of(res)
 
 
-def test_the_real_leaf_copied_under_another_key_is_an_interceptor():
-    ca = f.foreign_ca("Bump CA")
-    real = f.REAL_CHAIN[0]
-    copy = ca.issue("ec.example.com", sans=("ec.example.com",), not_before=real.not_before,
-                    not_after=real.not_after)
-    base = saved_baseline(*real_server())
-    res = evaluate(f.case(f.observation(server_chain=(f.info(copy), f.info(ca))),
-                          expect=with_baseline(base, f.ROOTS_ONLY)))
-    assert res.verdict is Verdict.INSPECTED
-    assert "MTLS025" in rules_of(res)
+def test_a_certificate_request_beside_a_foreign_chain_is_a_terminator():
+    """Apache, Caddy, nginx in front of the server ask for the agent's certificate; an
+    interceptor cannot use it, so it does not ask."""
+    fresh = f.foreign_chain("Lab LB CA", not_before=f.OBSERVED_AT - dt.timedelta(hours=1))
+    res = evaluate(f.case(f.observation(server_chain=fresh), expect=f.ROOTS_ONLY))
+    assert res.verdict is Verdict.TERMINATED_BY_LB
+    (x,) = [x for x in res.findings if x.rule == "MTLS026"]
+    assert any(e.field == "cert_request.seen" for e in x.evidence)
+
+
+def test_a_self_signed_leaf_is_a_terminator():
+    lone = f.pki.CA("server.lab")
+    leaf = dataclasses.replace(f.info(lone), is_ca=False)
+    res = evaluate(f.case(f.intercepted(server_chain=(leaf,)), expect=f.ROOTS_ONLY))
+    assert res.verdict is Verdict.TERMINATED_BY_LB and "MTLS026" in rules_of(res)
+
+
+def test_a_pool_with_one_terminating_member_is_terminated_by_lb():
+    lb = f.foreign_chain("Lab LB CA")
+    member = [f.intercepted(label=f"repeat-{i}", server_chain=lb) for i in (2, 3)]
+    res = evaluate(f.case(f.observation(), *member))
+    assert res.verdict is Verdict.TERMINATED_BY_LB
+    assert "MTLS026" in rules_of(res)
 
 
 def test_other_name_handshakes_never_count_as_the_server_s_identity():

@@ -67,11 +67,14 @@ def test_not_enforcing_server_passes_and_says_so(pinned):
     assert "MTLS031" not in fired  # not asked for a certificate, so none was "accepted"
 
 
-def test_chain_from_another_ca_is_inspected():
+def test_chain_from_another_ca_that_asks_for_certificates_is_a_terminator():
+    """Not from the expected CA, yet it requests the agent's certificate: an interceptor
+    cannot use one, so a terminator (issue 13); the chain finding still comes first."""
     other_root = certs.cert_info(tlsgen.pki().other_ca.der)
     res = judge(probe(), Expectations(roots=(other_root,)))
-    assert res.verdict is Verdict.INSPECTED
+    assert res.verdict is Verdict.TERMINATED_BY_LB
     assert res.findings[0].rule == "MTLS010"
+    assert "MTLS026" in {x.rule for x in res.findings}
 
 
 def test_tls13_without_keys_is_unknown_not_pass(pinned):

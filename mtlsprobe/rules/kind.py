@@ -4,12 +4,15 @@ public CA) (MTLS025-026). The remediation follows the kind: exempt from inspecti
 TCP through on the load balancer.
 
 Evidence, by strength (the strongest wins; at equal strength, the interceptor):
-- proof: a certificate naming the unrelated name of the other-name handshake, a leaf reusing
-  its issuer's key, or the real certificate's subject and validity copied under another key
-  (interceptor); the very same leaf for the unrelated name (terminator);
-- medium: a load balancer's signature, or a certificate from your own CA that is not the
-  real server's (terminator; an inspection CA under the corporate root mints, so proof of
-  minting outweighs it);
+- proof: a certificate naming the unrelated name of the other-name handshake, or a leaf
+  reusing its issuer's key (interceptor); the very same leaf for the unrelated name
+  (terminator);
+- medium, all terminator: a load balancer's signature; a CertificateRequest beside the
+  foreign chain (an interceptor cannot use the agent's certificate, so it does not ask); a
+  self-signed leaf; the same foreign leaf on several handshakes beside the real server's (a
+  pool with one terminating member); a certificate from your own CA that is not the real
+  server's (an inspection CA under the corporate root mints, so proof of minting outweighs
+  it);
 - weak: a leaf made hours ago or an explicit proxy on the route (interceptor); the
   unrelated name refused while the agent's name is answered (terminator).
 """
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from mtlsprobe.model import Case, CertInfo, Evidence, Finding, Observation, Severity
+from mtlsprobe.model import Case, CertInfo, Evidence, Finding, Observation, Seen, Severity
 from mtlsprobe.model.certs import leaf_shares_issuer_key
 from mtlsprobe.rules.facts import (
     FRESH_LEAF,
@@ -26,7 +29,6 @@ from mtlsprobe.rules.facts import (
     LB_FIX,
     Chain,
     _anchor,
-    _baseline,
     _chains,
     _ev,
     _foreign,
@@ -67,18 +69,6 @@ def interceptor_evidence(case: Case, chain: Chain, seen_by: list[Observation]
     if leaf_shares_issuer_key((*chain, *case.expect.roots)):
         return STRONG, [_ev(obs, "server_chain[0].spki_pin", leaf.spki_pin),
                         _ev(obs, "server_chain[0].issuer", f"{leaf.issuer} (same key)")]
-    base = _baseline(case)
-    for real in base.leaves if base is not None else ():
-        # a certificate for the same name is what a terminator holds too; the very same
-        # validity under another key is a copy (squid and sslsplit mimic the origin's)
-        if real.spki_pin != leaf.spki_pin and real.issuer != leaf.issuer and (
-            real.subject == leaf.subject
-            and (real.not_before, real.not_after) == (leaf.not_before, leaf.not_after)
-        ):
-            return STRONG, [_ev(obs, "server_chain[0].subject", leaf.subject),
-                            _ev(obs, "server_chain[0].issuer", leaf.issuer),
-                            _ev(obs, "server_chain[0].not_before", leaf.not_before.isoformat()),
-                            _ev(None, "baseline leaf issuer", real.issuer)]
     if abs(obs.observed_at - leaf.not_before) <= FRESH_LEAF:
         return WEAK, [_ev(obs, "server_chain[0].not_before", leaf.not_before.isoformat()),
                       _ev(obs, "observed_at", obs.observed_at.isoformat())]
@@ -100,6 +90,19 @@ def terminator_evidence(case: Case, chain: Chain, seen_by: list[Observation]
         m for o in seen_by for m in match_http(o.http, kinds=("load_balancer",))]
     if lb:
         return MEDIUM, [_ev(seen_by[0], lb[0].field, lb[0].value)]
+    asking = [o for o in seen_by if o.cert_request.seen is Seen.YES]
+    if asking:  # an interceptor cannot use the agent's certificate, so it does not ask
+        return MEDIUM, [_ev(asking[0], "cert_request.seen", "yes"),
+                        _ev(asking[0], "server_chain[0].issuer", chain[0].issuer)]
+    if len(chain) == 1 and chain[0].self_issued:  # openssl req -x509 marks it a CA, too
+        return MEDIUM, [_ev(seen_by[0], "server_chain[0].issuer",
+                            f"{chain[0].issuer} (self-signed, no CA behind it)")]
+    real = [o for o in case.observations
+            if o.server_chain and not _foreign(case, o.server_chain, o)]
+    if real and len(seen_by) > 1:  # the same foreign leaf again beside the real server's
+        return MEDIUM, [_ev(seen_by[0], "server_chain[0].sha256", chain[0].sha256),
+                        _ev(real[0], "server_chain[0].sha256",
+                            f"{real[0].server_chain[0].sha256} (the real server's)")]
     if _same_root_impostor(case, chain):
         anchor = _anchor(case, chain)
         return MEDIUM, [_ev(seen_by[0], "server_chain[0].subject", chain[0].subject),

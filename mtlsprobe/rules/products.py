@@ -9,7 +9,7 @@ terminator is often nginx or Apache itself). Pure: a Case in, a name and evidenc
 
 from __future__ import annotations
 
-from mtlsprobe.model import Case, Evidence, Observation
+from mtlsprobe.model import Case, Evidence, HttpExchange, Observation
 from mtlsprobe.rules.facts import Chain, _baseline, _ev, _foreign
 from mtlsprobe.rules.signatures import Match, match_chain, match_http
 
@@ -26,15 +26,24 @@ def _real_server_says(case: Case, name: str) -> set[str]:
             for v in values}
 
 
+def _real_server_products(case: Case) -> set[str]:
+    """The software the real server names itself (its Server header in the baseline)."""
+    return {
+        m.signature.product
+        for value in _real_server_says(case, "server")
+        for m in match_http(HttpExchange(path="/", headers=(("Server", value),)), kinds=("server",))
+    }
+
+
 def _http_hits(case: Case, observations: list[Observation]) -> list[tuple[Match, Observation]]:
     base = _baseline(case)
-    servers = _real_server_says(case, "server")
+    own = _real_server_products(case)
     vias = _real_server_says(case, "via")
     hits = []
     for obs in observations:
         for m in match_http(obs.http):
-            if m.signature.kind == "server" and (base is None or m.value in servers):
-                continue  # without a baseline the Server header may be the real server's
+            if m.signature.kind == "server" and (base is None or m.signature.product in own):
+                continue  # the real server's own software (or, without a baseline, maybe)
             if m.field.lower() == "http.headers.via" and m.value in vias:
                 continue
             hits.append((m, obs))
