@@ -8,12 +8,17 @@ client's certificate and accepted none, MTLS071 summarises a server's connection
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import factories as f
+import pytest
 from factories import found, rule_ids
 
 from mtlsprobe.model import AlertInfo, Direction, Outcome, Seen, Severity, Stage, Verdict
 from mtlsprobe.rules.engine import evaluate
+from mtlsprobe.run.captures import read_capture
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
 def captured(label: str = "x.pcap flow 0", **changes: object):
@@ -75,6 +80,30 @@ def test_client_closing_right_after_the_handshake_is_not_a_late_rejection():
     assert not found(case, "MTLS070")
     assert evaluate(case).verdict is Verdict.PASS_END_TO_END
     assert "accepted on 1" in found(case, "MTLS071")[0].summary
+
+
+def test_tls12_close_after_the_server_finished_is_acceptance_not_rejection():
+    """In TLS <= 1.2 the server's Finished follows its check of the client's certificate."""
+    for version in ("TLSv1.0", "TLSv1.2"):
+        obs = captured(version=version, stage=Stage.FIRST_READ, outcome=Outcome.ESTABLISHED)
+        case = f.case(obs)
+        assert not found(case, "MTLS070"), version
+        assert evaluate(case).verdict is not Verdict.CLIENT_CERT_REJECTED
+    tls13 = captured(version="TLSv1.3", stage=Stage.FIRST_READ, outcome=Outcome.ESTABLISHED)
+    assert found(f.case(tls13), "MTLS070")  # TLS 1.3: the late rejection stays possible
+
+
+def test_zeek_s_accepted_mutual_tls_is_not_judged_rejected():
+    """globus-url-copy.pcap: Zeek logs mutual TLS established (CsxrnXGYIti); TLS 1.0."""
+    trace = SHARED / "pcaps/zeek__zeek/testing/btest/Traces/globus-url-copy.pcap"
+    if not trace.exists():
+        pytest.skip("../shared is absent")
+    result = read_capture(trace)
+    [obs] = [o for o in result.observations if o.client_chain]
+    assert obs.version == "TLSv1.0" and obs.history.startswith("CsxrnXGY")
+    case = f.case(obs, expect=f.NOTHING)
+    assert "MTLS070" not in rule_ids(case)
+    assert evaluate(case).verdict is not Verdict.CLIENT_CERT_REJECTED
 
 
 def test_hidden_client_certificate_with_a_certificate_alert_still_counts():

@@ -185,11 +185,23 @@ def _rejection(obs: Observation) -> tuple[str, str] | None:
                 return "http.body_excerpt", f'HTTP 400 "{marker}"'
     if obs.outcome is Outcome.REJECTED_BY_SERVER:
         return "outcome", obs.outcome.value
-    if obs.stage is Stage.FIRST_READ:
-        # The observer's stage for "ended right after the handshake, before any data":
-        # a TLS 1.3 server rejecting the certificate, when its alert got lost in an EOF/RST.
+    if late_rejection(obs):
         return "stage", "closed right after the handshake (TLS 1.3 late rejection)"
     return None
+
+
+def late_rejection(obs: Observation) -> bool:
+    """Ended right after the handshake, before any data, in TLS 1.3 (or an unseen version).
+
+    A TLS 1.3 server judges the client's certificate after its own Finished, so an EOF/RST
+    there can be a rejection whose alert got lost. In TLS 1.0-1.2 the server sends its
+    Finished only after it accepted the client's Certificate and CertificateVerify: a close
+    after that is no rejection.
+    """
+    return obs.stage is Stage.FIRST_READ and obs.version not in TLS12_AND_OLDER
+
+
+TLS12_AND_OLDER = frozenset({"SSLv3", "TLSv1.0", "TLSv1.1", "TLSv1.2"})
 
 
 def _accepted(obs: Observation) -> bool:

@@ -21,10 +21,10 @@ from mtlsprobe.model import (
     Observation,
     Outcome,
     Seen,
-    Stage,
 )
 from mtlsprobe.report.jsonin import from_jsonable
 from mtlsprobe.rules.behaviour_facts import behaviour_facts
+from mtlsprobe.rules.facts import late_rejection
 
 _CERT_HTTP_REJECT = (495, 496)
 _NGINX_MARKERS = ("No required SSL certificate was sent", "The SSL certificate error")
@@ -57,7 +57,7 @@ def _untrusted_outcome(obs: Observation) -> str | None:
     body = obs.http.body_excerpt if obs.http is not None else ""
     if (
         obs.outcome is Outcome.REJECTED_BY_SERVER
-        or obs.stage is Stage.FIRST_READ
+        or late_rejection(obs)
         or status in _CERT_HTTP_REJECT
         or (status == 400 and any(m in body for m in _NGINX_MARKERS))
     ):

@@ -206,6 +206,12 @@ def _cert_request_info(obs: ObserverState) -> CertRequestInfo:
             "the end of its handshake flight could hide one"
         )
         return CertRequestInfo(seen=Seen.UNKNOWN)
+    if obs.resumed:
+        obs.note(
+            "resumed session: no CertificateRequest is sent on a resumed handshake, so it "
+            "says nothing about whether the server asks for client certificates"
+        )
+        return CertRequestInfo(seen=Seen.UNKNOWN)
     if obs.renegotiation_hidden:
         obs.note(
             "no CertificateRequest in the initial handshake, but an encrypted "
