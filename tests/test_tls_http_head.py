@@ -239,3 +239,28 @@ def test_lab_haproxy_terminator_shows_its_cookie_inside_tls():
         assert any(k.lower() == "set-cookie" and v.startswith("SERVERID=")
                    for k, v in obs.http.headers)
     assert versions == {"TLSv1.2", "TLSv1.3"}
+
+
+# --- key material a server serves never reaches a report -------------------------------------
+
+PEM = ("-----BEGIN PRIVATE KEY-----\nMIIEvAIBADANBgkqhkiG9w0BAQEFAASC\n"
+       "-----END PRIVATE KEY-----\n")
+KEYLOG = "CLIENT_RANDOM " + "ab" * 32 + " " + "cd" * 48
+
+
+@pytest.mark.parametrize("body", [PEM, "before\n" + PEM + "after", PEM[:40], KEYLOG])
+def test_served_key_material_is_redacted_on_both_paths(body):
+    from mtlsprobe.live.handshake import parse_http_response
+    from mtlsprobe.report.jsonout import dumps
+    from mtlsprobe.tls.http_head import HttpHeads
+
+    raw = f"HTTP/1.1 200 OK\r\nX-Key: {KEYLOG}\r\n\r\n{body}".encode()
+    heads = HttpHeads()
+    heads.feed(Direction.C2S, b"GET /key.pem HTTP/1.1\r\n\r\n")
+    heads.feed(Direction.S2C, raw)
+    for exchange in (heads.exchange(), parse_http_response("/key.pem", raw, None)):
+        assert exchange is not None
+        text = dumps(exchange)  # would raise SecretError on key material
+        assert "MIIEvAIB" not in text and "cd" * 48 not in text
+        assert "redacted by mtlsprobe" in exchange.body_excerpt
+        assert dict(exchange.headers)["X-Key"].startswith("CLIENT_RANDOM [secret redacted")

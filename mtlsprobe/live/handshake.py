@@ -39,6 +39,7 @@ from mtlsprobe.model import (
     TcpFacts,
     Transcript,
 )
+from mtlsprobe.tls.http_head import redact_key_material
 
 log = logging.getLogger(__name__)
 
@@ -282,17 +283,18 @@ def parse_http_response(path: str, buf: bytes, error: str | None) -> HttpExchang
     status_ok = len(parts) >= 2 and parts[1].isascii() and parts[1].isdigit()  # not "2³"
     if not status_ok or not parts[0].startswith("HTTP/"):
         why = error or ("no HTTP response" if not buf else "not an HTTP response")
-        return HttpExchange(path=path, error=why,
-                            body_excerpt=buf[:BODY_EXCERPT].decode("utf-8", "replace"))
+        excerpt = buf[:BODY_EXCERPT].decode("utf-8", "replace")
+        return HttpExchange(path=path, error=why, body_excerpt=redact_key_material(excerpt))
     headers = tuple(
-        (n.strip(), v.strip()) for n, s, v in (line.partition(":") for line in lines[1:]) if s
+        (n.strip(), redact_key_material(v.strip()))
+        for n, s, v in (line.partition(":") for line in lines[1:]) if s
     )
     return HttpExchange(
         path=path,
         status=int(parts[1]),
         reason=parts[2] if len(parts) > 2 else "",
         headers=headers,
-        body_excerpt=body[:BODY_EXCERPT].decode("utf-8", "replace"),
+        body_excerpt=redact_key_material(body[:BODY_EXCERPT].decode("utf-8", "replace")),
         error=None if sep else (error or "response headers incomplete"),
     )
 

@@ -24,6 +24,11 @@ from mtlsprobe.model import Direction, HttpExchange
 HEAD_LIMIT = 16 * 1024
 BODY_EXCERPT = 512  # like the live prober's excerpt
 
+# Key material a server may serve in a body or header (a PEM private key, key log lines):
+# reports are attached to tickets, so it is replaced before it reaches any Observation.
+_PEM_KEY = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE "
+                      r"KEY-----|\Z)", re.DOTALL)
+_KEYLOG_LINE = re.compile(r"\b(CLIENT_RANDOM|\w*_SECRET\w*)\s+[0-9A-Fa-f]{4,}\s+[0-9A-Fa-f]{4,}")
 _REQUEST_LINE = re.compile(rb"([A-Z][A-Z0-9_-]{0,19}) (\S{1,8192}) HTTP/1\.[0-9]")
 _STATUS_LINE = re.compile(rb"HTTP/1\.[0-9] ([0-9]{3})(?: (.*))?")
 
@@ -68,8 +73,8 @@ class HttpHeads:
             path=self.path,
             status=self.status,
             reason=self.reason,
-            headers=self.headers,
-            body_excerpt=body.decode("utf-8", "replace"),
+            headers=tuple((n, redact_key_material(v)) for n, v in self.headers),
+            body_excerpt=redact_key_material(body.decode("utf-8", "replace")),
         )
 
     # --- parsing ---------------------------------------------------------------------
@@ -137,6 +142,14 @@ class HttpHeads:
         )
         self.head_complete = complete
         return True
+
+
+def redact_key_material(text: str) -> str:
+    """`text` with PEM private keys and key log secrets replaced by a marker."""
+    if "PRIVATE KEY" not in text and "_SECRET" not in text and "CLIENT_RANDOM" not in text:
+        return text
+    text = _PEM_KEY.sub("[private key redacted by mtlsprobe]", text)
+    return _KEYLOG_LINE.sub(r"\1 [secret redacted by mtlsprobe]", text)
 
 
 def _could_be_request(buf: bytearray) -> bool:
