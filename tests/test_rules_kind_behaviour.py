@@ -236,3 +236,18 @@ def test_the_real_server_s_nginx_header_is_no_proxy_warning():
     res = evaluate(f.case(*real_server(http=dataclasses.replace(
         HTTP_OK, headers=(*HEADERS, SQUID_VIA))), expect=with_baseline(base)))
     assert "MTLS065" in rules_of(res)
+
+
+def test_the_server_hello_s_extensions_are_a_fact_and_captures_fill_them():
+    from pathlib import Path
+
+    from mtlsprobe.run.captures import read_capture
+
+    fixture = Path(__file__).resolve().parents[1] / "fixtures/pcaps/direct-tls12.pcap"
+    result = read_capture(fixture)
+    assert all(o.server_extensions for o in result.observations if o.version)
+    base = saved_baseline(*real_server(server_extensions=(43, 51)))
+    res = evaluate(f.case(*real_server(server_extensions=(51, 43)), expect=with_baseline(base)))
+    assert res.verdict is Verdict.TERMINATED_BY_LB
+    (x,) = [x for x in res.findings if x.rule == "MTLS027"]
+    assert any(e.field.startswith("tls.server_extensions[") for e in x.evidence)

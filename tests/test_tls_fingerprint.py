@@ -387,7 +387,8 @@ def _observation_schema(ja4: object) -> None:
 
     obs = factories.observation(ja3=fingerprint.ja3(hello()), ja4=ja4)
     data = to_jsonable(obs)
-    assert isinstance(data, dict) and data["ja4"] == ja4 and list(data)[-1] == "ja4"
+    assert isinstance(data, dict) and data["ja4"] == ja4
+    assert list(data)[list(data).index("ja4") + 1:] == ADDED_AFTER_JA4
     jsonschema.validate(data, {"$schema": SCHEMA["$schema"], "$defs": SCHEMA["$defs"],
                                "$ref": "#/$defs/observation"})
 
@@ -400,6 +401,14 @@ def test_json_report_carries_ja4_and_the_schema_accepts_it():
         _observation_schema("not-a-ja4")
 
 
+#: Observation fields added to schema v1 after ja4: appended, each optional.
+ADDED_AFTER_JA4 = ["server_extensions"]
+
+
 def test_observation_field_is_optional_and_last():
-    assert [f.name for f in dataclasses.fields(Observation)][-1] == "ja4"
-    assert dataclasses.fields(Observation)[-1].default is None
+    names = [f.name for f in dataclasses.fields(Observation)]
+    assert names[names.index("ja4") + 1:] == ADDED_AFTER_JA4
+    ja4 = dataclasses.fields(Observation)[names.index("ja4")]
+    assert ja4.default is None
+    for f in dataclasses.fields(Observation)[names.index("ja4") + 1:]:
+        assert f.default is not dataclasses.MISSING, f.name

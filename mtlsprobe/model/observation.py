@@ -125,6 +125,7 @@ class Observation:
     repeats: int = 1
     last_observed_at: datetime | None = None
     ja4: str | None = None  # JA4 (FoxIO, TCP) of the ClientHello: stable when extensions shuffle
+    server_extensions: tuple[int, ...] = ()  # ServerHello extension types, in wire order
 
     @property
     def asks_other_name(self) -> bool:

@@ -5,7 +5,8 @@ A fact is ``"layer.name[context]" -> value``. The context holds whatever the val
 on besides the far end (the client's offer, our attempt, the HTTP path and status), so two
 facts are compared only where the question asked was the same. Layers:
 
-- ``tls``: the far end's TLS stack: version and cipher for a given ClientHello, the ALPN it
+- ``tls``: the far end's TLS stack: version, cipher and ServerHello extensions (in order) for
+  a given ClientHello, the ALPN it
   selects for an offer, how many session tickets it sends, how it answers no certificate,
   an untrusted certificate, the agent's certificate. A difference means another TLS stack.
 - ``http``: the answer to our GET: its status per attempt, header names in order and case,
@@ -38,6 +39,8 @@ def behaviour_facts(obs: Observation) -> dict[str, str]:
     if obs.version is not None and not obs.resumed:
         offer = obs.ja4 or obs.ja3 or "?"
         out[f"tls.server_hello[{offer}]"] = f"{obs.version} {obs.cipher_suite or '?'}"
+        if obs.server_extensions:
+            out[f"tls.server_extensions[{offer}]"] = ",".join(map(str, obs.server_extensions))
         alpn_offer = ",".join(obs.alpn_offered) or "none"
         out[f"tls.alpn[{alpn_offer}]"] = obs.alpn or "none"
         if _handshake_done(obs) and (obs.decrypted or obs.version != "TLSv1.3"):

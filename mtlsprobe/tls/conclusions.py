@@ -142,6 +142,7 @@ def conclude(
         local_error=transcript.local_error,
         notes=(*transcript.notes, *obs.notes),
         ja4=fingerprint.ja4(ch) if ch else None,
+        server_extensions=tuple(e.type for e in sh.extensions) if sh else (),
     )
 
 
