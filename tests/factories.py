@@ -370,6 +370,8 @@ def kind_and_behaviour_cases() -> list[Case]:
             PINNED, baseline=(baseline_port(behaviour=behaviour, leaves=(REAL_CHAIN[0],)),))),
         case(observation(), expect=dataclasses.replace(
             PINNED, baseline=(baseline_port(port=443),))),
+        case(observation(), observation(label="repeat-2", server_chain=foreign_chain("Other CA")),
+             expect=NOTHING),  # MTLS040 as unknown: nothing says which chain is real
         case(observation(http=HTTP_OK), expect=dataclasses.replace(PINNED, baseline=(baseline_port(
             behaviour=(("http.header_names[/ 200]", ("Server|Date",)),)),))),
     ]

@@ -159,3 +159,26 @@ def test_exit_code_bands_and_overall(verdicts, code, worst):
     results = [result(v) for v in verdicts]
     assert exit_code(results) == code
     assert overall(results) is worst
+
+
+def test_the_catalogue_lists_every_severity_a_rule_emits():
+    """`mtlsprobe rules` must not call MTLS040 'unknown' only: it also warns (issue 13)."""
+    from click.testing import CliRunner
+
+    from mtlsprobe.cli.main import main
+    from mtlsprobe.rules.registry import spec
+
+    emitted: dict[str, set[Severity]] = {}
+    for c in f.corpus():
+        for x in run_rules(c):
+            emitted.setdefault(x.rule, set()).add(x.severity)
+    for rule_id, severities in emitted.items():
+        assert severities <= set(spec(rule_id).severities), rule_id
+    assert emitted["MTLS040"] == {Severity.UNKNOWN, Severity.WARNING}
+    listing = CliRunner().invoke(main, ["rules"]).output
+    line = next(ln for ln in listing.splitlines() if ln.startswith("MTLS040"))
+    assert "unknown/warning" in line
+    with pytest.raises(ValueError, match="may not emit"):
+        from mtlsprobe.rules.registry import finding
+
+        finding("MTLS001", "x", evidence=(), severity=Severity.BREAKS)

@@ -13,5 +13,6 @@ def rules() -> None:
     from mtlsprobe.rules.agent_cert import CRED_RULES
     from mtlsprobe.rules.engine import RULES
 
-    rows = [(r.id, r.severity.value, r.title) for r in (*RULES, *CRED_RULES)]
+    rows = [(r.id, "/".join(s.value for s in r.severities), r.title) for r in RULES]
+    rows += [(r.id, r.severity.value, r.title) for r in CRED_RULES]
     click.echo(tabulate(rows, headers=("id", "severity", "title"), tablefmt="simple"))

@@ -11,7 +11,8 @@ from mtlsprobe.rules.facts import EXPECT_FIX, _baseline, _chains, _confirmed, _e
 from mtlsprobe.rules.registry import finding, rule
 
 
-@rule("MTLS040", "Server chain differs between handshakes", Severity.UNKNOWN)
+@rule("MTLS040", "Server chain differs between handshakes", Severity.UNKNOWN,
+      also=(Severity.WARNING,))
 def chain_varies(case: Case) -> Iterator[Finding]:
     chains = _chains(case)
     leaves = {c[0].sha256 for c, _ in chains}

@@ -276,7 +276,7 @@ def server_cert_out_of_date(case: Case) -> Iterator[Finding]:
         )
 
 
-@rule("MTLS023", "Server chain incomplete", Severity.UNKNOWN)
+@rule("MTLS023", "Server chain incomplete", Severity.UNKNOWN, also=(Severity.WARNING,))
 def chain_incomplete(case: Case) -> Iterator[Finding]:
     if not case.expect.roots:
         return

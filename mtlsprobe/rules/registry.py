@@ -21,19 +21,26 @@ class RuleSpec:
     title: str
     severity: Severity
     fn: RuleFn
+    also: tuple[Severity, ...] = ()  # other severities the rule may emit, case by case
+
+    @property
+    def severities(self) -> tuple[Severity, ...]:
+        return (self.severity, *self.also)
 
 
 RULES: list[RuleSpec] = []
 _BY_ID: dict[str, RuleSpec] = {}
 
 
-def rule(rule_id: str, title: str, severity: Severity) -> Callable[[RuleFn], RuleFn]:
-    """Register `fn` under a stable public id. Ids are never reused."""
+def rule(rule_id: str, title: str, severity: Severity,
+         also: tuple[Severity, ...] = ()) -> Callable[[RuleFn], RuleFn]:
+    """Register `fn` under a stable public id. Ids are never reused. `also`: the other
+    severities it may give a finding (the catalogue lists them all)."""
 
     def register(fn: RuleFn) -> RuleFn:
         if rule_id in _BY_ID:
             raise ValueError(f"rule id {rule_id} registered twice")
-        spec = RuleSpec(rule_id, title, severity, fn)
+        spec = RuleSpec(rule_id, title, severity, fn, also)
         RULES.append(spec)
         _BY_ID[rule_id] = spec
         return fn
@@ -57,6 +64,8 @@ def finding(
 ) -> Finding:
     """A Finding of a registered rule; title and default severity come from the registry."""
     s = _BY_ID[rule_id]
+    if severity is not None and severity not in s.severities:
+        raise ValueError(f"{rule_id} may not emit {severity.value}: add it to the rule's also=")
     return Finding(
         rule=rule_id,
         title=s.title,
