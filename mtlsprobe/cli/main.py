@@ -6,6 +6,9 @@ code; a traceback appears only with --debug. Reports go to stdout or, atomically
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import sys
 from typing import Any
 
@@ -13,7 +16,7 @@ import click
 
 from mtlsprobe import __version__
 from mtlsprobe.cli.common import EXIT_CODES_HELP
-from mtlsprobe.model.errors import EXIT_BUG, EXIT_USAGE, MtlsprobeError
+from mtlsprobe.model.errors import EXIT_BUG, EXIT_ENVIRONMENT, EXIT_USAGE, MtlsprobeError
 
 #: Every command lives in its own module of this package, imported on first use so that
 #: `mtlsprobe probe` never pays for summarize/serve/analyze imports.
@@ -55,7 +58,14 @@ class Main(click.Group):
         kwargs.setdefault("standalone_mode", True)
         debug = "--debug" in sys.argv[1:]
         try:
-            return super().main(*args, **{**kwargs, "standalone_mode": False})
+            try:
+                return super().main(*args, **{**kwargs, "standalone_mode": False})
+            finally:
+                sys.stdout.flush()  # a full disk or a closed pipe shows here, not at exit
+        except OSError as exc:
+            if exc.errno not in _OUTPUT_ERRNOS or debug:
+                raise
+            _output_failed(exc)
         except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)
         except click.ClickException as exc:
@@ -81,6 +91,21 @@ class Main(click.Group):
                 err=True,
             )
             sys.exit(EXIT_BUG)
+
+
+#: Errors of writing the report out: the environment's, not the operator's input (exit 4).
+_OUTPUT_ERRNOS = frozenset({errno.EPIPE, errno.ENOSPC, errno.EIO, errno.EDQUOT})
+
+
+def _output_failed(exc: OSError) -> None:
+    """One line on stderr, exit 4, and no second complaint when Python flushes at exit."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    with contextlib.suppress(OSError):
+        click.echo(f"mtlsprobe: error: cannot write the report: {exc.strerror or exc}",
+                   err=True)
+    sys.exit(EXIT_ENVIRONMENT)
 
 
 @click.group(cls=Main, epilog=EXIT_CODES_HELP, context_settings={"max_content_width": 100})
