@@ -15,7 +15,8 @@ from types import FrameType
 
 import click
 
-from mtlsprobe.model.errors import EnvironmentProblem, InputError
+from mtlsprobe.live.files import read_limited
+from mtlsprobe.model.errors import EnvironmentProblem
 
 PRIVILEGED_BELOW = 1024
 
@@ -100,10 +101,7 @@ def serve(
         chain_pem, key_pem = reflector.generated_identity(names or _default_names(host))
     ca_pem = None
     if client_ca:
-        try:
-            ca_pem = client_ca.read_bytes()
-        except OSError as exc:
-            raise InputError(f"cannot read --client-ca {client_ca}: {exc.strerror}") from None
+        ca_pem = read_limited(client_ca, "certificate")
 
     def announce(echo: dict[str, object]) -> None:
         hello = echo.get("client_hello") or {}

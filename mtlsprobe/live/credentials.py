@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12 as _pkcs12
 
+from mtlsprobe.live.files import read_limited, read_text_limited
 from mtlsprobe.model.errors import InputError
 
 PASSWORD_ENV = "MTLSPROBE_KEY_PASSWORD"
@@ -106,10 +107,10 @@ def password_from(
     key is actually encrypted. Raises InputError when the file cannot be read.
     """
     if password_file is not None:
-        data = _read(Path(password_file), "password file")
-        if data.endswith(b"\r\n"):
-            return data[:-2]
-        return data[:-1] if data.endswith(b"\n") else data
+        text = read_text_limited(Path(password_file), "password")
+        if text.endswith("\r\n"):
+            return text[:-2].encode()
+        return (text[:-1] if text.endswith("\n") else text).encode()
     env = os.environ if environ is None else environ
     if env.get(PASSWORD_ENV):
         return env[PASSWORD_ENV].encode()
@@ -157,10 +158,8 @@ def load_credentials(
 
 
 def _read(path: Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    kind = {"password file": "password", "private key": "key", "PKCS#12 file": "key"}
+    return read_limited(path, kind.get(what, "certificate"))
 
 
 def _der(cert: x509.Certificate) -> bytes:

@@ -22,6 +22,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from mtlsprobe.live.files import read_text_limited
 from mtlsprobe.model.errors import InputError
 from mtlsprobe.tls import fingerprint
 from mtlsprobe.tls.constants import HandshakeType, cipher_suite_name, version_name
@@ -126,11 +127,7 @@ def read_secret(path: Path | None, environ: dict[str, str] | None = None) -> byt
     """The shared secret from FILE (first line, stripped), else $MTLSPROBE_REFLECTOR_SECRET."""
     env = os.environ if environ is None else environ
     if path is not None:
-        try:
-            text = Path(path).read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot read secret file {path}: "
-                             f"{getattr(exc, 'strerror', None) or exc}") from None
+        text = read_text_limited(path, "secret").splitlines()
         secret = text[0].strip() if text else ""
         if not secret:
             raise InputError(f"secret file {path} is empty")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mtlsprobe.capture.observations import ObservationReader
+from mtlsprobe.live.files import read_limited
 from mtlsprobe.model import Observation
 from mtlsprobe.model.errors import InputError
 from mtlsprobe.run.progress import ProgressBar, progress_for
@@ -57,10 +58,7 @@ def read_keylogs(paths: Iterable[Path]) -> list[str]:
     """The text of each --keylog file (NSS key log format)."""
     texts = []
     for path in paths:
-        try:
-            texts.append(Path(path).read_text(encoding="utf-8", errors="replace"))
-        except OSError as exc:
-            raise InputError(f"cannot read key log {path}: {exc.strerror or exc}") from None
+        texts.append(read_limited(path, "key log").decode("utf-8", errors="replace"))
     return texts
 
 

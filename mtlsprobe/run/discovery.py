@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mtlsprobe.live.files import LIMITS, decode_text, read_limited, read_text_limited
 from mtlsprobe.live.targets import parse_target
 from mtlsprobe.model.errors import InputError
 
@@ -225,11 +226,9 @@ def find_serverinfo(roots: Sequence[Path], depth: int = SEARCH_DEPTH) -> list[Pa
 def read_serverinfo(path: Path) -> Discovery:
     """One serverinfo.json; unreadable or malformed files become a note."""
     try:
-        raw = path.read_bytes()[: MAX_CONFIG_BYTES + 1]
-    except OSError as exc:
-        return Discovery(notes=(f"{path}: unreadable ({exc.strerror or exc})",))
-    if len(raw) > MAX_CONFIG_BYTES:
-        return Discovery(notes=(f"{path}: larger than 1 MiB; ignored",))
+        raw = read_limited(path, "configuration", MAX_CONFIG_BYTES)
+    except InputError as exc:
+        return Discovery(notes=(f"{path}: unreadable ({exc}); ignored",))
     try:
         data = json.loads(raw.decode("utf-8-sig"))
     except ValueError as exc:  # undecodable bytes, bad JSON, an integer too long to convert
@@ -389,12 +388,12 @@ def parse_targets_text(text: str, path: str) -> list[DiscoveredTarget]:
 
 def read_targets_file(path: Path) -> list[DiscoveredTarget]:
     """Targets from FILE ('-' is stdin). Raises InputError if unreadable or malformed."""
-    try:
-        stdin = str(path) == "-"
-        text = sys.stdin.read() if stdin else Path(path).read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise InputError(f"cannot read targets file {path}: {reason}") from None
+    if str(path) == "-":
+        text = decode_text(sys.stdin.buffer.read(LIMITS["targets"] + 1), "targets", path)
+        if len(text) > LIMITS["targets"]:
+            raise InputError("standard input: not a targets file (larger than 16 MiB)")
+    else:
+        text = read_text_limited(path, "targets")
     targets = parse_targets_text(text, str(path))
     if not targets:
         raise InputError(f"targets file {path} names no target")

@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from mtlsprobe.live.files import read_limited
 from mtlsprobe.model import BaselinePort, CertInfo, Expectations
 from mtlsprobe.model.certs import CertError, cert_info, load_certificates, to_der
 from mtlsprobe.model.errors import InputError
@@ -20,10 +21,7 @@ _PIN = re.compile(r"^sha256/([A-Za-z0-9+/]{43}=)$")
 
 
 def read_bytes(path: Path, what: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    return read_limited(path, "baseline" if what == "baseline" else "certificate")
 
 
 def load_roots(paths: Iterable[Path]) -> tuple[CertInfo, ...]:

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 
+from mtlsprobe.live.files import read_text_limited
 from mtlsprobe.model.errors import InputError
 from mtlsprobe.report.fleet.aggregate import FleetAggregator, FleetSummary
 from mtlsprobe.report.fleet.records import Foreign, InputStats, rows_of
@@ -41,10 +42,5 @@ def roll_up(
 
 def load_site_map(path: Path) -> SiteMap:
     """Read --site-map FILE (CSV ``key,site``); one InputError line when it cannot be read."""
-    try:
-        with open(path, encoding="utf-8", newline="") as fh:
-            return parse_site_map(fh, str(path))
-    except OSError as exc:
-        raise InputError(f"cannot read site map {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise InputError(f"site map {path} is not UTF-8 text") from None
+    text = read_text_limited(path, "site map")
+    return parse_site_map(text.splitlines(), str(path))
