@@ -291,7 +291,7 @@ def test_jsonl_and_markdown_outputs(tmp_path, ca):
     assert {f["rule"] for f in obj["findings"]} >= {"MTLS104", "MTLS109", "MTLS112"}
     md = CliRunner().invoke(main, [*args, "--format", "markdown"]).stdout
     assert md.startswith("# mtlsprobe: client_cert_rejected")
-    assert "| <agent credentials>:0 | local | client_cert_rejected |" in md  # results table
+    assert "| &lt;agent credentials&gt;:0 | local | client_cert_rejected |" in md  # results table
     assert "**MTLS104** (rejects)" in md
     assert "Remediation: Reissue the certificate with extendedKeyUsage clientAuth" in md
     assert "PRIVATE KEY" not in md + res.stdout

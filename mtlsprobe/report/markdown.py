@@ -6,6 +6,7 @@ Pure: Report in, text out. Everything a network team needs to act without re-run
 from __future__ import annotations
 
 from mtlsprobe.model import Report, Severity
+from mtlsprobe.report.escape import code_span, markdown
 from mtlsprobe.report.jsonout import rfc3339
 from mtlsprobe.report.table import SUMMARY_HEADERS, summary_row
 
@@ -14,11 +15,7 @@ _ACTION = (Severity.BREAKS, Severity.BLOCKS, Severity.REJECTS, Severity.UNKNOWN,
 
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def _code(text: str) -> str:
-    return "`" + text.replace("`", "'") + "`"
+    return markdown(text.replace("\n", " "))
 
 
 def render_markdown(report: Report) -> str:
@@ -33,8 +30,8 @@ def render_markdown(report: Report) -> str:
     ]
     for r in report.results:
         product = f" ({r.product})" if r.product else ""
-        out.append(f"- **{r.target}** via {r.route.name}: **{r.verdict.value}**{product}: "
-                   f"{_cell(r.reason)}")
+        out.append(f"- **{_cell(str(r.target))}** via {_cell(r.route.name)}: "
+                   f"**{r.verdict.value}**{_cell(product)}: {_cell(r.reason)}")
     if not report.results:
         out.append("- No targets were judged.")
     out += ["", "## Results", "",
@@ -43,17 +40,18 @@ def render_markdown(report: Report) -> str:
     out += ["| " + " | ".join(_cell(c) for c in summary_row(r)) + " |" for r in report.results]
     out += ["", "## Findings"]
     for r in report.results:
-        out += ["", f"### {r.target} via {r.route.name}: {r.verdict.value}"]
+        out += ["", f"### {_cell(str(r.target))} via {_cell(r.route.name)}: {r.verdict.value}"]
         if not r.findings:
             out += ["", "No findings."]
         for f in r.findings:
-            out += ["", f"**{f.rule}** ({f.severity.value}) {f.title}"
-                    + (f" [{f.product}]" if f.product else ""), "", f.summary, ""]
+            out += ["", f"**{f.rule}** ({f.severity.value}) {_cell(f.title)}"
+                    + (f" [{_cell(f.product)}]" if f.product else ""), "",
+                    _cell(f.summary), ""]
             for e in f.evidence:
-                where = f"{e.observation}: " if e.observation else ""
-                out.append(f"- {where}{_code(e.field)} = {_code(e.value)}")
+                where = f"{_cell(e.observation)}: " if e.observation else ""
+                out.append(f"- {where}{code_span(e.field)} = {code_span(e.value)}")
             if f.remediation and f.severity in _ACTION:
-                out += ["", f"Remediation: {f.remediation}"]
+                out += ["", f"Remediation: {_cell(f.remediation)}"]
     if report.notes:
-        out += ["", "## Notes", ""] + [f"- {n}" for n in report.notes]
+        out += ["", "## Notes", ""] + [f"- {_cell(n)}" for n in report.notes]
     return "\n".join(out) + "\n"

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from tabulate import tabulate
 
 from mtlsprobe.model import CaseResult, Finding, Report, Seen
+from mtlsprobe.report.escape import terminal
 
 _CN = re.compile(r"(?:^|,)CN=((?:\\.|[^,\\])+)")
 
@@ -90,16 +91,23 @@ def finding_row(f: Finding) -> tuple[str, ...]:
     return (f.rule, f.severity.value, f.summary, f.remediation or "")
 
 
+def safe_rows(rows: Sequence[Sequence[object]]) -> list[tuple[str, ...]]:
+    """Cells for a terminal: every control character shown escaped (values come from the
+    network and from other machines)."""
+    return [tuple(terminal(str(c), keep_newlines=True) for c in row) for row in rows]
+
+
 def _findings_block(results: Sequence[CaseResult]) -> list[str]:
     out: list[str] = []
     for r in results:
         out.append("")
-        out.append(f"{target_label(r)} via {r.route.name}: {r.verdict.value}")
+        out.append(terminal(f"{target_label(r)} via {r.route.name}: {r.verdict.value}"))
         if not r.findings:
             out.append("  (no findings)")
             continue
-        out.append(tabulate([finding_row(f) for f in r.findings], headers=FINDING_HEADERS,
-                            tablefmt="simple", maxcolwidths=[None, None, 60, 50]))
+        out.append(tabulate(safe_rows([finding_row(f) for f in r.findings]),
+                            headers=FINDING_HEADERS, tablefmt="simple",
+                            maxcolwidths=[None, None, 60, 50]))
     return out
 
 
@@ -107,13 +115,14 @@ def render_table(report: Report) -> str:
     """Summary table, findings per result, then the overall line."""
     lines: list[str] = []
     if report.results:
-        lines.append(tabulate([summary_row(r) for r in report.results], headers=SUMMARY_HEADERS,
+        lines.append(tabulate(safe_rows([summary_row(r) for r in report.results]),
+                              headers=SUMMARY_HEADERS,
                               tablefmt="simple",
                               maxcolwidths=[28, 24, None, 18, 16, 28, 12, 22, 48]))
     else:
         lines.append("No targets were judged.")
     lines.extend(_findings_block(report.results))
-    lines.extend(f"note: {n}" for n in report.notes)
+    lines.extend(f"note: {terminal(n)}" for n in report.notes)
     lines.append("")
     lines.append(f"Overall: {report.verdict.value} (exit {report.exit_code})")
     return "\n".join(lines) + "\n"

@@ -244,8 +244,19 @@ def _refused(status: int | None) -> bool:
     return status is not None and not 200 <= status < 300 and status not in (407, 502, 504)
 
 
+AUTHORITIES_SHOWN = 5  # a CertificateRequest may list 1,400 CA names: show a few and the count
+
+
 def _authorities(obs: Observation) -> str:
-    return "; ".join(obs.cert_request.authorities) or "(none listed)"
+    return _names(obs.cert_request.authorities, "(none listed)")
+
+
+def _names(names: Sequence[str], none: str = "(none)") -> str:
+    """CA names for a sentence: the first few and how many in all."""
+    if len(names) > AUTHORITIES_SHOWN:
+        shown = "; ".join(names[:AUTHORITIES_SHOWN])
+        return f"{shown}; and {len(names) - AUTHORITIES_SHOWN} more ({len(names)} CA names)"
+    return "; ".join(names) or none
 
 
 INSPECT_FIX = (

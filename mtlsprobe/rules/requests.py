@@ -16,6 +16,7 @@ from mtlsprobe.rules.facts import (
     _ev,
     _kind,
     _labels,
+    _names,
     _target,
 )
 from mtlsprobe.rules.registry import finding, rule
@@ -89,10 +90,10 @@ def cert_request_cas_differ(case: Case) -> Iterator[Finding]:
     yield finding(
         "MTLS021",
         f"The CertificateRequest on this path lists {_authorities(odd[0])}, but the real "
-        f"server lists {'; '.join(base.cert_request_authorities) or '(none)'}: another TLS "
+        f"server lists {_names(base.cert_request_authorities)}: another TLS "
         "endpoint builds its own request.",
         evidence=[_ev(None, "baseline.cert_request_authorities",
-                      "; ".join(base.cert_request_authorities) or "(none)")]
+                      _names(base.cert_request_authorities))]
         + [_ev(o, "cert_request.authorities", _authorities(o)) for o in odd],
         remediation=LB_FIX.format(t=_target(case)),
     )
@@ -113,11 +114,11 @@ def agent_issuer_not_requested(case: Case) -> Iterator[Finding]:
             yield finding(
                 "MTLS022",
                 f"The agent certificate is issued by {agent.issuer}, which is not among the "
-                f"CAs the far end asks for ({'; '.join(listed)}); the TLS client may send no "
+                f"CAs the far end asks for ({_authorities(obs)}); the TLS client may send no "
                 "certificate.",
                 evidence=[
                     _ev(None, "expect.agent_cert.issuer", agent.issuer),
-                    _ev(obs, "cert_request.authorities", "; ".join(listed)),
+                    _ev(obs, "cert_request.authorities", _authorities(obs)),
                 ],
                 remediation="Use an agent certificate issued by one of the requested CAs, or "
                 "add its CA to the server's client-CA list.",

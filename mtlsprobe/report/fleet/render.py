@@ -17,8 +17,10 @@ from functools import lru_cache
 from tabulate import tabulate
 
 from mtlsprobe.model import Verdict
+from mtlsprobe.report.escape import markdown, spreadsheet, terminal
 from mtlsprobe.report.fleet.aggregate import BAND, RANK, VERDICT_ORDER, AgentLine, FleetSummary
 from mtlsprobe.report.jsonout import rfc3339
+from mtlsprobe.report.table import safe_rows
 
 BANDS = (("pass", 0), ("breaks", 10), ("blocked", 11), ("unknown", 12))
 CSV_HEADERS = ("agent", "site", "verdict", "exit_band", "cause", "product", "target", "route",
@@ -130,10 +132,11 @@ def render_csv(s: FleetSummary) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_HEADERS)
     for a in s.agents:
-        w.writerow((a.agent, a.site, a.verdict.value, BAND[a.verdict], a.cause or "",
-                    a.product or "", a.target, a.route, a.reason, a.remediation or "",
-                    _when(a.last_report) if a.last_report else "", "yes" if a.stale else "no",
-                    a.agent_version or "", a.agent_cert or "", " ".join(a.missing), a.results))
+        w.writerow([spreadsheet(str(c)) for c in (
+            a.agent, a.site, a.verdict.value, BAND[a.verdict], a.cause or "",
+            a.product or "", a.target, a.route, a.reason, a.remediation or "",
+            _when(a.last_report) if a.last_report else "", "yes" if a.stale else "no",
+            a.agent_version or "", a.agent_cert or "", " ".join(a.missing), a.results)])
     return buf.getvalue()
 
 
@@ -200,21 +203,21 @@ def _sections(s: FleetSummary) -> Iterable[tuple[str, Sequence[str], list[tuple[
 
 
 def render_table(s: FleetSummary) -> str:
-    out = [f"Fleet: {_headline(s)}"]
-    out += [f"note: {p}" for p in _problems(s)]
+    out = [f"Fleet: {terminal(_headline(s))}"]
+    out += [f"note: {terminal(p)}" for p in _problems(s)]
     for title, headers, rows in _sections(s):
         out += ["", title]
         if not rows:
             out.append("  (none)")
             continue
         wide = len(headers) == len(CUT_HEADERS)
-        out.append(tabulate(rows, headers=headers, tablefmt="simple",
+        out.append(tabulate(safe_rows(rows), headers=headers, tablefmt="simple",
                             maxcolwidths=[24, 16, None, 32, 18, None, 44, 44] if wide else None))
     return "\n".join(out) + "\n"
 
 
 def _md_cell(value: object) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
+    return markdown(str(value).replace("\n", " "))
 
 
 def render_markdown(s: FleetSummary) -> str:
@@ -223,7 +226,7 @@ def render_markdown(s: FleetSummary) -> str:
            f"{_headline(s)}; generated {_when(s.generated_at)}.", "",
            f"- **{cut}** agent(s) would be cut off; **{len(s.stale)}** stale; "
            f"**{len(s.incomplete)}** with missing fields."]
-    out += [f"- {p}" for p in _problems(s)]
+    out += [f"- {_md_cell(p)}" for p in _problems(s)]
     for title, headers, rows in _sections(s):
         out += ["", f"## {title}", ""]
         if not rows:
