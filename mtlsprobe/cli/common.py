@@ -6,6 +6,7 @@ can import the commands lazily without an import circle.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -125,3 +126,32 @@ def emit(report: Report, fmt: str, output: Path | None) -> None:
         write_atomic(output, text)
     else:
         click.echo(text, nl=False)
+
+
+def exit_at_once_on_ctrl_c() -> None:
+    """Ctrl-C ends a command that waits on the network within moments, whatever --timeout.
+
+    Worker threads may sit in connect() or a DNS lookup until their deadline, so the
+    handler does not wait for them: it removes the private files they hold (key logs, the
+    agent's key copy) and half-written outputs, says so in one line and exits 130. A second
+    Ctrl-C finds the process already leaving.
+    """
+    import os
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def interrupted(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        from mtlsprobe.live.handshake import remove_private_files
+        from mtlsprobe.report.atomic import remove_temporaries
+
+        remove_private_files()
+        remove_temporaries()
+        with contextlib.suppress(OSError):
+            os.write(2, b"mtlsprobe: interrupted\n")
+        os._exit(130)
+
+    signal.signal(signal.SIGINT, interrupted)

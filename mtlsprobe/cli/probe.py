@@ -12,6 +12,7 @@ from mtlsprobe.cli.common import (
     EXIT_CODES_HELP,
     credential_options,
     emit,
+    exit_at_once_on_ctrl_c,
     expectation_options,
     output_options,
 )
@@ -108,6 +109,7 @@ def probe(
     from mtlsprobe.model.errors import UsageError
     from mtlsprobe.run.probe import ProbeRequest, run_probe
 
+    exit_at_once_on_ctrl_c()
     request = ProbeRequest(
         targets=tuple(targets), ports=tuple(ports), ca=tuple(ca), pins=tuple(pins),
         baseline=baseline, cert=cert, key=key, pkcs12=pkcs12, password_file=password_file,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from mtlsprobe.cli.common import EXIT_CODES_HELP, emit, output_options
+from mtlsprobe.cli.common import EXIT_CODES_HELP, emit, exit_at_once_on_ctrl_c, output_options
 from mtlsprobe.run.path import ipv4_of, judge_trace
 
 
@@ -49,6 +49,7 @@ def trace(
     from mtlsprobe.live.targets import expand_targets
     from mtlsprobe.run import pipeline
 
+    exit_at_once_on_ctrl_c()
     endpoints = expand_targets(targets, ports)
     options = hops.TraceOptions(max_ttl=max_ttl, probe_timeout=probe_timeout,
                                 deadline=timeout, sni=sni)

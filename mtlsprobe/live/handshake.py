@@ -21,6 +21,7 @@ import os
 import shutil
 import ssl
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -58,6 +59,33 @@ _DATA, _EOF, _RST, _TIMEOUT, _ERROR, _ENOUGH, _CLOSE_NOTIFY = (
     "data", "eof", "rst", "timeout", "error", "enough", "close_notify"
 )
 
+
+
+#: Folders holding a handshake's key log and, for the agent attempt, its private key (0700,
+#: removed after each handshake). An interrupted probe removes what is still there.
+_PRIVATE_DIRS: set[Path] = set()
+_PRIVATE_LOCK = threading.RLock()  # re-entrant: the Ctrl-C handler runs on any thread state
+_CLOSING: list[bool] = []
+
+
+def _private_dir() -> Path:
+    """A new 0700 folder for one handshake's files, registered for removal."""
+    with _PRIVATE_LOCK:
+        if _CLOSING:
+            raise InterruptedError("the probe is being interrupted")
+        workdir = Path(tempfile.mkdtemp(prefix="mtlsprobe-"))
+        _PRIVATE_DIRS.add(workdir)
+        return workdir
+
+
+def remove_private_files() -> None:
+    """Refuse new handshake folders and remove every one still on disk (key logs, the
+    agent's key copy): called by an interrupted process before it exits."""
+    with _PRIVATE_LOCK:
+        _CLOSING.append(True)
+        for workdir in list(_PRIVATE_DIRS):
+            shutil.rmtree(workdir, ignore_errors=True)
+            _PRIVATE_DIRS.discard(workdir)
 
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLError) and exc.reason:
@@ -323,7 +351,7 @@ def run_attempt(
         identity = credentials
     elif attempt.client_cert == CertKind.UNTRUSTED and untrusted is not None:
         identity = Credentials.from_issued(untrusted)
-    workdir = Path(tempfile.mkdtemp(prefix="mtlsprobe-"))  # 0700
+    workdir = _private_dir()
     try:
         ctx = _context(attempt, identity, workdir, alpn)
         incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
@@ -336,7 +364,9 @@ def run_attempt(
         keylog = (workdir / "keylog.txt").read_text(encoding="ascii", errors="replace")
     finally:
         conn.close()
-        shutil.rmtree(workdir, ignore_errors=True)
+        with _PRIVATE_LOCK:
+            shutil.rmtree(workdir, ignore_errors=True)
+            _PRIVATE_DIRS.discard(workdir)
     log.debug("%s %s: end=%s error=%s", conn.server, attempt.name, rec.end, rec.local_error)
     server_hello_ms = None
     if rec.first_sent is not None and rec.first_received is not None:

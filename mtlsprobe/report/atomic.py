@@ -22,6 +22,8 @@ from pathlib import Path
 
 from mtlsprobe.model.errors import EnvironmentProblem, InputError, MtlsprobeError
 
+#: Temporary files being written (removed by an interrupted process before it exits).
+_TEMPORARIES: set[str] = set()
 _ENVIRONMENT = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EPIPE, errno.EFBIG}
 
 
@@ -83,6 +85,7 @@ def _replace(path: Path, target: Path, payload: bytes, mode: int | None,
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=directory)
     except OSError as exc:
         raise _error(path, exc) from None
+    _TEMPORARIES.add(tmp)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(payload)
@@ -99,3 +102,12 @@ def _replace(path: Path, target: Path, payload: bytes, mode: int | None,
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    finally:
+        _TEMPORARIES.discard(tmp)
+
+
+def remove_temporaries() -> None:
+    """Remove half-written temporary files (the targets themselves are untouched)."""
+    for tmp in list(_TEMPORARIES):
+        Path(tmp).unlink(missing_ok=True)
+        _TEMPORARIES.discard(tmp)
