@@ -12,22 +12,16 @@ import dataclasses
 import enum
 import json
 import re
+import typing
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import PurePath
 
-from cryptography.hazmat.primitives.asymmetric import dh, dsa, ec, ed448, ed25519, rsa, x448, x25519
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-_PRIVATE_KEYS = (
-    rsa.RSAPrivateKey,
-    ec.EllipticCurvePrivateKey,
-    dsa.DSAPrivateKey,
-    dh.DHPrivateKey,
-    ed25519.Ed25519PrivateKey,
-    ed448.Ed448PrivateKey,
-    x25519.X25519PrivateKey,
-    x448.X448PrivateKey,
-)
+# Every private key type cryptography has (PrivateKeyTypes is their union; taking it from the
+# types module avoids importing the FFDH module, which newer releases mark deprecated).
+_PRIVATE_KEYS = tuple(t for t in typing.get_args(PrivateKeyTypes) if isinstance(t, type))
 _NEVER_FIELDS = frozenset({"keylog", "private_key", "password"})  # CertInfo.key is a description
 # A PEM private key, or what looks like a key log line (NSS format: a label, then the
 # client random and the secret in hex). The label alone is no secret: a note may say that
