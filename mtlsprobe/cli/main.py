@@ -30,6 +30,7 @@ LAZY_COMMANDS = {
     "demo": "mtlsprobe.cli.demo:demo",
     "schema": "mtlsprobe.cli.schema:schema",
     "rules": "mtlsprobe.cli.rules:rules",
+    "pin": "mtlsprobe.cli.pin:pin",
 }
 
 

@@ -83,6 +83,13 @@ def common_name(name: x509.Name) -> str | None:
     return str(attrs[0].value) if attrs else None
 
 
+def _why(exc: Exception) -> str:
+    """The reason from cryptography, without the ASN.1 parser's internals (``ParseError {
+    kind: ... }``), which mean nothing to an operator."""
+    text = str(exc).split(" ParseError", 1)[0].split("ParseError", 1)[0].strip(" :")
+    return f" ({text})" if text and len(text) < 120 else ""
+
+
 def parse_der(der: bytes) -> x509.Certificate:
     """One DER certificate, or CertError. Warnings about RFC 5280 lapses (a negative
     serial, ...) are silenced, as in ``cert_info``: stderr is no place for evidence."""
@@ -91,7 +98,7 @@ def parse_der(der: bytes) -> x509.Certificate:
             warnings.simplefilter("ignore")
             return x509.load_der_x509_certificate(der)
     except (ValueError, x509.InvalidVersion) as exc:  # InvalidVersion is no ValueError
-        raise CertError(f"not a DER certificate: {exc}") from None
+        raise CertError(f"not a DER certificate{_why(exc)}") from None
 
 
 def cert_info(der: bytes) -> CertInfo:
@@ -175,7 +182,7 @@ def load_certificates(data: bytes) -> list[x509.Certificate]:
         try:
             certs = x509.load_pem_x509_certificates(data)
         except (ValueError, x509.InvalidVersion) as exc:
-            raise CertError(f"bad PEM certificate: {exc}") from None
+            raise CertError(f"bad PEM certificate{_why(exc)}") from None
         if not certs:
             raise CertError("no certificate in PEM data")
         return certs

@@ -35,6 +35,12 @@ class InputError(MtlsprobeError):
     exit_code = EXIT_INPUT
 
 
+class Unreachable(MtlsprobeError):
+    """The network did not let a one-off request through (a command that is no probe)."""
+
+    exit_code = EXIT_BLOCKED
+
+
 class EnvironmentProblem(MtlsprobeError):
     """The machine cannot do what was asked (missing privilege, port in use, missing tool)."""
 

@@ -37,18 +37,29 @@ def load_roots(paths: Iterable[Path]) -> tuple[CertInfo, ...]:
 
 
 def check_pins(pins: Iterable[str]) -> tuple[str, ...]:
+    """Pins as ``sha256/BASE64``; curl's ``sha256//BASE64`` form and its ``;``-separated
+    lists are accepted too (``--pin`` may repeat)."""
     out = []
-    for pin in pins:
-        m = _PIN.match(pin.strip())
-        if not m:
-            raise InputError(f"--pin {pin!r}: expected sha256/ followed by 44 base64 characters")
-        try:
-            if len(base64.b64decode(m.group(1), validate=True)) != 32:
-                raise ValueError
-        except (binascii.Error, ValueError):
-            raise InputError(f"--pin {pin!r}: not a base64 SHA-256 digest") from None
-        out.append(pin.strip())
+    for given in pins:
+        for part in given.split(";"):
+            pin = part.strip()
+            if pin.startswith("sha256//"):
+                pin = "sha256/" + pin[len("sha256//"):]
+            out.append(_check_pin(pin, given))
     return tuple(out)
+
+
+def _check_pin(pin: str, given: str) -> str:
+    m = _PIN.match(pin.strip())
+    if not m:
+        raise InputError(f"--pin {given!r}: expected sha256/ (or curl's sha256//) followed "
+                         "by 44 base64 characters")
+    try:
+        if len(base64.b64decode(m.group(1), validate=True)) != 32:
+            raise ValueError
+    except (binascii.Error, ValueError):
+        raise InputError(f"--pin {given!r}: not a base64 SHA-256 digest") from None
+    return pin.strip()
 
 
 def load_baseline_file(path: Path) -> tuple[BaselinePort, ...]:

@@ -1,0 +1,63 @@
+"""`mtlsprobe pin` and curl's pin form for --pin (issue 16)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+
+import pytest
+from click.testing import CliRunner
+from cryptography.hazmat.primitives import serialization
+
+from mtlsprobe.cli.main import main
+from mtlsprobe.live import pki
+from mtlsprobe.model.errors import InputError
+from mtlsprobe.run.expectations import check_pins
+
+
+def spki_pin(issued: pki.Issued) -> str:
+    """The pin computed independently of mtlsprobe's own code."""
+    spki = issued.cert.public_key().public_bytes(serialization.Encoding.DER,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo)
+    return "sha256/" + base64.b64encode(hashlib.sha256(spki).digest()).decode()
+
+
+def test_pins_of_a_certificate_file(tmp_path):
+    ca = pki.CA("Pin Test Root")
+    leaf = ca.issue("srv.example")
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(leaf.cert_pem + ca.cert_pem)
+    out = CliRunner().invoke(main, ["pin", str(bundle), "--format", "json"])
+    assert out.exit_code == 0, out.output
+    [doc] = json.loads(out.output)
+    assert [c["pin"] for c in doc["certificates"]] == [spki_pin(leaf), spki_pin(ca)]
+
+
+def test_pins_of_what_a_live_server_presents(mtls_server, loopback_pki):
+    out = CliRunner().invoke(main, ["pin", f"127.0.0.1:{mtls_server.port}", "--sni", "localhost"])
+    assert out.exit_code == 0, out.output
+    assert f"{spki_pin(loopback_pki.server)}  leaf: CN=localhost" in out.output
+    assert "check it is the real server" in out.output
+
+
+def test_an_unreachable_server_is_exit_11_and_junk_is_exit_3(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = CliRunner().invoke(main, ["pin", f"127.0.0.1:{port}"])
+    assert out.exit_code == 11 and "ECONNREFUSED" in out.output
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate")
+    assert CliRunner().invoke(main, ["pin", str(junk)]).exit_code == 3
+
+
+def test_curl_s_pin_form_and_lists_are_accepted():
+    pin = spki_pin(pki.CA("Curl Form").issue("x"))
+    b64 = pin.removeprefix("sha256/")
+    assert check_pins([f"sha256//{b64}"]) == (pin,)
+    assert check_pins([f"sha256//{b64};sha256//{b64}"]) == (pin, pin)
+    with pytest.raises(InputError, match="curl's sha256//"):
+        check_pins(["sha256//short"])
