@@ -15,6 +15,7 @@ import click
 
 from mtlsprobe.model import Report
 from mtlsprobe.report.atomic import write_atomic
+from mtlsprobe.report.escape import terminal
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -29,16 +30,45 @@ Exit codes:
   12  unknown: not enough evidence for a verdict
 """
 
+TOOL_EXIT_CODES_HELP = """\b
+Exit codes:
+   0  done
+   1  internal error (a bug; rerun with --debug)
+   2  usage error
+   3  bad input (unreadable or malformed file)
+   4  environment problem (port in use, missing privilege, output not writable)
+ 130  interrupted (Ctrl-C)
+"""
+
 FORMATS = ("table", "json", "markdown", "jsonl")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+QUIET = "mtlsprobe.quiet"
+
+
+def set_quiet(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.meta[QUIET] = True
+
+
+def quiet() -> bool:
+    """Whether -q/--quiet was given: nothing on stdout or stderr but errors."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx and ctx.meta.get(QUIET))
+
+
 def output_options(fn: F) -> F:
+    fn = click.option(
+        "--quiet", "-q", is_flag=True, expose_value=False, callback=set_quiet,
+        help="Print nothing but errors (the exit code carries the verdict; -o still writes).",
+    )(fn)
     fn = click.option(
         "--output",
         "-o",
         type=click.Path(dir_okay=False, path_type=Path),
-        help="Write the report to FILE (atomically) instead of stdout.",
+        help="Write the report to FILE (atomically) instead of stdout; the verdict and "
+        "where the report went are said on stderr.",
     )(fn)
     fn = click.option(
         "--format",
@@ -124,8 +154,15 @@ def emit(report: Report, fmt: str, output: Path | None) -> None:
         text += "\n"
     if output:
         write_atomic(output, text)
-    else:
+        said(f"report written to {output}: {report.verdict.value} (exit {report.exit_code})")
+    elif not quiet():
         click.echo(text, nl=False)
+
+
+def said(line: str) -> None:
+    """One line for the operator on stderr (escaped; nothing with -q)."""
+    if not quiet():
+        click.echo(f"mtlsprobe: {terminal(line)}", err=True)
 
 
 def exit_at_once_on_ctrl_c() -> None:

@@ -52,6 +52,9 @@ class Main(click.Group):
             if find_spec(module) is None:
                 return None
             command: click.Command = getattr(import_module(module), attr)
+            if not any(p.name == "debug" for p in command.params):  # --debug after the name
+                command.params.append(click.Option(["--debug"], is_flag=True, hidden=True,
+                                                   expose_value=False))
             return command
         return super().get_command(ctx, name)
 

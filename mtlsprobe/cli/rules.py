@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import click
 
+from mtlsprobe.cli.common import TOOL_EXIT_CODES_HELP
 
-@click.command()
+
+@click.command(epilog=TOOL_EXIT_CODES_HELP)
 def rules() -> None:
     """List every rule id with its severity and title."""
     from tabulate import tabulate

@@ -6,8 +6,10 @@ from importlib.resources import files
 
 import click
 
+from mtlsprobe.cli.common import TOOL_EXIT_CODES_HELP
 
-@click.command()
+
+@click.command(epilog=TOOL_EXIT_CODES_HELP)
 def schema() -> None:
     """Print the JSON Schema that --format json reports follow."""
     schema_file = files("mtlsprobe").joinpath("report/schema/report-v1.json")

@@ -15,6 +15,7 @@ from types import FrameType
 
 import click
 
+from mtlsprobe.cli.common import TOOL_EXIT_CODES_HELP
 from mtlsprobe.live.files import read_limited
 from mtlsprobe.model.errors import EnvironmentProblem
 
@@ -30,7 +31,7 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host or "0.0.0.0", int(port)
 
 
-@click.command()
+@click.command(epilog=TOOL_EXIT_CODES_HELP)
 @click.option("--listen", default="0.0.0.0:18383", show_default=True, metavar="ADDR:PORT",
               help="Where to listen: a spare port next to the server, or the real port "
                    "during a maintenance window.")

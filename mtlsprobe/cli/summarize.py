@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from mtlsprobe.cli.common import EXIT_CODES_HELP
+from mtlsprobe.cli.common import EXIT_CODES_HELP, quiet, said, set_quiet
 from mtlsprobe.report.atomic import write_atomic
 
 SUMMARY_HELP = """\b
@@ -37,6 +37,8 @@ could be read.
               default="table", show_default=True, help="Summary format (csv: one row per agent).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the summary to FILE (atomically) instead of stdout.")
+@click.option("--quiet", "-q", is_flag=True, expose_value=False, callback=set_quiet,
+              help="Print nothing but errors (the exit code carries the fleet's verdict).")
 def summarize(
     reports: Sequence[str],
     site_map: Path | None,
@@ -59,6 +61,7 @@ def summarize(
     text = render(summary, fmt)
     if output:
         write_atomic(output, text)
-    else:
+        said(f"summary written to {output}: {summary.verdict.value} (exit {summary.exit_code})")
+    elif not quiet():
         click.echo(text, nl=False)
     sys.exit(summary.exit_code)

@@ -97,5 +97,6 @@ def nothing_completed(case: Case) -> Iterator[Finding]:
         evidence=[_ev(o, "outcome", f"{o.outcome.value} at {o.stage.value}"
                       + (f": {o.local_error}" if o.local_error else ""))
                   for o in obs_all] or [_ev(None, "observations", "none")],
-        remediation="Re-run with a capture (or --verbose) and inspect the local errors.",
+        remediation="Re-run with --capture FILE.pcapng (or take a capture with tcpdump) and "
+        "read the local errors in the JSON report (--format json).",
     )

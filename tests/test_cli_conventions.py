@@ -1,0 +1,34 @@
+"""What people expect of every command (issue 16): --help ends with the exit codes, --debug
+after the command name, -q prints nothing but errors, -o says where the report went."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from mtlsprobe.cli.main import LAZY_COMMANDS, main
+
+
+@pytest.mark.parametrize("name", sorted(LAZY_COMMANDS))
+def test_every_help_ends_with_the_exit_codes_and_takes_debug(name):
+    out = CliRunner().invoke(main, [name, "--help"])
+    assert out.exit_code == 0
+    tail = out.output.rstrip().splitlines()[-6:]
+    assert any(line.strip().startswith(("12  unknown", "130  interrupted")) for line in tail), (
+        name, tail)
+    options = [ln.strip() for ln in out.output.splitlines() if ln.strip().startswith("-")]
+    assert not any(o.startswith("--debug") for o in options)  # accepted, hidden
+    after = CliRunner().invoke(main, [name, "--debug", "--help"])
+    assert after.exit_code == 0, (name, after.output)
+
+
+def test_quiet_prints_nothing_and_output_says_where_the_report_went(tmp_path):
+    runner = CliRunner()
+    quiet = runner.invoke(main, ["demo", "-q"])
+    assert quiet.exit_code == 0 and quiet.output == ""
+    dest = tmp_path / "demo.md"
+    loud = runner.invoke(main, ["demo", "--format", "markdown", "-o", str(dest)])
+    assert loud.exit_code == 0 and dest.read_text().startswith("# mtlsprobe")
+    assert loud.stderr.strip() == f"mtlsprobe: report written to {dest}: inspected (exit 0)"
+    silent = runner.invoke(main, ["demo", "-q", "-o", str(dest)])
+    assert silent.exit_code == 0 and silent.output == "" and silent.stderr == ""
