@@ -204,7 +204,9 @@ def test_analyze_draws_a_progress_bar_on_a_terminal_only(tmp_path: Path) -> None
     os.close(master)
     assert proc.wait(timeout=60) in (0, 12)
     assert b"reading [" in seen and b"100%" in seen  # drawn while reading
-    assert seen.endswith(b"\r")  # and erased before the report
+    bar, _, said = seen.partition(b"mtlsprobe: report written to ")
+    assert bar.endswith(b"\r")  # and erased before the line that says where the report went
+    assert said.startswith(str(tmp_path / "tty.json").encode())
     assert json.loads((tmp_path / "tty.json").read_text())["results"]
 
     piped = _analyze_with_stderr(path, tmp_path / "pipe.json", subprocess.PIPE)
