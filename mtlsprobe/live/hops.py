@@ -132,7 +132,9 @@ def parse_icmp(data: bytes, at: float) -> _Reply | None:
     quote = _Quote(src=qsrc, dst=qdst, ttl=qttl, proto=qproto)
     if qproto == 6 and len(body) >= 8:
         sport, dport, seq = struct.unpack_from("!HHI", body)
-        window, options, payload = None, (), b""
+        window: int | None = None
+        options: tuple[str, ...] = ()
+        payload = b""
         if len(body) >= 20:
             hlen = (body[12] >> 4) * 4
             (window,) = struct.unpack_from("!H", body, 14)
@@ -453,13 +455,13 @@ def _match_batch(
             return ("tcp", sent.ttl), probe("tcp", sent.ttl, r.kind, rewritten(q, sent))
     if r.kind == "tcp" and r.tcp is not None:
         sport, dport, _seq, ack, flags, _n = r.tcp
-        sent = syns.get(dport)
-        if sent is not None and r.src == dst and sport == sent.dport and ack == (sent.seq + 1) % (
+        syn = syns.get(dport)
+        if syn is not None and r.src == dst and sport == syn.dport and ack == (syn.seq + 1) % (
             1 << 32
         ):
             kind = "rst" if flags & TCP_RST else "synack" if flags & TCP_SYN else None
             if kind:
-                return ("tcp", sent.ttl), probe("tcp", sent.ttl, kind)
+                return ("tcp", syn.ttl), probe("tcp", syn.ttl, kind)
     return None, none
 
 

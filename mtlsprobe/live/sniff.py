@@ -103,7 +103,7 @@ def bpf_program(ports: Iterable[int]) -> list[tuple[int, int, int, int]]:
     def op(code: int, k: int, jt: object = 0, jf: object = 0) -> None:
         prog.append([code, jt, jf, k])
 
-    def ports_then(label_hit: str, label_miss: str) -> None:
+    def ports_then(label_hit: str, label_miss: str | int) -> None:  # 0: fall through
         for i, p in enumerate(ports):
             op(_JEQ, p, label_hit, label_miss if i == len(ports) - 1 else 0)
 
