@@ -341,6 +341,7 @@ def _ip_and_tcp(
 ) -> tuple[int | None, int | None, list[HopProbe], list[str]]:
     """Both batch phases at once: every TTL's echo request and SYN, then collect."""
     from scapy.layers.inet import ICMP, IP, TCP
+    from scapy.packet import Packet
 
     ident = os.getpid() & 0xFFFF
     ttls = range(1, max_ttl + 1)
@@ -351,8 +352,10 @@ def _ip_and_tcp(
     try:
         if "ip" in options.phases:
             for t in ttls:
-                pkt = IP(src=socks.source, dst=dst, ttl=t, id=random.randrange(65536)) / ICMP(
-                    type=ICMP_ECHO, id=ident, seq=t) / b"mtlsprobe hop trace"
+                # annotated: scapy's `/` returns Self, unknown to mypy before Python 3.11
+                head = IP(src=socks.source, dst=dst, ttl=t, id=random.randrange(65536))
+                echo: Packet = head / ICMP(type=ICMP_ECHO, id=ident, seq=t)
+                pkt = echo / b"mtlsprobe hop trace"
                 packets.append((("ip", t), bytes(pkt)))
         if "tcp" in options.phases:
             for t in ttls:
@@ -417,7 +420,7 @@ def _ip_and_tcp(
     for phase, d in (("ip", ip_d), ("tcp", tcp_d)):
         if phase not in options.phases:
             continue
-        last = d or max((t for (p, t) in answers if p == phase), default=0)
+        last = d if d else max((t for (p, t) in answers if p == phase), default=0)
         for t in range(1, last + 1):
             out.append(answers.get((phase, t)) or HopProbe(phase=phase, ttl=t, answer="none"))
     notes = []

@@ -319,7 +319,7 @@ def passive_facts(packets: Sequence[Packet]) -> dict[Client, TcpFacts]:
         return {}
     out: dict[Client, TcpFacts] = {}
     ports = {f[3] for f in (p.flow() for p in packets) if f is not None}
-    reader = CaptureReader(io.BytesIO(to_pcapng(packets)), ports=ports)  # type: ignore[arg-type]
+    reader = CaptureReader(io.BytesIO(to_pcapng(packets)), ports=ports)
     with contextlib.suppress(Exception):
         for t in reader:
             if t.tcp is not None and t.client.ip:
