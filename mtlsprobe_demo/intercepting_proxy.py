@@ -84,8 +84,10 @@ class InterceptingProxy(TcpService):
                 self._contexts[name] = ctx
             return ctx
 
-    def _on_sni(self, sslsock: ssl.SSLSocket, name: str | None, _ctx: ssl.SSLContext) -> None:
-        sslsock._mtlsprobe_sni = name  # type: ignore[attr-defined]
+    def _on_sni(
+        self, sslsock: ssl.SSLSocket | ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext
+    ) -> None:
+        sslsock._mtlsprobe_sni = name  # type: ignore[union-attr]
         default = getattr(sslsock, "_mtlsprobe_default", None)
         chosen = name or default
         if chosen and chosen != default:

@@ -165,13 +165,13 @@ def open_connection(
     else:
         got = _tcp(plan.proxy.host, plan.proxy.port, deadline)
     if len(got) == 3:
-        stage, error, end = got  # type: ignore[misc]
+        stage, error, end = got
         if plan.proxy is not None:
             error = f"proxy {plan.proxy.host}:{plan.proxy.port}: {error}"
         return ConnectFailure(
             stage=stage, error=error, end=end, route=route, server=server, started_at=started_at
         )
-    sock, connect_ms = got  # type: ignore[misc]
+    sock, connect_ms = got
     client = _endpoint(sock.getsockname())
     if plan.proxy is None:
         server = _endpoint(sock.getpeername(), target.host)

@@ -132,7 +132,9 @@ def parse_icmp(data: bytes, at: float) -> _Reply | None:
     quote = _Quote(src=qsrc, dst=qdst, ttl=qttl, proto=qproto)
     if qproto == 6 and len(body) >= 8:
         sport, dport, seq = struct.unpack_from("!HHI", body)
-        window, options, payload = None, (), b""
+        window: int | None = None
+        options: tuple[str, ...] = ()
+        payload = b""
         if len(body) >= 20:
             hlen = (body[12] >> 4) * 4
             (window,) = struct.unpack_from("!H", body, 14)
@@ -339,6 +341,7 @@ def _ip_and_tcp(
 ) -> tuple[int | None, int | None, list[HopProbe], list[str]]:
     """Both batch phases at once: every TTL's echo request and SYN, then collect."""
     from scapy.layers.inet import ICMP, IP, TCP
+    from scapy.packet import Packet
 
     ident = os.getpid() & 0xFFFF
     ttls = range(1, max_ttl + 1)
@@ -349,8 +352,10 @@ def _ip_and_tcp(
     try:
         if "ip" in options.phases:
             for t in ttls:
-                pkt = IP(src=socks.source, dst=dst, ttl=t, id=random.randrange(65536)) / ICMP(
-                    type=ICMP_ECHO, id=ident, seq=t) / b"mtlsprobe hop trace"
+                # annotated: scapy's `/` returns Self, unknown to mypy before Python 3.11
+                head = IP(src=socks.source, dst=dst, ttl=t, id=random.randrange(65536))
+                echo: Packet = head / ICMP(type=ICMP_ECHO, id=ident, seq=t)
+                pkt = echo / b"mtlsprobe hop trace"
                 packets.append((("ip", t), bytes(pkt)))
         if "tcp" in options.phases:
             for t in ttls:
@@ -415,7 +420,7 @@ def _ip_and_tcp(
     for phase, d in (("ip", ip_d), ("tcp", tcp_d)):
         if phase not in options.phases:
             continue
-        last = d or max((t for (p, t) in answers if p == phase), default=0)
+        last = d if d else max((t for (p, t) in answers if p == phase), default=0)
         for t in range(1, last + 1):
             out.append(answers.get((phase, t)) or HopProbe(phase=phase, ttl=t, answer="none"))
     notes = []
@@ -453,13 +458,13 @@ def _match_batch(
             return ("tcp", sent.ttl), probe("tcp", sent.ttl, r.kind, rewritten(q, sent))
     if r.kind == "tcp" and r.tcp is not None:
         sport, dport, _seq, ack, flags, _n = r.tcp
-        sent = syns.get(dport)
-        if sent is not None and r.src == dst and sport == sent.dport and ack == (sent.seq + 1) % (
+        syn = syns.get(dport)
+        if syn is not None and r.src == dst and sport == syn.dport and ack == (syn.seq + 1) % (
             1 << 32
         ):
             kind = "rst" if flags & TCP_RST else "synack" if flags & TCP_SYN else None
             if kind:
-                return ("tcp", sent.ttl), probe("tcp", sent.ttl, kind)
+                return ("tcp", syn.ttl), probe("tcp", syn.ttl, kind)
     return None, none
 
 

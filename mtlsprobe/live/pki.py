@@ -110,7 +110,7 @@ class CA:
             )
         )
         signer = parent.key if parent else self.key
-        self.cert = builder.sign(signer, hashes.SHA256())
+        self.cert: x509.Certificate = builder.sign(signer, hashes.SHA256())
 
     @property
     def cert_pem(self) -> bytes:

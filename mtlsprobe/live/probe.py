@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mtlsprobe.live import pki
 from mtlsprobe.live.connect import ConnectFailure, open_connection
@@ -20,6 +21,9 @@ from mtlsprobe.live.credentials import Credentials
 from mtlsprobe.live.handshake import run_attempt
 from mtlsprobe.live.proxy import RoutePlan, plan_routes
 from mtlsprobe.model import OTHER_NAME, Attempt, CertKind, Endpoint, Route, Transcript
+
+if TYPE_CHECKING:  # live.sniff is imported only when sniffing
+    from mtlsprobe.live.sniff import SniffLog
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,7 @@ class ProbeOptions:
     alpn: tuple[str, ...] = ("http/1.1",)
     environ: Mapping[str, str] | None = None  # None: os.environ (tests pass their own)
     sniff: bool = False  # record our own packets for TTL/RST/option evidence (root needed)
-    sniff_log: object | None = None  # a live.sniff.SniffLog that receives packets and notes
+    sniff_log: SniffLog | None = None  # receives the packets and notes
     other_name: bool = True  # also ask for an unrelated name (OTHER_NAME): the kind of box
 
 

@@ -103,7 +103,7 @@ def bpf_program(ports: Iterable[int]) -> list[tuple[int, int, int, int]]:
     def op(code: int, k: int, jt: object = 0, jf: object = 0) -> None:
         prog.append([code, jt, jf, k])
 
-    def ports_then(label_hit: str, label_miss: str) -> None:
+    def ports_then(label_hit: str, label_miss: str | int) -> None:  # 0: fall through
         for i, p in enumerate(ports):
             op(_JEQ, p, label_hit, label_miss if i == len(ports) - 1 else 0)
 
@@ -319,7 +319,7 @@ def passive_facts(packets: Sequence[Packet]) -> dict[Client, TcpFacts]:
         return {}
     out: dict[Client, TcpFacts] = {}
     ports = {f[3] for f in (p.flow() for p in packets) if f is not None}
-    reader = CaptureReader(io.BytesIO(to_pcapng(packets)), ports=ports)  # type: ignore[arg-type]
+    reader = CaptureReader(io.BytesIO(to_pcapng(packets)), ports=ports)
     with contextlib.suppress(Exception):
         for t in reader:
             if t.tcp is not None and t.client.ip:

@@ -94,9 +94,9 @@ class TcpService:
         for s in conns:
             with contextlib.suppress(OSError):
                 s.close()
-        for s in (self._listener, self._wake_r, self._wake_w):
-            if s is not None:
-                s.close()
+        for own in (self._listener, self._wake_r, self._wake_w):
+            if own is not None:
+                own.close()
         self._listener = self._wake_r = self._wake_w = None
         self._accept_thread = None
         with self._lock:

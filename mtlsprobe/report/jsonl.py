@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import cast
 
 from mtlsprobe.model import CaseResult, Finding, Report, Seen, Severity, Verdict
 from mtlsprobe.report.jsonout import rfc3339, to_jsonable
@@ -76,7 +77,8 @@ def line_objects(report: Report) -> list[dict[str, object]]:
                          for f in r.findings],
             "facts": _facts(r),
         })
-    return to_jsonable(out)  # type: ignore[return-value]  (also refuses secrets)
+    # to_jsonable keeps the shape (a list of str-keyed objects) and refuses secrets
+    return cast(list[dict[str, object]], to_jsonable(out))
 
 
 def dumps_lines(objects: Sequence[dict[str, object]]) -> str:

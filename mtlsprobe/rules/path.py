@@ -109,15 +109,17 @@ def ttl_discontinuity(case: Case) -> Iterator[Finding]:
             odd.extend(_ev(o, "tcp.server_ttls", _sender(ttl)) for ttl in differ)
     t = case.hops
     if t is not None:
-        synack = next((p for p in t.probes if p.phase == "tcp" and p.answer == "synack"
-                       and p.ttl == t.tcp_distance and p.reply_ttl), None)
+        synack_probe = next((p for p in t.probes if p.phase == "tcp" and p.answer == "synack"
+                             and p.ttl == t.tcp_distance and p.reply_ttl), None)
         hello = next((p for p in t.probes if p.phase == "tls" and p.ttl == t.tls_distance
                       and p.answer in ("tls", "rst", "fin") and p.reply_ttl), None)
-        if synack and hello and _hops_back(synack.reply_ttl) != _hops_back(hello.reply_ttl):
+        # Both were chosen with a reply_ttl; testing it again lets the type checker see it.
+        if (synack_probe and hello and synack_probe.reply_ttl and hello.reply_ttl
+                and _hops_back(synack_probe.reply_ttl) != _hops_back(hello.reply_ttl)):
             odd.append(Evidence(observation="", field="hops.synack_reply_ttl",
-                                value=_sender(synack.reply_ttl or 0)))
+                                value=_sender(synack_probe.reply_ttl)))
             odd.append(Evidence(observation="", field=f"hops.{hello.answer}_reply_ttl",
-                                value=_sender(hello.reply_ttl or 0)))
+                                value=_sender(hello.reply_ttl)))
     if odd:
         yield finding(
             "MTLS052",

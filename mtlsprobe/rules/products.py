@@ -52,7 +52,7 @@ def _http_hits(case: Case, observations: list[Observation]) -> list[tuple[Match,
 
 def name_product(case: Case) -> tuple[str, list[Evidence]] | None:
     """The one product all the tells on this path name, with its evidence; else None."""
-    hits: list[tuple[Match, Observation | None]] = []
+    hits: list[tuple[Match, Observation]] = []
     seen_by: list[Observation] = []
     chains: list[tuple[Chain, Observation]] = []
     for obs in case.observations:

@@ -178,9 +178,9 @@ def match_http(
                     hit = Match(signature=sig, field=f"http.headers.{name}", value=value)
                     break
         if hit is None and sig.cookie is not None:
-            name = next((c for c in cookies if sig.cookie.search(c)), None)
-            if name is not None:
-                hit = Match(signature=sig, field="http.set_cookie", value=name)
+            cookie = next((c for c in cookies if sig.cookie.search(c)), None)
+            if cookie is not None:
+                hit = Match(signature=sig, field="http.set_cookie", value=cookie)
         if hit is None and sig.server is not None:
             for name, value in http.headers:
                 if name.lower() == "server" and sig.server.search(value):

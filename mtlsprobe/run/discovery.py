@@ -255,9 +255,10 @@ def from_registry(read: RegistryReader) -> Discovery:
         if all(v is None for v in values.values()):
             continue
         notes: list[str] = []
-        targets = _hosts(
-            ((n, values[n]) for n in REGISTRY_HOSTS), lambda n, k=key: f"registry:{k}\\{n}", notes
-        )
+        def source(n: str, k: str = key) -> str:
+            return f"registry:{k}\\{n}"
+
+        targets = _hosts(((n, values[n]) for n in REGISTRY_HOSTS), source, notes)
         if not targets:
             notes.append(f"registry:{key}: no server name or address")
         https_port = None
@@ -286,7 +287,9 @@ def from_registry(read: RegistryReader) -> Discovery:
 
 def windows_registry_reader() -> RegistryReader:
     """A reader over the real registry (Windows only; winreg is imported here)."""
-    import winreg  # type: ignore[import-not-found,unused-ignore]
+    if sys.platform != "win32":  # what `import winreg` raises there; mypy skips the rest
+        raise ModuleNotFoundError("No module named 'winreg'", name="winreg")
+    import winreg
 
     def read(key: str, name: str) -> object:
         hive, _, sub = key.partition("\\")

@@ -27,7 +27,7 @@ def ipv4_of(target: Endpoint) -> Endpoint:
         infos = socket.getaddrinfo(target.host, target.port, socket.AF_INET, socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):
         return target
-    return replace(target, ip=infos[0][4][0]) if infos else target
+    return replace(target, ip=str(infos[0][4][0])) if infos else target  # AF_INET: a str
 
 
 def judge_trace(target: Endpoint, hops: HopTrace, source: str | None = "flag") -> CaseResult:

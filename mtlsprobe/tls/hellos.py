@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from mtlsprobe.tls.constants import GREASE, HELLO_RETRY_REQUEST_RANDOM, ExtensionType
 from mtlsprobe.tls.extensions import (
@@ -87,23 +87,23 @@ def shape_memo(ch: ClientHello) -> dict[str, str]:
 # ClientHello extension type -> (ClientHello field, reader of the extension data). A table
 # rather than an if/elif chain on IntEnum members: each enum comparison costs ~100 ns, and
 # this runs for every extension of every ClientHello in a capture.
-_CH_FIELDS: dict[int, tuple[str, Callable[[bytes], object]]] = {int(t): v for t, v in {
-    ExtensionType.server_name: ("sni", read_server_name),
-    ExtensionType.application_layer_protocol_negotiation: ("alpn", read_alpn_list),
-    ExtensionType.supported_versions: (
+_CH_FIELDS: dict[int, tuple[str, Callable[[bytes], object]]] = {
+    int(ExtensionType.server_name): ("sni", read_server_name),
+    int(ExtensionType.application_layer_protocol_negotiation): ("alpn", read_alpn_list),
+    int(ExtensionType.supported_versions): (
         "supported_versions", lambda d: read_u16_list(d, 1, "supported_versions")),
-    ExtensionType.supported_groups: (
+    int(ExtensionType.supported_groups): (
         "supported_groups", lambda d: read_u16_list(d, 2, "supported_groups")),
-    ExtensionType.ec_point_formats: (
+    int(ExtensionType.ec_point_formats): (
         "ec_point_formats", lambda d: read_u8_list(d, "ec_point_formats")),
-    ExtensionType.signature_algorithms: (
+    int(ExtensionType.signature_algorithms): (
         "signature_algorithms", lambda d: read_u16_list(d, 2, "signature_algorithms")),
-    ExtensionType.key_share: ("key_share_groups", read_key_share_groups),
-    ExtensionType.post_handshake_auth: ("post_handshake_auth", lambda d: True),
-    ExtensionType.pre_shared_key: ("psk", lambda d: True),
-    ExtensionType.session_ticket: ("session_ticket", bool),
-    ExtensionType.early_data: ("early_data", lambda d: True),
-}.items()}
+    int(ExtensionType.key_share): ("key_share_groups", read_key_share_groups),
+    int(ExtensionType.post_handshake_auth): ("post_handshake_auth", lambda d: True),
+    int(ExtensionType.pre_shared_key): ("psk", lambda d: True),
+    int(ExtensionType.session_ticket): ("session_ticket", bool),
+    int(ExtensionType.early_data): ("early_data", lambda d: True),
+}
 
 
 def parse_client_hello(body: bytes) -> ClientHello:
@@ -199,7 +199,7 @@ _SH_VOLATILE = frozenset({_KEY_SHARE})
 Cut = tuple[int, int, int]  # (extension type, data start, data end) in the message body
 
 
-class _ShapeCache(dict):  # type: ignore[type-arg]
+class _ShapeCache(dict[object, Any]):  # values: ClientHello or ServerHello, per cache
     """shape key -> the full parse of the first hello with that shape. Bounded: cleared
     when full (a capture has a handful of shapes; a flood of distinct ones just misses)."""
 

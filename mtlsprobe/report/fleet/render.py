@@ -34,7 +34,7 @@ def _titles() -> dict[str, str]:
     from mtlsprobe.rules.agent_cert import CRED_RULES
     from mtlsprobe.rules.engine import RULES
 
-    return {r.id: r.title for r in (*RULES, *CRED_RULES)}
+    return {**{r.id: r.title for r in RULES}, **{c.id: c.title for c in CRED_RULES}}
 
 
 def rule_title(rule_id: str) -> str:
