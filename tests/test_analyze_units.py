@@ -113,6 +113,37 @@ def test_behaviour_ignores_what_differs_between_equal_connections():
     )
 
 
+def test_behaviour_keeps_what_the_rules_read_of_volatile_fields():
+    """Rules read the ALPN offer and session tickets (MTLS027), header names in order
+    (MTLS029), Set-Cookie names (load-balancer signatures) and body tells (nginx markers,
+    body signatures): connections that differ there are different behaviours; values that
+    no rule reads still fold."""
+    [obs] = [dataclasses.replace(o, label="a") for o in
+             read_capture(FIXTURES / "direct-tls13.pcapng").observations[:1]]
+    answer = HttpExchange(path="/", status=400, headers=(
+        ("Date", "Mon"), ("Set-Cookie", "SID=1"), ("Server", "x")), body_excerpt="<p>hi</p>")
+    a = dataclasses.replace(obs, http=answer)
+
+    def http(**changes: object) -> object:
+        return dataclasses.replace(a, http=dataclasses.replace(answer, **changes))
+
+    same = [
+        http(headers=(("Date", "Tue"), ("Set-Cookie", "SID=2; path=/"), ("Server", "x"))),
+        http(body_excerpt="<p>bye</p>"),
+    ]
+    assert all(behaviour(b) == behaviour(a) for b in same)
+    differ = [
+        dataclasses.replace(a, alpn_offered=("h2", "http/1.1")),
+        dataclasses.replace(a, history=a.history + "t"),
+        http(headers=(("Set-Cookie", "SID=1"), ("Server", "x"))),  # no Date header
+        http(headers=(("Date", "Mon"), ("Set-Cookie", "BIGipServerpool=1"), ("Server", "x"))),
+        http(body_excerpt="No required SSL certificate was sent"),
+        http(body_excerpt="<hr><center>nginx/1.25.3</center>"),
+    ]
+    keys = [behaviour(b) for b in differ]
+    assert behaviour(a) not in keys and len(set(keys)) == len(keys)
+
+
 def test_labels_break_ties_between_connections_that_started_at_the_same_time():
     [obs, *_] = read_capture(FIXTURES / "direct-tls13.pcapng").observations
     first, second = (dataclasses.replace(obs, label=f"x.pcap flow {n}") for n in (7, 12))

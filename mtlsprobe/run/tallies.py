@@ -28,10 +28,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from mtlsprobe.model import Endpoint, Observation, Route
+from mtlsprobe.model import Endpoint, HttpExchange, Observation, Route
+from mtlsprobe.rules.facts import NGINX_CERT_MARKERS
+from mtlsprobe.rules.signatures import match_body
 
 MAX_BEHAVIOURS = 32  # distinct behaviours kept per server; more are only counted
-# HTTP response headers whose values differ between otherwise identical answers
+# HTTP response headers whose values differ between otherwise identical answers (their
+# names and places are kept; of Set-Cookie, the cookie's name)
 _VOLATILE_HEADERS = frozenset({"date", "expires", "age", "last-modified", "etag", "set-cookie"})
 
 
@@ -66,23 +69,44 @@ def behaviour(obs: Observation) -> tuple[object, ...]:
 
     Left out on purpose, as they differ between otherwise equal connections: the label,
     client port, times, retransmission counts, gap offsets, notes, the history's
-    application-data runs, JA3 (browsers shuffle extensions), HTTP dates and bodies. JA4 is
-    in: it is stable per client program, so a middlebox's own ClientHello reaching the
-    server beside the agents' is a behaviour of its own.
+    application-data runs (its session tickets are counted: MTLS027 compares them), JA3
+    (browsers shuffle extensions), HTTP dates and bodies (kept as what the rules read of
+    them, see ``_http``). JA4 is in: it is stable per client program, so a middlebox's own
+    ClientHello reaching the server beside the agents' is a behaviour of its own.
     """
-    tcp, http = obs.tcp, obs.http
+    tcp = obs.tcp
     return (
         obs.server, obs.route, obs.attempt, obs.sni, obs.version, obs.cipher_suite,
-        obs.offered_versions, obs.alpn, obs.hello_retry, obs.resumed,
+        obs.offered_versions, obs.alpn_offered, obs.alpn, obs.hello_retry, obs.resumed,
         tuple(c.sha256 for c in obs.server_chain), obs.server_chain_seen, obs.cert_request,
         obs.client_chain_seen, tuple(c.sha256 for c in obs.client_chain),
         obs.alerts, obs.renegotiation, obs.post_handshake_auth_offered,
         obs.outcome, obs.stage, obs.end, obs.decrypted, bool(obs.gaps),
+        obs.history.count("t"),
         tcp and (tcp.syn_ttl, tcp.synack_ttl, tcp.client_ttls, tcp.server_ttls,
                  tcp.rst_from, tcp.rst_ttls, tcp.synack_options),
-        http and (http.path, http.status, http.reason, http.error,
-                  tuple(h for h in http.headers if h[0].lower() not in _VOLATILE_HEADERS)),
+        _http(obs.http),
         obs.local_error, obs.reflected, obs.ja4,
+    )
+
+
+def _http(http: HttpExchange | None) -> tuple[object, ...] | None:
+    """What the rules read of an HTTP answer: every header's name in order (MTLS027/029
+    compare them), the values of those that do not change between equal answers, the
+    cookie names of Set-Cookie (load-balancer signatures), and of the body only the
+    nginx certificate-error markers and the signatures' matches."""
+    if http is None:
+        return None
+    headers = tuple(
+        (name, value.split("=", 1)[0].strip() if name.lower() == "set-cookie" else "")
+        if name.lower() in _VOLATILE_HEADERS else (name, value)
+        for name, value in http.headers
+    )
+    body = http.body_excerpt
+    return (
+        http.path, http.status, http.reason, http.error, headers,
+        tuple(marker in body for marker in NGINX_CERT_MARKERS),
+        tuple((m.signature.id, m.value) for m in match_body(body)),
     )
 
 
