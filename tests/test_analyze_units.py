@@ -150,3 +150,13 @@ def test_labels_break_ties_between_connections_that_started_at_the_same_time():
     for order in ([second, first], [first, second]):
         [(_target, _route, [member])] = group_by_server(order)
         assert member.label == "x.pcap flow 7" and member.repeats == 2
+
+
+def test_behaviours_that_started_at_the_same_time_are_ordered_by_flow_not_arrival():
+    """One reader and the shares of --jobs deliver connections in different orders."""
+    [obs, *_] = read_capture(FIXTURES / "direct-tls13.pcapng").observations
+    late = dataclasses.replace(obs, label="x.pcap flow 12")
+    early = dataclasses.replace(obs, label="x.pcap flow 7", outcome=Outcome.ABORTED)
+    for order in ([late, early], [early, late]):
+        [(_target, _route, members)] = group_by_server(order)
+        assert [m.label for m in members] == ["x.pcap flow 7", "x.pcap flow 12"]

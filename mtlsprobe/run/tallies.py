@@ -173,7 +173,7 @@ class ServerTally:
             else dataclasses.replace(b.first, repeats=b.count, last_observed_at=b.last)
             for b in self.behaviours.values()
         ]
-        out.sort(key=lambda o: o.observed_at)
+        out.sort(key=_first_seen)  # not arrival order: shares arrive in another
         return out
 
 
@@ -240,7 +240,7 @@ def group_by_server(
 
 
 def _first(tally: ServerTally) -> Observation:
-    return min((b.first for b in tally.behaviours.values()), key=lambda o: o.observed_at)
+    return min((b.first for b in tally.behaviours.values()), key=_first_seen)
 
 
 def _adopt_nameless(tallies: dict[ServerKey, ServerTally]) -> None:
