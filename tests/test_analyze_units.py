@@ -15,7 +15,13 @@ from mtlsprobe.model import Endpoint, HttpExchange, Outcome, Seen
 from mtlsprobe.model.errors import InputError
 from mtlsprobe.run.analyze import ServerFilter
 from mtlsprobe.run.captures import read_capture
-from mtlsprobe.run.tallies import MAX_BEHAVIOURS, ServerTally, behaviour, group_by_server
+from mtlsprobe.run.tallies import (
+    MAX_BEHAVIOURS,
+    MAX_SHAPES,
+    ServerTally,
+    behaviour,
+    group_by_server,
+)
 from mtlsprobe.tls.observer import observe
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "pcaps"
@@ -85,14 +91,17 @@ def test_tally_keeps_one_observation_per_behaviour_with_counts_and_times():
     assert members[1].repeats == 1 and members[1].last_observed_at is None
 
 
-def test_tally_counts_behaviours_beyond_the_cap():
+def test_tally_counts_shapes_beyond_the_bound():
+    """Behaviours that differ in a fact the rules judge (the cipher) are kept apart past
+    MAX_BEHAVIOURS too, as verdict shapes; only those beyond MAX_SHAPES are counted."""
     [obs, *_] = read_capture(FIXTURES / "direct-tls13.pcapng").observations
     tally = ServerTally((0, obs.observed_at))
-    for i in range(MAX_BEHAVIOURS + 5):
+    for i in range(MAX_SHAPES + 5):
         tally.add(dataclasses.replace(obs, cipher_suite=f"suite {i}"))
     tally.add(obs)
-    assert len(tally.observations()) == MAX_BEHAVIOURS
-    assert tally.overflow == 6 and tally.connections == MAX_BEHAVIOURS + 6
+    assert tally.folded and MAX_SHAPES > MAX_BEHAVIOURS
+    assert len(tally.observations()) == MAX_SHAPES
+    assert tally.overflow == 6 and tally.connections == MAX_SHAPES + 6
 
 
 def test_behaviour_ignores_what_differs_between_equal_connections():
