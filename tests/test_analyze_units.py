@@ -15,7 +15,13 @@ from mtlsprobe.model import Endpoint, HttpExchange, Outcome, Seen
 from mtlsprobe.model.errors import InputError
 from mtlsprobe.run.analyze import ServerFilter
 from mtlsprobe.run.captures import read_capture
-from mtlsprobe.run.tallies import MAX_BEHAVIOURS, ServerTally, behaviour, group_by_server
+from mtlsprobe.run.tallies import (
+    MAX_BEHAVIOURS,
+    MAX_SHAPES,
+    ServerTally,
+    behaviour,
+    group_by_server,
+)
 from mtlsprobe.tls.observer import observe
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "pcaps"
@@ -85,14 +91,17 @@ def test_tally_keeps_one_observation_per_behaviour_with_counts_and_times():
     assert members[1].repeats == 1 and members[1].last_observed_at is None
 
 
-def test_tally_counts_behaviours_beyond_the_cap():
+def test_tally_counts_shapes_beyond_the_bound():
+    """Behaviours that differ in a fact the rules judge (the cipher) are kept apart past
+    MAX_BEHAVIOURS too, as verdict shapes; only those beyond MAX_SHAPES are counted."""
     [obs, *_] = read_capture(FIXTURES / "direct-tls13.pcapng").observations
     tally = ServerTally((0, obs.observed_at))
-    for i in range(MAX_BEHAVIOURS + 5):
+    for i in range(MAX_SHAPES + 5):
         tally.add(dataclasses.replace(obs, cipher_suite=f"suite {i}"))
     tally.add(obs)
-    assert len(tally.observations()) == MAX_BEHAVIOURS
-    assert tally.overflow == 6 and tally.connections == MAX_BEHAVIOURS + 6
+    assert tally.folded and MAX_SHAPES > MAX_BEHAVIOURS
+    assert len(tally.observations()) == MAX_SHAPES
+    assert tally.overflow == 6 and tally.connections == MAX_SHAPES + 6
 
 
 def test_behaviour_ignores_what_differs_between_equal_connections():
@@ -113,9 +122,50 @@ def test_behaviour_ignores_what_differs_between_equal_connections():
     )
 
 
+def test_behaviour_keeps_what_the_rules_read_of_volatile_fields():
+    """Rules read the ALPN offer and session tickets (MTLS027), header names in order
+    (MTLS029), Set-Cookie names (load-balancer signatures) and body tells (nginx markers,
+    body signatures): connections that differ there are different behaviours; values that
+    no rule reads still fold."""
+    [obs] = [dataclasses.replace(o, label="a") for o in
+             read_capture(FIXTURES / "direct-tls13.pcapng").observations[:1]]
+    answer = HttpExchange(path="/", status=400, headers=(
+        ("Date", "Mon"), ("Set-Cookie", "SID=1"), ("Server", "x")), body_excerpt="<p>hi</p>")
+    a = dataclasses.replace(obs, http=answer)
+
+    def http(**changes: object) -> object:
+        return dataclasses.replace(a, http=dataclasses.replace(answer, **changes))
+
+    same = [
+        http(headers=(("Date", "Tue"), ("Set-Cookie", "SID=2; path=/"), ("Server", "x"))),
+        http(body_excerpt="<p>bye</p>"),
+    ]
+    assert all(behaviour(b) == behaviour(a) for b in same)
+    differ = [
+        dataclasses.replace(a, alpn_offered=("h2", "http/1.1")),
+        dataclasses.replace(a, history=a.history + "t"),
+        http(headers=(("Set-Cookie", "SID=1"), ("Server", "x"))),  # no Date header
+        http(headers=(("Date", "Mon"), ("Set-Cookie", "BIGipServerpool=1"), ("Server", "x"))),
+        http(body_excerpt="No required SSL certificate was sent"),
+        http(body_excerpt="<hr><center>nginx/1.25.3</center>"),
+    ]
+    keys = [behaviour(b) for b in differ]
+    assert behaviour(a) not in keys and len(set(keys)) == len(keys)
+
+
 def test_labels_break_ties_between_connections_that_started_at_the_same_time():
     [obs, *_] = read_capture(FIXTURES / "direct-tls13.pcapng").observations
     first, second = (dataclasses.replace(obs, label=f"x.pcap flow {n}") for n in (7, 12))
     for order in ([second, first], [first, second]):
         [(_target, _route, [member])] = group_by_server(order)
         assert member.label == "x.pcap flow 7" and member.repeats == 2
+
+
+def test_behaviours_that_started_at_the_same_time_are_ordered_by_flow_not_arrival():
+    """One reader and the shares of --jobs deliver connections in different orders."""
+    [obs, *_] = read_capture(FIXTURES / "direct-tls13.pcapng").observations
+    late = dataclasses.replace(obs, label="x.pcap flow 12")
+    early = dataclasses.replace(obs, label="x.pcap flow 7", outcome=Outcome.ABORTED)
+    for order in ([late, early], [early, late]):
+        [(_target, _route, members)] = group_by_server(order)
+        assert [m.label for m in members] == ["x.pcap flow 7", "x.pcap flow 12"]

@@ -111,6 +111,20 @@ def test_a_pool_with_one_terminating_member_is_terminated_by_lb():
     assert "MTLS026" in rules_of(res)
 
 
+def test_a_pool_member_seen_on_repeated_equal_connections_is_terminated_by_lb():
+    """A capture keeps one observation per behaviour: two equal handshakes to the member
+    are one observation with repeats=2, the same evidence as two observations."""
+    lb = f.foreign_chain("Lab LB CA")
+    member = f.intercepted(label="x.pcap flow 1", attempt=None, server_chain=lb, repeats=2,
+                           last_observed_at=f.OBSERVED_AT)
+    real = f.observation(label="x.pcap flow 0", attempt=None)
+    res = evaluate(f.case(real, member))
+    assert res.verdict is Verdict.TERMINATED_BY_LB
+    assert "MTLS026" in rules_of(res)
+    once = dataclasses.replace(member, repeats=1, last_observed_at=None)
+    assert "MTLS026" not in rules_of(evaluate(f.case(real, once)))
+
+
 def test_other_name_handshakes_never_count_as_the_server_s_identity():
     """The real server's default certificate for an unknown name is no foreign chain."""
     other_cert = f.SERVER_ISSUING_CA.issue("default.example.com", not_before=f.MONTH_AGO)

@@ -72,7 +72,7 @@ def run(
     version: str = "TLSv1.3",
     verify: ssl.VerifyMode = ssl.CERT_REQUIRED,
     client_ca_list: bool = True,
-    client_cert: str | None = "good",  # "good" | "other" | None
+    client_cert: str | pkimod.Issued | None = "good",  # "good" | "other" | None | its own
     post_handshake_auth: bool = False,  # client offers PHA
     request_pha: bool = False,  # server calls verify_client_post_handshake()
     alpn: tuple[str, ...] = (),
@@ -107,7 +107,8 @@ def run(
         if sni is None:
             cctx.check_hostname = False
         cctx.maximum_version = ssl.TLSVersion[version.replace(".", "_")]
-        issued = {"good": p.client_good, "other": p.client_other}.get(client_cert or "")
+        issued = client_cert if isinstance(client_cert, pkimod.Issued) else {
+            "good": p.client_good, "other": p.client_other}.get(client_cert or "")
         if issued is not None:
             cctx.load_cert_chain(
                 _write(tmp, "client.pem", issued.chain_pem),

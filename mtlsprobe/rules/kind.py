@@ -99,7 +99,9 @@ def terminator_evidence(case: Case, chain: Chain, seen_by: list[Observation]
                             f"{chain[0].issuer} (self-signed, no CA behind it)")]
     real = [o for o in case.observations
             if o.server_chain and not _foreign(case, o.server_chain, o)]
-    if real and len(seen_by) > 1:  # the same foreign leaf again beside the real server's
+    # the same foreign leaf again beside the real server's: on several handshakes, which a
+    # capture's observation counts in ``repeats`` (one per behaviour, see run.tallies)
+    if real and sum(o.repeats for o in seen_by) > 1:
         return MEDIUM, [_ev(seen_by[0], "server_chain[0].sha256", chain[0].sha256),
                         _ev(real[0], "server_chain[0].sha256",
                             f"{real[0].server_chain[0].sha256} (the real server's)")]

@@ -159,6 +159,20 @@ def set_cookie_names(http: HttpExchange) -> list[str]:
     return names
 
 
+def match_body(body: str, sigs: Sequence[Signature] | None = None) -> list[Match]:
+    """Signatures whose body pattern matches the start of an HTTP response body (what
+    ``match_http`` reads of a body, for callers that keep only that)."""
+    if not body:
+        return []
+    head = body[:_BODY_LIMIT]
+    hits = []
+    for sig in _select(None, sigs):
+        found = sig.body.search(head) if sig.body is not None else None
+        if found:
+            hits.append(Match(signature=sig, field="http.body_excerpt", value=found.group(0)))
+    return hits
+
+
 def match_http(
     http: HttpExchange | None,
     kinds: Iterable[str] | None = None,

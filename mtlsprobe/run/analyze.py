@@ -15,8 +15,10 @@ Decisions, for reviewers:
   raised before anything is written.
 - Observations are judged at capture time (``observed_at`` = the connection's first packet).
 - Memory stays flat in the capture size: connections stream through per-server tallies
-  (``run.tallies``) that keep one observation per distinct behaviour; connections beyond
-  ``MAX_BEHAVIOURS`` behaviours per server are counted in a report note.
+  (``run.tallies``) that keep one observation per distinct behaviour; past
+  ``MAX_BEHAVIOURS`` behaviours a server's connections are judged per verdict shape (one
+  agent fleet, each with its own certificate, is a few shapes), which a report note says;
+  connections beyond ``MAX_SHAPES`` shapes are counted in a note, not judged.
 - A large capture may be read by several forked processes, each taking a share of the
   connections (``run.shares``); their tallies merge into the same report one reader
   gives (equal first-packet times break by flow number, not by order of closing).
@@ -31,8 +33,9 @@ from pathlib import Path
 from mtlsprobe.model import CaseResult, Endpoint, Expectations
 from mtlsprobe.model.errors import InputError
 from mtlsprobe.run import shares as analyze_shares
+from mtlsprobe.run import tallies as bounds
 from mtlsprobe.run.captures import CaptureObservations, Source, capture_sources
-from mtlsprobe.run.tallies import MAX_BEHAVIOURS, ServerTallies, canonical_host
+from mtlsprobe.run.tallies import ServerGroup, ServerTallies, canonical_host
 from mtlsprobe.tls.keylog import parse_keylogs
 
 CAPTURE_SOURCE = "capture"
@@ -140,12 +143,7 @@ def analyze(
             continue
         if servers and not any(s.matches(target) for s in servers):
             continue
-        if group.overflow:
-            notes.append(
-                f"{target.host}:{target.port}: {group.overflow} of {group.connections} "
-                f"connection(s) showed behaviours beyond the first {MAX_BEHAVIOURS} distinct "
-                "ones; they were counted, not judged"
-            )
+        notes.extend(_folding_notes(group))
         results.append(judge(target, group.route, group.observations, expect, CAPTURE_SOURCE))
     for s in servers:
         if not any(s.matches(r.target) for r in results):
@@ -154,3 +152,25 @@ def analyze(
     if tallies.tallies and not results and (servers or ports):
         notes.append("no TLS server matched --server/--port")
     return AnalyzeRun(results=results, notes=notes, captures=names)
+
+
+def _folding_notes(group: ServerGroup) -> list[str]:
+    """What the report should say when a server's connections were judged together."""
+    notes = []
+    where = f"{group.target.host}:{group.target.port}"
+    if group.folded:
+        certs = (f"more than {bounds.MAX_CLIENT_CERTS:,}" if group.client_certs is None
+                 else f"{group.client_certs:,}")
+        notes.append(
+            f"{where}: {group.connections - group.overflow:,} connection(s) from {certs} "
+            f"different client certificate(s) judged as {len(group.observations)} "
+            f"behaviour(s): past {bounds.MAX_BEHAVIOURS} distinct behaviours, connections that "
+            "differ only in what identifies a client (its certificate, port, TTLs) are "
+            "judged together"
+        )
+    if group.overflow:
+        notes.append(
+            f"{where}: {group.overflow:,} of {group.connections:,} connection(s) showed "
+            f"behaviours beyond the {bounds.MAX_SHAPES} judged ones; they were counted, not judged"
+        )
+    return notes

@@ -13,10 +13,24 @@ Decisions, for reviewers:
   keeps one observation per distinct *behaviour* (the facts rules judge, see ``behaviour``),
   the first seen, with ``repeats`` (how many connections showed it) and ``last_observed_at``.
   The rules look at distinct behaviours (chains that differ, some vs all reset); counts
-  reach MTLS070/071 through ``repeats``. At most ``MAX_BEHAVIOURS`` per server are kept;
-  connections with further behaviours are counted (``overflow``).
-- Tallies of shares of one capture merge into what one reader gives (equal first-packet
-  times break by flow number, not by order of closing).
+  reach MTLS070/071 through ``repeats``.
+- Every connection is judged, in bounded memory. Past ``MAX_BEHAVIOURS`` distinct behaviours
+  a server's tally *folds*: from then on it keeps one observation per *verdict shape*
+  (``verdict_shape``: the behaviour without what tells one client from another, such as
+  its certificate, port and TTLs, which no rule reads; every fact a rule reads stays, at the
+  granularity it reads it). One agent fleet, each agent with its own certificate, is then a
+  few shapes. Only connections whose shape is not among the ``MAX_SHAPES`` kept are counted
+  (``overflow``) and not judged. Per server at most ``MAX_SHAPES`` observations and
+  ``MAX_CLIENT_CERTS`` numbers (the distinct client certificates, for the report note).
+- Each kept observation is the earliest connection of those it stands for, with their exact
+  count and last start: a rule that asks "the first connection that showed X" (MTLS015/019's
+  times, MTLS070's certificate, MTLS071's first and last) gets the same answer folded or not.
+- The result is a function of the connections, not of the order they arrive in, so tallies
+  of shares of one capture merge into what one reader gives: a tally folds as soon as it
+  has seen more than ``MAX_BEHAVIOURS`` behaviours, whichever came first; the shapes kept
+  past ``MAX_SHAPES`` are those of lowest rank (a stable hash of the shape, so an evicted
+  shape never returns); equal first-packet times break by flow number, not by order of
+  closing.
 """
 
 from __future__ import annotations
@@ -27,11 +41,17 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from hashlib import blake2b
 
-from mtlsprobe.model import Endpoint, Observation, Route
+from mtlsprobe.model import Direction, Endpoint, HttpExchange, Observation, Route
+from mtlsprobe.rules.facts import NGINX_CERT_MARKERS
+from mtlsprobe.rules.signatures import match_body
 
-MAX_BEHAVIOURS = 32  # distinct behaviours kept per server; more are only counted
-# HTTP response headers whose values differ between otherwise identical answers
+MAX_BEHAVIOURS = 32  # distinct behaviours kept per server; past them the tally folds
+MAX_SHAPES = 256  # verdict shapes kept per folded server; connections of more are counted
+MAX_CLIENT_CERTS = 4096  # distinct client certificates counted per folded server
+# HTTP response headers whose values differ between otherwise identical answers (their
+# names and places are kept; of Set-Cookie, the cookie's name)
 _VOLATILE_HEADERS = frozenset({"date", "expires", "age", "last-modified", "etag", "set-cookie"})
 
 
@@ -66,23 +86,71 @@ def behaviour(obs: Observation) -> tuple[object, ...]:
 
     Left out on purpose, as they differ between otherwise equal connections: the label,
     client port, times, retransmission counts, gap offsets, notes, the history's
-    application-data runs, JA3 (browsers shuffle extensions), HTTP dates and bodies. JA4 is
-    in: it is stable per client program, so a middlebox's own ClientHello reaching the
-    server beside the agents' is a behaviour of its own.
+    application-data runs (its session tickets are counted: MTLS027 compares them), JA3
+    (browsers shuffle extensions), HTTP dates and bodies (kept as what the rules read of
+    them, see ``_http``). JA4 is in: it is stable per client program, so a middlebox's own
+    ClientHello reaching the server beside the agents' is a behaviour of its own.
     """
-    tcp, http = obs.tcp, obs.http
+    tcp = obs.tcp
     return (
-        obs.server, obs.route, obs.attempt, obs.sni, obs.version, obs.cipher_suite,
-        obs.offered_versions, obs.alpn, obs.hello_retry, obs.resumed,
-        tuple(c.sha256 for c in obs.server_chain), obs.server_chain_seen, obs.cert_request,
-        obs.client_chain_seen, tuple(c.sha256 for c in obs.client_chain),
-        obs.alerts, obs.renegotiation, obs.post_handshake_auth_offered,
-        obs.outcome, obs.stage, obs.end, obs.decrypted, bool(obs.gaps),
+        *_server_side(obs), tuple(c.sha256 for c in obs.client_chain),
         tcp and (tcp.syn_ttl, tcp.synack_ttl, tcp.client_ttls, tcp.server_ttls,
                  tcp.rst_from, tcp.rst_ttls, tcp.synack_options),
-        http and (http.path, http.status, http.reason, http.error,
-                  tuple(h for h in http.headers if h[0].lower() not in _VOLATILE_HEADERS)),
-        obs.local_error, obs.reflected, obs.ja4,
+    )
+
+
+def verdict_shape(obs: Observation) -> tuple[object, ...]:
+    """The behaviour without what tells one client from another: what a folded tally keeps
+    apart (see the module's decisions). Connections of one behaviour have one shape.
+
+    Of the client's chain, the rules read whether it was seen (``client_chain_seen``, in)
+    and how many certificates it held (MTLS070's evidence); its leaf's issuer no rule reads,
+    but it is the same for a whole fleet and tells one CA's agents from another's. The leaf
+    itself (which MTLS070 names) is the earliest refused connection's either way. Of TCP,
+    the client's TTLs go (no rule reads them; they vary with each agent's distance); a
+    reset's TTLs stay only when every reset came from the server's side, the one case
+    MTLS053 reads them; of the SYN-ACK's options, their names (MTLS028's fact). JA4 stays:
+    MTLS027 compares the server's answer per ClientHello with the baseline's.
+    """
+    tcp = obs.tcp
+    leaf = obs.client_chain[0] if obs.client_chain else None
+    return (
+        *_server_side(obs), len(obs.client_chain), leaf and leaf.issuer,
+        tcp and (tcp.synack_ttl, tcp.server_ttls, tcp.rst_from,
+                 tcp.rst_ttls if tcp.rst_from == (Direction.S2C,) else (),
+                 tuple(o.split("=", 1)[0] for o in tcp.synack_options)),
+    )
+
+
+def _server_side(obs: Observation) -> tuple[object, ...]:
+    """What ``behaviour`` and ``verdict_shape`` share: all but the client's chain and TCP."""
+    return (
+        obs.server, obs.route, obs.attempt, obs.sni, obs.version, obs.cipher_suite,
+        obs.offered_versions, obs.alpn_offered, obs.alpn, obs.hello_retry, obs.resumed,
+        tuple(c.sha256 for c in obs.server_chain), obs.server_chain_seen, obs.cert_request,
+        obs.client_chain_seen, obs.alerts, obs.renegotiation, obs.post_handshake_auth_offered,
+        obs.outcome, obs.stage, obs.end, obs.decrypted, bool(obs.gaps),
+        obs.history.count("t"), _http(obs.http), obs.local_error, obs.reflected, obs.ja4,
+    )
+
+
+def _http(http: HttpExchange | None) -> tuple[object, ...] | None:
+    """What the rules read of an HTTP answer: every header's name in order (MTLS027/029
+    compare them), the values of those that do not change between equal answers, the
+    cookie names of Set-Cookie (load-balancer signatures), and of the body only the
+    nginx certificate-error markers and the signatures' matches."""
+    if http is None:
+        return None
+    headers = tuple(
+        (name, value.split("=", 1)[0].strip() if name.lower() == "set-cookie" else "")
+        if name.lower() in _VOLATILE_HEADERS else (name, value)
+        for name, value in http.headers
+    )
+    body = http.body_excerpt
+    return (
+        http.path, http.status, http.reason, http.error, headers,
+        tuple(marker in body for marker in NGINX_CERT_MARKERS),
+        tuple((m.signature.id, m.value) for m in match_body(body)),
     )
 
 
@@ -94,45 +162,111 @@ def _first_seen(obs: Observation) -> tuple[datetime, int]:
     return obs.observed_at, int(number) if number.isdigit() else 0
 
 
+def _rank(shape: tuple[object, ...]) -> int:
+    """A stable number per verdict shape (the same in every process and run): which shapes
+    a full tally keeps does not depend on the order connections arrive in."""
+    return int.from_bytes(blake2b(repr(shape).encode(), digest_size=8).digest(), "big")
+
+
 @dataclass(slots=True)
 class _Behaviour:
     first: Observation  # the earliest connection that showed it
     count: int
     last: datetime  # start of the latest one
+    rank: int = 0  # a verdict shape's _rank (folded tallies only)
+
+    def add(self, obs: Observation, count: int, last: datetime) -> None:
+        self.count += count
+        if _first_seen(obs) < _first_seen(self.first):
+            self.first = obs
+        if last > self.last:
+            self.last = last
 
 
 class ServerTally:
     """One server's distinct behaviours: the first observation of each, with counts.
 
-    Memory is bounded by ``MAX_BEHAVIOURS``; connections with a behaviour beyond that are
-    counted in ``overflow``. ``order`` sorts servers by (capture index, first connection).
+    Until it folds, ``behaviours`` is keyed by ``behaviour`` (at most ``MAX_BEHAVIOURS``);
+    folded, by ``verdict_shape`` (at most ``MAX_SHAPES``), and connections of shapes beyond
+    those are counted in ``overflow``. ``client_certs`` holds the first 64 bits of each
+    client leaf seen once folded, None past ``MAX_CLIENT_CERTS`` of them. ``order`` sorts
+    servers by (capture index, first connection).
     """
 
     def __init__(self, order: tuple[int, datetime]) -> None:
         self.behaviours: dict[tuple[object, ...], _Behaviour] = {}
+        self.folded = False
         self.overflow = 0
+        self.client_certs: set[int] | None = set()
         self.order = order
+        self._highest: tuple[object, ...] | None = None  # shape of highest rank, when full
 
     def add(self, obs: Observation, count: int = 1, last: datetime | None = None) -> None:
-        key = behaviour(obs)
         last = last or obs.observed_at
-        seen = self.behaviours.get(key)
-        if seen is None:
-            if len(self.behaviours) >= MAX_BEHAVIOURS:
-                self.overflow += count
-            else:
-                self.behaviours[key] = _Behaviour(obs, count, last)
+        if self.folded:
+            self._count_client(obs)
+            self._add_shape(obs, count, last)
             return
-        seen.count += count
-        if _first_seen(obs) < _first_seen(seen.first):
-            seen.first = obs
-        if last > seen.last:
-            seen.last = last
+        key = behaviour(obs)
+        seen = self.behaviours.get(key)
+        if seen is not None:
+            seen.add(obs, count, last)
+        elif len(self.behaviours) < MAX_BEHAVIOURS:
+            self.behaviours[key] = _Behaviour(obs, count, last)
+        else:
+            self._fold()
+            self.add(obs, count, last)
 
     def merge(self, other: ServerTally) -> None:
-        for b in other.behaviours.values():
-            self.add(b.first, b.count, b.last)
+        """Add another tally of the same server (a share's, or nameless connections')."""
+        if other.folded:
+            if not self.folded:
+                self._fold()
+            self._count_clients(other.client_certs)
+            for b in other.behaviours.values():
+                self._add_shape(b.first, b.count, b.last)
+        else:  # one client chain per behaviour: each counts its own
+            for b in other.behaviours.values():
+                self.add(b.first, b.count, b.last)
         self.overflow += other.overflow
+
+    def _fold(self) -> None:
+        """Key the kept behaviours by verdict shape from now on."""
+        exact = list(self.behaviours.values())
+        self.behaviours, self.folded = {}, True
+        for b in exact:
+            self._count_client(b.first)
+            self._add_shape(b.first, b.count, b.last)
+
+    def _add_shape(self, obs: Observation, count: int, last: datetime) -> None:
+        key = verdict_shape(obs)
+        seen = self.behaviours.get(key)
+        if seen is not None:
+            seen.add(obs, count, last)
+            return
+        rank = _rank(key)
+        if len(self.behaviours) >= MAX_SHAPES:  # keep the lowest ranks: order-free
+            if self._highest is None:
+                self._highest = max(self.behaviours, key=lambda k: self.behaviours[k].rank)
+            if rank >= self.behaviours[self._highest].rank:
+                self.overflow += count
+                return
+            self.overflow += self.behaviours.pop(self._highest).count
+            self._highest = None
+        self.behaviours[key] = _Behaviour(obs, count, last, rank)
+
+    def _count_client(self, obs: Observation) -> None:
+        certs = self.client_certs
+        if certs is not None and obs.client_chain:
+            certs.add(int(obs.client_chain[0].sha256[:16], 16))
+            if len(certs) > MAX_CLIENT_CERTS:
+                self.client_certs = None
+
+    def _count_clients(self, certs: set[int] | None) -> None:
+        if self.client_certs is None:
+            return
+        both = None if certs is None else self.client_certs | certs
+        self.client_certs = both if both is not None and len(both) <= MAX_CLIENT_CERTS else None
 
     @property
     def named(self) -> bool:
@@ -143,13 +277,14 @@ class ServerTally:
         return sum(b.count for b in self.behaviours.values()) + self.overflow
 
     def observations(self) -> list[Observation]:
-        """One per behaviour, in first-seen order, with ``repeats`` when it recurred."""
+        """One per behaviour (or shape), in first-seen order, with ``repeats`` when it
+        recurred."""
         out = [
             b.first if b.count == 1
             else dataclasses.replace(b.first, repeats=b.count, last_observed_at=b.last)
             for b in self.behaviours.values()
         ]
-        out.sort(key=lambda o: o.observed_at)
+        out.sort(key=_first_seen)  # not arrival order: shares arrive in another
         return out
 
 
@@ -160,8 +295,11 @@ class ServerGroup:
     target: Endpoint
     route: Route
     observations: list[Observation]
-    overflow: int  # connections with behaviours beyond MAX_BEHAVIOURS (counted, not kept)
+    overflow: int  # connections of verdict shapes beyond MAX_SHAPES (counted, not judged)
     connections: int
+    folded: bool = False  # more than MAX_BEHAVIOURS behaviours: one observation per shape
+    # distinct client certificates, when folded (None: more than MAX_CLIENT_CERTS)
+    client_certs: int | None = 0
 
 
 class ServerTallies:
@@ -200,8 +338,10 @@ class ServerTallies:
         for (name, port, _kind, _proxy), tally in tallies.items():
             members = tally.observations()
             target = Endpoint(host=name, port=port, ip=members[0].server.ip)
+            certs = tally.client_certs
             out.append(ServerGroup(target, _case_route(members), members, tally.overflow,
-                                   tally.connections))
+                                   tally.connections, tally.folded,
+                                   None if certs is None else len(certs)))
         return out
 
 
@@ -216,7 +356,7 @@ def group_by_server(
 
 
 def _first(tally: ServerTally) -> Observation:
-    return min((b.first for b in tally.behaviours.values()), key=lambda o: o.observed_at)
+    return min((b.first for b in tally.behaviours.values()), key=_first_seen)
 
 
 def _adopt_nameless(tallies: dict[ServerKey, ServerTally]) -> None:
