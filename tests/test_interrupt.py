@@ -48,7 +48,7 @@ def test_ctrl_c_stops_a_probe_of_a_silent_server_at_once(tmp_path):
         for conn in held:
             conn.close()
     assert proc.returncode == 130
-    assert took < 3, f"took {took:.1f} s after Ctrl-C"
+    assert took < 5, f"took {took:.1f} s after Ctrl-C (the deadline was 30 s)"
     assert err.strip().splitlines() == ["mtlsprobe: interrupted"], err
     assert out == ""
     assert [p.name for p in tmp_path.iterdir()] == []  # no key log or key copy left

@@ -10,7 +10,7 @@ import base64
 import hashlib
 import warnings
 from collections.abc import Iterable, Sequence
-from datetime import timezone
+from datetime import datetime, timezone
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -81,6 +81,22 @@ def _name_of(cert: x509.Certificate, which: str) -> str:
 def common_name(name: x509.Name) -> str | None:
     attrs = name.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(attrs[0].value) if attrs else None
+
+
+def _not_before(cert: x509.Certificate) -> datetime:
+    """The start of validity, in UTC (``not_valid_before_utc`` came with cryptography 42)."""
+    when = getattr(cert, "not_valid_before_utc", None)
+    if when is None:
+        when = cert.not_valid_before.replace(tzinfo=timezone.utc)
+    return when.astimezone(timezone.utc)
+
+
+def _not_after(cert: x509.Certificate) -> datetime:
+    """The end of validity, in UTC (see :func:`_not_before`)."""
+    when = getattr(cert, "not_valid_after_utc", None)
+    if when is None:
+        when = cert.not_valid_after.replace(tzinfo=timezone.utc)
+    return when.astimezone(timezone.utc)
 
 
 def _why(exc: Exception) -> str:
@@ -163,8 +179,8 @@ def _cert_info(der: bytes) -> CertInfo:
         subject=subject,
         issuer=issuer,
         serial=format(cert.serial_number, "x"),
-        not_before=cert.not_valid_before_utc.astimezone(timezone.utc),
-        not_after=cert.not_valid_after_utc.astimezone(timezone.utc),
+        not_before=_not_before(cert),
+        not_after=_not_after(cert),
         san_dns=san_dns,
         san_ip=san_ip,
         eku=eku,
@@ -271,8 +287,8 @@ def _renamed_issuer(cert: x509.Certificate) -> x509.Certificate:
         .issuer_name(cert.issuer)
         .public_key(cert.public_key())
         .serial_number(1)
-        .not_valid_before(cert.not_valid_before_utc)
-        .not_valid_after(cert.not_valid_after_utc)
+        .not_valid_before(_not_before(cert))
+        .not_valid_after(_not_after(cert))
         .sign(throwaway, hashes.SHA256())
     )
 

@@ -131,6 +131,7 @@ def _server_side(obs: Observation) -> tuple[object, ...]:
         obs.client_chain_seen, obs.alerts, obs.renegotiation, obs.post_handshake_auth_offered,
         obs.outcome, obs.stage, obs.end, obs.decrypted, bool(obs.gaps),
         obs.history.count("t"), _http(obs.http), obs.local_error, obs.reflected, obs.ja4,
+        obs.server_extensions,
     )
 
 
