@@ -92,3 +92,25 @@ def test_zipapp_on_other_pythons(pyz, tmp_path, python):
     assert result.returncode == 0, result.stderr
     demo = run(python, pyz, "demo", cwd=tmp_path)
     assert demo.returncode == 0, demo.stderr[-2000:]
+
+
+LOWEST = Path(os.environ.get("LOWEST_VENV", "/opt/mtlsprobe-lowest")) / "bin" / "python"
+OLD = Path(os.environ.get("OLD_CRYPTO_VENV", "/opt/mtlsprobe-old-cryptography")) / "bin" / "python"
+
+
+@pytest.mark.skipif(not LOWEST.exists(), reason="scripts/setup-test-env makes the lowest venv")
+def test_zipapp_runs_on_the_lowest_supported_cryptography(pyz, tmp_path):
+    version = run(str(LOWEST), pyz, "--version", cwd=tmp_path)
+    assert version.returncode == 0, version.stderr
+    assert "cryptography 41.0.0" in version.stdout
+    demo = run(str(LOWEST), pyz, "demo", "--format", "json", cwd=tmp_path)
+    assert demo.returncode == 0, demo.stderr[-2000:]
+
+
+@pytest.mark.skipif(not OLD.exists(), reason="scripts/setup-test-env makes the old venv")
+def test_zipapp_refuses_a_too_old_cryptography_with_one_line(pyz, tmp_path):
+    done = run(str(OLD), pyz, "probe", "127.0.0.1:9", cwd=tmp_path)
+    assert done.returncode == 4
+    [line] = done.stderr.strip().splitlines()
+    assert "cryptography 38.0.4 is too old: mtlsprobe needs 41 or newer" in line
+

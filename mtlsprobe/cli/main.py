@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from mtlsprobe import __version__
+from mtlsprobe import MIN_CRYPTOGRAPHY, __version__
 from mtlsprobe.cli.common import EXIT_CODES_HELP
 from mtlsprobe.model.errors import EXIT_BUG, EXIT_ENVIRONMENT, EXIT_USAGE, MtlsprobeError
 
@@ -61,6 +61,10 @@ class Main(click.Group):
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("standalone_mode", True)
         debug = "--debug" in sys.argv[1:]
+        problem = cryptography_problem()
+        if problem is not None:
+            click.echo(f"mtlsprobe: error: {problem}", err=True)
+            sys.exit(EXIT_ENVIRONMENT)
         try:
             try:
                 return super().main(*args, **{**kwargs, "standalone_mode": False})
@@ -112,8 +116,36 @@ def _output_failed(exc: OSError) -> None:
     sys.exit(EXIT_ENVIRONMENT)
 
 
+def cryptography_problem() -> str | None:
+    """Why this host's cryptography cannot run mtlsprobe (too old: wrong verdicts), or None."""
+    try:
+        import cryptography
+    except ImportError:
+        return (f"the 'cryptography' package is missing for {sys.executable}: "
+                f"{sys.executable} -m pip install 'cryptography>={MIN_CRYPTOGRAPHY[0]}'")
+    found = cryptography.__version__
+    parts = tuple(int(p) if p.isdigit() else 0 for p in found.split(".")[:2])
+    if parts < MIN_CRYPTOGRAPHY:
+        return (f"cryptography {found} is too old: mtlsprobe needs {MIN_CRYPTOGRAPHY[0]} or "
+                f"newer ({sys.executable} -m pip install 'cryptography>={MIN_CRYPTOGRAPHY[0]}')")
+    return None
+
+
+def _version_line() -> str:
+    import platform
+
+    try:
+        import cryptography
+
+        crypto = cryptography.__version__
+    except ImportError:
+        crypto = "missing"
+    return (f"%(prog)s %(version)s (Python {platform.python_version()}, "
+            f"cryptography {crypto})")
+
+
 @click.group(cls=Main, epilog=EXIT_CODES_HELP, context_settings={"max_content_width": 100})
-@click.version_option(__version__, prog_name="mtlsprobe")
+@click.version_option(__version__, prog_name="mtlsprobe", message=_version_line())
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 def main(debug: bool) -> None:
     """Will client-certificate (mutual TLS) authentication reach the real server from here?
