@@ -19,7 +19,9 @@ from typing import IO, Any
 from mtlsprobe.report.fleet.records import InputStats
 
 SUFFIXES = (".json", ".jsonl", ".ndjson", ".gz")
-MAX_DOCUMENT = 64 * 1024 * 1024  # a pretty-printed report larger than this is given up on
+MAX_DOCUMENT = 64 * 1024 * 1024  # a report (or a line) larger than this is given up on
+MAX_DEPTH = 64  # our reports nest about 8 deep; deeper is not ours (and could exhaust the stack)
+TOO_LONG = "\x00too long"  # what _lines yields in place of a line over MAX_DOCUMENT
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -35,7 +37,11 @@ def expand(paths: Iterable[str], stats: InputStats) -> Iterator[str]:
                 for name in sorted(files):
                     if name.endswith(SUFFIXES):
                         found = True
-                        yield os.path.join(root, name)
+                        path = os.path.join(root, name)
+                        if os.path.isfile(path):
+                            yield path
+                        else:  # a named pipe or device in a folder would be waited on
+                            stats.unreadable.append(f"{path}: not a regular file; skipped")
             if not found:
                 stats.unreadable.append(f"{p}: folder holds no *.json, *.jsonl or *.gz file")
         elif os.path.exists(p):
@@ -51,11 +57,51 @@ def _open(path: str) -> IO[str]:
             raw = io.BufferedReader(raw)
         if raw.peek(2)[:2] == _GZIP_MAGIC:
             raw = gzip.GzipFile(fileobj=raw, mode="rb")
-        return io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline=None)
+        return io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline=None)
     except Exception:
         if path != "-":
             raw.close()
         raise
+
+
+def _lines(stream: IO[str]) -> Iterator[str]:
+    """The lines of `stream`, each read with a bound: a line over MAX_DOCUMENT is skipped
+    (read on to its end in bounded pieces) and stands as TOO_LONG."""
+    while True:
+        line = stream.readline(MAX_DOCUMENT + 1)
+        if not line:
+            return
+        if len(line) > MAX_DOCUMENT and not line.endswith("\n"):
+            while (rest := stream.readline(MAX_DOCUMENT)) and not rest.endswith("\n"):
+                pass
+            yield TOO_LONG
+            continue
+        yield line
+
+
+def _depth_ok(value: object) -> bool:
+    """Whether `value` nests at most MAX_DEPTH levels (walked without recursion)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            if depth > MAX_DEPTH:
+                return False
+            stack.extend((v, depth + 1) for v in item if isinstance(v, (dict, list)))
+    return True
+
+
+def _loads(text: str) -> object:
+    """json.loads, with documents nested too deeply refused as malformed (ValueError)."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
+    if not _depth_ok(value):
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+    return value
 
 
 def _from_value(value: object) -> Iterator[object]:
@@ -84,7 +130,7 @@ def documents_in(lines: Iterable[str], name: str, stats: InputStats) -> Iterator
             size += len(line)
             if line.startswith(("}", "]")):
                 try:
-                    value = json.loads("".join(pending))
+                    value = _loads("".join(pending))
                 except ValueError:
                     if size <= MAX_DOCUMENT:
                         continue  # a nested bracket at column 0: keep reading
@@ -98,6 +144,9 @@ def documents_in(lines: Iterable[str], name: str, stats: InputStats) -> Iterator
                 stats.bad_line(f"{name}:{start}", "JSON document too large")
                 pending, size = [], 0
             continue
+        if line is TOO_LONG:
+            stats.bad_line(f"{name}:{n}", f"line longer than {MAX_DOCUMENT // 2**20} MiB")
+            continue
         text = line.strip()
         if not text:
             continue
@@ -105,8 +154,8 @@ def documents_in(lines: Iterable[str], name: str, stats: InputStats) -> Iterator
             pending, size, start = [line], len(line), n
             continue
         try:
-            value = json.loads(text)
-        except ValueError as exc:  # JSONDecodeError, or an integer too long to convert
+            value = _loads(text)
+        except ValueError as exc:  # JSONDecodeError, an integer too long, or too deep
             reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
             stats.bad_line(f"{name}:{n}", f"not JSON ({reason})")
             continue
@@ -114,7 +163,7 @@ def documents_in(lines: Iterable[str], name: str, stats: InputStats) -> Iterator
             yield f"{name}:{n}", v
     if pending:
         try:
-            value = json.loads("".join(pending))
+            value = _loads("".join(pending))
         except ValueError:
             stats.bad_line(f"{name}:{start}", "unterminated JSON document")
         else:
@@ -134,7 +183,7 @@ def read_documents(paths: Iterable[str], stats: InputStats) -> Iterator[tuple[st
         stats.streams += 1
         try:
             with stream:
-                for where, value in documents_in(stream, name, stats):
+                for where, value in documents_in(_lines(stream), name, stats):
                     stats.documents += 1
                     yield where, value
         except (OSError, EOFError, gzip.BadGzipFile) as exc:
