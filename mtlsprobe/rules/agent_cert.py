@@ -32,6 +32,7 @@ from mtlsprobe.model import (
 )
 from mtlsprobe.model.certs import CertError, anchor_of, parse_der
 from mtlsprobe.rules.engine import sort_key
+from mtlsprobe.rules.registry import explanation_text
 
 EXPIRY_WARNING = timedelta(days=30)
 MIN_RSA_BITS = 2048
@@ -43,46 +44,176 @@ ROUTE = Route(kind="local")
 
 @dataclass(frozen=True, slots=True)
 class CredRule:
-    """One MTLS1xx rule: same attribute names as ``rules.engine.RuleSpec`` for listings."""
+    """One MTLS1xx rule: same attribute names as ``rules.engine.RuleSpec`` for listings.
+    `explanation`: for a helpdesk (`mtlsprobe rules ID`), written like a rule function's
+    docstring and kept as paragraphs of one line each."""
 
     id: str
     title: str
     severity: Severity
     remediation: str | None = None
+    explanation: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "explanation", explanation_text(self.explanation))
+
+    @property
+    def severities(self) -> tuple[Severity, ...]:
+        return (self.severity,)
 
 
 CRED_RULES: tuple[CredRule, ...] = (
     CredRule("MTLS100", "Private key does not match the certificate", Severity.REJECTS,
              "Pair the certificate with the key it was issued for (compare the public keys "
-             "with `openssl x509 -noout -pubkey` and `openssl pkey -pubout`)."),
+             "with `openssl x509 -noout -pubkey` and `openssl pkey -pubout`).",
+             explanation="""
+                 The private key given with the agent certificate is not the key the certificate
+                 was issued for.
+
+                 Rejects: in the handshake the agent proves it holds the key by signing
+                 (CertificateVerify), and the server checks that signature with the
+                 certificate's public key, so every handshake fails.
+
+                 Pair the certificate with its own key; compare the public keys with `openssl
+                 x509 -noout -pubkey` and `openssl pkey -pubout`.
+             """),
     CredRule("MTLS101", "Certificate expired", Severity.REJECTS,
-             "Renew the agent certificate (and any expired intermediate) and redeploy it."),
+             "Renew the agent certificate (and any expired intermediate) and redeploy it.",
+             explanation="""
+                 The agent certificate, or a certificate in its chain, is past its expiry date.
+
+                 Rejects: servers check the validity period, and the Endpoint Central server
+                 refuses an expired agent certificate in the handshake.
+
+                 Renew the agent certificate (and any expired intermediate) and redeploy it.
+             """),
     CredRule("MTLS102", "Certificate not yet valid", Severity.REJECTS,
              "Check the agent's clock (NTP) or wait for the notBefore date; reissue if the "
-             "date is wrong."),
+             "date is wrong.",
+             explanation="""
+                 The agent certificate, or a certificate in its chain, is not valid yet: its
+                 start date is in the future.
+
+                 Rejects: servers refuse it until that date. Most often the agent's clock is
+                 wrong.
+
+                 Check the agent's clock (NTP) or wait for the start date; reissue the
+                 certificate if the date is wrong.
+             """),
     CredRule("MTLS103", "Certificate expires soon", Severity.WARNING,
-             "Renew the agent certificate before it expires."),
+             "Renew the agent certificate before it expires.",
+             explanation="""
+                 The agent certificate, or a certificate in its chain, expires within 30 days.
+
+                 A warning: it works today and is refused from its expiry date on.
+
+                 Renew the agent certificate before it expires.
+             """),
     CredRule("MTLS104", "Extended key usage lacks clientAuth", Severity.REJECTS,
              "Reissue the certificate with extendedKeyUsage clientAuth (or without the "
-             "extension)."),
+             "extension).",
+             explanation="""
+                 The certificate's extended key usage lists purposes, but not TLS client
+                 authentication (clientAuth).
+
+                 Rejects: TLS servers refuse a client certificate that is not allowed for client
+                 authentication.
+
+                 Reissue the certificate with extendedKeyUsage clientAuth, or without the
+                 extension.
+             """),
     CredRule("MTLS105", "Weak or unsupported key", Severity.REJECTS,
-             "Reissue with an RSA key of at least 2048 bits or an EC key on P-256 or larger."),
+             "Reissue with an RSA key of at least 2048 bits or an EC key on P-256 or larger.",
+             explanation="""
+                 The agent's key is too weak or of an unsupported kind: RSA under 2048 bits, EC
+                 under 256 bits, DSA, or a key type that could not be read.
+
+                 Rejects: servers at current security levels refuse such keys.
+
+                 Reissue with an RSA key of at least 2048 bits or an EC key on P-256 or larger.
+             """),
     CredRule("MTLS106", "Weak signature algorithm", Severity.REJECTS,
-             "Reissue the certificate (and intermediates) signed with SHA-256 or stronger."),
+             "Reissue the certificate (and intermediates) signed with SHA-256 or stronger.",
+             explanation="""
+                 The agent certificate, or an intermediate, is signed with SHA-1 or MD5 (or the
+                 older MD2 or MD4); self-signed roots are not checked.
+
+                 Rejects: current TLS libraries refuse these signatures.
+
+                 Reissue the certificate (and intermediates) signed with SHA-256 or stronger.
+             """),
     CredRule("MTLS107", "CA certificate used as client certificate", Severity.WARNING,
              "Issue a dedicated end-entity client certificate (basicConstraints CA:FALSE) "
-             "instead of using a CA certificate."),
+             "instead of using a CA certificate.",
+             explanation="""
+                 The client certificate is itself a CA certificate (basicConstraints CA:TRUE).
+
+                 A warning: strict servers refuse it, and a leaked key could issue certificates.
+
+                 Issue a dedicated end-entity client certificate (CA:FALSE) instead.
+             """),
     CredRule("MTLS108", "Empty subject and no subjectAltName", Severity.WARNING,
-             "Reissue with a subject CN or a subjectAltName that identifies the agent."),
+             "Reissue with a subject CN or a subjectAltName that identifies the agent.",
+             explanation="""
+                 The certificate has an empty subject and no subjectAltName.
+
+                 A warning: the server has no identity to map to the agent.
+
+                 Reissue with a subject CN or a subjectAltName that identifies the agent.
+             """),
     CredRule("MTLS109", "Private key file readable by others", Severity.WARNING,
-             "Restrict the key file to its owner: chmod 600 FILE."),
+             "Restrict the key file to its owner: chmod 600 FILE.",
+             explanation="""
+                 The private key file (or PKCS#12 file) can be read or changed by group or other
+                 users (checked on Linux and macOS only).
+
+                 A warning, not about the network: anyone who can read the key can pose as this
+                 agent.
+
+                 Restrict the key file to its owner: chmod 600 FILE.
+             """),
     CredRule("MTLS110", "Chain does not build to the given CA", Severity.REJECTS,
              "Use a certificate issued under the CA the server trusts, and ship any "
-             "intermediate with it (leaf first, then intermediates)."),
+             "intermediate with it (leaf first, then intermediates).",
+             explanation="""
+                 The agent certificate's chain does not build to any CA given with --ca; the
+                 finding names the issuer when no certificate for it was given.
+
+                 Rejects: a server that does not trust the issuer refuses the certificate,
+                 typically with the alert unknown_ca.
+
+                 Use a certificate issued under the CA the server trusts, and ship any
+                 intermediate with it (leaf first, then intermediates).
+             """),
     CredRule("MTLS111", "Chain not checked: no CA given", Severity.UNKNOWN,
-             "Pass the server's client-CA bundle with --ca to check the chain."),
-    CredRule("MTLS112", "Chain builds to the given CA", Severity.INFO),
-    CredRule("MTLS113", "Certificate validity", Severity.INFO),
+             "Pass the server's client-CA bundle with --ca to check the chain.",
+             explanation="""
+                 No --ca was given, so whether the server trusts this chain was not checked.
+
+                 Hides the answer: the verdict is unknown.
+
+                 Pass the CA the server trusts for agent certificates with --ca (the README's
+                 example uses DMRootCA.crt, which ships with the agent).
+             """),
+    CredRule("MTLS112", "Chain builds to the given CA", Severity.INFO,
+             explanation="""
+                 The agent certificate's chain builds to a CA given with --ca; the finding names
+                 it.
+
+                 Only context, and a good sign, as long as that is the CA the server trusts.
+
+                 Nothing to do.
+             """),
+    CredRule("MTLS113", "Certificate validity", Severity.INFO,
+             explanation="""
+                 The agent certificate's validity dates and the days it has left, while it is
+                 valid.
+
+                 Only context: how long the agent can authenticate with this certificate.
+                 MTLS103 warns from 30 days before the end.
+
+                 Nothing to do; plan the renewal before the end date.
+             """),
 )
 _BY_ID = {r.id: r for r in CRED_RULES}
 

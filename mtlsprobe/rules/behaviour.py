@@ -66,6 +66,19 @@ def _facts(diffs: list[Difference]) -> str:
 
 @rule("MTLS027", "The real certificate on another TLS stack", Severity.BREAKS)
 def behaves_unlike_baseline(case: Case) -> Iterator[Finding]:
+    """The far end presents the real server's certificate (--pin or the baseline match), but its
+    TLS stack answers unlike the real server in the baseline: another ServerHello for the same
+    ClientHello, another ALPN choice, other session tickets, or another reaction to no
+    certificate, an untrusted one or the agent's.
+
+    Breaks client-certificate authentication: a load balancer holding a copy of the server's
+    certificate and key (SSL offload) terminates TLS. The agent's certificate ends there,
+    however genuine the server certificate looks.
+
+    Configure TCP (L4) pass-through on the load balancer for the Endpoint Central ports. Copying
+    the server's key onto the load balancer does not carry the agent's certificate to the
+    server.
+    """
     diffs = differences(case)
     tls = [d for d in diffs if layer_of(d.key) == TLS]
     if not tls or not _genuine(case):
@@ -85,6 +98,17 @@ def behaves_unlike_baseline(case: Case) -> Iterator[Finding]:
 
 @rule("MTLS029", "HTTP answer unlike the real server's", Severity.UNKNOWN)
 def http_unlike_baseline(case: Case) -> Iterator[Finding]:
+    """The HTTP answer on this path differs from the real server's in the baseline: status,
+    header names, their order or case, the Server or Via header. Reported when MTLS027 does not
+    already say more.
+
+    Hides the answer: an HTTP-aware box (reverse proxy, web application firewall, inspecting
+    proxy) may answer instead of the server, so end to end cannot be confirmed and the verdict
+    is unknown. A software update on the server changes these too.
+
+    Take the baseline the same way (the same --http-path) next to the server and compare again;
+    if the server's software changed, take a new baseline.
+    """
     diffs = differences(case)
     http = [d for d in diffs if layer_of(d.key) == HTTP]
     if not http or (_genuine(case) and any(layer_of(d.key) == TLS for d in diffs)):
@@ -102,6 +126,15 @@ def http_unlike_baseline(case: Case) -> Iterator[Finding]:
 
 @rule("MTLS028", "TCP answered by another stack than in the baseline", Severity.INFO)
 def tcp_unlike_baseline(case: Case) -> Iterator[Finding]:
+    """The TCP handshake is answered by another TCP stack than the real server's in the
+    baseline: a different initial TTL class or other TCP options in the SYN-ACK.
+
+    Only context: an L4 load balancer or a SYN proxy answers TCP itself and still passes TLS
+    through untouched, which keeps client-certificate authentication working; a different host
+    answering looks the same.
+
+    Nothing to do unless other findings point at the same box.
+    """
     diffs = [d for d in differences(case) if layer_of(d.key) == TCP]
     if diffs:
         yield finding(
@@ -115,6 +148,16 @@ def tcp_unlike_baseline(case: Case) -> Iterator[Finding]:
 
 @rule("MTLS093", "No baseline for this port and name", Severity.UNKNOWN)
 def baseline_missing(case: Case) -> Iterator[Finding]:
+    """A baseline was given, but it holds nothing for this server name and port (baselines are
+    matched by name and port, never by address), while something here answered TLS.
+
+    Hides the answer: what answers cannot be compared with the real server, so the verdict stays
+    unknown rather than a pass.
+
+    Take the baseline on the server's LAN against every name and port the agents use (8383,
+    8027, 8443, 8031, and 8384 for a distribution server): `mtlsprobe probe NAME:PORT ...
+    --save-baseline FILE`.
+    """
     if not case.expect.baseline or _baseline(case) is not None:
         return
     if not any(o.version for o in case.observations):

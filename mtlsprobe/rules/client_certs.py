@@ -41,6 +41,17 @@ def _attempts(case: Case, kind: CertKind) -> list[Observation]:
 
 @rule("MTLS030", "Untrusted certificate accepted where the server rejects it", Severity.BREAKS)
 def untrusted_accepted_vs_baseline(case: Case) -> Iterator[Finding]:
+    """The baseline shows that the real server rejects a certificate from an unknown CA, but on
+    this path the probe's throwaway certificate was accepted, or the handshake completed without
+    anyone asking for it.
+
+    Breaks client-certificate authentication: something other than the server completed the
+    handshake, most often a load balancer or proxy that terminates TLS and does not check client
+    certificates.
+
+    Configure TCP (L4) pass-through on the load balancer for this port, or exempt it from
+    inspection, so the server runs the handshake itself.
+    """
     base = _baseline(case)
     if base is None or base.rejects_untrusted_cert is not Seen.YES:
         return
@@ -65,6 +76,15 @@ def untrusted_accepted_vs_baseline(case: Case) -> Iterator[Finding]:
 
 @rule("MTLS031", "Untrusted certificate accepted (no enforcement)", Severity.INFO)
 def untrusted_accepted(case: Case) -> Iterator[Finding]:
+    """The probe sent a throwaway certificate from a CA nobody trusts, and the far end accepted
+    it.
+
+    Only context: the far end does not enforce client certificates (yet), which is normal before
+    client-certificate authentication is enabled on the Endpoint Central server.
+
+    Nothing to do before enforcement. Once enforcement is on, the real server should reject this
+    certificate; if it is still accepted, compare with a baseline (MTLS030).
+    """
     base = _baseline(case)
     if base is not None and base.rejects_untrusted_cert is Seen.YES:
         return
@@ -82,6 +102,15 @@ def untrusted_accepted(case: Case) -> Iterator[Finding]:
 
 @rule("MTLS032", "Untrusted certificate rejected", Severity.INFO)
 def untrusted_rejected(case: Case) -> Iterator[Finding]:
+    """The far end rejected the probe's throwaway certificate from an unknown CA: with a TLS
+    alert, nginx's HTTP 400/495/496 certificate error page, a refused connection, or a TLS 1.3
+    close right after the handshake.
+
+    Only context, and a good sign: whatever answers validates client certificates. Whether that
+    is the real server is what the chain findings say.
+
+    Nothing to do.
+    """
     for obs in _attempts(case, CertKind.UNTRUSTED):
         how = _rejection(obs)
         if how is None:
@@ -97,6 +126,17 @@ def untrusted_rejected(case: Case) -> Iterator[Finding]:
 
 @rule("MTLS033", "Agent certificate rejected", Severity.REJECTS)
 def agent_rejected(case: Case) -> Iterator[Finding]:
+    """The probe offered the agent's certificate, and the far end refused it: a TLS alert
+    (unknown_ca, bad_certificate, certificate_expired, certificate_required...), nginx's HTTP
+    400 "The SSL certificate error" or 495/496, or a TLS 1.3 close right after the handshake.
+
+    Rejects: the agent would be cut off even where the path carries TLS end to end. When chain
+    findings show a middlebox, that verdict comes first, and the refusal may be the middlebox's.
+
+    Run `mtlsprobe check-cert` on the agent's credentials. The agent certificate must be issued
+    by a CA the server trusts, valid now, and allow clientAuth; re-issue it from the server's CA
+    if not.
+    """
     for obs in _attempts(case, CertKind.AGENT):
         how = _rejection(obs)
         if how is None or _sent_empty(obs) or _no_server_hello(obs):
@@ -121,6 +161,15 @@ def agent_rejected(case: Case) -> Iterator[Finding]:
 
 @rule("MTLS034", "Agent sent no certificate", Severity.REJECTS)
 def agent_sent_empty(case: Case) -> Iterator[Finding]:
+    """The probe had the agent's credentials, but its TLS client answered the CertificateRequest
+    with an empty Certificate: the agent certificate did not fit the requested CA names or could
+    not be used.
+
+    Rejects: a server that requires a client certificate refuses the agent.
+
+    Use an agent certificate, with its chain, issued by one of the requested CAs, with the
+    matching private key and clientAuth usage; `mtlsprobe check-cert` checks the credentials.
+    """
     for obs in _attempts(case, CertKind.AGENT):
         if not _sent_empty(obs):
             continue
@@ -141,6 +190,13 @@ def agent_sent_empty(case: Case) -> Iterator[Finding]:
 
 @rule("MTLS035", "Agent certificate accepted", Severity.INFO)
 def agent_accepted(case: Case) -> Iterator[Finding]:
+    """The agent's certificate was sent and the far end accepted it.
+
+    Only context, and a good sign. Together with a chain confirmed as the real server's (--pin,
+    --baseline or a reflector), it shows the agent authenticates end to end.
+
+    Nothing to do.
+    """
     for obs in _attempts(case, CertKind.AGENT):
         if _sent_cert(obs) and _accepted(obs):
             yield finding(
@@ -213,6 +269,17 @@ def _maybe_accepted(obs: Observation) -> bool:
 
 @rule("MTLS070", "Client certificate rejected in the capture", Severity.REJECTS)
 def captured_cert_rejected(case: Case) -> Iterator[Finding]:
+    """In a capture (mtlsprobe analyze), the far end refused the client's certificate, or its
+    empty Certificate, on at least one connection, and no connection shows (or may hide) an
+    accepted one. A refusal is a certificate-related alert, or any refusal after the client
+    answered a CertificateRequest.
+
+    Rejects: the captured client is cut off. When the identity findings show a middlebox, that
+    comes first, and the refusal may be the middlebox's.
+
+    Give the client a certificate issued by one of the requested CAs, valid now and with
+    clientAuth, and make sure it sends it; `mtlsprobe check-cert` checks the credentials.
+    """
     captured = _captured(case)
     refused = [(o, how) for o in captured if (how := _cert_refusal(o)) is not None]
     if not refused or any(_captured_accepted(o) or _maybe_accepted(o) for o in captured):
@@ -240,6 +307,16 @@ def captured_cert_rejected(case: Case) -> Iterator[Finding]:
 
 @rule("MTLS071", "Connections in the capture", Severity.INFO)
 def captured_summary(case: Case) -> Iterator[Finding]:
+    """A count of the captured TLS connections to this server: how many, how many different
+    server chains, on how many the client sent a certificate (and had it accepted) or an empty
+    one, and on how many its certificate could not be seen (TLS 1.3 without a key log, for
+    example).
+
+    Only context: it shows whether the captured agent presents a certificate at all and whether
+    the far end is consistent.
+
+    Nothing to do; for TLS 1.3 traffic give --keylog so the certificates become visible.
+    """
     captured = _captured(case)
     if not captured:
         return

@@ -14,6 +14,17 @@ from mtlsprobe.rules.registry import finding, rule
 @rule("MTLS040", "Server chain differs between handshakes", Severity.UNKNOWN,
       also=(Severity.WARNING,))
 def chain_varies(case: Case) -> Iterator[Finding]:
+    """Handshakes to the same target showed different server certificates, and not all of them
+    are confirmed as the real server's.
+
+    Without --ca, --pin or --baseline this hides the answer (unknown); with them it is a warning
+    beside the chain findings. A pool of terminators, a load balancer over differently
+    configured members, or selective interception each give this, and agents then fail on some
+    connections only.
+
+    Give --pin or --baseline so each certificate is judged, and exempt the target from
+    inspection on every path and pool member.
+    """
     chains = _chains(case)
     leaves = {c[0].sha256 for c, _ in chains}
     if len(leaves) < 2 or all(_confirmed(case, c) for c, _ in chains):
@@ -33,6 +44,17 @@ def chain_varies(case: Case) -> Iterator[Finding]:
 
 @rule("MTLS041", "Behaviour changes between repeats", Severity.WARNING)
 def behaviour_varies(case: Case) -> Iterator[Finding]:
+    """Identical attempts (same certificate choice, same TLS version) were treated differently:
+    a CertificateRequest on some handshakes and not on others, or a different outcome.
+
+    A warning that agents will fail some of the time: selective or cached inspection (Palo
+    Alto's local decryption exclusion cache holds a server for 12 hours after client
+    authentication, FortiGate can bypass client-certificate sessions) or a pool of differently
+    configured terminators.
+
+    Make the exemption explicit for the server name and ports rather than relying on a learned
+    exclusion cache; `--repeat` shows whether the behaviour flips.
+    """
     evidence: list[Evidence] = []
     reqs = [o for o in case.observations if o.cert_request.seen in (Seen.YES, Seen.NO)]
     if len({o.cert_request.seen for o in reqs}) > 1:
@@ -59,6 +81,15 @@ def behaviour_varies(case: Case) -> Iterator[Finding]:
 
 @rule("MTLS042", "TLS version or cipher differs from the baseline", Severity.WARNING)
 def parameters_differ(case: Case) -> Iterator[Finding]:
+    """The negotiated TLS version or cipher suite is not one the real server chose in the
+    baseline.
+
+    A warning: another TLS stack may be answering (a terminator holding the server's
+    certificate), or the server's configuration changed since the baseline.
+
+    Compare the chains; if they match, look for a TLS-terminating device holding the server's
+    certificate, or take a new baseline after a server change.
+    """
     base = _baseline(case)
     if base is None:
         return

@@ -137,6 +137,18 @@ def kind_fix(case: Case) -> str:
 
 @rule("MTLS025", "Certificates minted on the path (an interceptor)", Severity.BREAKS)
 def interceptor(case: Case) -> Iterator[Finding]:
+    """The certificate on this path is not the real server's, and the strongest evidence says it
+    was minted on the fly: the probe's handshake for an unrelated name got a certificate naming
+    that name, the leaf reuses its CA's key, or (weaker) the leaf is only hours old or an
+    explicit proxy is on the route.
+
+    Breaks client-certificate authentication: an SSL-intercepting proxy or a firewall with TLS
+    inspection re-signs the session, and it cannot present the agent's certificate to the
+    server. The product is named when its signature matches.
+
+    Exempt the Endpoint Central server name and ports from TLS inspection (decryption exclusion,
+    Do-Not-Inspect or splice list) so the agent's TLS session reaches the server unchanged.
+    """
     kind = _kind(case)
     if kind is None or kind[0] != "interceptor":
         return
@@ -154,6 +166,18 @@ def interceptor(case: Case) -> Iterator[Finding]:
 
 @rule("MTLS026", "One fixed certificate of its own (a terminator)", Severity.BREAKS)
 def terminator(case: Case) -> Iterator[Finding]:
+    """The certificate on this path is not the real server's, and the evidence says one fixed
+    certificate answers for it: the same leaf even for an unrelated name, a load balancer's
+    signature, a CertificateRequest beside the foreign certificate, a self-signed leaf, one
+    foreign leaf among the real server's in a pool, a certificate from your own CA that is not
+    the server's, or (weaker) the unrelated name refused while the server's name is answered.
+
+    Breaks client-certificate authentication: a TLS terminator (load balancer or reverse proxy)
+    ends the agent's session; the agent's certificate goes no further than that box.
+
+    Configure TCP (L4) pass-through on the load balancer for the Endpoint Central ports (no
+    client-SSL profile, no TLS listener), so the server itself receives the agent's certificate.
+    """
     kind = _kind(case)
     if kind is None or kind[0] != "terminator":
         return

@@ -76,6 +76,15 @@ def _hop_evidence(case: Case) -> list[Evidence]:
 
 @rule("MTLS051", "Early hop answers the ClientHello", Severity.WARNING)
 def early_hop_answers(case: Case) -> Iterator[Finding]:
+    """The hop trace (`probe --trace` or `mtlsprobe trace`, TTL-limited SYNs and ClientHellos)
+    found a hop before the server that answers the SYN, the ClientHello or data itself.
+
+    A warning that locates a middlebox (transparent proxy, inspecting firewall); whether it
+    breaks client-certificate authentication is what the chain findings say.
+
+    Give the network team the hop number and address: exempt the server from TLS interception
+    there, or route around it.
+    """
     for where, what, server in _middlebox(case, ("tcp", "tls", "data")):
         yield finding(
             "MTLS051",
@@ -98,6 +107,17 @@ def _server_ttls(obs: Observation) -> tuple[int | None, tuple[int, ...]]:
 @rule("MTLS052", "TTL discontinuity: TLS answered by a different machine than TCP",
       Severity.WARNING)
 def ttl_discontinuity(case: Case) -> Iterator[Finding]:
+    """The SYN-ACK and the later TLS segments from the server arrive with TTLs of different
+    senders (another initial TTL or hop count), on the probe's own connection or in the hop
+    trace.
+
+    A warning: one machine answered TCP and another answers TLS, as a SYN proxy, load balancer
+    or inspecting firewall in front of the server does. Whether it breaks client certificates is
+    what the chain findings say.
+
+    Look for such a device in front of the server; the TTLs say how many hops back each sender
+    is.
+    """
     odd: list[Evidence] = []
     for o in case.observations:
         synack, later = _server_ttls(o)
@@ -133,6 +153,15 @@ def ttl_discontinuity(case: Case) -> Iterator[Finding]:
 
 @rule("MTLS053", "Injected RST", Severity.WARNING)
 def injected_rst(case: Case) -> Iterator[Finding]:
+    """A TCP reset that seems to come from the server carries a TTL unlike every other segment
+    the server sent.
+
+    A warning: something on the path (a firewall or IPS) forged the reset, which cuts the
+    agent's connection whenever it fires.
+
+    Find the device (`probe --trace` names its hop) and exempt the Endpoint Central server
+    there.
+    """
     for o in case.observations:
         tcp = o.tcp
         if tcp is None or tuple(tcp.rst_from) != (Direction.S2C,) or not tcp.rst_ttls:
@@ -159,6 +188,15 @@ def injected_rst(case: Case) -> Iterator[Finding]:
 
 @rule("MTLS054", "TCP/IP headers rewritten on the path", Severity.WARNING)
 def headers_rewritten(case: Case) -> Iterator[Finding]:
+    """The hop trace's ICMP quotes show the probe's packets arriving changed: destination
+    address, TTL, TCP window, TCP options (MSS clamped, an option removed or added) or payload.
+    Source address and port rewriting by NAT is ignored.
+
+    A warning: a device before that hop rewrites packets. MSS clamping is usually harmless;
+    other rewriting marks a middlebox that may also touch TLS.
+
+    Ask the device's owner what it does to traffic to the Endpoint Central server.
+    """
     t = case.hops
     if t is None:
         return
@@ -188,6 +226,15 @@ def headers_rewritten(case: Case) -> Iterator[Finding]:
 
 @rule("MTLS055", "Early hop resets the ClientHello", Severity.BLOCKS)
 def early_hop_resets(case: Case) -> Iterator[Finding]:
+    """The hop trace found a hop before the server that resets or closes the connection after
+    the ClientHello.
+
+    Blocks: a firewall or IPS at that hop refuses TLS to this server, often by server name
+    (SNI), so the agent cannot connect at all.
+
+    Give the network team the hop number and address and have TLS to the Endpoint Central server
+    name and ports allowed there.
+    """
     for where, what, server in _middlebox(case, ("rst", "fin")):
         yield finding(
             "MTLS055",
@@ -201,6 +248,16 @@ def early_hop_resets(case: Case) -> Iterator[Finding]:
 
 @rule("MTLS060", "Proxy requires authentication", Severity.BLOCKS)
 def proxy_auth_required(case: Case) -> Iterator[Finding]:
+    """The proxy answered the probe's CONNECT request with 407 Proxy Authentication Required;
+    the finding lists the schemes it offers (Basic, NTLM, Negotiate).
+
+    Blocks: an agent that cannot authenticate to the proxy does not get through at all. Even
+    with credentials, client certificates work only if the proxy tunnels the connection without
+    inspecting it.
+
+    Give the agent the proxy credentials (Endpoint Central sets the agents' proxy per remote
+    office) or exempt the server from proxy authentication.
+    """
     hits = _proxy_auth(case)
     if hits:
         schemes = hits[0].route.proxy_auth_schemes or case.route.proxy_auth_schemes
@@ -217,6 +274,15 @@ def proxy_auth_required(case: Case) -> Iterator[Finding]:
 
 @rule("MTLS061", "Proxy refused CONNECT", Severity.BLOCKS)
 def proxy_refused(case: Case) -> Iterator[Finding]:
+    """The proxy refused the CONNECT request with an error status (403 Forbidden, for example);
+    407 is MTLS060 and 502/504 are MTLS062.
+
+    Blocks: the proxy's policy forbids this destination or port. Many proxies allow CONNECT to
+    port 443 only by default (squid's SSL_ports), while the agent uses 8383, 8027, 8443 and
+    8031.
+
+    Allow CONNECT to the Endpoint Central server name and ports on the proxy.
+    """
     hits = _proxy_refused(case)
     if hits:
         o = hits[0]
@@ -232,6 +298,14 @@ def proxy_refused(case: Case) -> Iterator[Finding]:
 
 @rule("MTLS062", "Target unreachable", Severity.BLOCKS)
 def unreachable(case: Case) -> Iterator[Finding]:
+    """No attempt reached the target: the name did not resolve, the TCP connection failed, or
+    the proxy answered CONNECT with 502 or 504 (it could not reach the server itself).
+
+    Blocks: the agent cannot connect at all, so there is nothing to authenticate.
+
+    Check DNS, routing and firewall rules from this host to the server and port, and that the
+    Endpoint Central server listens on that port.
+    """
     if _all(case, _unreachable):
         yield finding(
             "MTLS062",
@@ -250,6 +324,15 @@ def unreachable(case: Case) -> Iterator[Finding]:
 
 @rule("MTLS063", "Reset or silence after ClientHello", Severity.BLOCKS)
 def hello_blocked(case: Case) -> Iterator[Finding]:
+    """Every TLS attempt was reset or went unanswered right after the ClientHello, with no
+    ServerHello.
+
+    Blocks: a firewall, IPS or web filter stops TLS to this server, often by the server name
+    (SNI) or its URL category, so the agent cannot connect at all.
+
+    Allow TLS to the server name and port on that firewall; `probe --trace` locates the hop that
+    resets.
+    """
     if _all(case, _silenced):
         yield finding(
             "MTLS063",
@@ -264,6 +347,14 @@ def hello_blocked(case: Case) -> Iterator[Finding]:
 
 @rule("MTLS064", "Some attempts reset after ClientHello", Severity.WARNING)
 def hello_partly_blocked(case: Case) -> Iterator[Finding]:
+    """Some attempts were reset right after the ClientHello while others got an answer; the
+    finding lists the TLS version each cut attempt offered.
+
+    A warning: a filter treats some TLS versions or offers differently, so an agent that offers
+    the blocked kind fails.
+
+    Allow every TLS version the agent may offer to this server.
+    """
     tls = [o for o in case.observations if o.stage not in _PRE_TLS]
     cut = [o for o in tls if _silenced(o)]
     if cut and len(cut) < len(tls):
@@ -282,6 +373,15 @@ def hello_partly_blocked(case: Case) -> Iterator[Finding]:
 
 @rule("MTLS065", "HTTP proxy visible in the response", Severity.WARNING)
 def proxy_headers(case: Case) -> Iterator[Finding]:
+    """The HTTP answer inside TLS carries proxy headers (Via, X-Cache, X-Squid...) that the real
+    server does not send in the baseline.
+
+    A warning: something HTTP-aware handled the request inside TLS, which means it decrypted the
+    session, unless the server itself adds these headers.
+
+    Confirm whether the server adds these headers; if not, exempt the server name and port from
+    inspection.
+    """
     base = _baseline(case)
     own = {v for k, values in base.behaviour if k.startswith("http.via[") for v in values} if (
         base is not None) else set()
@@ -303,6 +403,14 @@ def proxy_headers(case: Case) -> Iterator[Finding]:
 
 @rule("MTLS066", "Far end does not speak TLS", Severity.BLOCKS)
 def not_tls(case: Case) -> Iterator[Finding]:
+    """Every attempt got an answer that is not TLS: an HTTP block page, a captive portal, or a
+    port that speaks something else.
+
+    Blocks: no TLS session, so no client certificate can be presented.
+
+    Allow TLS to the server and check the port: 8383 is Endpoint Central's HTTPS port, 8020 its
+    plain HTTP one.
+    """
     if _not_tls(case):
         yield finding(
             "MTLS066",

@@ -55,6 +55,15 @@ def _reflected_ok(obs: Observation) -> bool:
 
 @rule("MTLS080", "Reflector received a different ClientHello", Severity.BREAKS)
 def reflector_hello_differs(case: Case) -> Iterator[Finding]:
+    """The `mtlsprobe serve` reflector reported a different ClientHello (hash or JA3) than the
+    one the probe sent.
+
+    Breaks client-certificate authentication: something between the agent and the reflector
+    re-originates the TLS connection, as an intercepting proxy or terminator does.
+
+    Exempt the reflector's port and, since inspection policies often depend on the port, the
+    Endpoint Central server name and ports from TLS inspection.
+    """
     differ = [o for o in _echoed(case) if _hello_differs(o)]
     if not differ:
         return
@@ -78,6 +87,16 @@ def reflector_hello_differs(case: Case) -> Iterator[Finding]:
 
 @rule("MTLS081", "Client certificate did not reach the reflector intact", Severity.BREAKS)
 def reflector_cert_lost(case: Case) -> Iterator[Finding]:
+    """The client certificate the probe sent did not arrive at the reflector, arrived as a
+    different certificate, or a certificate arrived although the probe sent none (a proxy
+    presenting its own).
+
+    Breaks client-certificate authentication: the path does not carry the client's certificate
+    to the far end.
+
+    Exempt the server name and ports from TLS inspection, or pass TCP through on the load
+    balancer.
+    """
     lost = [(o, why) for o in _echoed(case) if (why := _reflected_cert_problem(o))]
     if not lost:
         return
@@ -99,6 +118,14 @@ def reflector_cert_lost(case: Case) -> Iterator[Finding]:
 
 @rule("MTLS082", "Reflector's certificate differs from the one received", Severity.BREAKS)
 def reflector_chain_differs(case: Case) -> Iterator[Finding]:
+    """The reflector reported presenting another certificate than the one the probe received.
+
+    Breaks client-certificate authentication: something in between answers TLS with its own
+    certificate.
+
+    Exempt the server name and ports from TLS inspection, or pass TCP through on the load
+    balancer.
+    """
     differ = [o for o in _echoed(case) if _reflected_chain_differs(o)]
     if not differ:
         return
@@ -119,6 +146,16 @@ def reflector_chain_differs(case: Case) -> Iterator[Finding]:
 
 @rule("MTLS083", "Reflector confirms the connection end to end", Severity.INFO)
 def reflector_confirms(case: Case) -> Iterator[Finding]:
+    """The reflector received the probe's own ClientHello and client certificate and presented
+    the certificate the probe saw, on every echoed connection.
+
+    A good sign that stands in for --pin or --baseline on this target: nothing re-originates TLS
+    to this port. It covers only the reflector's port and address, and an unsigned echo could be
+    forged by a middlebox that knows the format.
+
+    Give both sides --secret-file. For the strongest test run `mtlsprobe serve` on the real port
+    (8383) while the Endpoint Central server is stopped in a maintenance window.
+    """
     echoed = _echoed(case)
     done = [o for o in case.observations if o.outcome is Outcome.ESTABLISHED]
     with_cert = [o for o in echoed if o.attempt is not None and o.attempt.client_cert_sha256]
@@ -146,6 +183,15 @@ def reflector_confirms(case: Case) -> Iterator[Finding]:
 
 @rule("MTLS084", "Reflector echo missing or unverifiable", Severity.UNKNOWN)
 def reflector_echo_unusable(case: Case) -> Iterator[Finding]:
+    """Connections to the reflector completed, but the echo was missing, malformed, or failed
+    its signature check.
+
+    Hides the answer: what arrived at the far end cannot be compared. A missing or altered echo
+    can itself mean something in between answers instead of the reflector.
+
+    Check that `mtlsprobe serve` listens at that address and port and that the probe and the
+    reflector use the same --secret-file.
+    """
     bad = [o for o in case.observations if o.reflected is not None
            and o.reflected.status != "ok" and o.outcome is Outcome.ESTABLISHED]
     if not bad:

@@ -3,10 +3,15 @@
 The topic modules (identity, kind, behaviour, requests, ...) import this module to register
 their rules; the engine imports them and this module, one way. Ids are public and never
 reused.
+
+Each rule function's docstring is its explanation for a helpdesk (``mtlsprobe rules ID``):
+what it means, whether it breaks, blocks or only hides client-certificate authentication,
+and what to do; at most three short paragraphs.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -26,6 +31,18 @@ class RuleSpec:
     @property
     def severities(self) -> tuple[Severity, ...]:
         return (self.severity, *self.also)
+
+    @property
+    def explanation(self) -> str:
+        """The rule function's docstring, as paragraphs of one line each."""
+        return explanation_text(self.fn.__doc__ or "")
+
+
+def explanation_text(text: str) -> str:
+    """An explanation as written in source (indented, wrapped) made plain: paragraphs
+    separated by one blank line, each on one line, so a renderer can wrap it to its width."""
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs if p.strip())
 
 
 RULES: list[RuleSpec] = []

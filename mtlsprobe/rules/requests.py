@@ -24,6 +24,17 @@ from mtlsprobe.rules.registry import finding, rule
 
 @rule("MTLS001", "Far end requests a client certificate", Severity.INFO)
 def cert_requested(case: Case) -> Iterator[Finding]:
+    """At least one handshake carried a CertificateRequest: the far end asks the client for a
+    certificate. The finding says where it asked (in the initial handshake, by TLS 1.2
+    renegotiation or by TLS 1.3 post-handshake authentication) and lists the CA names it
+    accepts.
+
+    Only context; it does not move the verdict. A request is good news only when the far end is
+    the real Endpoint Central server: a load balancer that checks client certificates itself
+    also asks, which the chain findings and MTLS021 reveal.
+
+    Nothing to do. Check that the CA names include the CA that issued the agent certificates.
+    """
     asked = [o for o in case.observations if o.cert_request.seen is Seen.YES]
     if not asked:
         return
@@ -39,6 +50,17 @@ def cert_requested(case: Case) -> Iterator[Finding]:
 
 @rule("MTLS002", "No CertificateRequest seen", Severity.INFO)
 def cert_not_requested(case: Case) -> Iterator[Finding]:
+    """No handshake carried a CertificateRequest (where the handshake could be seen): whatever
+    answered did not ask for a client certificate.
+
+    Only context. This is expected while client-certificate authentication is not yet enabled on
+    the Endpoint Central server, and it says nothing about whether the path will carry the
+    agent's certificate later: an SSL-inspecting proxy never asks either.
+
+    To test the path before enforcement, run `mtlsprobe serve` next to the server and `mtlsprobe
+    probe --reflector`. Once enforcement is on, every agent port (8383, and 8384 on a
+    distribution server) should show MTLS001 instead.
+    """
     seen = {o.cert_request.seen for o in case.observations}
     if Seen.YES in seen or Seen.NO not in seen:
         return
@@ -57,6 +79,18 @@ def cert_not_requested(case: Case) -> Iterator[Finding]:
 
 @rule("MTLS020", "CertificateRequest missing on this path", Severity.BREAKS)
 def cert_request_vanished(case: Case) -> Iterator[Finding]:
+    """The baseline, taken next to the server, shows that the real server asks for a client
+    certificate on this port and server name, but on this path at least one handshake arrived
+    without a CertificateRequest.
+
+    Breaks client-certificate authentication: something other than the server completed the
+    handshake. An SSL-inspecting proxy or firewall has no use for the agent's certificate and
+    does not ask for it; a load balancer that terminates TLS without its own client check does
+    not ask either. The agent's certificate never reaches the server.
+
+    Exempt the server name and port from TLS inspection (decryption exclusion, Do-Not-Inspect or
+    splice list), or, for a load balancer, pass TCP through (L4) instead of terminating TLS.
+    """
     base = _baseline(case)
     if base is None or base.cert_request is not Seen.YES:
         return
@@ -77,6 +111,20 @@ def cert_request_vanished(case: Case) -> Iterator[Finding]:
 
 @rule("MTLS021", "CertificateRequest CA names differ from the baseline", Severity.BREAKS)
 def cert_request_cas_differ(case: Case) -> Iterator[Finding]:
+    """The far end asks for a client certificate, but the CA names in its CertificateRequest
+    differ from those the real server lists in the baseline.
+
+    Breaks client-certificate authentication: another TLS endpoint builds its own request,
+    typically a load balancer or reverse proxy checking client certificates itself (AWS ALB or
+    Azure Application Gateway mutual TLS, an F5 client-SSL profile, nginx or HAProxy with client
+    verification). The agent's certificate ends at that box. Endpoint Central checks the
+    certificate in the TLS handshake itself, so a copy forwarded in an HTTP header does not
+    help.
+
+    Configure the load balancer for TCP (L4) pass-through of this port (an NLB TCP listener, F5
+    without a client-SSL profile, HAProxy mode tcp, nginx stream) so the server runs the
+    handshake itself.
+    """
     base = _baseline(case)
     if base is None or base.cert_request is not Seen.YES:
         return
@@ -101,6 +149,17 @@ def cert_request_cas_differ(case: Case) -> Iterator[Finding]:
 
 @rule("MTLS022", "Agent certificate issuer not among the requested CAs", Severity.WARNING)
 def agent_issuer_not_requested(case: Case) -> Iterator[Finding]:
+    """The agent's credentials were given, and the far end's CertificateRequest names CAs, but
+    neither the issuer of the agent certificate nor any CA in the supplied chain is among them.
+
+    A warning that the agent may send no certificate: many TLS clients pick the certificate to
+    send by these names and send an empty Certificate when none fits, and a server that requires
+    one then refuses the handshake. It can also mean the wrong agent certificate was given, or
+    that a middlebox builds its own request (see MTLS021).
+
+    Use an agent certificate issued by one of the requested CAs, or add the agent's CA to the
+    server's list of client CAs.
+    """
     agent = case.expect.agent_cert
     if agent is None:
         return
@@ -139,6 +198,19 @@ def _demands_cert_over_http(obs: Observation) -> str | None:
 @rule("MTLS024", "Server behind the path wants a certificate the path never asked for",
       Severity.BREAKS)
 def cert_demanded_behind_path(case: Case) -> Iterator[Finding]:
+    """We had a certificate ready to send (the throwaway one or the agent's), no
+    CertificateRequest reached us, and yet the HTTP answer is nginx's "400 No required SSL
+    certificate was sent" (or status 496). The server behind the path wants a certificate that
+    the device we actually talked to never asked for.
+
+    Breaks client-certificate authentication: a device on the path terminates TLS and opens its
+    own session to the server, so the agent's certificate cannot get there. nginx, the web
+    server in front of Endpoint Central, answers this way when it wants a certificate and none
+    came.
+
+    For a load balancer or reverse proxy, pass TCP through (L4) instead of terminating TLS; for
+    an inspecting proxy or firewall, exempt the server name and port from TLS inspection.
+    """
     for obs in case.observations:
         page = _demands_cert_over_http(obs)
         if page is None or obs.cert_request.seen is not Seen.NO:
@@ -163,6 +235,17 @@ def cert_demanded_behind_path(case: Case) -> Iterator[Finding]:
 
 @rule("MTLS050", "Client certificate requested after the handshake", Severity.WARNING)
 def late_cert_request(case: Case) -> Iterator[Finding]:
+    """A CertificateRequest arrived after the initial handshake: by TLS 1.2 renegotiation or by
+    TLS 1.3 post-handshake authentication (F5 APM's on-demand certificate authentication asks by
+    renegotiation, for example).
+
+    A warning: it works today but is fragile. Many TLS stacks and proxies do not support
+    post-handshake authentication, and HTTP/2 forbids both renegotiation and post-handshake
+    authentication (RFC 8740), so the agent's certificate may never be sent.
+
+    Configure the server (or the device that asks) to request the client certificate in the
+    initial handshake, or keep the agent on HTTP/1.1.
+    """
     late = [
         o for o in case.observations
         if o.cert_request.seen is Seen.YES

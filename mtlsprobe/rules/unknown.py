@@ -27,6 +27,16 @@ from mtlsprobe.rules.registry import finding, rule
 
 @rule("MTLS090", "No expectations given", Severity.UNKNOWN)
 def no_expectations(case: Case) -> Iterator[Finding]:
+    """No --ca, --pin or --baseline was given, and at least one attempt got as far as the TLS
+    handshake.
+
+    Hides the answer: without knowing what the real server looks like, the probe cannot tell it
+    from a middlebox, so the verdict is unknown.
+
+    Re-run with --ca (the server certificate's root), --pin (the real server's key pin) or
+    --baseline (a report taken next to the server), or use a reflector (`mtlsprobe serve`,
+    `probe --reflector`).
+    """
     if case.expect.any or not any(o.stage not in _PRE_TLS for o in case.observations):
         return
     yield finding(
@@ -50,6 +60,15 @@ def _why_hidden(obs: Observation) -> str:
 
 @rule("MTLS091", "A decisive fact could not be seen", Severity.UNKNOWN)
 def hidden_fact(case: Case) -> Iterator[Finding]:
+    """A fact the verdict depends on could not be seen: the server certificate on every
+    handshake, or, when the baseline says the real server asks for a certificate, whether a
+    CertificateRequest came. TLS 1.3 encrypts both, and a capture may have gaps or end early.
+
+    Hides the answer: the verdict stays unknown rather than guessing.
+
+    Re-run live (the probe keeps its own keys), or give the capture's key log (--keylog FILE
+    from SSLKEYLOGFILE, or a pcapng with the secrets embedded).
+    """
     obs_all = case.observations
     if not _chains(case):
         hidden = [o for o in obs_all
@@ -81,6 +100,14 @@ def hidden_fact(case: Case) -> Iterator[Finding]:
 
 @rule("MTLS092", "No handshake completed", Severity.UNKNOWN)
 def nothing_completed(case: Case) -> Iterator[Finding]:
+    """No TLS handshake completed, and no other rule explains why (no proxy answer, unreachable
+    target, reset, non-TLS answer or hidden certificate).
+
+    Hides the answer: there is nothing to judge.
+
+    Re-run with `--capture FILE.pcapng` (needs root) and read the outcome and local error the
+    finding lists for each attempt.
+    """
     obs_all = case.observations
     if _chains(case) or any(o.outcome is Outcome.ESTABLISHED for o in obs_all):
         return
