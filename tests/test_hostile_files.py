@@ -4,6 +4,7 @@ real commands under a memory cap set by the test: one line, exit 3, never killed
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import subprocess
@@ -114,3 +115,28 @@ def test_windows_password_and_targets_files(tmp_path, encoding, newline):
     found = read_targets_file(targets)
     assert [(t.host, t.port) for t in found] == [("ec1.example.com", None),
                                                  ("ec2.example.com", 8443)]
+
+
+# --- summarize: agents' reports are untrusted input (issue 17) ------------------------
+
+
+def test_hostile_reports_are_counted_never_fatal(tmp_path):
+    from click.testing import CliRunner
+
+    from mtlsprobe.cli.main import main
+
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    (folder / "deep.json").write_text("[" * 100_000 + "]" * 100_000 + "\n")
+    (folder / "deep2.jsonl").write_text('{"a":' * 70 + "1" + "}" * 70 + "\n")
+    good = CliRunner().invoke(main, ["demo", "--format", "jsonl"]).output
+    (folder / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + good.encode())
+    os.mkfifo(folder / "pipe.json")  # nobody will ever write to it
+    out = CliRunner().invoke(main, ["summarize", str(folder), "--format", "json"])
+    assert out.exit_code == 10, out.output  # the demo's inspected path: exit 10
+    summary = json.loads(out.stdout)
+    inputs = summary["input"]
+    assert inputs["malformed"] == 2 and any("deeper than 64" in e
+                                            for e in inputs["malformed_examples"])
+    assert any("pipe.json: not a regular file" in u for u in inputs["unreadable"])
+    assert summary["agents"] >= 1  # the BOM report was read
