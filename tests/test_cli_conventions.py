@@ -31,3 +31,25 @@ def test_quiet_prints_nothing_and_output_says_where_the_report_went(tmp_path):
     assert loud.stderr.strip() == f"mtlsprobe: report written to {dest}: inspected (exit 0)"
     silent = runner.invoke(main, ["demo", "-q", "-o", str(dest)])
     assert silent.exit_code == 0 and silent.output == "" and silent.stderr == ""
+
+
+def test_unreachable_says_which_step_failed_and_blames_the_proxy_when_it_was():
+    import json
+    import socket
+
+    with socket.socket() as s:  # two loopback ports nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    runner = CliRunner()
+    direct = runner.invoke(main, ["probe", f"127.0.0.1:{closed}", "--no-env-proxy",
+                                  "--repeat", "1", "--format", "json"])
+    assert direct.exit_code == 11
+    reason = json.loads(direct.stdout)["results"][0]["reason"]
+    assert "the TCP connection was refused" in reason
+    proxied = runner.invoke(main, ["probe", f"127.0.0.1:{closed}", "--no-direct",
+                                   "--proxy", f"http://127.0.0.1:{closed}", "--no-env-proxy",
+                                   "--repeat", "1", "--format", "json"])
+    assert proxied.exit_code == 11
+    reason = json.loads(proxied.stdout)["results"][0]["reason"]
+    assert f"the TCP connection to the proxy http://127.0.0.1:{closed} was refused" in reason
+    assert "the proxy is down or its address is wrong" in reason

@@ -296,6 +296,27 @@ def proxy_refused(case: Case) -> Iterator[Finding]:
         )
 
 
+def _failed_step(case: Case) -> str:
+    """Which step failed, in words, and whose fault it is (the proxy's, when it was)."""
+    obs = case.observations[0]
+    error = f" ({obs.local_error})" if obs.local_error else ""
+    via = case.route.proxy
+    status = _connect_status(case, obs)
+    if status in (502, 504):
+        return (f"the proxy {via} answered CONNECT with {status}: the proxy could not reach "
+                "the server")
+    if obs.stage is Stage.DNS:
+        where = f"on the way to the proxy {via}" if via else "for the server's name"
+        return f"name resolution failed {where}{error}"
+    text = (obs.local_error or "").upper()
+    what = ("timed out" if "TIMEDOUT" in text or "TIMEOUT" in text or "deadline" in text
+            else "was refused" if "REFUSED" in text else "failed")
+    if via:
+        return (f"the TCP connection to the proxy {via} {what}{error} (the proxy is down or "
+                "its address is wrong)")
+    return f"the TCP connection {what}{error}"
+
+
 @rule("MTLS062", "Target unreachable", Severity.BLOCKS)
 def unreachable(case: Case) -> Iterator[Finding]:
     """No attempt reached the target: the name did not resolve, the TCP connection failed, or
@@ -309,8 +330,7 @@ def unreachable(case: Case) -> Iterator[Finding]:
     if _all(case, _unreachable):
         yield finding(
             "MTLS062",
-            f"{_target(case)} could not be reached on any attempt (DNS/TCP failure or proxy "
-            "gateway error).",
+            f"{_target(case)} could not be reached on any attempt: {_failed_step(case)}.",
             evidence=[
                 _ev(o, "stage", o.stage.value) if o.stage in (Stage.DNS, Stage.TCP)
                 else _ev(o, "route.connect_status", o.route.connect_status)
