@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 from mtlsprobe.capture.connection import Connection, Side
 from mtlsprobe.capture.flowtable import FlowTable, Progress
 from mtlsprobe.capture.httpconnect import prelude
+from mtlsprobe.capture.linklayer import NOT_DECODED, not_decoded_note
 from mtlsprobe.capture.pcapfile import CaptureFile
 from mtlsprobe.model import (
     Chunk,
@@ -84,9 +85,12 @@ class CaptureReader:
     def notes(self) -> list[str]:
         out = list(self.capture.notes)
         for reason, n in sorted(self.skipped.items()):
-            if reason in ("not TCP", "not IP"):
+            if reason == "not TCP" or reason.startswith(NOT_DECODED):
                 continue
             out.append(f"skipped {n} frame(s): {reason}")
+        undecoded = not_decoded_note(self.skipped)
+        if undecoded is not None:
+            out.append(undecoded)
         return out + self._notes
 
     def __iter__(self) -> Iterator[Transcript]:
