@@ -179,6 +179,10 @@ def transcript(
             )
     if conn.snapcut:
         notes.append(f"{conn.snapcut} segment(s) cut short by the capture snap length")
+    if conn.copies > 1:
+        notes.append(f"one of {conn.copies} copies of this connection in the capture, each with "
+                     "its own sequence numbers (captured on both sides of a firewall that "
+                     "randomises ISNs): this copy read on its own")
     try:
         started_at = datetime.fromtimestamp(conn.start, tz=timezone.utc)
     except (ValueError, OverflowError, OSError):  # a damaged or absurd packet timestamp
