@@ -3,7 +3,9 @@
 - ``conversation(...)`` turns an ordered list of (sender, bytes) messages into TCP
   segments (handshake, data with consistent ACKs, FIN or RST), with knobs for segment
   size, ISNs and TTLs.
-- ``reorder``/``duplicate``/``drop`` edit the segment list like a lossy capture would.
+- ``reorder``/``duplicate``/``drop`` edit the segment list like a lossy capture would;
+  ``rewritten``/``merged`` make the copy a second capture point behind a firewall that
+  randomises sequence numbers sees, and merge the two.
 - ``frames(...)`` encodes segments for a link type with scapy (IPv4 or IPv6), or in
   Ethernet frames with encapsulations (``encapsulate``: VLAN tags, MPLS, Cisco MetaData,
   IP in IP, GRE, ERSPAN I/II/III, VXLAN, Geneve, nested as "mpls/vlan/vxlan").
@@ -139,6 +141,28 @@ def drop(segs: list[Seg], index: int) -> list[Seg]:
 
 def retime(segs: list[Seg], start: float, step: float = 0.001) -> list[Seg]:
     return [replace(s, ts=start + i * step) for i, s in enumerate(segs)]
+
+
+def rewritten(segs: list[Seg], *, client_shift: int, server_shift: int = 0, ttl: int = -1,
+              delay: float = 0.0003) -> list[Seg]:
+    """The segments as a capture point on the other side of a firewall that randomises
+    sequence numbers sees them: each side's sequence numbers (and the peer's
+    acknowledgements of them) moved by its shift, the TTL by ``ttl``, ``delay`` later.
+    The client is the sender of the first segment."""
+    client = (segs[0].src, segs[0].sport)
+    out = []
+    for s in segs:
+        mine, theirs = ((client_shift, server_shift) if (s.src, s.sport) == client
+                        else (server_shift, client_shift))
+        out.append(replace(s, seq=(s.seq + mine) & MASK,
+                           ack=(s.ack + theirs) & MASK if s.flags & ACK else s.ack,
+                           ttl=s.ttl + ttl, ts=s.ts + delay))
+    return out
+
+
+def merged(*captures: list[Seg]) -> list[Seg]:
+    """Segments of several capture points in one file, by time (as mergecap writes it)."""
+    return sorted((s for c in captures for s in c), key=lambda s: s.ts)
 
 
 def data_indexes(segs: list[Seg], sender_port: int) -> list[int]:
