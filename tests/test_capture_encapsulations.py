@@ -365,3 +365,19 @@ def test_tunnelled_captures_read_in_shares_give_the_same_report(handshakes, tmp_
     assert any("in EtherType 0x88cc (LLDP) not decoded" in n for n in one.notes)
     assert sum(len(r.observations) for r in one.results) >= 2
 
+
+
+@pytest.mark.parametrize("link", ["cmd", "geneve"])
+def test_a_hundred_handshakes_behind_sgt_tags_or_in_geneve(link, tmp_path):
+    """The issue's captures: both halves of 100 handshakes, every frame Cisco SGT-tagged
+    (EtherType 0x8909) or in Geneve (UDP 6081). analyze judges all 100 connections."""
+    messages = _messages(tlsgen.run(version="TLSv1.2", client_cert="good"))
+    segs: list[pcapgen.Seg] = []
+    for i in range(100):
+        segs += pcapgen.conversation(messages, client=("10.0.0.1", 30000 + i),
+                                     start=1_700_000_000 + i * 0.05)
+    path = pcapgen.capture(segs, tmp_path / f"{link}.pcap", link)
+    report = analyze([path], expectations.build(ca=(), pins=(), baseline=None))
+    assert not any("no TLS connection" in n for n in report.notes)
+    assert sum(o.repeats for r in report.results for o in r.observations) == 100
+    assert f"{link}.pcap: 1400 packets, 100 TCP connections, 100 with TLS" in report.notes
