@@ -3,8 +3,12 @@
 - ``conversation(...)`` turns an ordered list of (sender, bytes) messages into TCP
   segments (handshake, data with consistent ACKs, FIN or RST), with knobs for segment
   size, ISNs and TTLs.
-- ``reorder``/``duplicate``/``drop`` edit the segment list like a lossy capture would.
-- ``frames(...)`` encodes segments for a link type with scapy (IPv4 or IPv6).
+- ``reorder``/``duplicate``/``drop`` edit the segment list like a lossy capture would;
+  ``rewritten``/``merged`` make the copy a second capture point behind a firewall that
+  randomises sequence numbers sees, and merge the two.
+- ``frames(...)`` encodes segments for a link type with scapy (IPv4 or IPv6), or in
+  Ethernet frames with encapsulations (``encapsulate``: VLAN tags, MPLS, Cisco MetaData,
+  IP in IP, GRE, ERSPAN I/II/III, VXLAN, Geneve, nested as "mpls/vlan/vxlan").
 - ``write_pcap``/``write_pcapng`` write the container (struct), in either byte order, with
   micro/nanosecond pcap timestamps, several pcapng interfaces, SPB/PB/unknown blocks and a
   Decryption Secrets Block.
@@ -139,6 +143,28 @@ def retime(segs: list[Seg], start: float, step: float = 0.001) -> list[Seg]:
     return [replace(s, ts=start + i * step) for i, s in enumerate(segs)]
 
 
+def rewritten(segs: list[Seg], *, client_shift: int, server_shift: int = 0, ttl: int = -1,
+              delay: float = 0.0003) -> list[Seg]:
+    """The segments as a capture point on the other side of a firewall that randomises
+    sequence numbers sees them: each side's sequence numbers (and the peer's
+    acknowledgements of them) moved by its shift, the TTL by ``ttl``, ``delay`` later.
+    The client is the sender of the first segment."""
+    client = (segs[0].src, segs[0].sport)
+    out = []
+    for s in segs:
+        mine, theirs = ((client_shift, server_shift) if (s.src, s.sport) == client
+                        else (server_shift, client_shift))
+        out.append(replace(s, seq=(s.seq + mine) & MASK,
+                           ack=(s.ack + theirs) & MASK if s.flags & ACK else s.ack,
+                           ttl=s.ttl + ttl, ts=s.ts + delay))
+    return out
+
+
+def merged(*captures: list[Seg]) -> list[Seg]:
+    """Segments of several capture points in one file, by time (as mergecap writes it)."""
+    return sorted((s for c in captures for s in c), key=lambda s: s.ts)
+
+
 def data_indexes(segs: list[Seg], sender_port: int) -> list[int]:
     """Indexes of the segments with payload sent from ``sender_port``."""
     return [i for i, s in enumerate(segs) if s.payload and s.sport == sender_port]
@@ -190,8 +216,173 @@ def frame(link: str, packet: bytes) -> bytes:
 
 
 def frames(segs: list[Seg], link: str = "ether") -> list[tuple[float, bytes]]:
-    """(time, frame bytes) for each segment."""
+    """(time, frame bytes) for each segment; ``link`` is a link type (``LINKTYPES``) or
+    encapsulations (see ``encapsulate``)."""
+    if link not in LINKTYPES:
+        return [(s.ts, encapsulate(ip_tcp(s), link)) for s in segs]
     return [(s.ts, frame(link, ip_tcp(s))) for s in segs]
+
+
+def linktype(link: str) -> int:
+    """The pcap link type of ``frames(..., link)``: encapsulations are in Ethernet."""
+    return LINKTYPES.get(link, LINKTYPES["ether"])
+
+
+# --- encapsulations ----------------------------------------------------------------------
+#
+# Each wraps ("ip", packet) or ("ether", frame) and returns the same: the layers of a SPAN
+# port or a cloud traffic mirror, built with scapy's own implementations where it has them.
+
+MACS = {"src": "02:00:00:00:00:01", "dst": "02:00:00:00:00:02"}
+OUTER4 = ("192.0.2.10", "192.0.2.20")  # the mirroring device and the collector
+OUTER6 = ("2001:db8:ffff::10", "2001:db8:ffff::20")
+SGT = 0x1234  # the Cisco MetaData security group tag
+
+
+def _ip_etype(packet: bytes) -> int:
+    return 0x86DD if packet[0] >> 4 == 6 else 0x0800
+
+
+def _ether(kind: str, data: bytes) -> bytes:
+    """An Ethernet frame of ``data`` (wrapped when it is an IP packet)."""
+    from scapy.layers.l2 import Ether
+    from scapy.packet import Raw
+
+    return data if kind == "ether" else bytes(Ether(type=_ip_etype(data), **MACS) / Raw(data))
+
+
+def _shim(etype: int, header: bytes, kind: str, data: bytes) -> tuple[str, bytes]:
+    """A header between the MAC addresses and the EtherType it ends with (a tag, Cisco
+    MetaData): inserted into an Ethernet frame, or around an IP packet."""
+    frame = _ether(kind, data)
+    return "ether", frame[:12] + etype.to_bytes(2, "big") + header + frame[12:]
+
+
+def _outer_ip(proto: int, payload: bytes, v6: bool = False) -> tuple[str, bytes]:
+    from scapy.layers.inet import IP
+    from scapy.layers.inet6 import IPv6
+    from scapy.packet import Raw
+
+    if v6:
+        return "ip", bytes(IPv6(src=OUTER6[0], dst=OUTER6[1], nh=proto, hlim=250) / Raw(payload))
+    return "ip", bytes(IP(src=OUTER4[0], dst=OUTER4[1], proto=proto, ttl=250) / Raw(payload))
+
+
+def _udp(dport: int, payload: bytes, v6: bool = False) -> tuple[str, bytes]:
+    from scapy.layers.inet import UDP
+    from scapy.packet import Raw
+
+    src, dst = OUTER6 if v6 else OUTER4
+    udp = UDP(sport=49152, dport=dport) / Raw(payload)  # (a hash of the inner flow: fixed)
+    if v6:
+        from scapy.layers.inet6 import IPv6
+        return "ip", bytes(IPv6(src=src, dst=dst, hlim=250) / udp)
+    from scapy.layers.inet import IP
+    return "ip", bytes(IP(src=src, dst=dst, ttl=250) / udp)
+
+
+def _mpls(kind: str, data: bytes, etype: int = 0x8847) -> tuple[str, bytes]:
+    """Two labels; an Ethernet frame goes in a pseudowire with its control word."""
+    from scapy.contrib.mpls import MPLS
+    from scapy.layers.l2 import Ether
+    from scapy.packet import Raw
+
+    payload = b"\0\0\0\x07" + data if kind == "ether" else data  # control word, sequence 7
+    return "ether", bytes(Ether(type=etype, **MACS) / MPLS(label=1001, s=0, ttl=64)
+                          / MPLS(label=16, s=1, ttl=63) / Raw(payload))
+
+
+def _gre(kind: str, data: bytes, v6: bool = False, **flags: int) -> tuple[str, bytes]:
+    from scapy.layers.l2 import GRE
+    from scapy.packet import Raw
+
+    proto = 0x6558 if kind == "ether" else _ip_etype(data)
+    return _outer_ip(47, bytes(GRE(proto=proto, **flags) / Raw(data)), v6)
+
+
+def _erspan(kind: str, data: bytes, version: str) -> tuple[str, bytes]:
+    from scapy.contrib.erspan import ERSPAN_I, ERSPAN_II, ERSPAN_III, ERSPAN_PlatformSpecific
+    from scapy.layers.l2 import GRE
+    from scapy.packet import Raw
+
+    if version == "1":
+        gre = GRE(proto=0x88BE) / ERSPAN_I()
+    elif version == "2":
+        gre = GRE(proto=0x88BE, seqnum_present=1, sequence_number=9) / ERSPAN_II(session_id=5)
+    elif version == "3-ip":  # frame type 2: the IP packet without its Ethernet header
+        if kind != "ip":
+            raise ValueError("erspan3-ip carries an IP packet")
+        gre = GRE(proto=0x22EB, seqnum_present=1) / ERSPAN_III(ft=2, sgt_other=SGT)
+        return _outer_ip(47, bytes(gre / Raw(data)))
+    else:
+        o = int(version == "3o")
+        gre = GRE(proto=0x22EB, seqnum_present=1) / ERSPAN_III(sgt_other=SGT, o=o)
+        if version == "3o":
+            gre = gre / ERSPAN_PlatformSpecific(platf_id=3, info1=77, info2=0x12345678)
+    return _outer_ip(47, bytes(gre / Raw(_ether(kind, data))))
+
+
+def _geneve(kind: str, data: bytes) -> tuple[str, bytes]:
+    from scapy.contrib.geneve import GENEVE, GeneveOptions
+    from scapy.packet import Raw
+
+    proto = 0x6558 if kind == "ether" else _ip_etype(data)
+    option = GeneveOptions(classid=0x0108, type=1, data=b"gwlb-flw")  # as AWS GWLB adds
+    return _udp(6081, bytes(GENEVE(vni=7, proto=proto, options=[option]) / Raw(data)))
+
+
+def _vxlan(kind: str, data: bytes, v6: bool = False) -> tuple[str, bytes]:
+    from scapy.layers.vxlan import VXLAN
+    from scapy.packet import Raw
+
+    return _udp(4789, bytes(VXLAN(vni=4242) / Raw(_ether(kind, data))), v6)
+
+
+def _cisco_metadata(kind: str, data: bytes) -> tuple[str, bytes]:
+    """Version 1, length 1 (8 bytes: this header to the inner EtherType), the SGT option."""
+    return _shim(0x8909, bytes([1, 1, 0x00, 0x01]) + SGT.to_bytes(2, "big"), kind, data)
+
+
+def _ipip(kind: str, data: bytes) -> tuple[str, bytes]:
+    if kind != "ip":
+        raise ValueError("ipip carries an IP packet")
+    return _outer_ip(4 if _ip_etype(data) == 0x0800 else 41, data)
+
+
+WRAPS = {
+    "vlan": lambda k, d: _shim(0x8100, b"\x00\x2a", k, d),  # tag (VLAN 42); EtherType after it
+    "vlan88a8": lambda k, d: _shim(0x88A8, b"\x00\x64", k, d),
+    "vlan9100": lambda k, d: _shim(0x9100, b"\x00\x65", k, d),
+    "mpls": _mpls,
+    "mplsmc": lambda k, d: _mpls(k, d, 0x8848),
+    "cmd": _cisco_metadata,
+    "ipip": _ipip,
+    "gre": _gre,
+    "gre6": lambda k, d: _gre(k, d, v6=True),
+    "grekcs": lambda k, d: _gre(k, d, chksum_present=1, key_present=1, key=99,
+                                seqnum_present=1, sequence_number=3),
+    "erspan1": lambda k, d: _erspan(k, d, "1"),
+    "erspan2": lambda k, d: _erspan(k, d, "2"),
+    "erspan3": lambda k, d: _erspan(k, d, "3"),
+    "erspan3o": lambda k, d: _erspan(k, d, "3o"),
+    "erspan3-ip": lambda k, d: _erspan(k, d, "3-ip"),
+    "vxlan": _vxlan,
+    "vxlan6": lambda k, d: _vxlan(k, d, v6=True),
+    "geneve": lambda k, d: _geneve("ether", _ether(k, d)),
+    "geneve-ip": _geneve,
+}
+ENCAPSULATIONS = tuple(WRAPS)
+
+
+def encapsulate(packet: bytes, link: str) -> bytes:
+    """An Ethernet frame of the IP ``packet`` inside the encapsulations ``link`` names,
+    outermost first and separated by "/" (``WRAPS``). "mpls/vlan/vxlan": Ethernet, MPLS,
+    the pseudowire's control word and Ethernet frame with a VLAN tag, IPv4, UDP, VXLAN,
+    Ethernet, ``packet``."""
+    kind, data = "ip", packet
+    for layer in reversed(link.split("/")):
+        kind, data = WRAPS[layer](kind, data)
+    return _ether(kind, data)
 
 
 # --- containers --------------------------------------------------------------------------
@@ -279,4 +470,4 @@ def write_pcapng(path: Path, interfaces: list[tuple[int, int]],
 
 def capture(segs: list[Seg], path: Path, link: str = "ether", **kw: object) -> Path:
     """Shortcut: segments -> pcap file on ``link``."""
-    return write_pcap(path, frames(segs, link), LINKTYPES[link], **kw)
+    return write_pcap(path, frames(segs, link), linktype(link), **kw)

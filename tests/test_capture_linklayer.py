@@ -73,8 +73,8 @@ def test_non_tcp_and_unknown_link_types_return_none():
     assert decode(1, b"\xff" * 12 + b"\x08\x06" + b"\0" * 28, skipped) is None  # ARP
     assert decode(147, b"\0" * 40, skipped) is None
     assert decode(1, b"\0" * 5, skipped) is None
-    assert skipped == {"not TCP": 1, "not IP": 1, "unsupported link type 147": 1,
-                       "short frame": 1}
+    assert skipped == {"not TCP": 1, "not decoded: in EtherType 0x0806 (ARP)": 1,
+                       "unsupported link type 147": 1, "short frame": 1}
 
 
 def test_snaplen_cut_frame_is_marked_truncated():

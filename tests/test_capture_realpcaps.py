@@ -21,7 +21,7 @@ PCAPS = Path(__file__).parents[1].parent / "shared" / "pcaps"
 pytestmark = pytest.mark.skipif(not PCAPS.is_dir(), reason=f"{PCAPS} absent")
 
 STARTTLS = "TLS starts after a cleartext protocol exchange (STARTTLS-like upgrade)"
-TUNNEL = "TCP inside a UDP tunnel (GTP/VXLAN/Geneve), not decapsulated"
+TUNNEL = "TCP inside a UDP tunnel not decapsulated (GTP-U, CAPWAP): named in a note"
 PROXY = "TLS inside a SOCKS or other proxy tunnel: the client stream starts with its request"
 # Per capture: the handshakes ("client", "server") we do not emit, and why.
 EXPECTED_MISSES: dict[str, str] = {
@@ -45,7 +45,6 @@ EXPECTED_MISSES: dict[str, str] = {
     "ntop__nDPI/tests/cfgs/default/pcap/tls_heur__vmess-tcp.pcapng": PROXY,
     "ntop__nDPI/tests/cfgs/default/pcap/tls_heur__vmess-websocket.pcapng": PROXY,
     "ntop__nDPI/tests/cfgs/default/pcap/tls_invalid_reads.pcap": TUNNEL,
-    "ntop__nDPI/tests/cfgs/default/pcap/vxlan.pcap": TUNNEL,
     "zeek__zeek/testing/btest/Traces/ftp/ftp-auth-tls.pcap": STARTTLS,
     "zeek__zeek/testing/btest/Traces/ldap/ldap-starttls.pcap": STARTTLS,
     "zeek__zeek/testing/btest/Traces/mysql/encrypted.pcap": STARTTLS,
@@ -59,7 +58,6 @@ EXPECTED_MISSES: dict[str, str] = {
     "zeek__zeek/testing/btest/Traces/tls/smtp-starttls.pcap": STARTTLS,
     "zeek__zeek/testing/btest/Traces/tls/xmpp-dialback-starttls.pcap": STARTTLS,
     "zeek__zeek/testing/btest/Traces/tls/xmpp-starttls.pcap": STARTTLS,
-    "zeek__zeek/testing/btest/Traces/tunnels/geneve-47101.pcap": TUNNEL,
     "FoxIO-LLC__ja4/pcap/socks-https-example.pcap": PROXY,
     "OISF__suricata-verify/tests/ldap-starttls/input.pcap": STARTTLS,
     "OISF__suricata-verify/tests/pgsql/pgsql-upgrade-tls/input.pcap": STARTTLS,

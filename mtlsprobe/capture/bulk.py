@@ -6,7 +6,9 @@ a streamed connection's sink only counts one direction's bytes (application data
 handshake), that direction gets a ``Lease``: a claim, by raw address and port bytes, on the
 capture file's read buffer (``CaptureFile.claims``). Frames are read at the offsets of the
 first one (``Layout``): Ethernet with up to two VLAN tags, Linux cooked, raw IP or BSD
-null/loop, carrying IPv4 without options or IPv6 straight to TCP. The lease
+null/loop, carrying IPv4 without options or IPv6 straight to TCP. Tunnelled frames
+(MPLS, Cisco MetaData, IP in IP, GRE and ERSPAN, VXLAN, Geneve) have no layout: their outer
+header is not TCP, so the general path decodes every one of them. The lease
 takes a frame there, without copying, decoding or reassembling it, when the frame changes
 nothing but counters:
 
@@ -93,7 +95,8 @@ class Layout(NamedTuple):
 def layout(frame: bytes, linktype: int) -> Layout | None:
     """The frame's ``Layout`` if the shortcut can read it: Ethernet (up to two VLAN tags),
     Linux cooked SLL/SLL2, raw IP or BSD null/loop, carrying IPv4 without options or
-    fragmentation, or IPv6 with TCP as its first next header; else None."""
+    fragmentation, or IPv6 with TCP as its first next header; else None (any other
+    EtherType or IP protocol, so every tunnel ``capture.linklayer`` unwraps)."""
     et = _ETHERTYPE_AT.get(linktype)  # where the link header names the protocol
     ip = IP_AT.get(linktype)
     if ip is None:

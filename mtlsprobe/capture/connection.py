@@ -92,8 +92,8 @@ class Connection(Generic[L]):
     Readers of the flow table see it in their hooks (``stream``, ``_emit``)."""
 
     __slots__ = (
-        "a", "attempt", "b", "chunks", "index", "keep", "last", "leases", "lingering",
-        "prelude", "rst", "rst_ttls", "sink", "snapcut", "start",
+        "a", "attempt", "b", "chunks", "copies", "index", "keep", "last", "leases", "lingering",
+        "prelude", "retired", "rst", "rst_ttls", "sink", "snapcut", "start",
         "syn_from", "syn_ttl", "synack_from", "synack_options", "synack_ttl",
     )
 
@@ -118,6 +118,10 @@ class Connection(Generic[L]):
         self.prelude: Prelude | bool | None = False  # False: not looked for yet
         self.sink: ByteSink | None = None  # set by a reader: bytes go there, not to chunks
         self.leases: list[L] = []  # its directions' claims on bulk frames (BulkFrames)
+        # captured this many times in other sequence-number spaces (capture.copies), each
+        # copy a Connection; a copy that closed is ``retired`` but still takes its strays
+        self.copies = 1
+        self.retired = False
 
     def side(self, addr: Addr) -> tuple[Side, Side]:
         return (self.a, self.b) if addr == self.a.addr else (self.b, self.a)

@@ -12,6 +12,14 @@ Decisions, for reviewers:
   ended (or that already carried data) starts a new connection. Stray packets on a tuple
   that just closed (the last ACK after FIN, late retransmissions) are dropped, not turned
   into a mid-stream connection.
+- Copies: a SYN with another ISN from the same client, on a tuple whose connection began
+  less than ``capture.copies.COPY_WINDOW`` ago and is still open, is that connection
+  captured again on the far side of a firewall that rewrites sequence numbers. The tuple
+  then moves from the table to ``copied`` (so other connections' frames cost nothing
+  more), each frame goes to the copy whose sequence space it fits, and each copy is a
+  connection of its own (numbered, kept and handed out like any; never leased by the bulk
+  shortcut: its frames share raw addresses and ports with the other copy's).
+  ``stats["captured_twice"]`` counts the connections whose server answered two copies.
 - Client and server: see ``capture.connection``.
 - Kept (handed out): the client stream starts with a TLS (or SSLv2-compatible hello) record
   header; or it starts with a gap and the server stream starts with a TLS record; or the
@@ -47,6 +55,7 @@ from collections.abc import Callable, Generator, Iterable, Sequence
 
 from mtlsprobe.capture.bulk import NOT_BARE_ACK, BulkFrames, Lease
 from mtlsprobe.capture.connection import Addr, Connection, Side, tls_record_start
+from mtlsprobe.capture.copies import Copies, another_copy
 from mtlsprobe.capture.httpconnect import connect_prelude
 from mtlsprobe.capture.linklayer import (
     ACK,
@@ -104,7 +113,7 @@ class FlowTable:
         self.max_bytes = max_bytes
         self.stats: dict[str, int] = {
             "packets": 0, "tcp_segments": 0, "connections": 0, "tls_connections": 0,
-            "non_tls_connections": 0, "after_close": 0, "bulk_frames": 0,
+            "non_tls_connections": 0, "after_close": 0, "bulk_frames": 0, "captured_twice": 0,
         }
         self.skipped: dict[str, int] = {}  # frames not decoded, by reason
         self._late = BulkFrames(capture)
@@ -118,6 +127,9 @@ class FlowTable:
         table: dict[tuple[Addr, Addr], Connection[Lease]] = {}
         closed: OrderedDict[tuple[Addr, Addr], None] = OrderedDict()
         lingering: deque[tuple[float, tuple[Addr, Addr], Connection[Lease]]] = deque()
+        # tuples captured more than once in other ISN spaces: out of ``table``, so a frame
+        # of any other connection costs nothing more (``capture.copies``)
+        copied: dict[tuple[Addr, Addr], Copies] = {}
         stats = self.stats
         skipped = self.skipped
         progress = self.progress
@@ -142,8 +154,9 @@ class FlowTable:
                     progress(capture.position, capture.size)
                 while lingering and ts >= lingering[0][0]:
                     _, old_key, old = lingering.popleft()
-                    if table.get(old_key) is old:  # not replaced by a new SYN meanwhile
-                        t = self._retire(table, closed, old_key)
+                    # not replaced by a new SYN meanwhile (a finished connection is retired)
+                    if not old.retired and (table.get(old_key) is old or old_key in copied):
+                        t = self._retire(table, closed, copied, old_key, old)
                         if t is not None:
                             sync()
                             yield t
@@ -157,16 +170,35 @@ class FlowTable:
                     late.skip_others(frame, linktype)
                     continue  # another process's connection
                 conn = table.get(key)
+                copies = None
+                if conn is None and copied:
+                    copies = copied.get(key)
+                    if copies is not None:
+                        conn = copies.route(src, seg)
+                        if conn is not None and conn.retired:
+                            stats["after_close"] += 1
+                            continue
                 if conn is not None and conn.leases:
                     late.settle(conn)  # what its leases took, before this frame
                 flags = seg.flags
                 if flags & SYN and not flags & ACK:
-                    if conn is not None and self._new_connection(conn, src, seg.seq):
+                    if copies is not None:
+                        if conn is None and not copies.fresh(ts):  # a new connection
+                            del copied[key]
+                            for t in self._end_copies(copies):
+                                sync()
+                                yield t
+                            copies = None
+                    elif conn is not None and self._new_connection(conn, src, seg.seq):
                         del table[key]
-                        t = self._finish(conn)
-                        if t is not None:
-                            sync()
-                            yield t
+                        if another_copy(conn, src, seg.seq, ts):
+                            copies = copied[key] = Copies(conn)
+                            late.forget(conn)  # copies are read the general way
+                        else:
+                            t = self._finish(conn)
+                            if t is not None:
+                                sync()
+                                yield t
                         conn = None
                     closed.pop(key, None)
                 elif conn is None and key in closed:
@@ -178,11 +210,15 @@ class FlowTable:
                     else:
                         index = packets + capture.claimed  # renumbered by the caller
                         self.first_frames.append(index)
-                    conn = table[key] = Connection(index, src, dst, ts, self.max_bytes)
+                    conn = Connection(index, src, dst, ts, self.max_bytes)
+                    if copies is None:
+                        table[key] = conn
+                    else:
+                        copies.add(conn)
                     stats["connections"] += 1
                 add(conn, src, seg, ts)
                 sink = conn.sink
-                if sink is not None and capture.comment is None:
+                if sink is not None and capture.comment is None and copies is None:
                     me = conn.a if src == conn.a.addr else conn.b
                     late.resume(conn, sink, frame, linktype, me,
                                 None if flags & (SYN | RST) else seg.ttl)
@@ -193,19 +229,23 @@ class FlowTable:
                         conn.lingering = True
                         lingering.append((ts + RST_LINGER, key, conn))
                 elif conn.a.fin and conn.b.fin and conn.closed():
-                    t = self._retire(table, closed, key)
+                    t = self._retire(table, closed, copied, key, conn)
                     if t is not None:
                         sync()
                         yield t
             sync()
             if progress is not None:
                 progress(capture.size or capture.position, capture.size)
-            for conn in sorted(table.values(), key=lambda c: c.index):
+            left = list(table.values())
+            for copies in copied.values():
+                left += self._counted(copies)
+            for conn in sorted(left, key=lambda c: c.index):
                 t = self._finish(conn)
                 sync()
                 if t is not None:
                     yield t
             table.clear()
+            copied.clear()
         finally:
             sync()
             self.stream = _hold_chunks
@@ -213,15 +253,46 @@ class FlowTable:
 
     def _retire(
         self, table: dict[tuple[Addr, Addr], Connection[Lease]],
-        closed: OrderedDict[tuple[Addr, Addr], None], key: tuple[Addr, Addr],
+        closed: OrderedDict[tuple[Addr, Addr], None],
+        copied: dict[tuple[Addr, Addr], Copies], key: tuple[Addr, Addr],
+        conn: Connection[Lease],
     ) -> Connection[Lease] | None:
         """A closed connection leaves the table (its tuple is remembered as closed, so
-        stray late segments are not a new connection); what ``_finish`` gives for it."""
-        conn = table.pop(key)
+        stray late segments are not a new connection); what ``_finish`` gives for it. A
+        copy stays among its copies, retired, until they have all closed."""
+        copies = copied.get(key) if table.get(key) is not conn else None
+        if copies is not None:
+            conn.copies = max(1, copies.answered())
+            if len(copies.live()) > 1:
+                return self._finish(conn)
+            del copied[key]
+            self._counted(copies)
+        else:
+            del table[key]
         closed[key] = None
         if len(closed) > CLOSED_MEMORY:
             closed.popitem(last=False)
         return self._finish(conn)
+
+    def _end_copies(self, copies: Copies) -> list[Connection[Lease]]:
+        """A new connection replaces the copies of the last one: what ``_finish`` gives."""
+        out = []
+        for conn in self._counted(copies):
+            t = self._finish(conn)
+            if t is not None:
+                out.append(t)
+        return out
+
+    def _counted(self, copies: Copies) -> list[Connection[Lease]]:
+        """The copies are done: counted when the server answered more than one (else it
+        was a client's retry on the same port); those still open, each told how many."""
+        answered = copies.answered()
+        if answered > 1:
+            self.stats["captured_twice"] += 1
+        live = copies.live()
+        for conn in live:
+            conn.copies = max(1, answered)
+        return live
 
     # --- per packet ----------------------------------------------------------------
 
@@ -359,6 +430,7 @@ class FlowTable:
         """The connection is done: flush its streams and decide, finally, whether it is
         kept; the connection if so (counted in ``stats`` either way)."""
         self._late.forget(conn)
+        conn.retired = True
         if conn.keep is not False:
             for side in (conn.a, conn.b):
                 for run in side.stream.flush():

@@ -1,10 +1,16 @@
 """Frame decoding: (link type, frame bytes) -> one TCP segment, or None.
 
-Boundary: link layer (Ethernet with 802.1Q/802.1ad/QinQ tags and PPPoE, Linux SLL/SLL2,
-raw IP, BSD null/loop), IPv4/IPv6 (and 6in4) and the TCP header. No flow state, no reassembly.
+Boundary: link layer (Ethernet, Linux SLL/SLL2, raw IP, BSD null/loop), the encapsulations
+found on SPAN ports and in cloud traffic mirroring (802.1Q/802.1ad/QinQ tags, PPPoE, MPLS
+with pseudowires, Cisco MetaData/SGT, IP in IP, GRE, ERSPAN I/II/III, VXLAN, Geneve; their
+headers are read by ``capture.tunnels``), IPv4/IPv6 and the TCP header. The segment is the
+innermost one: its addresses, ports and TTL are the tunnelled connection's. At most
+``MAX_DEPTH`` encapsulations are unwrapped. No flow state, no reassembly.
 
-Frames that are not TCP, IP fragments, unknown link types and malformed headers return
-None; the reason is counted in the ``skipped`` mapping the caller passes in.
+Frames that are not TCP, IP fragments, unknown link types, malformed headers and
+encapsulations not decoded return None; the reason is counted in the ``skipped`` mapping
+the caller passes in. Reasons that name something not decoded (an EtherType, a GRE
+protocol...) start with ``NOT_DECODED``; ``not_decoded_note`` says them in one line.
 """
 
 from __future__ import annotations
@@ -13,19 +19,32 @@ import struct
 from socket import AF_INET, AF_INET6, inet_ntop
 from typing import NamedTuple
 
+from mtlsprobe.capture import tunnels
+from mtlsprobe.capture.tunnels import (
+    ETH_IPV4,
+    ETH_IPV6,
+    IP_TUNNELS,
+    IPIP,
+    IPV6_IN_IP,
+    NOT_DECODED,
+    UDP,
+    ethertype_name,
+    not_decoded,
+)
+
 # link types (LINKTYPE_* values as stored in pcap/pcapng)
 NULL, ETHERNET, RAW_12, RAW_14, RAW, LOOP, SLL, RAW4, RAW6, SLL2 = (
     0, 1, 12, 14, 101, 108, 113, 228, 229, 276,
 )
 RAW_TYPES = frozenset({RAW_12, RAW_14, RAW, RAW4, RAW6, NULL, LOOP})  # IP starts at a fixed offset
 
-ETH_IPV4, ETH_IPV6 = 0x0800, 0x86DD
 ETH_TAGS = frozenset({0x8100, 0x88A8, 0x9100, 0x9200})
 ETH_PPPOE = 0x8864
 PPP_IPV4, PPP_IPV6 = 0x0021, 0x0057
 
 IPV6_EXT_HEADERS = frozenset({0, 43, 60})  # hop-by-hop, routing, destination options
-IPV6_FRAGMENT, IPV6_AH, TCP, IPV6_IN_IPV4 = 44, 51, 6, 41
+IPV6_FRAGMENT, IPV6_AH, TCP = 44, 51, 6
+MAX_DEPTH = 10  # encapsulations unwrapped in one frame (a tag, a label stack, a tunnel...)
 
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 
@@ -105,25 +124,14 @@ def decode(linktype: int, frame: bytes, skipped: dict[str, int] | None = None) -
         if len(frame) < 14:
             _count(skipped, "short frame")
             return None
-        (etype,) = _u16(frame, 12)
-        off = 14
-        while etype in ETH_TAGS and len(frame) >= off + 4:
-            (etype,) = _u16(frame, off + 2)
-            off += 4
-        if etype == ETH_PPPOE and len(frame) >= off + 8:
-            length, ppp = _u16(frame, off + 4)[0], _u16(frame, off + 6)[0]
-            etype = ETH_IPV4 if ppp == PPP_IPV4 else ETH_IPV6 if ppp == PPP_IPV6 else 0
-            if off + 6 + length < len(frame):  # like tshark: the PPPoE length bounds the packet
-                frame = frame[: off + 6 + length]  # (Ethernet padding is not IP payload)
-            off += 8
-        return _by_ethertype(etype, frame, off, skipped)
+        return _by_ethertype(_u16(frame, 12)[0], frame, 14, skipped, 0)
     if linktype in (SLL, SLL2):
         off = 16 if linktype == SLL else 20
         if len(frame) < off:
             _count(skipped, "short frame")
             return None
         (etype,) = _u16(frame, 14 if linktype == SLL else 0)
-        return _by_ethertype(etype, frame, off, skipped)
+        return _by_ethertype(etype, frame, off, skipped, 0)
     if linktype in RAW_TYPES:
         off = 4 if linktype in (NULL, LOOP) else 0
         if len(frame) <= off:
@@ -136,25 +144,98 @@ def decode(linktype: int, frame: bytes, skipped: dict[str, int] | None = None) -
             return _ipv4_tcp(frame, off, skipped)
         if version == 6:
             return _ipv6_tcp(frame, off, skipped)
-        _count(skipped, "not IP")
+        _count(skipped, not_decoded(f"with IP version {version} on a raw IP link"))
         return None
     _count(skipped, f"unsupported link type {linktype}")
     return None
 
 
 def _by_ethertype(
-    etype: int, frame: bytes, off: int, skipped: dict[str, int] | None
+    etype: int, frame: bytes, off: int, skipped: dict[str, int] | None, depth: int
 ) -> TcpSegment | None:
-    """IPv4 or IPv6 at `off`, by the link layer's EtherType; anything else is counted."""
-    if etype == ETH_IPV4:
-        return _ipv4_tcp(frame, off, skipped)
-    if etype == ETH_IPV6:
-        return _ipv6_tcp(frame, off, skipped)
-    _count(skipped, "not IP")
-    return None
+    """What the EtherType ``etype`` says is at ``off``: IPv4 or IPv6, or an encapsulation
+    (tags, PPPoE, MPLS, Cisco MetaData, an Ethernet frame) unwrapped to what it carries."""
+    while True:
+        if etype == ETH_IPV4:
+            return _ipv4_tcp(frame, off, skipped, depth)
+        if etype == ETH_IPV6:
+            return _ipv6_tcp(frame, off, skipped, depth)
+        depth += 1
+        if depth > MAX_DEPTH:
+            _count(skipped, f"more than {MAX_DEPTH} nested encapsulations")
+            return None
+        if etype in ETH_TAGS:
+            if len(frame) < off + 4:
+                _count(skipped, "short VLAN tag")
+                return None
+            (etype,) = _u16(frame, off + 2)
+            off += 4
+            continue
+        if etype == ETH_PPPOE:
+            if len(frame) < off + 8:
+                _count(skipped, "short PPPoE header")
+                return None
+            length, ppp = _u16(frame, off + 4)[0], _u16(frame, off + 6)[0]
+            if ppp not in (PPP_IPV4, PPP_IPV6):
+                _count(skipped, not_decoded(f"inside PPPoE: PPP protocol 0x{ppp:04x}"))
+                return None
+            etype = ETH_IPV4 if ppp == PPP_IPV4 else ETH_IPV6
+            if off + 6 + length < len(frame):  # like tshark: the PPPoE length bounds the packet
+                frame = frame[: off + 6 + length]  # (Ethernet padding is not IP payload)
+            off += 8
+            continue
+        header = tunnels.BY_ETHERTYPE.get(etype)
+        if header is None:
+            _count(skipped, not_decoded(f"in {ethertype_name(etype)}"))
+            return None
+        inner = header(frame, off)
+        if isinstance(inner, str):
+            _count(skipped, inner)
+            return None
+        etype, off = inner
 
 
-def _ipv4_tcp(frame: bytes, off: int, skipped: dict[str, int] | None) -> TcpSegment | None:
+def _tunnel(
+    proto: int, frame: bytes, off: int, end: int, skipped: dict[str, int] | None, depth: int
+) -> TcpSegment | None:
+    """The packet inside IP protocol ``proto`` at ``frame[off:end]`` (IP in IP, GRE, a UDP
+    tunnel); "not TCP" when it is plain UDP."""
+    depth += 1
+    if depth > MAX_DEPTH:
+        _count(skipped, f"more than {MAX_DEPTH} nested encapsulations")
+        return None
+    if end < len(frame):
+        frame = frame[:end]  # the outer packet bounds the inner one (not the link's padding)
+    if proto == IPIP:
+        return _ipv4_tcp(frame, off, skipped, depth)
+    if proto == IPV6_IN_IP:
+        return _ipv6_tcp(frame, off, skipped, depth)
+    inner = tunnels.udp(frame, off) if proto == UDP else tunnels.gre(frame, off)
+    if inner is None:
+        _count(skipped, "not TCP")
+        return None
+    if isinstance(inner, str):
+        _count(skipped, inner)
+        return None
+    return _by_ethertype(inner[0], frame, inner[1], skipped, depth)
+
+
+def not_decoded_note(skipped: dict[str, int]) -> str | None:
+    """One line naming the frames not decoded (the ``NOT_DECODED`` reasons), most first:
+    "312 frame(s) in EtherType 0x88cc (LLDP) not decoded", or the total and each."""
+    what = sorted(((n, r[len(NOT_DECODED):]) for r, n in skipped.items()
+                   if r.startswith(NOT_DECODED)), key=lambda x: (-x[0], x[1]))
+    if not what:
+        return None
+    if len(what) == 1:
+        return f"{what[0][0]} frame(s) {what[0][1]} not decoded"
+    total = sum(n for n, _ in what)
+    return f"{total} frame(s) not decoded: " + ", ".join(f"{n} {r}" for n, r in what)
+
+
+def _ipv4_tcp(
+    frame: bytes, off: int, skipped: dict[str, int] | None, depth: int = 0
+) -> TcpSegment | None:
     if len(frame) < off + 20:
         _count(skipped, "short IPv4 header")
         return None
@@ -166,9 +247,7 @@ def _ipv4_tcp(frame: bytes, off: int, skipped: dict[str, int] | None) -> TcpSegm
             return _plain_segment(frame, off, total, ip_id, ttl, src, dst, sport, dport, seq,
                                   ack, doff, flags, skipped)
     vihl, _tos, total, ip_id, frag, ttl, proto = _ipv4(frame, off)
-    if proto == IPV6_IN_IPV4 and not frag & 0x3FFF:  # 6in4 tunnel
-        return _ipv6_tcp(frame, off + (vihl & 0x0F) * 4, skipped)
-    if proto != TCP:
+    if proto != TCP and proto not in IP_TUNNELS:
         _count(skipped, "not TCP")
         return None
     if frag & 0x3FFF:  # MF set or non-zero offset
@@ -180,6 +259,8 @@ def _ipv4_tcp(frame: bytes, off: int, skipped: dict[str, int] | None) -> TcpSegm
         return None
     # total == 0: segmentation offload captured before the NIC filled it in
     end = off + total if total >= ihl else len(frame)
+    if proto != TCP:
+        return _tunnel(proto, frame, off + ihl, end, skipped, depth)
     return _tcp_segment(
         frame, off + ihl, end,
         inet_ntop(AF_INET, frame[off + 12 : off + 16]),
@@ -188,7 +269,9 @@ def _ipv4_tcp(frame: bytes, off: int, skipped: dict[str, int] | None) -> TcpSegm
     )
 
 
-def _ipv6_tcp(frame: bytes, off: int, skipped: dict[str, int] | None) -> TcpSegment | None:
+def _ipv6_tcp(
+    frame: bytes, off: int, skipped: dict[str, int] | None, depth: int = 0
+) -> TcpSegment | None:
     if len(frame) < off + 40:
         _count(skipped, "short IPv6 header")
         return None
@@ -198,23 +281,25 @@ def _ipv6_tcp(frame: bytes, off: int, skipped: dict[str, int] | None) -> TcpSegm
     dst = frame[off + 24 : off + 40]
     end = off + 40 + plen if plen else len(frame)  # 0: jumbogram or offload
     pos = off + 40
-    while nxt != TCP:
-        if nxt in IPV6_EXT_HEADERS or nxt == IPV6_AH:
-            if len(frame) < pos + 2:
-                _count(skipped, "short IPv6 extension header")
-                return None
-            step = (frame[pos + 1] + 2) * 4 if nxt == IPV6_AH else (frame[pos + 1] + 1) * 8
-            nxt = frame[pos]
-            pos += step
-        elif nxt == IPV6_FRAGMENT:
-            _count(skipped, "IPv6 fragment")
+    while nxt in IPV6_EXT_HEADERS or nxt == IPV6_AH:
+        if len(frame) < pos + 2:
+            _count(skipped, "short IPv6 extension header")
             return None
-        else:
-            _count(skipped, "not TCP")
-            return None
-    return _tcp_segment(
-        frame, pos, end, inet_ntop(AF_INET6, src), inet_ntop(AF_INET6, dst), hlim, None, skipped
-    )
+        step = (frame[pos + 1] + 2) * 4 if nxt == IPV6_AH else (frame[pos + 1] + 1) * 8
+        nxt = frame[pos]
+        pos += step
+    if nxt == TCP:
+        return _tcp_segment(
+            frame, pos, end, inet_ntop(AF_INET6, src), inet_ntop(AF_INET6, dst), hlim, None,
+            skipped,
+        )
+    if nxt == IPV6_FRAGMENT:
+        _count(skipped, "IPv6 fragment")
+        return None
+    if nxt in IP_TUNNELS:
+        return _tunnel(nxt, frame, pos, end, skipped, depth)
+    _count(skipped, "not TCP")
+    return None
 
 
 def _tcp_segment(

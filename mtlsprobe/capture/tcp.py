@@ -112,6 +112,16 @@ class TcpReassembler:
         at_end = not (seq - self._base - self.next_offset) & MASK
         return at_end and self.started and not self._pending
 
+    def distance(self, seq: int) -> int:
+        """How far ``seq`` lies outside the sequence numbers this direction used so far (its
+        SYN, the bytes up to the highest seen, its FIN): 0 within. An acknowledgement of
+        it lies within too. Tells apart copies of a connection in other ISN spaces."""
+        off = self.offset(seq)
+        if off < -1:
+            return -1 - off
+        high = max(self.next_offset, self._high) + 1
+        return off - high if off > high else 0
+
     def end_seq(self) -> int | None:
         """The sequence number of the next byte expected, when the stream has started and
         nothing waits out of order (so a segment there extends it exactly); else None."""

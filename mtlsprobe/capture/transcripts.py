@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 from mtlsprobe.capture.connection import Connection, Side
 from mtlsprobe.capture.flowtable import FlowTable, Progress
 from mtlsprobe.capture.httpconnect import prelude
+from mtlsprobe.capture.linklayer import NOT_DECODED, not_decoded_note
 from mtlsprobe.capture.pcapfile import CaptureFile
 from mtlsprobe.model import (
     Chunk,
@@ -84,9 +85,12 @@ class CaptureReader:
     def notes(self) -> list[str]:
         out = list(self.capture.notes)
         for reason, n in sorted(self.skipped.items()):
-            if reason in ("not TCP", "not IP"):
+            if reason == "not TCP" or reason.startswith(NOT_DECODED):
                 continue
             out.append(f"skipped {n} frame(s): {reason}")
+        undecoded = not_decoded_note(self.skipped)
+        if undecoded is not None:
+            out.append(undecoded)
         return out + self._notes
 
     def __iter__(self) -> Iterator[Transcript]:
@@ -175,6 +179,10 @@ def transcript(
             )
     if conn.snapcut:
         notes.append(f"{conn.snapcut} segment(s) cut short by the capture snap length")
+    if conn.copies > 1:
+        notes.append(f"one of {conn.copies} copies of this connection in the capture, each with "
+                     "its own sequence numbers (captured on both sides of a firewall that "
+                     "randomises ISNs): this copy read on its own")
     try:
         started_at = datetime.fromtimestamp(conn.start, tz=timezone.utc)
     except (ValueError, OverflowError, OSError):  # a damaged or absurd packet timestamp

@@ -56,8 +56,7 @@ class Expectations:
         same_port = [b for b in self.baseline if b.port == port]
         if server_name is not None:
             named = [b for b in same_port if b.server_name is not None]
-            exact = [b for b in named
-                     if b.server_name is not None and b.server_name.lower() == server_name.lower()]
+            exact = [b for b in named if (b.server_name or "").lower() == server_name.lower()]
             if exact or named:
                 return exact[0] if exact else None
         return same_port[0] if same_port else None

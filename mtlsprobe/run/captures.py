@@ -138,6 +138,12 @@ def capture_notes(
             f"{undecrypted} earlier connection(s)"
         )
     notes.extend(f"{name}: {n}" for n in reader_notes)
+    if stats.get("captured_twice"):
+        notes.append(
+            f"{name}: {stats['captured_twice']} connection(s) were captured twice with rewritten "
+            "sequence numbers (a firewall randomising ISNs between two capture points); each "
+            "copy read on its own"
+        )
     if keylog_skipped:
         notes.append(f"{name}: {keylog_skipped} key log line(s) not understood")
     notes.append(
