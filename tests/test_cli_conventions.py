@@ -53,3 +53,42 @@ def test_unreachable_says_which_step_failed_and_blames_the_proxy_when_it_was():
     reason = json.loads(proxied.stdout)["results"][0]["reason"]
     assert f"the TCP connection to the proxy http://127.0.0.1:{closed} was refused" in reason
     assert "the proxy is down or its address is wrong" in reason
+
+
+def _in_a_terminal(cols: int, *args: str) -> str:
+    """Run mtlsprobe with stdout on a pseudo-terminal `cols` wide; what it drew."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, cols, 0, 0))
+    env = {**os.environ, "COLUMNS": str(cols), "LINES": "50"}
+    proc = subprocess.Popen([sys.executable, "-m", "mtlsprobe", *args], stdout=slave,
+                            stderr=subprocess.DEVNULL, env=env)
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        seen += data
+    os.close(master)
+    assert proc.wait(timeout=60) == 0
+    return seen.decode("utf-8", "replace").replace("\r\n", "\n")
+
+
+def test_the_table_fits_the_terminal_and_wide_keeps_every_column():
+    narrow = _in_a_terminal(100, "demo")
+    assert max(len(line) for line in narrow.splitlines()) <= 100
+    assert "Overall: inspected" in narrow
+    wide = _in_a_terminal(100, "demo", "--wide")
+    assert max(len(line) for line in wide.splitlines()) > 100
+    assert "server issuer" in wide and "server issuer" not in narrow

@@ -7,6 +7,8 @@ can import the commands lazily without an import circle.
 from __future__ import annotations
 
 import contextlib
+import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -58,7 +60,27 @@ def quiet() -> bool:
     return bool(ctx and ctx.meta.get(QUIET))
 
 
+WIDE = "mtlsprobe.wide"
+
+
+def _set_wide(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.meta[WIDE] = True
+
+
+def terminal_width() -> int | None:
+    """The width to fit a table to: the terminal's when stdout is one, unless --wide."""
+    ctx = click.get_current_context(silent=True)
+    if (ctx and ctx.meta.get(WIDE)) or not sys.stdout.isatty():
+        return None
+    return shutil.get_terminal_size().columns
+
+
 def output_options(fn: F) -> F:
+    fn = click.option(
+        "--wide", is_flag=True, expose_value=False, callback=_set_wide,
+        help="Table format: every column at full width, whatever the terminal's width.",
+    )(fn)
     fn = click.option(
         "--quiet", "-q", is_flag=True, expose_value=False, callback=set_quiet,
         help="Print nothing but errors (the exit code carries the verdict; -o still writes).",
@@ -130,7 +152,7 @@ def credential_options(fn: F) -> F:
     return fn
 
 
-def render(report: Report, fmt: str) -> str:
+def render(report: Report, fmt: str, width: int | None = None) -> str:
     if fmt == "json":
         from mtlsprobe.report.jsonout import dumps
 
@@ -145,11 +167,11 @@ def render(report: Report, fmt: str) -> str:
         return render_markdown(report)
     from mtlsprobe.report.table import render_table
 
-    return render_table(report)
+    return render_table(report, width)
 
 
 def emit(report: Report, fmt: str, output: Path | None) -> None:
-    text = render(report, fmt)
+    text = render(report, fmt, None if output else terminal_width())
     if not text.endswith("\n"):
         text += "\n"
     if output:

@@ -6,6 +6,7 @@ Pure: Report in, text out (tabulate). Column helpers are shared with the Markdow
 from __future__ import annotations
 
 import re
+import textwrap
 from collections.abc import Sequence
 
 from tabulate import tabulate
@@ -97,7 +98,50 @@ def safe_rows(rows: Sequence[Sequence[object]]) -> list[tuple[str, ...]]:
     return [tuple(terminal(str(c), keep_newlines=True) for c in row) for row in rows]
 
 
-def _findings_block(results: Sequence[CaseResult]) -> list[str]:
+#: Summary columns dropped, in this order, when the table is wider than the terminal
+#: (target, route, verdict and reason always stay; JSON and --wide keep everything).
+DROP_ORDER = ("client cert", "TLS", "CertReq", "server issuer", "product")
+_WIDTHS = dict(zip(SUMMARY_HEADERS, (28, 24, None, 18, 16, 28, 12, 22, 48), strict=True))
+_NARROWEST_REASON = 24
+
+
+def _widest(text: str) -> int:
+    return max((len(line) for line in text.splitlines()), default=0)
+
+
+def _summary(rows: list[tuple[str, ...]], width: int | None) -> str:
+    """The summary table, fitted to `width` columns: optional columns dropped first, then
+    the reason wrapped narrower. None: the fixed widths (files, pipes, --wide)."""
+    headers = list(SUMMARY_HEADERS)
+    widths = dict(_WIDTHS)
+
+    def draw() -> str:
+        keep = [SUMMARY_HEADERS.index(h) for h in headers]
+        return tabulate([[row[i] for i in keep] for row in rows], headers=headers,
+                        tablefmt="simple", maxcolwidths=[widths[h] for h in headers])
+
+    text = draw()
+    if width is None:
+        return text
+    for column in DROP_ORDER:
+        if _widest(text) <= width:
+            return text
+        headers.remove(column)
+        text = draw()
+    while _widest(text) > width and (widths["reason"] or 0) > _NARROWEST_REASON:
+        widths["reason"] = max(_NARROWEST_REASON, (widths["reason"] or 0) - (
+            _widest(text) - width))
+        widths["target"] = min(widths["target"] or 28, 22)
+        widths["route"] = min(widths["route"] or 24, 16)
+        text = draw()
+    return text
+
+
+def _findings_block(results: Sequence[CaseResult], width: int | None) -> list[str]:
+    summary, remedy = 60, 50
+    if width is not None:  # id and severity take about 20 columns
+        room = max(40, width - 24)
+        summary, remedy = room * 11 // 20, room * 9 // 20
     out: list[str] = []
     for r in results:
         out.append("")
@@ -107,22 +151,22 @@ def _findings_block(results: Sequence[CaseResult]) -> list[str]:
             continue
         out.append(tabulate(safe_rows([finding_row(f) for f in r.findings]),
                             headers=FINDING_HEADERS, tablefmt="simple",
-                            maxcolwidths=[None, None, 60, 50]))
+                            maxcolwidths=[None, None, summary, remedy]))
     return out
 
 
-def render_table(report: Report) -> str:
-    """Summary table, findings per result, then the overall line."""
+def render_table(report: Report, width: int | None = None) -> str:
+    """Summary table, findings per result, then the overall line; fitted to `width`
+    terminal columns when given."""
     lines: list[str] = []
     if report.results:
-        lines.append(tabulate(safe_rows([summary_row(r) for r in report.results]),
-                              headers=SUMMARY_HEADERS,
-                              tablefmt="simple",
-                              maxcolwidths=[28, 24, None, 18, 16, 28, 12, 22, 48]))
+        lines.append(_summary(safe_rows([summary_row(r) for r in report.results]), width))
     else:
         lines.append("No targets were judged.")
-    lines.extend(_findings_block(report.results))
-    lines.extend(f"note: {terminal(n)}" for n in report.notes)
+    lines.extend(_findings_block(report.results, width))
+    for note in report.notes:
+        text = f"note: {terminal(note)}"
+        lines.extend(textwrap.wrap(text, width, subsequent_indent="      ") if width else [text])
     lines.append("")
     lines.append(f"Overall: {report.verdict.value} (exit {report.exit_code})")
     return "\n".join(lines) + "\n"
