@@ -92,3 +92,14 @@ def test_the_table_fits_the_terminal_and_wide_keeps_every_column():
     wide = _in_a_terminal(100, "demo", "--wide")
     assert max(len(line) for line in wide.splitlines()) > 100
     assert "server issuer" in wide and "server issuer" not in narrow
+
+
+def test_results_are_tallied_and_problems_only_hides_the_passing_ones():
+    runner = CliRunner()
+    full = runner.invoke(main, ["demo", "--wide"]).stdout
+    assert "Results: 1 inspected, 1 terminated_by_lb, 2 pass_end_to_end" in full
+    problems = runner.invoke(main, ["demo", "--wide", "--problems-only"])
+    assert problems.exit_code == 0
+    assert "pass_end_to_end" not in problems.stdout.split("Results:")[0].split("note:")[0]
+    assert "2 target(s) that pass end to end are not shown" in problems.stdout
+    assert "Results: 1 inspected, 1 terminated_by_lb" in problems.stdout

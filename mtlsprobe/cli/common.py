@@ -76,7 +76,20 @@ def terminal_width() -> int | None:
     return shutil.get_terminal_size().columns
 
 
+PROBLEMS = "mtlsprobe.problems_only"
+
+
+def _set_problems(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.meta[PROBLEMS] = True
+
+
 def output_options(fn: F) -> F:
+    fn = click.option(
+        "--problems-only", is_flag=True, expose_value=False, callback=_set_problems,
+        help="Show only the targets that do not pass end to end (the exit code still counts "
+        "them all).",
+    )(fn)
     fn = click.option(
         "--wide", is_flag=True, expose_value=False, callback=_set_wide,
         help="Table format: every column at full width, whatever the terminal's width.",
@@ -171,6 +184,9 @@ def render(report: Report, fmt: str, width: int | None = None) -> str:
 
 
 def emit(report: Report, fmt: str, output: Path | None) -> None:
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.meta.get(PROBLEMS):
+        report = problems_only(report)
     text = render(report, fmt, None if output else terminal_width())
     if not text.endswith("\n"):
         text += "\n"
@@ -214,3 +230,16 @@ def exit_at_once_on_ctrl_c() -> None:
         os._exit(130)
 
     signal.signal(signal.SIGINT, interrupted)
+
+
+def problems_only(report: Report) -> Report:
+    """`report` without the results that pass end to end, and a note counting them."""
+    import dataclasses
+
+    from mtlsprobe.model import Verdict
+
+    kept = tuple(r for r in report.results if r.verdict is not Verdict.PASS_END_TO_END)
+    hidden = len(report.results) - len(kept)
+    notes = report.notes + ((f"{hidden} target(s) that pass end to end are not shown "
+                             "(--problems-only)",) if hidden else ())
+    return dataclasses.replace(report, results=kept, notes=notes)

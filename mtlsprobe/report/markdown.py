@@ -8,7 +8,7 @@ from __future__ import annotations
 from mtlsprobe.model import Report, Severity
 from mtlsprobe.report.escape import code_span, markdown
 from mtlsprobe.report.jsonout import rfc3339
-from mtlsprobe.report.table import SUMMARY_HEADERS, summary_row
+from mtlsprobe.report.table import SUMMARY_HEADERS, summary_row, verdict_tally
 
 _ACTION = (Severity.BREAKS, Severity.BLOCKS, Severity.REJECTS, Severity.UNKNOWN,
            Severity.WARNING)
@@ -25,7 +25,8 @@ def render_markdown(report: Report) -> str:
         "",
         f"Measured from **{_cell(host)}** with `mtlsprobe {report.command}` "
         f"{report.tool_version} at {rfc3339(report.generated_at)}; "
-        f"overall verdict **{report.verdict.value}** (exit {report.exit_code}).",
+        f"overall verdict **{report.verdict.value}** (exit {report.exit_code})"
+        + (f"; results: {verdict_tally(report)}." if len(report.results) > 1 else "."),
         "",
     ]
     for r in report.results:

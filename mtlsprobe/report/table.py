@@ -168,5 +168,18 @@ def render_table(report: Report, width: int | None = None) -> str:
         text = f"note: {terminal(note)}"
         lines.extend(textwrap.wrap(text, width, subsequent_indent="      ") if width else [text])
     lines.append("")
+    if len(report.results) > 1:
+        lines.append(f"Results: {verdict_tally(report)}")
     lines.append(f"Overall: {report.verdict.value} (exit {report.exit_code})")
     return "\n".join(lines) + "\n"
+
+
+def verdict_tally(report: Report) -> str:
+    """'3 pass_end_to_end, 1 inspected': results per verdict, worst first."""
+    from mtlsprobe.model import Verdict
+
+    order = [Verdict.INSPECTED, Verdict.TERMINATED_BY_LB, Verdict.CLIENT_CERT_REJECTED,
+             Verdict.BLOCKED, Verdict.UNREACHABLE, Verdict.PROXY_AUTH_REQUIRED,
+             Verdict.UNKNOWN, Verdict.PASS_END_TO_END]
+    counts = [(sum(r.verdict is v for r in report.results), v) for v in order]
+    return ", ".join(f"{n} {v.value}" for n, v in counts if n)
