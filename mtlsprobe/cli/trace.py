@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from mtlsprobe.cli.common import EXIT_CODES_HELP, emit, exit_at_once_on_ctrl_c, output_options
+from mtlsprobe.model.errors import EnvironmentProblem
 from mtlsprobe.run.path import ipv4_of, judge_trace
 
 
@@ -51,6 +52,9 @@ def trace(
 
     exit_at_once_on_ctrl_c()
     endpoints = expand_targets(targets, ports)
+    why = hops.unavailable()
+    if why is not None:  # "could not trace" is the machine's problem, not a verdict
+        raise EnvironmentProblem(f"cannot trace: {why} (run as root or grant CAP_NET_RAW)")
     options = hops.TraceOptions(max_ttl=max_ttl, probe_timeout=probe_timeout,
                                 deadline=timeout, sni=sni)
     results = []

@@ -16,7 +16,7 @@ from mtlsprobe.live.proxy import redact_url
 from mtlsprobe.live.sniff import SniffLog
 from mtlsprobe.model import CertInfo, Report
 from mtlsprobe.model.certs import cert_info
-from mtlsprobe.model.errors import UsageError
+from mtlsprobe.model.errors import EnvironmentProblem, UsageError
 from mtlsprobe.run import expectations, path, pipeline
 from mtlsprobe.run.presets import plan_targets
 
@@ -68,6 +68,14 @@ def run_probe(req: ProbeRequest) -> Report:
                                 agent_chain=agent_chain)
     plan = plan_targets(req.targets, ports=req.ports, targets_file=req.targets_file,
                         preset=req.preset)
+    if req.trace or req.capture:  # asked for explicitly: missing privilege is no note
+        from mtlsprobe.live.hops import unavailable
+
+        why = unavailable()
+        if why is not None:
+            what = "--trace" if req.trace else "--capture"
+            raise EnvironmentProblem(f"{what} needs raw sockets: {why} (run as root or "
+                                     f"grant CAP_NET_RAW, or leave {what} out)")
     if not plan.targets and not req.reflectors:
         why = "".join(f"; {n}" for n in plan.notes)
         raise UsageError("nothing to probe: give TARGET..., --targets FILE, --reflector "
