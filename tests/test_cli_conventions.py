@@ -103,3 +103,34 @@ def test_results_are_tallied_and_problems_only_hides_the_passing_ones():
     assert "pass_end_to_end" not in problems.stdout.split("Results:")[0].split("note:")[0]
     assert "2 target(s) that pass end to end are not shown" in problems.stdout
     assert "Results: 1 inspected, 1 terminated_by_lb" in problems.stdout
+
+
+def _schema_of(name: str) -> dict:
+    import json
+    from importlib.resources import files
+
+    schema = json.loads(files("mtlsprobe").joinpath("report/schema/report-v1.json")
+                        .read_text("utf-8"))
+    return {"$schema": schema["$schema"], "$defs": schema["$defs"], "$ref": f"#/$defs/{name}"}
+
+
+def test_the_summary_and_pin_json_follow_the_shipped_schema(tmp_path):
+    import json
+
+    import jsonschema
+
+    from mtlsprobe.live import pki
+
+    runner = CliRunner()
+    (tmp_path / "r.jsonl").write_text(runner.invoke(main, ["demo", "--format", "jsonl"]).stdout)
+    summary = runner.invoke(main, ["summarize", str(tmp_path / "r.jsonl"), "--format", "json"])
+    jsonschema.validate(json.loads(summary.stdout), _schema_of("fleet_summary"))
+    bundle = tmp_path / "ca.pem"
+    ca = pki.CA("Schema Root")
+    bundle.write_bytes(ca.issue("x.example").cert_pem + ca.cert_pem)
+    pins = runner.invoke(main, ["pin", str(bundle), "--format", "json"])
+    jsonschema.validate(json.loads(pins.stdout), _schema_of("pin_output"))
+    with __import__("pytest").raises(jsonschema.ValidationError):
+        jsonschema.validate([{"source": "x", "note": None, "certificates": [
+            {"pin": "sha256/short", "subject": "", "issuer": "", "not_after": ""}]}],
+            _schema_of("pin_output"))
