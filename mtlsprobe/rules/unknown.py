@@ -39,8 +39,12 @@ def no_expectations(case: Case) -> Iterator[Finding]:
     """
     if case.expect.any or not any(o.stage not in _PRE_TLS for o in case.observations):
         return
+    reflector = any(o.reflected is not None for o in case.observations)
     yield finding(
         "MTLS090",
+        "This is a reflector target: --ca, --pin and --baseline describe the real server, not "
+        "the reflector, whose signed echo of a certificate attempt is the evidence here."
+        if reflector else
         "No --ca, --pin or --baseline was given: cannot tell whether the certificate is the "
         "real server's.",
         evidence=[_ev(None, "expect", "none")],

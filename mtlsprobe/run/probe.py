@@ -104,6 +104,10 @@ def run_probe(req: ProbeRequest) -> Report:
     if req.reflectors:
         from mtlsprobe.run.reflector import probe_reflectors
 
+        if req.ca or req.pins or req.baseline:
+            path_notes.append(
+                "--ca, --pin and --baseline judge the real server's targets; a --reflector "
+                "target is judged by its signed echo (what reached it), which needs neither")
         results += probe_reflectors(req.reflectors, options, expect, req.reflector_secret_file)
     inputs: dict[str, object] = {
         "targets": [str(e) for e, _ in plan.targets],
