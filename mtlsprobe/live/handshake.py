@@ -83,9 +83,13 @@ def remove_private_files() -> None:
     agent's key copy): called by an interrupted process before it exits."""
     with _PRIVATE_LOCK:
         _CLOSING.append(True)
-        for workdir in list(_PRIVATE_DIRS):
-            shutil.rmtree(workdir, ignore_errors=True)
-            _PRIVATE_DIRS.discard(workdir)
+        for _ in range(50):  # a worker may still write a file into a folder being removed
+            left = [d for d in _PRIVATE_DIRS if d.exists()]
+            if not left:
+                break
+            for workdir in left:
+                shutil.rmtree(workdir, ignore_errors=True)
+        _PRIVATE_DIRS.clear()
 
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLError) and exc.reason:

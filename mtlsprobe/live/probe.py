@@ -11,9 +11,9 @@ import hashlib
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from mtlsprobe.live import pki
 from mtlsprobe.live.connect import ConnectFailure, open_connection
@@ -24,6 +24,9 @@ from mtlsprobe.model import OTHER_NAME, Attempt, CertKind, Endpoint, Route, Tran
 
 if TYPE_CHECKING:  # live.sniff is imported only when sniffing
     from mtlsprobe.live.sniff import SniffLog
+
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,7 @@ def probe_target(target: Endpoint, options: ProbeOptions) -> list[tuple[Route, l
         return []
     with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix=f"probe {target}") as pool:
         futures = [pool.submit(_one, target, p, a, options, deadline) for p, a in jobs]
-        results = [f.result() for f in futures]
+        results = gather(futures)
     out: list[tuple[Route, list[Transcript]]] = []
     for i, plan in enumerate(plans):
         transcripts = results[i * len(attempts) : (i + 1) * len(attempts)]
@@ -161,7 +164,20 @@ def _probe_all(
 ) -> list[list[tuple[Route, list[Transcript]]]]:
     workers = max(1, min(options.concurrency, len(targets)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="probe-targets") as pool:
-        return list(pool.map(lambda t: probe_target(t, options), targets))
+        return gather([pool.submit(probe_target, t, options) for t in targets])
+
+
+def gather(futures: Sequence[Future[T]]) -> list[T]:
+    """The futures' results in order, waited for in short slices.
+
+    Ctrl-C is delivered to whichever thread the kernel picks; a main thread blocked for
+    good in ``Future.result()`` would run Python's SIGINT handler only when the workers are
+    done (up to --timeout). Waking every quarter second lets it run within moments.
+    """
+    pending = set(futures)
+    while pending:
+        _done, pending = wait(pending, timeout=0.25)
+    return [f.result() for f in futures]
 
 
 def _ports(targets: Sequence[Endpoint], options: ProbeOptions) -> set[int]:
