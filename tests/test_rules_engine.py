@@ -75,7 +75,7 @@ ROW_CASES = [
     (0, [fnd("MTLS060", Severity.BLOCKS), fnd("MTLS010")], Verdict.PROXY_AUTH_REQUIRED),
     (1, [fnd("MTLS061", Severity.BLOCKS), fnd("MTLS062", Severity.BLOCKS)], Verdict.BLOCKED),
     (1, [fnd("MTLS063", Severity.BLOCKS)], Verdict.BLOCKED),
-    (1, [fnd("MTLS066", Severity.BLOCKS)], Verdict.BLOCKED),
+    (9, [fnd("MTLS066", Severity.UNKNOWN)], Verdict.UNKNOWN),  # not TLS: its own finding
     (2, [fnd("MTLS062", Severity.BLOCKS), fnd("MTLS013")], Verdict.UNREACHABLE),
     (3, [fnd("MTLS013"), fnd("MTLS018")], Verdict.INSPECTED),
     (3, [fnd("MTLS014"), fnd("MTLS016")], Verdict.INSPECTED),

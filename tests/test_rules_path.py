@@ -85,7 +85,10 @@ def test_mtls065_via_and_squid_headers():
     assert evaluate(c).verdict is Verdict.PASS_END_TO_END  # a warning never moves the verdict
 
 
-def test_mtls066_not_tls_on_every_attempt():
+def test_mtls066_not_tls_on_every_attempt_is_its_own_finding_not_blocked():
+    """Plain traffic on the probed port is no TLS to judge (issue 13): unknown, and why."""
     c = f.case(f.observation(stage=Stage.HANDSHAKE, **{**PRE_TLS, "outcome": Outcome.NOT_TLS}))
     assert found(c, "MTLS066")
-    assert evaluate(c).verdict is Verdict.BLOCKED
+    res = evaluate(c)
+    assert res.verdict is Verdict.UNKNOWN
+    assert res.reason.endswith("there is no TLS to judge.")

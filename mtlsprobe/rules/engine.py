@@ -75,7 +75,7 @@ def _is_unknown(f: Finding) -> bool:
 VERDICT_TABLE: tuple[VerdictRow, ...] = (
     VerdictRow(Verdict.PROXY_AUTH_REQUIRED, frozenset({"MTLS060"})),
     # MTLS055 first: it names the hop that resets the ClientHello.
-    VerdictRow(Verdict.BLOCKED, frozenset({"MTLS055", "MTLS061", "MTLS063", "MTLS066"})),
+    VerdictRow(Verdict.BLOCKED, frozenset({"MTLS055", "MTLS061", "MTLS063"})),
     VerdictRow(Verdict.UNREACHABLE, frozenset({"MTLS062"})),
     # Proof of minting (MTLS025), a named interceptor, or a reflector (MTLS080-082) that
     # received something other than what we sent.

@@ -421,12 +421,13 @@ def proxy_headers(case: Case) -> Iterator[Finding]:
         )
 
 
-@rule("MTLS066", "Far end does not speak TLS", Severity.BLOCKS)
+@rule("MTLS066", "Far end does not speak TLS", Severity.UNKNOWN)
 def not_tls(case: Case) -> Iterator[Finding]:
-    """Every attempt got an answer that is not TLS: an HTTP block page, a captive portal, or a
-    port that speaks something else.
+    """Every attempt got an answer that is not TLS: a port that speaks something else (plain
+    HTTP, SMTP), an HTTP block page, or a captive portal.
 
-    Blocks: no TLS session, so no client certificate can be presented.
+    Hides the answer: there is no TLS here to judge, so whether client certificates would get
+    through is unknown; it is no sign of a TLS middlebox either.
 
     Allow TLS to the server and check the port: 8383 is Endpoint Central's HTTPS port, 8020 its
     plain HTTP one.
@@ -434,8 +435,8 @@ def not_tls(case: Case) -> Iterator[Finding]:
     if _not_tls(case):
         yield finding(
             "MTLS066",
-            f"{_target(case)} answered with something that is not TLS (block page, captive "
-            "portal or wrong port).",
+            f"{_target(case)} answered with something that is not TLS (a plain-text service on "
+            "this port, a block page or a captive portal): there is no TLS to judge.",
             evidence=[_ev(o, "outcome", o.outcome.value) for o in case.observations
                       if o.outcome is Outcome.NOT_TLS],
             remediation=f"Allow TLS to {_target(case)} and check the port.",
