@@ -6,8 +6,9 @@ Usage:
 
 Writes, per N, a pcap of N one-packet TCP flows (what a scan or a SYN flood looks like on a
 SPAN port): ``hello``, a single segment carrying a small ClientHello (SNI
-``flood.example``), no SYN and no answer; ``syn``, a bare SYN. Each flow comes from its own
-client address and port; ``--servers K`` spreads them over K server addresses (a scan)
+``flood.example``, ``sK.flood.example`` in a scan), no SYN and no answer; ``syn``, a bare
+SYN. Each flow comes from its own client address and port; ``--servers K`` spreads them
+over K server addresses (a scan)
 instead of one. Headers are packed with struct (no checksums): a million flows in a few
 seconds. Then runs ``mtlsprobe analyze FILE --format json`` in a subprocess and reports its
 peak RSS (``getrusage(RUSAGE_CHILDREN).ru_maxrss``, measured in a fresh child per run so
@@ -48,7 +49,9 @@ def client_hello(sni: bytes = b"flood.example") -> bytes:
 def write_flood(path: Path, flows: int, kind: str = "hello", servers: int = 1,
                 start: float = 1_700_000_000.0, step: float = 1e-5) -> int:
     """Write ``flows`` one-packet flows to ``path`` (pcap, Ethernet); returns the file size."""
-    payload = client_hello() if kind == "hello" else b""
+    # one name per server address in a scan (a server is its SNI, else its address)
+    hellos = [client_hello() if servers == 1 else client_hello(f"s{k}.flood.example".encode())
+              for k in range(servers)] if kind == "hello" else [b""]
     flags = 0x18 if kind == "hello" else 0x02  # PSH|ACK with the hello, or a bare SYN
     pack_ip = struct.Struct("!BBHHHBBH4s4s").pack
     pack_tcp = struct.Struct("!HHIIBBHHH").pack
@@ -58,8 +61,9 @@ def write_flood(path: Path, flows: int, kind: str = "hello", servers: int = 1,
         f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
         for i in range(flows):
             client = struct.pack("!BBH", 10, 1 + (i >> 24) % 200, i & 0xFFFF)
-            server = struct.pack("!BBH", 192, 168, 1 + i % servers if servers > 1 else 1)
+            server = struct.pack("!BBH", 192, 168, 1 + i % servers)
             sport = 1024 + (i * 7919) % 64000
+            payload = hellos[i % len(hellos)]
             ip = pack_ip(0x45, 0, 40 + len(payload), 0, 0x4000, 64, 6, 0, client, server)
             tcp = pack_tcp(sport, SERVER_PORT, 1000 + i, 1 if flags & 0x10 else 0, 0x50, flags,
                            65535, 0, 0)
