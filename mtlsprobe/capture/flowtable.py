@@ -43,6 +43,16 @@ Decisions, for reviewers:
   direction is only counted, its frames (IPv4 or IPv6, untagged or VLAN-tagged) are taken
   in the capture file's read buffer, never decoded or yielded (``capture.bulk``: leases,
   settled before any other frame of the connection is read).
+- The table is capped (flood and scan captures: a SYN flood or a scan on a SPAN port is
+  hundreds of thousands of one-packet flows that never close): past ``MAX_OPEN`` open
+  connections, the eighth idle the longest (capture time of their last frame) are evicted.
+  An evicted connection is finished like one still open at the end of the capture: judged
+  with what it had when it showed TLS, else dropped; its tuple is remembered as closed (its
+  later segments are counted in ``after_close``). ``stats["evicted"]`` counts them (of which
+  ``stats["evicted_tls"]`` were kept), and the report says so (``run.captures``). A
+  ``--jobs`` share holds ``MAX_OPEN // parts``, so all shares together hold as much as one
+  reader. Copies (below) are not counted against the cap. A finished connection is let go
+  as soon as it is handed out, at the end of the capture too.
 - Connections are numbered (``Connection.index``) from 0 in order of their first packet
   (like tshark's ``tcp.stream``); with ``partition``, by the frame number of their first
   packet instead (``first_frames``).
@@ -50,6 +60,7 @@ Decisions, for reviewers:
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict, deque
 from collections.abc import Callable, Generator, Iterable, Sequence
 
@@ -70,6 +81,8 @@ from mtlsprobe.capture.tcp import TcpReassembler
 from mtlsprobe.model import Attempt, CertKind
 
 CLOSED_MEMORY = 65536  # how many recently closed 4-tuples to remember
+# open connections held at once (each a few KB); past it the longest idle are evicted
+MAX_OPEN = 16384
 RST_LINGER = 1.0  # seconds a reset connection still takes in-flight segments
 ATTEMPT_PREFIX = "mtlsprobe attempt: "  # live.sniff.ATTEMPT_COMMENT
 
@@ -99,8 +112,11 @@ class FlowTable:
         max_bytes: int | None = 256 * 1024,
         partition: tuple[int, int] | None = None,
         progress: Progress | None = None,
+        max_open: int | None = None,
     ) -> None:
         self.capture = capture
+        parts = partition[1] if partition else 1
+        self.max_open = max(1, (MAX_OPEN if max_open is None else max_open) // parts)
         # (k, n): read only the connections whose address pair hashes to k modulo n, so n
         # processes forked from one parent (one hash seed) share a capture out between them.
         # Connections are then numbered by the frame number of their first packet
@@ -114,6 +130,7 @@ class FlowTable:
         self.stats: dict[str, int] = {
             "packets": 0, "tcp_segments": 0, "connections": 0, "tls_connections": 0,
             "non_tls_connections": 0, "after_close": 0, "bulk_frames": 0, "captured_twice": 0,
+            "evicted": 0, "evicted_tls": 0,
         }
         self.skipped: dict[str, int] = {}  # frames not decoded, by reason
         self._late = BulkFrames(capture)
@@ -210,6 +227,10 @@ class FlowTable:
                     else:
                         index = packets + capture.claimed  # renumbered by the caller
                         self.first_frames.append(index)
+                    if copies is None and len(table) >= self.max_open:
+                        for t in self._evict(table, closed):
+                            sync()
+                            yield t
                     conn = Connection(index, src, dst, ts, self.max_bytes)
                     if copies is None:
                         table[key] = conn
@@ -239,13 +260,16 @@ class FlowTable:
             left = list(table.values())
             for copies in copied.values():
                 left += self._counted(copies)
-            for conn in sorted(left, key=lambda c: c.index):
-                t = self._finish(conn)
+            table.clear()
+            copied.clear()
+            lingering.clear()
+            left.sort(key=lambda c: c.index, reverse=True)
+            while left:  # each let go once handed out: memory does not grow at the end
+                t = self._finish(left.pop())
                 sync()
                 if t is not None:
                     yield t
-            table.clear()
-            copied.clear()
+                    t = None
         finally:
             sync()
             self.stream = _hold_chunks
@@ -273,6 +297,32 @@ class FlowTable:
         if len(closed) > CLOSED_MEMORY:
             closed.popitem(last=False)
         return self._finish(conn)
+
+    def _evict(
+        self, table: dict[tuple[Addr, Addr], Connection[Lease]],
+        closed: OrderedDict[tuple[Addr, Addr], None],
+    ) -> Generator[Connection[Lease], None, None]:
+        """The table is full: evict the eighth of it idle the longest; yield those kept."""
+        late = self._late
+        for conn in table.values():
+            if conn.leases:
+                late.settle(conn)  # bulk frames its leases took make it recent
+        n = len(table) - self.max_open + max(1, self.max_open // 8)
+        oldest = heapq.nsmallest(n, table.items(), key=lambda kv: (kv[1].last, kv[1].index))
+        oldest.reverse()
+        self.stats["evicted"] += len(oldest)
+        while oldest:
+            key, conn = oldest.pop()
+            del table[key]
+            closed[key] = None
+            if len(closed) > CLOSED_MEMORY:
+                closed.popitem(last=False)
+            t = self._finish(conn)
+            del conn
+            if t is not None:
+                self.stats["evicted_tls"] += 1
+                yield t
+                t = None
 
     def _end_copies(self, copies: Copies) -> list[Connection[Lease]]:
         """A new connection replaces the copies of the last one: what ``_finish`` gives."""

@@ -135,6 +135,11 @@ def analyze(
         notes.extend(stream.notes)
     if not tallies.tallies:
         notes.append("no TLS connection found in the capture(s)")
+    if tallies.overflow:
+        notes.append(
+            f"{tallies.overflow:,} TLS connection(s) to servers beyond the {bounds.MAX_SERVERS:,} "
+            "judged (a scan?) were counted, not judged"
+        )
     results = []
     port_set = set(ports)
     for group in tallies.groups():

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mtlsprobe.capture import flowtable
 from mtlsprobe.capture.observations import ObservationReader
 from mtlsprobe.live.files import read_limited
 from mtlsprobe.model import Observation
@@ -143,6 +144,13 @@ def capture_notes(
             f"{name}: {stats['captured_twice']} connection(s) were captured twice with rewritten "
             "sequence numbers (a firewall randomising ISNs between two capture points); each "
             "copy read on its own"
+        )
+    if stats.get("evicted"):
+        notes.append(
+            f"{name}: {stats['evicted']:,} flow(s) evicted from the flow table (cap "
+            f"{flowtable.MAX_OPEN:,} open connections; a flood or a scan?), the longest idle "
+            f"first: {stats.get('evicted_tls', 0):,} that had shown TLS were judged with what "
+            "they had, the rest dropped; their later segments, if any, were not read"
         )
     if keylog_skipped:
         notes.append(f"{name}: {keylog_skipped} key log line(s) not understood")

@@ -22,6 +22,9 @@ Decisions, for reviewers:
   few shapes. Only connections whose shape is not among the ``MAX_SHAPES`` kept are counted
   (``overflow``) and not judged. Per server at most ``MAX_SHAPES`` observations and
   ``MAX_CLIENT_CERTS`` numbers (the distinct client certificates, for the report note).
+- A scan of many addresses is one server per address: at most ``MAX_SERVERS`` servers are
+  kept, those of lowest rank (a stable hash of the server's key, so the same in every share
+  and order); connections to the others are counted (``ServerTallies.overflow``), not judged.
 - Each kept observation is the earliest connection of those it stands for, with their exact
   count and last start: a rule that asks "the first connection that showed X" (MTLS015/019's
   times, MTLS070's certificate, MTLS071's first and last) gets the same answer folded or not.
@@ -50,6 +53,7 @@ from mtlsprobe.rules.signatures import match_body
 MAX_BEHAVIOURS = 32  # distinct behaviours kept per server; past them the tally folds
 MAX_SHAPES = 256  # verdict shapes kept per folded server; connections of more are counted
 MAX_CLIENT_CERTS = 4096  # distinct client certificates counted per folded server
+MAX_SERVERS = 4096  # servers kept (a scan is one per address); connections to more are counted
 # HTTP response headers whose values differ between otherwise identical answers (their
 # names and places are kept; of Set-Cookie, the cookie's name)
 _VOLATILE_HEADERS = frozenset({"date", "expires", "age", "last-modified", "etag", "set-cookie"})
@@ -308,12 +312,34 @@ class ServerTallies:
 
     def __init__(self) -> None:
         self.tallies: dict[ServerKey, ServerTally] = {}
+        self.overflow = 0  # connections to servers beyond the MAX_SERVERS kept
+        self._ranks: dict[ServerKey, int] = {}  # each kept server's _rank
+        self._highest: ServerKey | None = None
+
+    def _room(self, key: ServerKey, connections: int) -> bool:
+        """Whether a new server ``key`` is kept (evicting the highest-ranked kept one when
+        full); False: its ``connections`` were counted in ``overflow``."""
+        ranks = self._ranks
+        rank = _rank(key)
+        if len(self.tallies) >= MAX_SERVERS:
+            if self._highest is None:
+                self._highest = max(self.tallies, key=ranks.__getitem__)
+            if rank >= ranks[self._highest]:
+                self.overflow += connections
+                return False
+            self.overflow += self.tallies.pop(self._highest).connections
+            del ranks[self._highest]
+            self._highest = None
+        ranks[key] = rank
+        return True
 
     def add(self, obs: Observation, capture_index: int = 0) -> None:
         key = (_server_name(obs), obs.server.port, *_route_key(obs.route))
         tally = self.tallies.get(key)
         order = (capture_index, obs.observed_at)
         if tally is None:
+            if not self._room(key, 1):
+                return
             tally = self.tallies[key] = ServerTally(order)
         elif order < tally.order:
             tally.order = order
@@ -321,10 +347,13 @@ class ServerTallies:
 
     def merge(self, other: ServerTallies, capture_index: int = 0) -> None:
         """Add another reader's tallies (a share of the same capture, see run.shares)."""
+        self.overflow += other.overflow
         for key, tally in other.tallies.items():
             order = (capture_index, tally.order[1])
             mine = self.tallies.get(key)
             if mine is None:
+                if not self._room(key, tally.connections):
+                    continue
                 tally.order = order
                 self.tallies[key] = tally
             else:
