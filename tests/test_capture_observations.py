@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from tools import drain_pty
 
 from mtlsprobe.capture.observations import ObservationReader, iter_observations
 from mtlsprobe.capture.transcripts import CaptureReader
@@ -192,16 +193,7 @@ def test_analyze_draws_a_progress_bar_on_a_terminal_only(tmp_path: Path) -> None
     master, slave = pty.openpty()
     proc = _analyze_with_stderr(path, tmp_path / "tty.json", slave)
     os.close(slave)
-    seen = b""
-    while True:
-        try:
-            data = os.read(master, 4096)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not data:
-            break
-        seen += data
-    os.close(master)
+    seen = drain_pty(master)
     assert proc.wait(timeout=60) in (0, 12)
     assert b"reading [" in seen and b"100%" in seen  # drawn while reading
     bar, _, said = seen.partition(b"mtlsprobe: report written to ")

@@ -65,22 +65,15 @@ def _in_a_terminal(cols: int, *args: str) -> str:
     import sys
     import termios
 
+    from tools import drain_pty
+
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, cols, 0, 0))
     env = {**os.environ, "COLUMNS": str(cols), "LINES": "50"}
     proc = subprocess.Popen([sys.executable, "-m", "mtlsprobe", *args], stdout=slave,
                             stderr=subprocess.DEVNULL, env=env)
     os.close(slave)
-    seen = b""
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not data:
-            break
-        seen += data
-    os.close(master)
+    seen = drain_pty(master)
     assert proc.wait(timeout=60) == 0
     return seen.decode("utf-8", "replace").replace("\r\n", "\n")
 

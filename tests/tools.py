@@ -432,3 +432,18 @@ class Mitmdump(ExternalProgram):
         m = self.wait_for_line(r"proxy listening at .*:(\d+)", timeout=60)
         self.port = int(m.group(1))
         return self
+
+
+def drain_pty(master: int) -> bytes:
+    """Everything a child wrote to a pseudo-terminal, until it closed it; closes `master`."""
+    seen = b""
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        seen += data
+    os.close(master)
+    return seen
