@@ -308,7 +308,9 @@ def _erspan(kind: str, data: bytes, version: str) -> tuple[str, bytes]:
     if version == "1":
         gre = GRE(proto=0x88BE) / ERSPAN_I()
     elif version == "2":
-        gre = GRE(proto=0x88BE, seqnum_present=1, sequence_number=9) / ERSPAN_II(session_id=5)
+        # ver given: scapy 2.5 defaults it to 0 (ERSPAN I), later versions to 1
+        ii = ERSPAN_II(ver=1, session_id=5)
+        gre = GRE(proto=0x88BE, seqnum_present=1, sequence_number=9) / ii
     elif version == "3-ip":  # frame type 2: the IP packet without its Ethernet header
         if kind != "ip":
             raise ValueError("erspan3-ip carries an IP packet")
