@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import warnings
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
@@ -209,8 +210,31 @@ def to_der(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.DER)
 
 
+_DN_TYPES = {"1.2.840.113549.1.9.1": "emailaddress", "2.5.4.5": "serialnumber"}
+
+
+def dn_key(text: str) -> str:
+    """An RFC 4514 name compared across writers: attribute types in lower case, OIDs that
+    OpenSSL names (Zeek's x509.log: ``emailAddress=``) and cryptography does not, unified."""
+    parts = re.split(r"(?<!\\),", text)
+    out = []
+    for part in parts:
+        kind, sep, value = part.partition("=")
+        kind = kind.strip().lower()
+        out.append(f"{_DN_TYPES.get(kind, kind)}{sep}{value.strip()}")
+    return ",".join(out)
+
+
 def issued_by(child: CertInfo, parent: CertInfo) -> bool:
-    """True when `parent`'s key signed `child` and the names chain (RFC 5280 §6.1)."""
+    """True when `parent`'s key signed `child` and the names chain (RFC 5280 §6.1).
+
+    A certificate known by names only (``known_by``: a Zeek x509.log row, no DER) chains by
+    names alone; one known by its fingerprint alone chains to nothing.
+    """
+    if "fingerprint" in (child.known_by, parent.known_by):
+        return False
+    if "names" in (child.known_by, parent.known_by):
+        return bool(child.issuer) and dn_key(child.issuer) == dn_key(parent.subject)
     if child.issuer != parent.subject:
         return False
     try:

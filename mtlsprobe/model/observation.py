@@ -59,6 +59,11 @@ class CertInfo:
     is_ca: bool = False
     self_issued: bool = False
     der: bytes = b""
+    # how much of the certificate is known: "der" (all of it), "names" (a Zeek x509.log row
+    # without the certificate: names, dates, SAN, no key, so no pin and no signature check),
+    # "fingerprint" (its SHA-256 alone: a Zeek chain entry with no x509.log row; its names
+    # are empty and its dates placeholders that no rule may read)
+    known_by: str = "der"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -67,6 +72,9 @@ class CertRequestInfo:
     authorities: tuple[str, ...] = ()  # DNs (RFC 4514) from certificate_authorities / CA list
     signature_algorithms: tuple[str, ...] = ()
     where: str | None = None  # "handshake" | "renegotiation" | "post_handshake"
+    # False: the request was seen but not its CA list (a Zeek log without the
+    # certificate-request-info policy); ``authorities`` is then empty and means nothing
+    authorities_seen: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -115,6 +115,9 @@ def _same_root_impostor(case: Case, chain: Chain) -> bool:
 
 def _missing_issuer(chain: Chain) -> str | None:
     """The issuer name the chain stops at when the peer left it out (incomplete chain)."""
+    unknown = next((c for c in chain if c.known_by == "fingerprint"), None)
+    if unknown is not None:  # a Zeek chain entry without its x509.log row: cannot tell
+        return f"the certificate {unknown.sha256} (known by its fingerprint only)"
     top = chain[-1]
     if top.self_issued:
         return None
@@ -125,6 +128,8 @@ def _missing_issuer(chain: Chain) -> str | None:
 
 def _minted(obs: Observation, chain: Chain) -> bool:
     """Signs of a certificate minted on the fly by an interception product."""
+    if chain[0].known_by == "fingerprint":  # no dates, no key (a Zeek log without x509.log)
+        return False
     return abs(obs.observed_at - chain[0].not_before) <= FRESH_LEAF or leaf_shares_issuer_key(
         chain
     )
@@ -248,6 +253,8 @@ AUTHORITIES_SHOWN = 5  # a CertificateRequest may list 1,400 CA names: show a fe
 
 
 def _authorities(obs: Observation) -> str:
+    if not obs.cert_request.authorities_seen:
+        return "(CA list not logged)"
     return _names(obs.cert_request.authorities, "(none listed)")
 
 

@@ -410,17 +410,24 @@ def chain_incomplete(case: Case) -> Iterator[Finding]:
         if missing is None or _anchor(case, chain) is not None or _minted(seen_by[0], chain):
             continue
         confirmed = _confirmed(case, chain)
+        unseen = any(c.known_by == "fingerprint" for c in chain)  # a Zeek log's chain
         yield finding(
             "MTLS023",
-            f"The server for {_target(case)} sent an incomplete chain: {missing} is missing, "
-            "so it cannot be checked against --ca"
+            (f"The server chain for {_target(case)} cannot be checked against --ca: no "
+             f"x509.log row names {missing.removesuffix(' (known by its fingerprint only)')}"
+             if unseen else
+             f"The server for {_target(case)} sent an incomplete chain: {missing} is missing, "
+             "so it cannot be checked against --ca")
             + (" (the pin/baseline still identifies the real server)." if confirmed else
                "; whether this is the real server stays open."),
             evidence=[
                 _ev(seen_by[0], f"server_chain[{len(chain) - 1}].issuer", missing),
                 _ev(None, "expect.roots", "; ".join(r.subject for r in case.expect.roots)),
             ],
-            remediation="Configure the server to send its intermediate certificates; "
-            "meanwhile add the intermediate to --ca or give --pin/--baseline.",
+            remediation=("Give the x509.log files of the same days (Zeek logs every "
+                         "certificate of the chain unless log-hostcerts-only is loaded), or "
+                         "give --baseline." if unseen else
+                         "Configure the server to send its intermediate certificates; "
+                         "meanwhile add the intermediate to --ca or give --pin/--baseline."),
             severity=Severity.WARNING if confirmed else Severity.UNKNOWN,
         )

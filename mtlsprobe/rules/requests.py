@@ -131,7 +131,8 @@ def cert_request_cas_differ(case: Case) -> Iterator[Finding]:
     want = set(base.cert_request_authorities)
     odd = [
         o for o in case.observations
-        if o.cert_request.seen is Seen.YES and set(o.cert_request.authorities) != want
+        if o.cert_request.seen is Seen.YES and o.cert_request.authorities_seen
+        and set(o.cert_request.authorities) != want
     ]
     if not odd:
         return

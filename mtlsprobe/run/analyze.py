@@ -1,4 +1,4 @@
-"""analyze: capture files -> Transcripts -> Observations -> one Case per server -> rules.
+"""analyze: capture files (and Zeek logs) -> Observations -> one Case per server -> rules.
 
 Boundary: the offline pipeline. Capture reading is ``mtlsprobe.capture``'s job (through
 ``run.captures``), TLS facts the observer's, judgement the rules' (the same rules the live
@@ -13,6 +13,8 @@ Decisions, for reviewers:
 - Damage inside a capture (truncation, corrupt records, unknown link types) is a report
   note and the rest is analysed. A source that is not a capture is an ``InputError``,
   raised before anything is written.
+- Zeek ssl.log/x509.log files, told from captures by content (``run.zeek_inputs``), become
+  the same Observations through ``mtlsprobe.logs`` and join the same tallies.
 - Observations are judged at capture time (``observed_at`` = the connection's first packet).
 - Memory stays flat in the capture size: connections stream through per-server tallies
   (``run.tallies``) that keep one observation per distinct behaviour; past
@@ -36,6 +38,7 @@ from mtlsprobe.run import shares as analyze_shares
 from mtlsprobe.run import tallies as bounds
 from mtlsprobe.run.captures import CaptureObservations, Source, capture_sources
 from mtlsprobe.run.tallies import ServerGroup, ServerTallies, canonical_host
+from mtlsprobe.run.zeek_inputs import ZeekLogs, expectations_for, split_zeek_logs
 from mtlsprobe.tls.keylog import parse_keylogs
 
 CAPTURE_SOURCE = "capture"
@@ -110,7 +113,7 @@ def analyze(
     """
     from mtlsprobe.run.pipeline import judge
 
-    sources = capture_sources(paths)
+    sources, zeek_logs = split_zeek_logs(capture_sources(paths))
     notes: list[str] = []
     folders = {str(p) for p in paths if str(p) != "-" and Path(p).is_dir()}
     tallies = ServerTallies()
@@ -133,6 +136,12 @@ def analyze(
             tallies.add(obs, index)
         names.append(stream.name)
         notes.extend(stream.notes)
+    if zeek_logs:  # after the captures: the x509 index is built before any ssl.log row
+        logs = ZeekLogs(zeek_logs)
+        for obs in logs:
+            tallies.add(obs, len(sources))
+        names.extend(logs.names)
+        notes.extend(logs.notes)
     if not tallies.tallies:
         notes.append("no TLS connection found in the capture(s)")
     if tallies.overflow:
@@ -149,7 +158,10 @@ def analyze(
         if servers and not any(s.matches(target) for s in servers):
             continue
         notes.extend(_folding_notes(group))
-        results.append(judge(target, group.route, group.observations, expect, CAPTURE_SOURCE))
+        group_expect, zeek_note = expectations_for(group.observations, expect)
+        notes.extend([zeek_note] if zeek_note else [])
+        results.append(judge(target, group.route, group.observations, group_expect,
+                             CAPTURE_SOURCE))
     for s in servers:
         if not any(s.matches(r.target) for r in results):
             where = f"{s.host}:{s.port}" if s.port else s.host
