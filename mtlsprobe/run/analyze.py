@@ -38,7 +38,12 @@ from mtlsprobe.run import shares as analyze_shares
 from mtlsprobe.run import tallies as bounds
 from mtlsprobe.run.captures import CaptureObservations, Source, capture_sources
 from mtlsprobe.run.tallies import ServerGroup, ServerTallies, canonical_host
-from mtlsprobe.run.zeek_inputs import ZeekLogs, expectations_for, split_zeek_logs
+from mtlsprobe.run.zeek_inputs import (
+    ZeekLogs,
+    expectations_for,
+    refuse_other_logs,
+    split_zeek_logs,
+)
 from mtlsprobe.tls.keylog import parse_keylogs
 
 CAPTURE_SOURCE = "capture"
@@ -116,6 +121,7 @@ def analyze(
     sources, zeek_logs = split_zeek_logs(capture_sources(paths))
     notes: list[str] = []
     folders = {str(p) for p in paths if str(p) != "-" and Path(p).is_dir()}
+    refuse_other_logs(zeek_logs, sorted(folders))
     tallies = ServerTallies()
     names: list[str] = []
     keylog = parse_keylogs(keylog_texts)

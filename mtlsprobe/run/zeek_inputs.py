@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from mtlsprobe.logs.sniff import head_bytes, zeek_kind
 from mtlsprobe.logs.zeek_logs import POLICY_HINT, ZeekLogs, log_path
 from mtlsprobe.model import Expectations, Observation
+from mtlsprobe.model.errors import InputError
 from mtlsprobe.run.captures import Source
 
 ZeekSource = tuple[str, str, str]  # (path, "tsv" | "json", "ssl" | "x509" | other path)
@@ -44,6 +45,16 @@ def split_zeek_logs(sources: Sequence[Source]) -> tuple[list[Source], list[ZeekS
     return captures, logs
 
 
+def refuse_other_logs(logs: Sequence[ZeekSource], folders: Sequence[str]) -> None:
+    """A Zeek log of another kind (conn.log, ...) named on the command line is an input error,
+    as a file that is no capture is; found in a folder, it is skipped with a note."""
+    for path, _kind, which in logs:
+        in_folder = any(path.startswith(f.rstrip("/") + "/") for f in folders)
+        if which not in ("ssl", "x509") and not in_folder:
+            raise InputError(f"{path}: a Zeek {which or 'unknown'} log; analyze reads Zeek's "
+                             "ssl.log and x509.log")
+
+
 def from_zeek(observations: Sequence[Observation]) -> bool:
     return bool(observations) and all(o.route.source == "zeek" for o in observations)
 
@@ -64,4 +75,4 @@ def expectations_for(
     return dataclasses.replace(expect, pins=()), note
 
 
-__all__ = ["ZeekLogs", "expectations_for", "from_zeek", "split_zeek_logs"]
+__all__ = ["ZeekLogs", "expectations_for", "from_zeek", "refuse_other_logs", "split_zeek_logs"]
