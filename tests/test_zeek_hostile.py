@@ -308,3 +308,18 @@ def test_bad_escapes_are_kept_as_written(escape):
     reader = ZeekReader("t", text_stream(data), "tsv")
     [row] = list(reader)
     assert isinstance(row["a"], str) and row["a"].startswith("v")
+
+
+def test_ssl_logs_own_subject_and_issuer_name_the_leaf_without_x509_log(tmp_path):
+    """``SSL::log_include_server_certificate_subject_issuer`` (files.zeek) puts the leaf's
+    names in ssl.log: without an x509.log row the leaf is then known by them."""
+    from zeek_tools import zeek_observations
+
+    row = ssl_row().rstrip("\n") + "\tCN=ec.corp.example,O=Corp\tCN=Corp Root,O=Corp\n"
+    (tmp_path / "ssl.log").write_text(
+        header([*FIELDS, "subject", "issuer"], [*TYPES, "string", "string"]) + row)
+    [obs], _ = zeek_observations([tmp_path / "ssl.log"])
+    leaf, root = obs.server_chain
+    assert (leaf.known_by, leaf.subject, leaf.issuer) == (
+        "names", "CN=ec.corp.example,O=Corp", "CN=Corp Root,O=Corp")
+    assert root.known_by == "fingerprint"

@@ -30,6 +30,7 @@ the client's Certificate.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 
 from mtlsprobe.logs.zeek_format import Row
@@ -125,6 +126,8 @@ class RowMapper:
                                                        dropped)
         client_chain, client_seen = self._client_chain(history, client_fps, hidden, resumed,
                                                        dropped)
+        server_chain = _named_leaf(server_chain, row, "subject", "issuer")
+        client_chain = _named_leaf(client_chain, row, "client_subject", "client_issuer")
         alerts = self._alerts(row, history, established)
         uid = _text(row, "uid") or ""
         return Observation(
@@ -205,6 +208,18 @@ class RowMapper:
             description=_text(row, "last_alert") or "encrypted",
             after_handshake=established and at > handshake_end,
         ),)
+
+
+def _named_leaf(chain: tuple[CertInfo, ...], row: Row, subject_key: str,
+                issuer_key: str) -> tuple[CertInfo, ...]:
+    """A leaf without an x509.log row, named from ssl.log's own subject/issuer columns
+    (files.zeek's ``log_include_server_certificate_subject_issuer`` and its client twin)."""
+    subject, issuer = _text(row, subject_key), _text(row, issuer_key)
+    if not chain or chain[0].known_by != "fingerprint" or not (subject and issuer):
+        return chain
+    leaf = dataclasses.replace(chain[0], subject=subject, issuer=issuer,
+                               self_issued=subject == issuer, known_by="names")
+    return (leaf, *chain[1:])
 
 
 def _outcome(established: bool, alerts: tuple[AlertInfo, ...]) -> Outcome:

@@ -60,7 +60,8 @@ class CertInfo:
     self_issued: bool = False
     der: bytes = b""
     # how much of the certificate is known: "der" (all of it), "names" (a Zeek x509.log row
-    # without the certificate: names, dates, SAN, no key, so no pin and no signature check),
+    # without the certificate: names, dates, SAN, no key, so no pin and no signature check;
+    # from ssl.log's subject/issuer columns alone, names only, dates placeholders),
     # "fingerprint" (its SHA-256 alone: a Zeek chain entry with no x509.log row; its names
     # are empty and its dates placeholders that no rule may read)
     known_by: str = "der"
