@@ -43,7 +43,8 @@ def analyze(
     fmt: str,
     output: Path | None,
 ) -> None:
-    """Judge TLS connections in CAPTURE (pcap/pcapng, gzip ok; a folder; '-' for stdin).
+    """Judge TLS connections in CAPTURE (pcap/pcapng, gzip ok; a folder; '-' for stdin),
+    or in Zeek ssl.log and x509.log files (TSV or JSON lines, gzip ok), told by content.
 
     Every TLS server seen (host:port, per route) gets a verdict from the same rules as
     `probe`, judged at capture time. Facts the capture hides (TLS 1.3 without a key log,
