@@ -36,10 +36,11 @@ from pathlib import Path
 
 from zeek_x509 import X509Facts, dn_string, hostname_matches, x509_facts
 
+from mtlsprobe.tls.extensions import parse_extensions
 from mtlsprobe.tls.handshake_framing import HandshakeAssembler
 from mtlsprobe.tls.handshake_messages import parse_certificate, parse_certificate_request
-from mtlsprobe.tls.hellos import parse_client_hello, parse_server_hello
-from mtlsprobe.tls.reader import DecodeError
+from mtlsprobe.tls.hellos import ServerHello, parse_client_hello, parse_server_hello
+from mtlsprobe.tls.reader import DecodeError, Reader
 from mtlsprobe.tls.records import Record, RecordSplitter
 
 CONSTS = json.loads((Path(__file__).with_name("zeek_consts.json")).read_text())
@@ -51,7 +52,7 @@ _LETTERS = {0: "h", 1: "c", 2: "s", 3: "v", 4: "t", 5: "e", 6: "j", 8: "o", 11: 
             23: "a", 24: "p", 254: "m"}
 MAX_HISTORY = 100  # SSL::max_ssl_history_length
 MAX_ALERTS_PER_RECORD = 10  # SSL::max_alerts_per_record (src/const.bif)
-_SESSION_TICKET, _PRE_SHARED_KEY = 35, 41
+_SESSION_TICKET, _PRE_SHARED_KEY, _KEY_SHARE, _KEY_SHARE_OLD = 35, 41, 51, 40  # 40: drafts <= 22
 
 
 def zeek_name(table: str, number: int) -> str:
@@ -62,6 +63,23 @@ def zeek_name(table: str, number: int) -> str:
     if table == "version_strings" and number // 0xFF == 0x7F:
         return f"TLSv13-draft{number % 0x7F}"
     return f"unknown-{number}"
+
+
+def _draft_server_hello(body: bytes) -> ServerHello:
+    """A TLS 1.3 draft (0x7fXX) ServerHello: version, random, cipher, extensions; no
+    session id or compression (draft-ietf-tls-tls13-14 §4.1.3; Zeek's ServerHello parser
+    in tls-handshake-protocol.pac reads it so)."""
+    r = Reader(body, "ServerHello")
+    version = r.u16()
+    random = r.bytes(32)
+    suite = r.u16()
+    exts = parse_extensions(r)
+    group = next((int.from_bytes(e.data[:2], "big") for e in exts
+                  if e.type in (_KEY_SHARE, _KEY_SHARE_OLD) and len(e.data) >= 2), None)
+    return ServerHello(legacy_version=version, random=random, session_id=b"",
+                       cipher_suite=suite, compression_method=0, extensions=exts,
+                       key_share_group=group,
+                       psk_selected=any(e.type == _PRE_SHARED_KEY for e in exts))
 
 
 @dataclass
@@ -247,7 +265,7 @@ class ZeekSsl:
             info.ticket_empty_session = False
 
     def _server_hello(self, body: bytes) -> None:
-        sh = parse_server_hello(body)
+        sh = _draft_server_hello(body) if body[:1] == b"\x7f" else parse_server_hello(body)
         info = self.info
         if sh.selected_version is not None:
             info.version_num = sh.selected_version

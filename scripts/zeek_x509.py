@@ -27,6 +27,7 @@ from functools import cache
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import ExtensionOID
 
 # OpenSSL's group names where cryptography names the curve otherwise (RFC 4492 aliases)
@@ -34,8 +35,6 @@ _CURVE_NAMES = {"secp256r1": "prime256v1", "secp192r1": "prime192v1"}
 # EVP_PKEY_bits for the Edwards keys (OpenSSL: ED25519_BITS, ED448_BITS)
 _EDWARDS = ((ed25519.Ed25519PublicKey, "ED25519", 253), (ed448.Ed448PublicKey, "ED448", 456))
 _RFC2253_SPECIAL = frozenset(',+"\\<>;')
-# Old certificates with a zero or negative serial: OpenSSL (and Zeek) read them; so do we.
-warnings.filterwarnings("ignore", message="Parsed a serial number which wasn't positive")
 
 
 @cache
@@ -183,6 +182,12 @@ def _san(ext: object | None) -> tuple[tuple[str, ...] | None, ...]:
 
 def x509_facts(der: bytes) -> X509Facts:
     """The facts of one certificate. Raises ValueError when it does not parse."""
+    with warnings.catch_warnings():  # a zero or negative serial: OpenSSL reads it, so do we
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        return _x509_facts(der)
+
+
+def _x509_facts(der: bytes) -> X509Facts:
     cert = x509.load_der_x509_certificate(der)
     san = _extension(cert, ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
     bc = _extension(cert, ExtensionOID.BASIC_CONSTRAINTS)
