@@ -106,7 +106,10 @@ class Flow:
 class _FlowReader(CaptureReader):
     """The project's capture reader, yielding each connection with its TCP addresses."""
 
-    def _emit(self, conn: Connection) -> Flow:
+    def __iter__(self) -> Iterator[Flow]:  # type: ignore[override]
+        return self._run()
+
+    def _emit(self, conn: Connection) -> Flow:  # type: ignore[override]
         client, server, _how = conn.roles()
         label = f"{self.capture.name} flow {conn.index}"
         t = transcript(conn, label=label, keylog=None)
