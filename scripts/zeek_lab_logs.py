@@ -14,8 +14,10 @@ expects for it, copied from the capture's own manifest. Same captures, same byte
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -55,16 +57,18 @@ def _connect_targets(capture: Path) -> dict[str, str]:
     return out
 
 
-def make(out: Path) -> dict[str, Any]:
-    """Write every capture's logs under ``out`` and return the manifest (also written)."""
+def _derive_all(out: Path, tmp: str) -> list[dict[str, Any]]:
     entries: list[dict[str, Any]] = []
     for set_name, folder in SETS:
-        source = ROOT / folder / "manifest.json"
-        for cap in json.loads(source.read_text())["captures"]:
+        source = json.loads((ROOT / folder / "manifest.json").read_text())
+        roots = Path(tmp) / f"{set_name}-root.pem"
+        roots.write_text(source["ca_pem"])
+        opts = dataclasses.replace(OPTIONS, roots=roots)
+        for cap in source["captures"]:
             capture = ROOT / folder / cap["file"]
             name = capture.name.split(".")[0]
-            logs = derive(capture, OPTIONS)
-            write(logs, out / name, OPTIONS)
+            logs = derive(capture, opts)
+            write(logs, out / name, opts)
             entry: dict[str, Any] = {
                 "name": name,
                 "set": set_name,
@@ -85,11 +89,28 @@ def make(out: Path) -> dict[str, Any]:
             if targets:
                 entry["connect_targets"] = targets
             entries.append(entry)
+    return entries
+
+
+def make(out: Path) -> dict[str, Any]:
+    """Write every capture's logs under ``out`` and return the manifest (also written)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        entries = _derive_all(out, tmp)
     manifest = {
         "about": "Zeek ssl.log/x509.log DERIVED from the lab captures by "
                  "scripts/zeek_logs_from_capture.py (not written by Zeek); remade by "
                  "scripts/zeek_lab_logs.py. See README.md.",
         "ca_pem": "in each entry's source_manifest (the root to pass as --ca)",
+        "zeek_config": [
+            "base scripts (scripts/base/protocols/ssl, scripts/base/files/x509)",
+            "redef SSL::log_include_server_certificate_subject_issuer = T",
+            "redef SSL::log_include_client_certificate_subject_issuer = T",
+            "@load policy/protocols/ssl/certificate-request-info",
+            "@load policy/protocols/ssl/validate-certs, SSL::root_certs = the source "
+            "manifest's ca_pem, SSL::ssl_cache_intermediate_ca = F",
+            "@load policy/protocols/ssl/log-certs-base64",
+            "x509.log: each (fingerprint, host_cert, client_cert) once per capture",
+        ],
         "captures": entries,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

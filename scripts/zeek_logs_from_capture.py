@@ -1,9 +1,9 @@
 """Write the ssl.log and x509.log Zeek would write for a capture, derived by our own code.
 
 Usage:
-    python3 scripts/zeek_logs_from_capture.py CAPTURE [-o DIR] [--json] [--all-certs]
+    python3 scripts/zeek_logs_from_capture.py CAPTURE [-o DIR] [--json]
         [--host-certs-only] [--log-certs-base64] [--no-subject-issuer] [--no-dedup]
-        [--port N ...]
+        [--roots ROOTS.pem] [--port N ...]
 
 TCP flows and their bytes come from the project's capture code
 (``mtlsprobe.capture.transcripts.CaptureReader``: reassembly, encapsulations, HTTP CONNECT
@@ -16,15 +16,18 @@ ClientHello / server TLS record on, as Zeek's protocol analyzers hand STARTTLS o
 Columns: ssl.log is Zeek's default (``scripts/base/protocols/ssl/main.zeek``,
 ``files.zeek``) plus subject, issuer, client_subject, client_issuer (files.zeek, off by
 default in Zeek: ``--no-subject-issuer`` leaves them out) and
-requested_client_certificate_authorities (``policy/protocols/ssl/certificate-request-info.zeek``).
+requested_client_certificate_authorities (``policy/protocols/ssl/certificate-request-info.zeek``)
+and, with ``--roots``, validation_status (``policy/protocols/ssl/validate-certs.zeek`` with
+those roots as ``SSL::root_certs``; ``zeek_validate.py``).
 x509.log is ``scripts/base/files/x509/main.zeek``: every certificate (leaf ``host_cert=T``,
 chain ``F``), each (fingerprint, host_cert, client_cert) once per run like Zeek's
 ``X509::relog_known_certificates_after`` (``--no-dedup``: every time, as with 0secs);
-``--host-certs-only`` is ``policy/protocols/ssl/log-hostcerts-only.zeek`` and
+``--host-certs-only`` is ``policy/protocols/ssl/log-hostcerts-only.zeek`` (which Zeek's
+``site/local.zeek`` loads: base Zeek logs every certificate) and
 ``--log-certs-base64`` adds ``cert`` (``log-certs-base64.zeek``).
 
 Not Zeek's: ``uid`` (ours: a hash of the capture name and the connection), and ``#open``
-/``#close`` are the capture's first and last packet times (UTC), so a rerun writes the
+/``#close`` are the first and last packet times of its TCP connections (UTC), so a rerun writes the
 same bytes. Zeek's ``ts`` is when the first TLS record was seen, so is ours.
 """
 
@@ -46,6 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 
 from zeek_ssl import CertFile, ZeekSsl  # noqa: E402
+from zeek_validate import validation_status  # noqa: E402
 
 from mtlsprobe.capture.connection import Connection  # noqa: E402
 from mtlsprobe.capture.transcripts import CaptureReader, transcript  # noqa: E402
@@ -66,6 +70,7 @@ SSL_FIELDS = [
     ("cert_chain_fps", "vector[string]"), ("client_cert_chain_fps", "vector[string]"),
     ("subject", "string"), ("issuer", "string"), ("client_subject", "string"),
     ("client_issuer", "string"), ("sni_matches_cert", "bool"),
+    ("validation_status", "string"),
     ("requested_client_certificate_authorities", "vector[string]"),
 ]
 _SUBJECT_ISSUER = {"subject", "issuer", "client_subject", "client_issuer"}
@@ -90,6 +95,7 @@ class Options:
     certs_base64: bool = False
     dedup: bool = True
     ports: frozenset[int] = STARTTLS_PORTS
+    roots: Path | None = None  # SSL::root_certs for validate-certs.zeek (None: no column)
 
 
 @dataclass
@@ -168,7 +174,7 @@ def _uid(capture: str, flow: Flow) -> str:
     return "C" + out[:17]
 
 
-def ssl_row(capture: str, flow: Flow, zeek: ZeekSsl) -> dict[str, Any]:
+def ssl_row(capture: str, flow: Flow, zeek: ZeekSsl, opts: Options) -> dict[str, Any]:
     info = zeek.info
     servers, clients = info.server_certs, info.client_certs
     leaf = servers[0].facts if servers else None
@@ -186,8 +192,17 @@ def ssl_row(capture: str, flow: Flow, zeek: ZeekSsl) -> dict[str, Any]:
         "client_subject": cleaf.subject if cleaf else None,
         "client_issuer": cleaf.issuer if cleaf else None,
         "sni_matches_cert": zeek.sni_matches_cert(),
+        "validation_status": _validation(zeek, flow, opts),
         "requested_client_certificate_authorities": info.requested_cas,
     }
+
+
+def _validation(zeek: ZeekSsl, flow: Flow, opts: Options) -> str | None:
+    certs = zeek.info.server_certs
+    if opts.roots is None or not certs or certs[0].facts is None:
+        return None
+    at = zeek.info.logged_at if zeek.info.logged_at is not None else flow.last
+    return validation_status([c.der for c in certs if c.facts is not None], opts.roots, at)
 
 
 def _fps(certs: list[CertFile] | None) -> list[str] | None:
@@ -239,7 +254,7 @@ def derive(path: str | Path, opts: Options | None = None) -> Logs:
         if zeek.info.ts is None:
             continue  # no SSL event: Zeek writes no row
         written = zeek.info.logged_at if zeek.info.logged_at is not None else flow.last
-        rows.append((written, n, ssl_row(name, flow, zeek)))
+        rows.append((written, n, ssl_row(name, flow, zeek, opts)))
         files += [(c.ts, n * 1000 + i, c) for i, c in enumerate(zeek.files)]
     x509: list[dict[str, Any]] = []
     seen: set[tuple[str, bool, bool]] = set()
@@ -312,7 +327,8 @@ def json_lines(fields: list[tuple[str, str]], rows: list[dict[str, Any]]) -> str
 
 
 def fields_for(opts: Options) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    ssl = [f for f in SSL_FIELDS if opts.subject_issuer or f[0] not in _SUBJECT_ISSUER]
+    ssl = [f for f in SSL_FIELDS if (opts.subject_issuer or f[0] not in _SUBJECT_ISSUER)
+           and (opts.roots is not None or f[0] != "validation_status")]
     x509 = X509_FIELDS + ([("cert", "string")] if opts.certs_base64 else [])
     return ssl, x509
 
@@ -347,6 +363,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
                    help="x509.log: add the cert column (log-certs-base64.zeek)")
     p.add_argument("--no-dedup", action="store_true",
                    help="x509.log: log a certificate every time it is seen")
+    p.add_argument("--roots", type=Path, help="PEM root store: add validation_status "
+                   "(validate-certs.zeek with these as SSL::root_certs)")
     p.add_argument("--port", type=int, action="append", default=[],
                    help="another port where TLS may follow a cleartext prelude")
     return p.parse_args(argv)
@@ -356,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     a = _args(argv)
     opts = Options(subject_issuer=not a.no_subject_issuer, host_certs_only=a.host_certs_only,
                    certs_base64=a.log_certs_base64, dedup=not a.no_dedup,
-                   ports=STARTTLS_PORTS | frozenset(a.port))
+                   ports=STARTTLS_PORTS | frozenset(a.port), roots=a.roots)
     for path in write(derive(a.capture, opts), Path(a.out), opts, as_json=a.json):
         print(path)
     return 0

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tools import require_program
 from zeeklog import conn_key, deriver, read_tsv
 
 SHARED = Path(__file__).parents[1].parent / "shared"
@@ -67,8 +68,9 @@ MISSING_SSL: dict[str, dict[tuple[str, str, str, str], str]] = {
 }
 # Leading x509.log rows that belong to a MISSING_SSL connection (same reason).
 MISSING_X509_HEAD: dict[str, int] = {"scripts.base.protocols.ftp.gridftp": 5}
-# Columns that are not Zeek's facts to derive: random or masked, or needing Zeek's root store.
-NOT_COMPARED = {"ts", "uid", "validation_status"}
+# Columns that are not Zeek's facts to derive: random, or masked in the baselines.
+NOT_COMPARED = {"ts", "uid"}
+SYSTEM_ROOTS = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
 def _ids() -> list[str]:
@@ -130,3 +132,23 @@ def test_the_exceptions_are_still_needed() -> None:
     """A listed exception that no longer happens must be removed from the list."""
     ours, _ = _derived(["globus-url-copy.pcap"], {"dedup": False})
     assert ADAT not in {conn_key(r) for r in ours}
+
+
+def test_validation_status_equals_zeeks() -> None:
+    """validate-certs-no-cache: a chain missing its intermediate, and a complete one.
+
+    Zeek's test used its own snapshot of Mozilla's roots (testing/scripts/
+    external-ca-list.zeek); we use the system's copy of the same list. Neither result
+    depends on the difference: no root store holds the missing intermediate, and the other
+    chain's root (Go Daddy Root Certificate Authority - G2) is in both.
+    """
+    require_program("openssl")
+    if not SYSTEM_ROOTS.is_file():
+        pytest.skip(f"{SYSTEM_ROOTS} absent")
+    folder = "scripts.policy.protocols.ssl.validate-certs-no-cache"
+    ours, _ = _derived(["tls/missing-intermediate.pcap"], {"roots": SYSTEM_ROOTS})
+    zeeks = read_tsv(LOGS / folder / "ssl.log")
+    assert {conn_key(r): r["validation_status"] for r in ours} == {
+        conn_key(r): r["validation_status"] for r in zeeks}
+    assert {r["validation_status"] for r in zeeks} == {
+        "ok", "unable to get local issuer certificate"}
