@@ -202,11 +202,11 @@ def _validation(zeek: ZeekSsl, flow: Flow, opts: Options) -> str | None:
     if opts.roots is None or not certs or certs[0].facts is None:
         return None
     at = zeek.info.logged_at if zeek.info.logged_at is not None else flow.last
-    return validation_status([c.der for c in certs if c.facts is not None], opts.roots, at)
+    return validation_status([c.der for c in certs], opts.roots, at)
 
 
 def _fps(certs: list[CertFile] | None) -> list[str] | None:
-    return None if certs is None else [c.fingerprint for c in certs if c.facts is not None]
+    return None if certs is None else [c.fingerprint for c in certs]
 
 
 def x509_row(cert: CertFile, opts: Options) -> dict[str, Any] | None:

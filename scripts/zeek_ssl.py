@@ -127,6 +127,8 @@ class _Side:
     splitter: RecordSplitter = field(default_factory=RecordSplitter)
     assembler: HandshakeAssembler = field(default_factory=HandshakeAssembler)
     encrypted: bool = False
+    fed: bytearray = field(default_factory=bytearray)  # every byte fed (handshakes are small)
+    done: int = 0  # records processed
 
 
 class ZeekSsl:
@@ -147,15 +149,32 @@ class ZeekSsl:
             return
         self._now = at
         side = self._sides[client]
+        side.fed += data
         try:
             records = side.splitter.feed(data)
         except DecodeError:
-            self._violation()
-            return
+            records = self._before_error(side)
         for rec in records:
             if self.stopped:
                 return
             self._record(side, rec)
+            side.done += 1
+        if side.splitter.error is not None:
+            self._violation()
+
+    @staticmethod
+    def _before_error(side: _Side) -> list[Record]:
+        """The records before a bad header that one ``feed`` call completed with it (the
+        splitter's error drops them): the side's bytes again, a byte at a time. Zeek
+        parses them before it meets the bad header."""
+        splitter = RecordSplitter()
+        records: list[Record] = []
+        for i in range(len(side.fed)):
+            try:
+                records += splitter.feed(side.fed[i : i + 1])
+            except DecodeError:
+                break
+        return records[side.done :]
 
     def gap(self, at: float) -> None:
         """Bytes missing: Zeek's SSL analyzer delivers nothing more (``had_gap``)."""
@@ -270,8 +289,12 @@ class ZeekSsl:
         if sh.selected_version is not None:
             info.version_num = sh.selected_version
             info.version = zeek_name("version_strings", sh.selected_version)
-        if sh.key_share_group is not None:
-            info.curve = zeek_name("ec_curves", sh.key_share_group)
+        group = sh.key_share_group
+        if group is None:  # drafts <= 22 (and experiments on them) numbered key_share 40
+            group = next((int.from_bytes(e.data[:2], "big") for e in sh.extensions
+                          if e.type == _KEY_SHARE_OLD and len(e.data) >= 2), None)
+        if group is not None:
+            info.curve = zeek_name("ec_curves", group)
         if sh.alpn is not None:
             info.next_protocol = sh.alpn
         if sh.psk_selected and info.client_psk_seen:

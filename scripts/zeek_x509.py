@@ -35,6 +35,10 @@ _CURVE_NAMES = {"secp256r1": "prime256v1", "secp192r1": "prime192v1"}
 # EVP_PKEY_bits for the Edwards keys (OpenSSL: ED25519_BITS, ED448_BITS)
 _EDWARDS = ((ed25519.Ed25519PublicKey, "ED25519", 253), (ed448.Ed448PublicKey, "ED448", 456))
 _RFC2253_SPECIAL = frozenset(',+"\\<>;')
+# Names of OpenSSL 3.5 (ML-DSA, FIPS 204) for an older linked OpenSSL that has none;
+# EVP_PKEY_bits is the public key's size in bits.
+_NEWER_OPENSSL = {f"2.16.840.1.101.3.4.3.{n}": f"ML-DSA-{k}" for n, k in
+                  ((17, 44), (18, 65), (19, 87))}
 
 
 @cache
@@ -50,7 +54,7 @@ def openssl_names(oid: str) -> tuple[str, str] | None:
 def long_name(oid: str) -> str:
     """``i2t_ASN1_OBJECT``: the long name, or the dotted OID."""
     names = openssl_names(oid)
-    return names[1] if names else oid
+    return names[1] if names else _NEWER_OPENSSL.get(oid, oid)
 
 
 def _escape_value(text: str) -> str:
@@ -192,10 +196,12 @@ def _x509_facts(der: bytes) -> X509Facts:
     san = _extension(cert, ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
     bc = _extension(cert, ExtensionOID.BASIC_CONSTRAINTS)
     key_type, key_length, exponent, curve = _key(cert)
+    spki_oid, key_bits = _spki(cert.tbs_certificate_bytes)
+    if key_type is None and spki_oid in _NEWER_OPENSSL:
+        key_type, key_length = _NEWER_OPENSSL[spki_oid], key_bits
     dns, uri, email, ip = _san(san)
     cns = tuple(str(a.value) for a in cert.subject.get_attributes_for_oid(
         x509.NameOID.COMMON_NAME))
-    spki_oid = _spki_oid(cert.tbs_certificate_bytes)
     return X509Facts(
         version=cert.version.value + 1,
         serial=serial_hex(cert.serial_number),
@@ -230,17 +236,18 @@ def _tlv(buf: bytes, i: int) -> tuple[int, int, int]:
     return tag, i, i + n
 
 
-def _spki_oid(tbs: bytes) -> str:
-    """The SubjectPublicKeyInfo algorithm OID, read from the TBSCertificate's DER."""
+def _spki(tbs: bytes) -> tuple[str, int]:
+    """The SubjectPublicKeyInfo's algorithm OID and key size in bits, from the DER."""
     _, i, _ = _tlv(tbs, 0)  # into TBSCertificate
     if tbs[i] == 0xA0:  # [0] version
         i = _tlv(tbs, i)[2]
     for _ in range(5):  # serial, signature, issuer, validity, subject
         i = _tlv(tbs, i)[2]
     _, i, _ = _tlv(tbs, i)  # into SubjectPublicKeyInfo
-    _, i, _ = _tlv(tbs, i)  # into AlgorithmIdentifier
-    _, start, end = _tlv(tbs, i)
-    return _oid_text(tbs[start:end])
+    _, alg, after_alg = _tlv(tbs, i)  # AlgorithmIdentifier
+    _, start, end = _tlv(tbs, alg)
+    _, bits_start, bits_end = _tlv(tbs, after_alg)  # subjectPublicKey BIT STRING
+    return _oid_text(tbs[start:end]), 8 * (bits_end - bits_start - 1)
 
 
 def _oid_text(body: bytes) -> str:
