@@ -321,7 +321,8 @@ def tsv(path: str, fields: list[tuple[str, str]], rows: list[dict[str, Any]],
 def json_lines(fields: list[tuple[str, str]], rows: list[dict[str, Any]]) -> str:
     out = []
     for r in rows:
-        obj = {n: r[n] for n, _ in fields if r.get(n) is not None}
+        obj = {n: round(r[n], 6) if k == "time" else r[n]  # pcap times are microseconds
+               for n, k in fields if r.get(n) is not None}
         out.append(json.dumps(obj, separators=(",", ":"), ensure_ascii=False))
     return "".join(line + "\n" for line in out)
 

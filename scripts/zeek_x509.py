@@ -138,7 +138,9 @@ class X509Facts:
     san_ip: tuple[str, ...] | None
     ca: bool | None
     path_len: int | None
-    dns_names: tuple[str, ...]  # SAN DNS names, else the subject's CNs (hostname checks)
+    # names x509_check_cert_hostname tries: the SAN's DNS names when there is a SAN (even
+    # none), else the subject's last CN
+    dns_names: tuple[str, ...]
 
 
 def _time(cert: x509.Certificate, which: str) -> float:
@@ -221,7 +223,7 @@ def _x509_facts(der: bytes) -> X509Facts:
         san_ip=ip,
         ca=bc.ca if isinstance(bc, x509.BasicConstraints) else None,
         path_len=bc.path_length if isinstance(bc, x509.BasicConstraints) else None,
-        dns_names=dns if dns else cns,
+        dns_names=(dns or ()) if isinstance(san, x509.SubjectAlternativeName) else cns[-1:],
     )
 
 
@@ -262,14 +264,22 @@ def _oid_text(body: bytes) -> str:
     return ".".join(str(a) for a in (first, arcs[0] - 40 * first, *arcs[1:]))
 
 
+def check_hostname(hostname: str, certname: str) -> bool:
+    """Zeek's ``check_hostname`` (functions.bif, RFC 6125): equal as bytes, or a ``*`` just
+    before the first dot of a name with at least two dots, standing for the host's first
+    label (``abc*`` matches ``abcdef``). Case-sensitive, as Zeek compares."""
+    if hostname == certname:
+        return True
+    wild = certname.find("*")
+    first = certname.find(".")
+    if wild < 0 or first < 0 or certname.find(".", first + 1) < 0 or wild + 1 != first:
+        return False
+    host_first = hostname.find(".")
+    if host_first < 0 or hostname[host_first:] != certname[first:]:
+        return False
+    return not wild or hostname[:wild] == certname[:wild]
+
+
 def hostname_matches(names: tuple[str, ...], hostname: str) -> bool:
-    """``x509_check_cert_hostname``: a DNS name (SAN, else CN) equal to the host, or a
-    ``*.`` wildcard standing for its first label."""
-    host = hostname.lower().rstrip(".")
-    for name in names:
-        n = name.lower().rstrip(".")
-        if n == host:
-            return True
-        if n.startswith("*.") and "." in host and host.split(".", 1)[1] == n[2:]:
-            return True
-    return False
+    """``x509_check_cert_hostname`` != "": one of ``names`` (X509Facts.dns_names) matches."""
+    return any(check_hostname(hostname, name) for name in names)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from tools import require_program
-from zeeklog import conn_key, deriver, read_tsv
+from zeeklog import conn_key, deriver, deriver_module, read_tsv
 
 SHARED = Path(__file__).parents[1].parent / "shared"
 LOGS = SHARED / "zeek-logs"
@@ -152,3 +152,69 @@ def test_validation_status_equals_zeeks() -> None:
         conn_key(r): r["validation_status"] for r in zeeks}
     assert {r["validation_status"] for r in zeeks} == {
         "ok", "unable to get local issuer certificate"}
+
+
+# --- the pieces, against their oracles ---------------------------------------------
+
+
+def test_hostname_check_is_zeeks() -> None:
+    """functions.bif check_hostname: exact, or a leftmost-label wildcard on a name with at
+    least three labels; case-sensitive."""
+    check = deriver_module("zeek_x509").check_hostname
+    assert check("www.example.com", "*.example.com")
+    assert check("abcdef.example.com", "abc*.example.com")
+    assert not check("xbcdef.example.com", "abc*.example.com")
+    assert not check("example.com", "*.example.com")
+    assert not check("a.example", "*.example")  # wildcard below the third level
+    assert not check("a.b.example.com", "a.*.example.com")
+    assert not check("WWW.example.com", "www.example.com")
+
+
+def _tricky_cert(tmp_path: Path) -> tuple[bytes, Path]:
+    from datetime import datetime, timezone
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP384R1())
+    name = x509.Name([
+        x509.RelativeDistinguishedName([x509.NameAttribute(NameOID.COUNTRY_NAME, "DE")]),
+        x509.RelativeDistinguishedName([
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Müller, Söhne & Co; <x>"),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "#1 team "),
+        ]),
+        x509.RelativeDistinguishedName([x509.NameAttribute(NameOID.EMAIL_ADDRESS,
+                                                           "a+b@example.com")]),
+        x509.RelativeDistinguishedName([x509.NameAttribute(
+            x509.ObjectIdentifier("1.3.6.1.4.1.55555.1"), "private")]),
+        x509.RelativeDistinguishedName([x509.NameAttribute(NameOID.COMMON_NAME, 'a"b\\c')]),
+    ])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(0x00FFEE0102)
+            .not_valid_before(datetime(2026, 1, 1, tzinfo=timezone.utc))
+            .not_valid_after(datetime(2027, 1, 1, tzinfo=timezone.utc))
+            .sign(key, hashes.SHA384()))
+    pem = tmp_path / "tricky.pem"
+    pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert.public_bytes(serialization.Encoding.DER), pem
+
+
+def test_names_and_serial_are_openssls(tmp_path: Path) -> None:
+    """Zeek's subject/issuer is X509_NAME_print_ex(XN_FLAG_RFC2253) and its serial
+    i2a_ASN1_INTEGER: ``openssl x509 -nameopt RFC2253 -subject -serial`` prints exactly
+    those, so OpenSSL itself is the oracle (escapes, non-ASCII bytes, a multi-valued RDN,
+    an OID OpenSSL has no name for)."""
+    import subprocess
+
+    openssl = require_program("openssl")
+    der, pem = _tricky_cert(tmp_path)
+    facts = deriver_module("zeek_x509").x509_facts(der)
+    out = subprocess.run([openssl, "x509", "-in", str(pem), "-noout", "-nameopt", "RFC2253",
+                          "-subject", "-issuer", "-serial"], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert out == [f"subject={facts.subject}", f"issuer={facts.issuer}",
+                   f"serial={facts.serial}"]
+    assert (facts.key_type, facts.key_length, facts.curve, facts.key_alg, facts.sig_alg) == (
+        "ecdsa", 384, "secp384r1", "id-ecPublicKey", "ecdsa-with-SHA384")

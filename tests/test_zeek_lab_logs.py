@@ -75,3 +75,29 @@ def test_the_logs_show_what_the_lab_built() -> None:
     # a firewall reset right after the ClientHello: one client letter, never established
     assert {(r["ssl_history"], r["established"])
             for r in read_tsv(FIXTURES / "firewall-reset" / "ssl.log")} == {("C", "F")}
+
+
+def test_json_lines_say_what_the_tsv_says(tmp_path: Path) -> None:
+    """``--json`` (Zeek's LogAscii::use_json): the same rows, unset fields left out."""
+    capture = ROOT / "fixtures/pcaps/lab/middleboxes/squid-bump-8443-only.pcapng"
+    done = subprocess.run([sys.executable, str(SCRIPTS / "zeek_logs_from_capture.py"),
+                           str(capture), "--json", "--log-certs-base64", "-o", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    for log in ("ssl", "x509"):
+        tsv_rows = read_tsv(FIXTURES / "squid-bump-8443-only" / f"{log}.log")
+        json_rows = [json.loads(line) for line in
+                     (tmp_path / f"{log}.log").read_text().splitlines()]
+        assert len(json_rows) == len(tsv_rows) > 0
+        for j, t in zip(json_rows, tsv_rows, strict=True):
+            assert {k for k, v in t.items() if v != "-"} - {"validation_status"} == set(j)
+            for key, value in j.items():
+                if isinstance(value, bool):
+                    assert t[key] == ("T" if value else "F")
+                elif isinstance(value, list):
+                    assert t[key] == (",".join(v.replace(",", "\\x2c") for v in value)
+                                      or "(empty)")
+                elif isinstance(value, float):
+                    assert t[key] == f"{value:.6f}"
+                elif key != "uid":
+                    assert t[key] == str(value).replace("\\", "\\\\"), key

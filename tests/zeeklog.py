@@ -17,10 +17,15 @@ SCRIPTS = ROOT / "scripts"
 DERIVER = SCRIPTS / "zeek_logs_from_capture.py"
 
 
-def deriver() -> ModuleType:
+def deriver_module(name: str) -> ModuleType:
+    """One of the deriver's modules in scripts/ (``zeek_x509``, ``zeek_ssl``, ...)."""
     if str(SCRIPTS) not in sys.path:
         sys.path.insert(0, str(SCRIPTS))
-    return importlib.import_module("zeek_logs_from_capture")
+    return importlib.import_module(name)
+
+
+def deriver() -> ModuleType:
+    return deriver_module("zeek_logs_from_capture")
 
 
 def read_tsv(path: Path) -> list[dict[str, str]]:
