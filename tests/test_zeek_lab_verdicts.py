@@ -1,0 +1,75 @@
+"""The Zeek logs derived from the lab captures (fixtures/zeek-logs, DERIVED by
+scripts/zeek_logs_from_capture.py, not written by Zeek) judged against each lab's expected
+verdict, with the expectations the capture is judged with (--ca, --pin, --baseline).
+
+Where the log holds less than the capture, the verdict may differ, and only in the ways
+listed in ``LESS_THAN_THE_CAPTURE`` with the reason; every other capture gets exactly the
+lab's verdict: intercepting proxies, terminators, resets and pass-through alike.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mtlsprobe.run import expectations
+from mtlsprobe.run.analyze import analyze
+
+ROOT = Path(__file__).resolve().parents[1]
+LOGS = ROOT / "fixtures" / "zeek-logs"
+MANIFEST = json.loads((LOGS / "manifest.json").read_text()) if LOGS.is_dir() else {"captures": []}
+ENTRIES = {e["name"]: e for e in MANIFEST["captures"]}
+
+#: capture -> (the verdict from its Zeek log, why the log cannot give the lab's)
+LESS_THAN_THE_CAPTURE = {
+    "direct-tls13": ("unknown", "every handshake is TLS 1.3: no server chain in the log"),
+    "untrusted-cert-rejected": (
+        "pass_end_to_end", "the server refused the probe's untrusted certificate in TLS 1.3, "
+        "after both sides started encrypting, when Zeek has written the row; the path itself "
+        "is pass-through"),
+    "haproxy-terminator": (
+        "inspected", "HAProxy is named by its cookie in the HTTP answer, which ssl.log does not "
+        "hold; the foreign chain still breaks client authentication (a fresh leaf reads as "
+        "minted)"),
+    "tinyproxy-connect-baseline": (
+        "unknown", "explicit proxy: ssl.log's responder is the proxy (the CONNECT target is in "
+        "http.log), so the baseline has no entry for that port (MTLS093)"),
+    "squid-splice": ("unknown", "explicit proxy, as tinyproxy-connect-baseline"),
+    "l4-pool-terminating-member": (
+        "pass_end_to_end", "the terminating pool member answered only TLS 1.3 connections, "
+        "whose chains the log cannot show (as a capture without a key log)"),
+}
+
+
+def _expect(entry: dict, tmp_path: Path):
+    source = ROOT / entry["source_manifest"]
+    manifest = json.loads(source.read_text())
+    ca = tmp_path / "ca.pem"
+    ca.write_text(manifest["ca_pem"])
+    own = next((c for c in manifest["captures"] if c.get("scenario") == entry["scenario"]), {})
+    baseline = source.parent / own["baseline"] if own.get("baseline") else None
+    return expectations.build(ca=[ca] if entry.get("ca", True) else [],
+                              pins=entry.get("pins") or [], baseline=baseline)
+
+
+@pytest.mark.skipif(not ENTRIES, reason="fixtures/zeek-logs is absent")
+@pytest.mark.parametrize("name", list(ENTRIES))
+def test_each_lab_log_gets_the_labs_verdict_or_says_less(name, tmp_path):
+    entry = ENTRIES[name]
+    run = analyze([str(LOGS / log) for log in entry["logs"]], _expect(entry, tmp_path))
+    verdicts = {r.verdict.value for r in run.results}
+    expected, _why = LESS_THAN_THE_CAPTURE.get(name, (entry["expected_verdict"], ""))
+    assert verdicts == {expected}, name
+    if name == "haproxy-terminator":  # still a breaking verdict
+        assert {f.rule for r in run.results for f in r.findings} & {"MTLS025", "MTLS011"}
+
+
+def test_the_listed_differences_are_real_ones():
+    """A listed difference whose capture is gone, or that equals the lab's verdict, is stale."""
+    for name, (verdict, why) in LESS_THAN_THE_CAPTURE.items():
+        assert name in ENTRIES or not ENTRIES, name
+        if ENTRIES:
+            assert verdict != ENTRIES[name]["expected_verdict"], name
+        assert why
