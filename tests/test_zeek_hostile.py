@@ -323,3 +323,26 @@ def test_ssl_logs_own_subject_and_issuer_name_the_leaf_without_x509_log(tmp_path
     assert (leaf.known_by, leaf.subject, leaf.issuer) == (
         "names", "CN=ec.corp.example,O=Corp", "CN=Corp Root,O=Corp")
     assert root.known_by == "fingerprint"
+
+
+def test_a_chain_known_by_fingerprints_alone_builds_to_a_root_it_holds():
+    """ssl.log without x509.log: --ca can still match the root by its fingerprint."""
+    from datetime import datetime
+
+    from cryptography import x509 as cx
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from mtlsprobe.logs.zeek_x509 import fingerprint_only
+    from mtlsprobe.model.certs import anchor_of, cert_info, to_der
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = cx.Name([cx.NameAttribute(NameOID.COMMON_NAME, "Corp Root")])
+    cert = (cx.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(1)
+            .not_valid_before(datetime(2020, 1, 1)).not_valid_after(datetime(2040, 1, 1))
+            .sign(key, hashes.SHA256()))
+    root = cert_info(to_der(cert))
+    assert anchor_of((fingerprint_only(LEAF), fingerprint_only(root.sha256)), [root]) == root
+    assert anchor_of((fingerprint_only(LEAF), fingerprint_only(ROOT)), [root]) is None

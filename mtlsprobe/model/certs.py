@@ -251,12 +251,22 @@ def anchor_of(chain: Sequence[CertInfo], roots: Iterable[CertInfo]) -> CertInfo 
 
     Builds from the leaf through any certificates the peer sent (in any order, as
     real servers do), then to a root. Only signatures and names are checked here;
-    validity dates are judged separately at the observation's time.
+    validity dates are judged separately at the observation's time. A chain known from a
+    Zeek log (no DER) that cannot be walked by names builds to a root whose fingerprint it
+    holds: fingerprints are all such a log may give.
     """
     if not chain:
         return None
     roots = list(roots)
     root_shas = {r.sha256 for r in roots}
+    walked = _walk(chain, roots, root_shas)
+    if walked is None and all(c.known_by != "der" for c in chain):
+        return next((r for r in roots for c in chain if c.sha256 == r.sha256), None)
+    return walked
+
+
+def _walk(chain: Sequence[CertInfo], roots: list[CertInfo],
+          root_shas: set[str]) -> CertInfo | None:
     current = chain[0]
     pool = list(chain[1:])
     for _ in range(len(chain) + 1):
