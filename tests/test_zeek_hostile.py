@@ -346,3 +346,25 @@ def test_a_chain_known_by_fingerprints_alone_builds_to_a_root_it_holds():
     root = cert_info(to_der(cert))
     assert anchor_of((fingerprint_only(LEAF), fingerprint_only(root.sha256)), [root]) == root
     assert anchor_of((fingerprint_only(LEAF), fingerprint_only(ROOT)), [root]) is None
+
+
+def test_a_flipped_history_makes_the_responder_the_client(tmp_path):
+    """``^`` (main.zeek): the ClientHello came from the connection's responder."""
+    from zeek_tools import zeek_observations
+
+    (tmp_path / "ssl.log").write_text(header() + ssl_row(history="^CsxkrnXGYIi"))
+    [obs], notes = zeek_observations([tmp_path / "ssl.log"])
+    assert (obs.client.ip, obs.server.ip, obs.server.port) == ("10.0.0.1", "10.9.0.5", 50000)
+    assert obs.history == "CsxkrnXGYIi" and obs.client_chain_seen is Seen.YES
+    assert any("certificate-request-info" in n for n in notes)
+
+
+_JSON_VALUE = st.one_of(st.booleans(), _VALUE, st.lists(_VALUE, max_size=3))
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(st.dictionaries(st.sampled_from(["a", "b.c", "d"]), _JSON_VALUE,
+                                     min_size=1), max_size=5))
+def test_json_lines_round_trip(rows):
+    data = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    assert list(ZeekReader("t", text_stream(data), "json")) == rows

@@ -93,8 +93,7 @@ class ZeekLogs:
         self.index = X509Index()
         self.names: list[str] = [str(p) for p, _, _ in self.sources]
         self.rows = 0
-        self.has_ca_list = False
-        self.has_subject_issuer = False
+        self.requests_without_ca_list = 0  # CertificateRequests seen, CA list not logged
 
     def __iter__(self) -> Iterator[Observation]:
         for path, kind, which in self.sources:
@@ -129,9 +128,9 @@ class ZeekLogs:
         reader_rows = self._rows(path, kind, _check_ssl)
         for row in reader_rows:
             count += 1
-            if "requested_client_certificate_authorities" in row:
-                self.has_ca_list = True
-            yield mapper.observation(row, count)
+            obs = mapper.observation(row, count)
+            self.requests_without_ca_list += not obs.cert_request.authorities_seen
+            yield obs
         self.rows += count
         if mapper.unreadable_ts:
             self.notes.append(
@@ -145,4 +144,8 @@ class ZeekLogs:
         if self.rows and not self.index.certs:
             out.append("no x509.log given (or it held no rows): chains are known by fingerprint "
                        "only, so --ca cannot be checked; give the x509.log files of the same days")
+        if self.requests_without_ca_list:
+            out.append(f"{self.requests_without_ca_list:,} CertificateRequest(s) without their "
+                       "CA names: load policy/protocols/ssl/certificate-request-info in Zeek to "
+                       "log them (requested_client_certificate_authorities)")
         return out

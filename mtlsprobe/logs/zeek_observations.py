@@ -98,9 +98,9 @@ class RowMapper:
         self.name = name
         self.index = index
         self.unreadable_ts = 0
-        self.has_ca_list = False
 
     def observation(self, row: Row, line_no: int) -> Observation:
+        """The row's Observation; ``line_no`` (its number among the file's rows) labels it."""
         history = _text(row, "ssl_history") or ""
         flipped = history.startswith("^")
         history = history.lstrip("^")
