@@ -368,3 +368,18 @@ _JSON_VALUE = st.one_of(st.booleans(), _VALUE, st.lists(_VALUE, max_size=3))
 def test_json_lines_round_trip(rows):
     data = "".join(json.dumps(r) + "\n" for r in rows).encode()
     assert list(ZeekReader("t", text_stream(data), "json")) == rows
+
+
+def test_a_history_of_the_clients_side_alone_is_unknown_not_blocked(tmp_path):
+    """Asymmetric routing: Zeek saw only the client's messages. That is no server silence."""
+    from zeek_tools import zeek_observations
+
+    from mtlsprobe.logs.zeek_observations import ONE_SIDED_NOTE
+    from mtlsprobe.model import Outcome
+
+    one_sided = ssl_row(50000, history="CXGYI", version="-", established="F")
+    silenced = ssl_row(50001, history="C", version="-", established="F")
+    (tmp_path / "ssl.log").write_text(header() + one_sided + silenced)
+    first, second = zeek_observations([tmp_path / "ssl.log"])[0]
+    assert first.outcome is Outcome.INCOMPLETE and ONE_SIDED_NOTE in first.notes
+    assert second.outcome is Outcome.ABORTED and ONE_SIDED_NOTE not in second.notes

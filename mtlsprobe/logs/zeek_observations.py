@@ -59,6 +59,10 @@ DROPPED_NOTE = (
     "Zeek log: the row failed with certificates in its history but no fingerprints (older Zeek "
     "versions drop them on protocol errors): the chains sent are unknown"
 )
+ONE_SIDED_NOTE = (
+    "Zeek log: only the client's messages are in the history (one direction missed: "
+    "asymmetric routing or a tap that sees one side), so how the server answered is unknown"
+)
 _NOT_FATAL = ("close_notify", "user_canceled")
 
 
@@ -129,6 +133,10 @@ class RowMapper:
         server_chain = _named_leaf(server_chain, row, "subject", "issuer")
         client_chain = _named_leaf(client_chain, row, "client_subject", "client_issuer")
         alerts = self._alerts(row, history, established)
+        outcome = _outcome(established, alerts)
+        if not established and history[1:] and history.isupper():  # the client's side alone
+            notes.append(ONE_SIDED_NOTE)
+            outcome = Outcome.INCOMPLETE
         uid = _text(row, "uid") or ""
         return Observation(
             label=f"{self.name}:{line_no} {uid}".strip(),
@@ -149,7 +157,7 @@ class RowMapper:
             client_chain=client_chain,
             client_chain_seen=client_seen,
             alerts=alerts,
-            outcome=_outcome(established, alerts),
+            outcome=outcome,
             stage=Stage.ESTABLISHED if established else Stage.HANDSHAKE,
             end=StreamEnd.CAPTURE_ENDED,
             notes=tuple(notes),
