@@ -13,9 +13,11 @@ import json
 from pathlib import Path
 
 import pytest
+from zeek_tools import assert_same_facts, key, zeek_observations
 
 from mtlsprobe.run import expectations
 from mtlsprobe.run.analyze import analyze
+from mtlsprobe.run.captures import read_capture
 
 ROOT = Path(__file__).resolve().parents[1]
 LOGS = ROOT / "fixtures" / "zeek-logs"
@@ -64,6 +66,26 @@ def test_each_lab_log_gets_the_labs_verdict_or_says_less(name, tmp_path):
     assert verdicts == {expected}, name
     if name == "haproxy-terminator":  # still a breaking verdict
         assert {f.rule for r in run.results for f in r.findings} & {"MTLS025", "MTLS011"}
+
+
+@pytest.mark.skipif(not ENTRIES, reason="fixtures/zeek-logs is absent")
+@pytest.mark.parametrize("name", list(ENTRIES))
+def test_each_lab_logs_facts_equal_its_captures_where_zeek_can_see(name):
+    """Row by row against the capture (its embedded key log decrypts TLS 1.3 there; the log
+    leaves those facts unknown). Through an explicit proxy the row's responder is the proxy,
+    the capture's server the CONNECT target: those rows are matched by client port."""
+    entry = ENTRIES[name]
+    captured = {key(o): o for o in read_capture(ROOT / entry["capture"]).observations}
+    by_client = {(o.client.ip, o.client.port): o for o in captured.values()}
+    rows, _notes = zeek_observations([LOGS / log for log in entry["logs"]])
+    matched = 0
+    for z in rows:
+        c = captured.get(key(z)) or by_client.get((z.client.ip, z.client.port))
+        if c is None:
+            continue
+        matched += 1
+        assert_same_facts(z, c, f"{name} {z.label}")
+    assert matched == len(rows), name
 
 
 def test_the_listed_differences_are_real_ones():

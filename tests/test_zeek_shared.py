@@ -20,10 +20,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from zeek_tools import TRACES, ZEEK_LOGS, tsv_to_json_lines, zeek_observations
+from zeek_tools import (
+    TRACES,
+    ZEEK_LOGS,
+    assert_same_facts,
+    key,
+    tsv_to_json_lines,
+    zeek_observations,
+)
 
-from mtlsprobe.logs.zeek_observations import TLS13_NOTE
-from mtlsprobe.model import Expectations, Observation, Outcome, Seen
+from mtlsprobe.model import Expectations, Observation
 from mtlsprobe.model.certs import cert_info, to_der
 from mtlsprobe.run.captures import read_capture
 from mtlsprobe.run.pipeline import judge
@@ -52,10 +58,6 @@ FOLDERS = {
     "scripts.policy.protocols.ssl.validate-certs-no-cache": ["tls/missing-intermediate.pcap"],
     "scripts.base.protocols.ssl.ecdhe": ["tls/ecdhe.pcap"],
 }
-
-
-def key(obs: Observation) -> tuple[object, ...]:
-    return (obs.client.ip, obs.client.port, obs.server.ip, obs.server.port)
 
 
 def capture_side(folder: str) -> dict[tuple[object, ...], Observation]:
@@ -89,18 +91,6 @@ def foreign_root() -> Expectations:
     return Expectations(roots=(cert_info(to_der(cert)),))
 
 
-def last_plain_alert(obs: Observation) -> tuple[str, str] | None:
-    plain = [a for a in obs.alerts if a.description != "encrypted"]
-    return (plain[-1].sender.value, plain[-1].description) if plain else None
-
-
-def _same_or_unknown(zeek: Seen, capture: Seen, what: str) -> None:
-    """What Zeek shows equals what the capture shows; unknown is always allowed, never "no"
-    where the capture saw "yes" (or the other way round)."""
-    if zeek is not Seen.UNKNOWN:
-        assert zeek is capture, what
-
-
 @pytest.mark.parametrize("folder", list(FOLDERS))
 def test_zeek_facts_equal_the_capture_facts_where_zeek_can_see(folder):
     captured = capture_side(folder)
@@ -112,34 +102,7 @@ def test_zeek_facts_equal_the_capture_facts_where_zeek_can_see(folder):
         if c is None:  # STARTTLS or TLS inside FTP ADAT: the capture path sees no TLS there
             continue
         matched += 1
-        where = f"{folder} {z.label}"
-        if c.version is not None and z.version is not None:
-            assert z.version == c.version, where
-        if z.cipher_suite and c.cipher_suite:
-            assert z.cipher_suite == c.cipher_suite, where
-        assert z.sni == c.sni, where
-        assert z.resumed == c.resumed, where
-        assert z.hello_retry == c.hello_retry, where
-        _same_or_unknown(z.server_chain_seen, c.server_chain_seen, f"server chain {where}")
-        if z.server_chain_seen is Seen.YES:
-            assert [x.sha256 for x in z.server_chain] == [x.sha256 for x in c.server_chain]
-        _same_or_unknown(z.cert_request.seen, c.cert_request.seen, f"CertificateRequest {where}")
-        _same_or_unknown(z.client_chain_seen, c.client_chain_seen, f"client chain {where}")
-        if z.client_chain_seen is Seen.YES:
-            assert [x.sha256 for x in z.client_chain] == [x.sha256 for x in c.client_chain]
-        if z.alerts and z.alerts[0].description != "encrypted":
-            assert (z.alerts[0].sender.value, z.alerts[0].description) == last_plain_alert(c)
-        if z.outcome is Outcome.ESTABLISHED and c.version is not None:
-            # a capture without keys cannot always tell a TLS 1.3 handshake finished
-            hidden = c.version == "TLSv1.3" and not c.decrypted
-            assert c.outcome is Outcome.ESTABLISHED or (
-                hidden and c.outcome is Outcome.INCOMPLETE), where
-        elif z.outcome is Outcome.REJECTED_BY_SERVER:
-            assert c.outcome is Outcome.REJECTED_BY_SERVER, where
-        # where Zeek cannot see, it says why
-        if z.version == "TLSv1.3":
-            assert TLS13_NOTE in z.notes, where
-            assert z.cert_request.seen is Seen.UNKNOWN and z.client_chain_seen is Seen.UNKNOWN
+        assert_same_facts(z, c, f"{folder} {z.label}")
     expected_unmatched = {"scripts.base.protocols.xmpp.server-dialback-dpd",
                           "scripts.base.protocols.mysql.encrypted",
                           "scripts.base.protocols.pop3.starttls",
