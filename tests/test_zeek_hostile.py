@@ -383,3 +383,16 @@ def test_a_history_of_the_clients_side_alone_is_unknown_not_blocked(tmp_path):
     first, second = zeek_observations([tmp_path / "ssl.log"])[0]
     assert first.outcome is Outcome.INCOMPLETE and ONE_SIDED_NOTE in first.notes
     assert second.outcome is Outcome.ABORTED and ONE_SIDED_NOTE not in second.notes
+
+
+@pytest.mark.parametrize("zipped", [False, True])
+def test_a_zeek_log_on_stdin_is_told_by_content(tmp_path, zipped):
+    data = (header() + ssl_row(50000) + ssl_row(50001)).encode()
+    result = subprocess.run(
+        [sys.executable, "-m", "mtlsprobe", "analyze", "-", "--format", "json"],
+        input=gzip.compress(data) if zipped else data, capture_output=True, timeout=120,
+        cwd=tmp_path)
+    assert result.returncode == 12, result.stderr
+    report = json.loads(result.stdout)
+    assert sum(o.get("repeats", 1) for o in report["results"][0]["observations"]) == 2
+    assert any(n.startswith("stdin: 2 ssl.log row") for n in report["notes"])

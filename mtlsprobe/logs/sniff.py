@@ -8,6 +8,7 @@ holding ``"ts":`` or ``"_path":``. Captures start with their magic numbers and a
 
 from __future__ import annotations
 
+import sys
 import zlib
 
 from mtlsprobe.logs.zeek_format import GZIP_MAGIC
@@ -16,12 +17,18 @@ HEAD = 4096
 
 
 def head_bytes(path: str) -> bytes:
-    """The first ``HEAD`` bytes of the file, gunzipped when gzip (b"" when unreadable)."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(HEAD)
-    except OSError:
-        return b""
+    """The first ``HEAD`` bytes of the file (``"-"``: of standard input, peeked, not
+    consumed, so a capture there is still read whole), gunzipped when gzip (b"" when
+    unreadable)."""
+    if path == "-":
+        peek = getattr(sys.stdin.buffer, "peek", None)
+        raw = peek(HEAD)[:HEAD] if peek is not None else b""
+    else:
+        try:
+            with open(path, "rb") as f:
+                raw = f.read(HEAD)
+        except OSError:
+            return b""
     if raw.startswith(GZIP_MAGIC):
         try:
             return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(raw, HEAD)

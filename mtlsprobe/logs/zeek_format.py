@@ -21,6 +21,7 @@ import gzip
 import io
 import json
 import re
+import sys
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -36,7 +37,14 @@ _CONTAINER = ("set[", "vector[", "table[")
 
 
 def open_binary(path: str) -> BinaryIO:
-    """The file's bytes, un-gzipped when it starts with gzip's magic bytes."""
+    """The file's bytes (``"-"``: standard input's), un-gzipped when it starts with gzip's
+    magic bytes."""
+    if path == "-":
+        stdin = sys.stdin.buffer
+        peek = getattr(stdin, "peek", None)
+        if peek is not None and peek(2)[:2] == GZIP_MAGIC:
+            return gzip.GzipFile(fileobj=stdin, mode="rb")  # type: ignore[return-value]
+        return stdin
     raw = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
     if raw.read(2) == GZIP_MAGIC:
         raw.seek(0)

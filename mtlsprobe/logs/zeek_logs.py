@@ -61,6 +61,10 @@ def _by_fields(fields: set[str]) -> str:
     return "other" if fields else ""
 
 
+def _name(path: str) -> str:
+    return "stdin" if path == "-" else Path(path).name
+
+
 def _check_ssl(reader: ZeekReader, header: Header) -> None:
     fields = set(header.fields)
     if "ssl_history" not in fields and "id.orig_h" in fields:
@@ -115,15 +119,17 @@ class ZeekLogs:
             stream = open_binary(path)
         except OSError as exc:
             raise InputError(f"cannot open Zeek log {path}: {exc.strerror or exc}") from None
-        reader = ZeekReader(Path(path).name, stream, kind, on_header=check)
+        reader = ZeekReader(_name(path), stream, kind, on_header=check)
         try:
             yield from reader
         finally:
-            stream.close()
+            if path != "-":
+                stream.close()
             self.notes.extend(reader.notes)
 
     def _ssl(self, path: str, kind: str) -> Iterator[Observation]:
-        mapper = RowMapper(Path(path).name, self.index)
+        name = _name(path)
+        mapper = RowMapper(name, self.index)
         count = 0
         reader_rows = self._rows(path, kind, _check_ssl)
         for row in reader_rows:
@@ -134,9 +140,9 @@ class ZeekLogs:
         self.rows += count
         if mapper.unreadable_ts:
             self.notes.append(
-                f"{Path(path).name}: {mapper.unreadable_ts:,} row(s) with an unreadable ts were "
+                f"{name}: {mapper.unreadable_ts:,} row(s) with an unreadable ts were "
                 "judged as of 1970-01-01 (certificate validity and age mean nothing for them)")
-        self.notes.append(f"{Path(path).name}: {count:,} ssl.log row(s)")
+        self.notes.append(f"{name}: {count:,} ssl.log row(s)")
 
     def _setting_notes(self) -> list[str]:
         """What the Zeek logs could not say for want of a policy script."""

@@ -29,13 +29,10 @@ ZeekSource = tuple[str, str, str]  # (path, "tsv" | "json", "ssl" | "x509" | oth
 
 
 def split_zeek_logs(sources: Sequence[Source]) -> tuple[list[Source], list[ZeekSource]]:
-    """(captures, Zeek logs) of ``sources``, each kept in the order given (stdin: capture)."""
+    """(captures, Zeek logs) of ``sources``, each kept in the order given (stdin too)."""
     captures: list[Source] = []
     logs: list[ZeekSource] = []
     for source in sources:
-        if str(source) == "-":
-            captures.append(source)
-            continue
         head = head_bytes(str(source))
         kind = zeek_kind(head)
         if kind is None:
