@@ -87,8 +87,9 @@ def _check_x509(reader: ZeekReader, header: Header) -> None:
 class ZeekLogs:
     """Stream the Observations of Zeek logs; ``notes`` holds what the report should say.
 
-    ``sources``: (path, "tsv" | "json", log path) triples, as ``run.captures`` sorted them
-    out by content. Iterate once.
+    ``sources``: (path, "tsv" | "json", log path) triples, as ``run.zeek_inputs`` sorted
+    them out by content (``"-"``: standard input). Iterate once: every x509.log is indexed
+    before the first ssl.log row is mapped.
     """
 
     def __init__(self, sources: Sequence[tuple[str, str, str]]) -> None:
@@ -149,7 +150,8 @@ class ZeekLogs:
         out = []
         if self.rows and not self.index.certs:
             out.append("no x509.log given (or it held no rows): chains are known by fingerprint "
-                       "only, so --ca cannot be checked; give the x509.log files of the same days")
+                       "only, so --ca matches only a root the server sent itself; give the "
+                       "x509.log files of the same days")
         if self.requests_without_ca_list:
             out.append(f"{self.requests_without_ca_list:,} CertificateRequest(s) without their "
                        "CA names: load policy/protocols/ssl/certificate-request-info in Zeek to "
