@@ -396,3 +396,18 @@ def test_a_zeek_log_on_stdin_is_told_by_content(tmp_path, zipped):
     report = json.loads(result.stdout)
     assert sum(o.get("repeats", 1) for o in report["results"][0]["observations"]) == 2
     assert any(n.startswith("stdin: 2 ssl.log row") for n in report["notes"])
+
+
+def test_server_and_port_filters_apply_to_zeek_rows(tmp_path):
+    from mtlsprobe.model import Expectations
+    from mtlsprobe.run.analyze import ServerFilter, analyze
+
+    (tmp_path / "ssl.log").write_text(
+        header() + ssl_row(50000) + ssl_row(50001, server="10.0.0.9", sni="other.example"))
+    both = analyze([str(tmp_path / "ssl.log")], Expectations())
+    assert {r.target.host for r in both.results} == {"ec.corp.example", "other.example"}
+    one = analyze([str(tmp_path / "ssl.log")], Expectations(),
+                  servers=[ServerFilter.parse("other.example:8383")])
+    assert [r.target.host for r in one.results] == ["other.example"]
+    none = analyze([str(tmp_path / "ssl.log")], Expectations(), ports=[443])
+    assert not none.results and any("--port" in n for n in none.notes)
