@@ -85,6 +85,8 @@ def _derive_all(out: Path, tmp: str) -> list[dict[str, Any]]:
                                            if r["cert_chain_fps"]}),
             }
             entry.update({k: cap[k] for k in _COPIED if k in cap})
+            if cap.get("baseline"):  # the behaviour baseline (--baseline), from the repo root
+                entry["baseline"] = f"{folder}/{cap['baseline']}"
             targets = _connect_targets(capture)
             if targets:
                 entry["connect_targets"] = targets
