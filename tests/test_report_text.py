@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import factories as f
@@ -38,6 +39,16 @@ def test_table_has_one_row_per_result_and_overall_line():
     assert "MTLS010" in text and "MTLS013" in text
     assert "note: probe ran twice" in text
     assert text.rstrip().endswith("Overall: inspected (exit 10)")
+
+
+def test_a_target_from_a_file_shows_its_source_below_it_in_the_cell_and_beside_it_above_findings():
+    result = dataclasses.replace(evaluate(f.scenarios()[Verdict.INSPECTED]),
+                                 source="targets.txt:3")
+    text = render_table(build_report("probe", [result], {}, {}, (), generated_at=WHEN))
+    assert "\\n" not in text  # never an escaped newline
+    assert any(line.startswith("(targets.txt:3)") for line in text.splitlines())
+    assert any(line.endswith("(targets.txt:3) via direct: inspected")
+               for line in text.splitlines())
 
 
 def test_columns_summarise_cert_request_and_client_cert_behaviour():

@@ -1,4 +1,4 @@
-"""The kind of middlebox (MTLS025/026) and the behaviour baseline (MTLS027/028/093)."""
+"""The kind of middlebox (MTLS025/026) and the behaviour baseline (MTLS027/028/093/094)."""
 
 from __future__ import annotations
 
@@ -186,6 +186,19 @@ def test_a_port_or_name_missing_from_the_baseline_is_never_a_pass():
     same = [dataclasses.replace(o, sni="EC.example.com") for o in real_server()]
     assert evaluate(f.case(*same, expect=with_baseline(base))).verdict is (
         Verdict.PASS_END_TO_END)
+
+
+def test_a_pin_without_a_baseline_passes_with_a_warning_that_offload_is_not_ruled_out():
+    res = evaluate(f.case(*real_server(), expect=f.PINNED))
+    assert res.verdict is Verdict.PASS_END_TO_END, res.reason
+    (warn,) = [x for x in res.findings if x.rule == "MTLS094"]
+    assert "SSL offload" in warn.summary and "--save-baseline" in warn.remediation
+    # with the baseline, or with a chain that is not the pinned one, it is not said
+    base = saved_baseline(*real_server())
+    assert "MTLS094" not in rules_of(evaluate(f.case(*real_server(),
+                                                     expect=with_baseline(base))))
+    foreign = f.observation(server_chain=f.foreign_chain("Corp LB CA"))
+    assert "MTLS094" not in rules_of(evaluate(f.case(foreign, expect=f.PINNED)))
 
 
 def test_behaviour_facts_leave_out_what_a_connection_could_not_show():

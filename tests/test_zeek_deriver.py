@@ -1,6 +1,6 @@
 """The deriver writes what Zeek writes: its logs of Zeek's own traces equal Zeek's.
 
-``scripts/zeek_logs_from_capture.py`` runs on the ten public traces of ../shared/zeek-logs
+``scripts/zeek/zeek_logs_from_capture.py`` runs on the ten public traces of ../shared/zeek-logs
 (Zeek's regression baselines, ``ts`` masked there) and every column both logs have must be
 equal, row by row: ssl.log rows matched by addresses and ports, x509.log rows as the same
 list in the same order (``ts`` and ``uid`` are not compared: Zeek's are masked or random).

@@ -2,7 +2,7 @@
 
 ``read_tsv`` reads Zeek's ASCII log format (several header blocks in one file too, as
 btest concatenates them): rows as {field: text}. ``deriver`` imports
-``scripts/zeek_logs_from_capture.py`` (scripts/ is not a package).
+``scripts/zeek/zeek_logs_from_capture.py`` (scripts/ is not a package).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ROOT / "scripts"
+SCRIPTS = ROOT / "scripts" / "zeek"
 DERIVER = SCRIPTS / "zeek_logs_from_capture.py"
 
 

@@ -67,10 +67,11 @@ def client_cert_behaviour(result: CaseResult) -> str:
     return "; ".join(words) or "-"
 
 
-def target_label(result: CaseResult) -> str:
-    """The target, with where it came from when that is more than the command line."""
+def target_label(result: CaseResult, sep: str = "\n") -> str:
+    """The target, with where it came from when that is more than the command line (on a line
+    of its own in a table cell; ``sep`` elsewhere)."""
     if result.source and result.source not in ("flag", "capture"):
-        return f"{result.target}\n({result.source})"
+        return f"{result.target}{sep}({result.source})"
     return str(result.target)
 
 
@@ -145,7 +146,7 @@ def _findings_block(results: Sequence[CaseResult], width: int | None) -> list[st
     out: list[str] = []
     for r in results:
         out.append("")
-        out.append(terminal(f"{target_label(r)} via {r.route.name}: {r.verdict.value}"))
+        out.append(terminal(f"{target_label(r, ' ')} via {r.route.name}: {r.verdict.value}"))
         if not r.findings:
             out.append("  (no findings)")
             continue

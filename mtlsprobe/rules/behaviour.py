@@ -1,5 +1,6 @@
 """Does the far end behave like the real server? Every fact seen against the baseline's
-(MTLS027-029), and a baseline that has nothing for this port or name (MTLS093).
+(MTLS027-029), a baseline that has nothing for this port or name (MTLS093), and a pin with
+no baseline to compare behaviour with (MTLS094).
 
 A certificate and key can be copied onto a load balancer (SSL offload); its TLS stack still
 answers differently: another ALPN choice, another reaction to an untrusted certificate,
@@ -173,4 +174,30 @@ def baseline_missing(case: Case) -> Iterator[Finding]:
         evidence=[_ev(None, "baseline", have), _ev(None, "server_name", name or "-")],
         remediation="Take the baseline on the server's LAN against every port and server "
         "name the agents use (mtlsprobe probe NAME:PORT ... --save-baseline FILE).",
+    )
+
+
+@rule("MTLS094", "The real certificate, but no behaviour baseline", Severity.WARNING)
+def pin_without_baseline(case: Case) -> Iterator[Finding]:
+    """The far end presents the real server's certificate by --pin, but no --baseline was given,
+    so its behaviour could not be compared with the real server's.
+
+    Does not move the verdict, but a pass is only as strong as the pin: a load balancer holding
+    a copy of the server's certificate and key (SSL offload) presents the same certificate and
+    still terminates TLS, and only its behaviour (ALPN, session tickets, how it answers an
+    untrusted certificate, the HTTP head) tells it apart.
+
+    Take a baseline on the server's LAN (`mtlsprobe probe NAME:PORT --save-baseline FILE`) and
+    probe with `--baseline FILE`, or probe a reflector (`mtlsprobe serve`) behind the same path.
+    """
+    if case.expect.baseline or not case.expect.pins or not _genuine(case):
+        return
+    yield finding(
+        "MTLS094",
+        f"{_target(case)} presents the real server's certificate (pinned), but without a "
+        "baseline its behaviour was not compared with the real server's: a load balancer "
+        "holding a copy of the server's certificate and key (SSL offload) would look the same.",
+        evidence=[_ev(None, "expectations", "--pin given, no --baseline")],
+        remediation="Take a baseline on the server's LAN (mtlsprobe probe NAME:PORT "
+        "--save-baseline FILE) and probe again with --baseline FILE.",
     )

@@ -1,7 +1,7 @@
 """Compare the deriver with every Zeek baseline whose trace we have (a developer's check).
 
 Usage:
-    python3 scripts/zeek_check_baselines.py ZEEK_GIT_DIR [--traces DIR]
+    python3 scripts/zeek/zeek_check_baselines.py ZEEK_GIT_DIR [--traces DIR]
 
 ZEEK_GIT_DIR is a clone of zeek/zeek (a bare one is fine: files are read with ``git
 show HEAD:...``); ``--traces`` defaults to ../shared/pcaps/zeek__zeek/testing/btest/Traces.
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import zeek_logs_from_capture as d
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TRACES = ROOT.parent / "shared" / "pcaps" / "zeek__zeek" / "testing" / "btest" / "Traces"
 
 

@@ -1,7 +1,7 @@
 """Write the ssl.log and x509.log Zeek would write for a capture, derived by our own code.
 
 Usage:
-    python3 scripts/zeek_logs_from_capture.py CAPTURE [-o DIR] [--json]
+    python3 scripts/zeek/zeek_logs_from_capture.py CAPTURE [-o DIR] [--json]
         [--host-certs-only] [--log-certs-base64] [--no-subject-issuer] [--no-dedup]
         [--roots ROOTS.pem] [--port N ...]
 
@@ -45,7 +45,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 
 from zeek_ssl import CertFile, ZeekSsl  # noqa: E402

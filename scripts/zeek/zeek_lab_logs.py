@@ -1,7 +1,7 @@
 """Remake fixtures/zeek-logs/: the Zeek logs of the project's own lab captures, DERIVED.
 
 Usage (from the repository root):
-    python3 scripts/zeek_lab_logs.py [--out fixtures/zeek-logs]
+    python3 scripts/zeek/zeek_lab_logs.py [--out fixtures/zeek-logs]
 
 For every capture listed in ``fixtures/pcaps/manifest.json``, ``fixtures/pcaps/lab/
 manifest.json`` and ``fixtures/pcaps/lab/middleboxes/manifest.json`` it writes
@@ -85,6 +85,8 @@ def _derive_all(out: Path, tmp: str) -> list[dict[str, Any]]:
                                            if r["cert_chain_fps"]}),
             }
             entry.update({k: cap[k] for k in _COPIED if k in cap})
+            if cap.get("baseline"):  # the behaviour baseline (--baseline), from the repo root
+                entry["baseline"] = f"{folder}/{cap['baseline']}"
             targets = _connect_targets(capture)
             if targets:
                 entry["connect_targets"] = targets
@@ -98,8 +100,8 @@ def make(out: Path) -> dict[str, Any]:
         entries = _derive_all(out, tmp)
     manifest = {
         "about": "Zeek ssl.log/x509.log DERIVED from the lab captures by "
-                 "scripts/zeek_logs_from_capture.py (not written by Zeek); remade by "
-                 "scripts/zeek_lab_logs.py. See README.md.",
+                 "scripts/zeek/zeek_logs_from_capture.py (not written by Zeek); remade by "
+                 "scripts/zeek/zeek_lab_logs.py. See README.md.",
         "ca_pem": "in each entry's source_manifest (the root to pass as --ca)",
         "zeek_config": [
             "base scripts (scripts/base/protocols/ssl, scripts/base/files/x509)",

@@ -1,7 +1,7 @@
-"""Remake ``scripts/zeek_consts.json`` (Zeek's SSL name tables) from Zeek's own source.
+"""Remake ``scripts/zeek/zeek_consts.json`` (Zeek's SSL name tables) from Zeek's own source.
 
 Usage:
-    python3 scripts/zeek_consts_from_source.py CONSTS_ZEEK [COMMIT] > scripts/zeek_consts.json
+    cd scripts/zeek && python3 zeek_consts_from_source.py CONSTS_ZEEK [COMMIT] > zeek_consts.json
 
 CONSTS_ZEEK is Zeek's ``scripts/base/protocols/ssl/consts.zeek`` (BSD-3-Clause; e.g.
 ``git --git-dir=<zeek clone> show HEAD:scripts/base/protocols/ssl/consts.zeek``). It keeps
