@@ -47,6 +47,22 @@ def test_mtls091_tls13_capture_without_keys():
     assert not found(c, "MTLS092")
 
 
+def test_mtls091_a_chain_seen_on_some_connections_does_not_vouch_for_hidden_ones():
+    """A pool with one terminating member that only TLS 1.3 connections reached: the TLS 1.2
+    connections show the real chain, the TLS 1.3 ones hide theirs. Never a pass."""
+    seen = f.observation(version="TLSv1.2")
+    assert evaluate(f.case(seen)).verdict is Verdict.PASS_END_TO_END
+    c = f.case(seen, hidden_tls13(repeats=3))
+    (x,) = found(c, "MTLS091")
+    assert "hidden on 3 of 4 handshakes" in x.summary
+    assert evaluate(c).verdict is Verdict.UNKNOWN
+    # a resumed session shows no certificate by design: not hidden
+    assert evaluate(f.case(seen, hidden_tls13(resumed=True))).verdict is Verdict.PASS_END_TO_END
+    # a refusal before any ServerHello hides nothing
+    refused = hidden_tls13(version=None)
+    assert not found(f.case(seen, refused), "MTLS091")
+
+
 def test_mtls091_capture_gap_is_named():
     c = f.case(hidden_tls13(gaps=(Gap(direction=Direction.S2C, offset=10, length=1200),)))
     (x,) = found(c, "MTLS091")

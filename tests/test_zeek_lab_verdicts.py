@@ -3,8 +3,9 @@ scripts/zeek_logs_from_capture.py, not written by Zeek) judged against each lab'
 verdict, with the expectations the capture is judged with (--ca, --pin, --baseline).
 
 Where the log holds less than the capture, the verdict may differ, and only in the ways
-listed in ``LESS_THAN_THE_CAPTURE`` with the reason; every other capture gets exactly the
-lab's verdict: intercepting proxies, terminators, resets and pass-through alike.
+listed in ``LESS_THAN_THE_CAPTURE`` with the reason, or as ``TLS13_HIDES`` says (a
+pass-through path whose log has TLS 1.3 rows is unknown, never a pass); every other capture
+gets exactly the lab's verdict: intercepting proxies, terminators, resets and pass-through.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ ENTRIES = {e["name"]: e for e in MANIFEST["captures"]}
 LESS_THAN_THE_CAPTURE = {
     "direct-tls13": ("unknown", "every handshake is TLS 1.3: no server chain in the log"),
     "untrusted-cert-rejected": (
-        "pass_end_to_end", "the server refused the probe's untrusted certificate in TLS 1.3, "
-        "after both sides started encrypting, when Zeek has written the row; the path itself "
-        "is pass-through"),
+        "unknown", "the server refused the probe's untrusted certificate in TLS 1.3, after "
+        "both sides started encrypting, when Zeek has written the row; and the TLS 1.3 rows "
+        "hide their chains (MTLS091)"),
     "haproxy-terminator": (
         "inspected", "HAProxy is named by its cookie in the HTTP answer, which ssl.log does not "
         "hold; the foreign chain still breaks client authentication (a fresh leaf reads as "
@@ -40,9 +41,27 @@ LESS_THAN_THE_CAPTURE = {
         "http.log), so the baseline has no entry for that port (MTLS093)"),
     "squid-splice": ("unknown", "explicit proxy, as tinyproxy-connect-baseline"),
     "l4-pool-terminating-member": (
-        "pass_end_to_end", "the terminating pool member answered only TLS 1.3 connections, "
-        "whose chains the log cannot show (as a capture without a key log)"),
+        "unknown", "the terminating pool member answered only TLS 1.3 connections, whose "
+        "chains the log cannot show (as a capture without a key log): the chains of the TLS 1.2 "
+        "rows cannot vouch for them (MTLS091), never a pass"),
 }
+#: Why a pass-through capture's log says unknown when it holds TLS 1.3 rows.
+TLS13_HIDES = ("a TLS 1.3 row hides its chain, and a chain seen on another connection cannot "
+               "vouch for it: it may have reached another pool member (MTLS091)")
+
+
+def _lab_verdict_from_the_log(name: str, entry: dict) -> str:
+    """The lab's verdict, or what the log can say instead (listed above, or TLS13_HIDES)."""
+    if name in LESS_THAN_THE_CAPTURE:
+        return LESS_THAN_THE_CAPTURE[name][0]
+    if entry["expected_verdict"] == "pass_end_to_end" and _has_tls13(entry):
+        return "unknown"
+    return str(entry["expected_verdict"])
+
+
+def _has_tls13(entry: dict) -> bool:
+    rows, _notes = zeek_observations([LOGS / log for log in entry["logs"]])
+    return any(o.version == "TLSv1.3" for o in rows)
 
 
 def _expect(entry: dict, tmp_path: Path):
@@ -62,8 +81,10 @@ def test_each_lab_log_gets_the_labs_verdict_or_says_less(name, tmp_path):
     entry = ENTRIES[name]
     run = analyze([str(LOGS / log) for log in entry["logs"]], _expect(entry, tmp_path))
     verdicts = {r.verdict.value for r in run.results}
-    expected, _why = LESS_THAN_THE_CAPTURE.get(name, (entry["expected_verdict"], ""))
+    expected = _lab_verdict_from_the_log(name, entry)
     assert verdicts == {expected}, name
+    if expected == "unknown" and _has_tls13(entry):  # says why, never a pass
+        assert "MTLS091" in {f.rule for r in run.results for f in r.findings}, name
     if name == "haproxy-terminator":  # still a breaking verdict
         assert {f.rule for r in run.results for f in r.findings} & {"MTLS025", "MTLS011"}
 

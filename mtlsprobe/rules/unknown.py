@@ -64,9 +64,11 @@ def _why_hidden(obs: Observation) -> str:
 
 @rule("MTLS091", "A decisive fact could not be seen", Severity.UNKNOWN)
 def hidden_fact(case: Case) -> Iterator[Finding]:
-    """A fact the verdict depends on could not be seen: the server certificate on every
-    handshake, or, when the baseline says the real server asks for a certificate, whether a
-    CertificateRequest came. TLS 1.3 encrypts both, and a capture may have gaps or end early.
+    """A fact the verdict depends on could not be seen: the server certificate on some or every
+    handshake (a chain seen on one connection does not vouch for another, which may have
+    reached another pool member), or, when the baseline says the real server asks for a
+    certificate, whether a CertificateRequest came. TLS 1.3 encrypts both, and a capture may
+    have gaps or end early.
 
     Hides the answer: the verdict stays unknown rather than guessing.
 
@@ -74,6 +76,21 @@ def hidden_fact(case: Case) -> Iterator[Finding]:
     from SSLKEYLOGFILE, or a pcapng with the secrets embedded).
     """
     obs_all = case.observations
+    # a ServerHello came (its version is known), but not the certificate after it
+    hidden = [o for o in obs_all
+              if o.server_chain_seen is Seen.UNKNOWN and o.version and not o.resumed]
+    if _chains(case) and hidden:
+        answered = [o for o in obs_all if o.version and not o.resumed]
+        yield finding(
+            "MTLS091",
+            f"The server certificate was hidden on {_count(hidden)} of {_count(answered)} "
+            f"handshakes ({_why_hidden(hidden[0])}): those may have ended elsewhere (another "
+            "pool member, another path), so the chains seen cannot vouch for them.",
+            evidence=[_ev(o, "server_chain_seen", f"unknown: {_why_hidden(o)}")
+                      for o in hidden],
+            remediation="Supply the key log (SSLKEYLOGFILE / pcapng secrets) with the capture, "
+            "or re-run live (the probe keeps its own keys).",
+        )
     if not _chains(case):
         hidden = [o for o in obs_all
                   if o.server_chain_seen is Seen.UNKNOWN and not _no_server_hello(o)]
@@ -100,6 +117,11 @@ def hidden_fact(case: Case) -> Iterator[Finding]:
                           for o in hidden],
                 remediation="Re-run live or supply the key log with the capture.",
             )
+
+
+def _count(observations: list[Observation]) -> int:
+    """Connections behind the observations (one observation may stand for repeats)."""
+    return sum(o.repeats for o in observations)
 
 
 @rule("MTLS092", "No handshake completed", Severity.UNKNOWN)
