@@ -11,7 +11,13 @@ from pathlib import Path
 
 import click
 
-from mtlsprobe.cli.common import EXIT_CODES_HELP, emit, expectation_options, output_options
+from mtlsprobe.cli.common import (
+    EXIT_CODES_HELP,
+    emit,
+    expectation_options,
+    output_options,
+    quiet,
+)
 
 
 @click.command(epilog=EXIT_CODES_HELP)
@@ -59,7 +65,7 @@ def analyze(
     keylog_texts = read_keylogs(keylogs)
     run = offline.analyze(
         captures, expect, keylog_texts=keylog_texts, servers=server_filters, ports=ports,
-        progress_from=LARGE, jobs=jobs,
+        progress_from=None if quiet() else LARGE, jobs=jobs,
     )
     inputs: dict[str, object] = {
         "captures": [str(c) for c in captures],

@@ -225,8 +225,8 @@ def exit_at_once_on_ctrl_c() -> None:
 
         remove_private_files()
         remove_temporaries()
-        with contextlib.suppress(OSError):
-            os.write(2, b"mtlsprobe: interrupted\n")
+        with contextlib.suppress(OSError):  # on a terminal, over a progress line
+            os.write(2, (b"\r\x1b[K" if os.isatty(2) else b"") + b"mtlsprobe: interrupted\n")
         os._exit(130)
 
     signal.signal(signal.SIGINT, interrupted)

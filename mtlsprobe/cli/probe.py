@@ -15,6 +15,7 @@ from mtlsprobe.cli.common import (
     exit_at_once_on_ctrl_c,
     expectation_options,
     output_options,
+    quiet,
 )
 from mtlsprobe.report.atomic import write_atomic
 
@@ -108,8 +109,10 @@ def probe(
     """
     from mtlsprobe.model.errors import UsageError
     from mtlsprobe.run.probe import ProbeRequest, run_probe
+    from mtlsprobe.run.progress import status_for
 
     exit_at_once_on_ctrl_c()
+    status = None if quiet() else status_for(sys.stderr)  # a terminal only
     request = ProbeRequest(
         targets=tuple(targets), ports=tuple(ports), ca=tuple(ca), pins=tuple(pins),
         baseline=baseline, cert=cert, key=key, pkcs12=pkcs12, password_file=password_file,
@@ -117,12 +120,15 @@ def probe(
         timeout=timeout, repeat=repeat, http_path=http_path, concurrency=concurrency,
         targets_file=targets_file, preset=preset, reflectors=tuple(reflectors),
         reflector_secret_file=reflector_secret_file, trace=trace_hops, capture=capture,
-        capture_secrets=capture_secrets,
+        capture_secrets=capture_secrets, progress=status,
     )
     try:
         report = run_probe(request)
     except UsageError as exc:
         raise click.UsageError(str(exc)) from None
+    finally:
+        if status is not None:
+            status.close()  # before the report, or the error line
     if save_baseline:
         from mtlsprobe.report.jsonout import dumps
 

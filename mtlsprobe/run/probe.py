@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mtlsprobe.live.credentials import load_credentials, password_from
-from mtlsprobe.live.probe import ProbeOptions
+from mtlsprobe.live.probe import ProbeOptions, ProgressHook
 from mtlsprobe.live.proxy import redact_url
 from mtlsprobe.live.sniff import SniffLog
 from mtlsprobe.model import CertInfo, Report
@@ -49,6 +49,7 @@ class ProbeRequest:
     trace: bool = False
     capture: Path | None = None
     capture_secrets: bool = False
+    progress: ProgressHook | None = None  # told as each attempt finishes (a status line)
 
 
 def run_probe(req: ProbeRequest) -> Report:
@@ -93,6 +94,7 @@ def run_probe(req: ProbeRequest) -> Report:
         concurrency=req.concurrency,
         sniff=True,
         sniff_log=sniff_log,
+        progress=req.progress,
     )
     results = pipeline.probe(list(plan.targets), options, expect)
     path_notes = list(sniff_log.notes)
