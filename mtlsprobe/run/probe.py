@@ -106,10 +106,10 @@ def run_probe(req: ProbeRequest) -> Report:
     if req.reflectors:
         from mtlsprobe.run.reflector import probe_reflectors
 
-        if req.ca or req.pins or req.baseline:
+        if req.baseline:
             path_notes.append(
-                "--ca, --pin and --baseline judge the real server's targets; a --reflector "
-                "target is judged by its signed echo (what reached it), which needs neither")
+                "--baseline describes the real server's behaviour, which a reflector does not "
+                "share: --reflector targets are judged by --ca, --pin and their signed echo")
         results += probe_reflectors(req.reflectors, options, expect, req.reflector_secret_file)
     inputs: dict[str, object] = {
         "targets": [str(e) for e, _ in plan.targets],
