@@ -12,7 +12,16 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from mtlsprobe.model import Case, CaseResult, Endpoint, Expectations, HopTrace, Route, Verdict
+from mtlsprobe.model import (
+    Case,
+    CaseResult,
+    Endpoint,
+    Expectations,
+    HopTrace,
+    Route,
+    Verdict,
+    errors,
+)
 from mtlsprobe.report.atomic import write_atomic
 
 HOP_RULES = ("MTLS051", "MTLS052", "MTLS053", "MTLS054", "MTLS055")
@@ -55,6 +64,28 @@ def judge_trace(target: Endpoint, hops: HopTrace, source: str | None = "flag") -
     return CaseResult(target=target, route=DIRECT, verdict=verdict, reason=reason,
                       product=None, findings=tuple(findings), observations=(), source=source,
                       hops=hops)
+
+
+def trace_outcome(hops: HopTrace | None) -> int:
+    """What a trace found, as `mtlsprobe trace` exits: 10 a hop before the server answers in
+    its place, 11 one resets or closes the ClientHello, 0 the server itself answers the SYN
+    and the ClientHello, 12 the trace could not tell (no IPv4 address, no answer)."""
+    if hops is None or hops.error:
+        return errors.EXIT_UNKNOWN
+    if hops.middlebox_hop is not None:
+        rst = hops.middlebox_answer in ("rst", "fin")
+        return errors.EXIT_BLOCKED if rst else errors.EXIT_BREAKS
+    if (hops.ip_distance or hops.tcp_distance) and hops.tls_distance:
+        return errors.EXIT_PASS
+    return errors.EXIT_UNKNOWN
+
+
+def trace_exit_code(results: Sequence[CaseResult]) -> int:
+    """The run's exit code: a found hop before a failed trace before a clean one."""
+    outcomes = {trace_outcome(r.hops) for r in results}
+    order = (errors.EXIT_BREAKS, errors.EXIT_BLOCKED, errors.EXIT_UNKNOWN)
+    return next((c for c in order if c in outcomes), errors.EXIT_PASS if outcomes else
+                errors.EXIT_UNKNOWN)
 
 
 def traced(results: Sequence[CaseResult], expect: Expectations, sni: str | None,
