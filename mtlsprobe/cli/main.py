@@ -74,6 +74,12 @@ class Main(click.Group):
             if exc.errno not in _OUTPUT_ERRNOS or debug:
                 raise
             _output_failed(exc)
+        except SystemExit as exc:  # click's own answer to a closed pipe: a silent exit 1
+            from click.utils import PacifyFlushWrapper
+
+            if exc.code == 1 and isinstance(sys.stdout, PacifyFlushWrapper) and not debug:
+                _output_failed(BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE)))
+            raise
         except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)
         except click.ClickException as exc:
