@@ -26,9 +26,9 @@ def pin(sources: Sequence[str], sni: str | None, timeout: float, fmt: str) -> No
 
     Pin what the real server presents: run it next to the server, or from a file.
     """
-    from mtlsprobe.run.pin import pins_of_file, pins_of_server
+    from mtlsprobe.run.pin import is_file_source, pins_of_file, pins_of_server
 
-    found = [pins_of_file(Path(s)) if Path(s).exists() else pins_of_server(s, sni, timeout)
+    found = [pins_of_file(Path(s)) if is_file_source(s) else pins_of_server(s, sni, timeout)
              for s in sources]
     if fmt == "json":
         click.echo(json.dumps([{"source": p.source, "note": p.note, "certificates": [
