@@ -127,3 +127,59 @@ def test_the_summary_and_pin_json_follow_the_shipped_schema(tmp_path):
         jsonschema.validate([{"source": "x", "note": None, "certificates": [
             {"pin": "sha256/short", "subject": "", "issuer": "", "not_after": ""}]}],
             _schema_of("pin_output"))
+
+
+BAD_VALUES = [
+    ["probe", "localhost", "--timeout", "abc"],
+    ["probe", "localhost", "--pin", "sha256/not-a-pin"],
+    ["probe", "localhost", "--proxy", "ftp://proxy.example"],
+    ["probe", "exa mple.com"],
+    ["probe", "--reflector", "localhost:99999"],
+    ["analyze", "x.pcap", "--server", "host:99999"],
+    ["analyze", "x.pcap", "--pin", "sha256//AAAA"],
+    ["trace", "exa mple.com"],
+    ["pin", "exa mple.com"],
+    ["serve", "--listen", "127.0.0.1:99999"],
+    ["summarize", "x.json", "--stale-after", "abc"],
+    ["rules", "MTLS999"],
+    ["demo", "--format", "xml"],
+]
+
+
+@pytest.mark.parametrize("args", BAD_VALUES, ids=lambda a: " ".join(a[:3]))
+def test_a_bad_value_on_the_command_line_is_exit_2_everywhere(args):
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output
+
+
+MISSING = "/nonexistent/mtlsprobe-test"
+UNREADABLE = [
+    ["probe", "localhost", "--ca", MISSING],
+    ["probe", "localhost", "--baseline", MISSING],
+    ["probe", "--targets", MISSING],
+    ["probe", "localhost", "--cert", MISSING, "--key", MISSING],
+    ["probe", "--reflector", "localhost", "--reflector-secret-file", MISSING],
+    ["analyze", MISSING],
+    ["summarize", MISSING],
+    ["check-cert", "--pkcs12", MISSING],
+    ["serve", "--cert", MISSING, "--key", MISSING],
+    ["pin", MISSING + ".pem"],
+]
+
+
+@pytest.mark.parametrize("args", UNREADABLE, ids=lambda a: " ".join(a[:3]))
+def test_an_unreadable_file_is_exit_3_with_one_line_everywhere(args):
+    res = CliRunner().invoke(main, [*args, "--no-env-proxy"] if args[0] == "probe" else args)
+    assert res.exit_code == 3, res.output
+    assert res.stderr.startswith("mtlsprobe: error: ") and res.stderr.count("\n") == 1
+
+
+def test_the_same_value_from_a_file_or_the_environment_is_bad_input_exit_3(tmp_path):
+    targets = tmp_path / "targets.txt"
+    targets.write_text("exa mple.com\n")
+    res = CliRunner().invoke(main, ["probe", "--targets", str(targets), "--no-env-proxy"])
+    assert res.exit_code == 3 and f"{targets}:1:" in res.stderr
+    res = CliRunner().invoke(main, ["probe", "localhost", "--timeout", "1"],
+                             env={"HTTPS_PROXY": "ftp://proxy.example"})
+    assert res.exit_code == 3 and "(env:HTTPS_PROXY)" in res.stderr

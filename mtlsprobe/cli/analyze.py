@@ -13,11 +13,18 @@ import click
 
 from mtlsprobe.cli.common import (
     EXIT_CODES_HELP,
+    checked,
     emit,
     expectation_options,
     output_options,
     quiet,
 )
+
+
+def valid_server(text: str) -> None:
+    from mtlsprobe.run.analyze import ServerFilter
+
+    ServerFilter.parse(text)
 
 
 @click.command(epilog=EXIT_CODES_HELP)
@@ -28,6 +35,7 @@ from mtlsprobe.cli.common import (
                    "embedded in pcapng files (repeatable).")
 @expectation_options
 @click.option("--server", "servers", multiple=True, metavar="HOST[:PORT]",
+              callback=checked(valid_server),
               help="Judge only this server (SNI, CONNECT host or IP; repeatable). "
                    "Default: every TLS server seen.")
 @click.option("--port", "ports", multiple=True, type=click.IntRange(1, 65535),

@@ -8,12 +8,21 @@ from pathlib import Path
 
 import click
 
-from mtlsprobe.cli.common import EXIT_CODES_HELP
+from mtlsprobe.cli.common import EXIT_CODES_HELP, checked, valid_target
 from mtlsprobe.report.escape import terminal
 
 
+def valid_source(text: str) -> None:
+    """A file (read later: a missing one is exit 3) or a well-formed HOST[:PORT]."""
+    from mtlsprobe.run.pin import is_file_source
+
+    if not is_file_source(text):
+        valid_target(text)
+
+
 @click.command(epilog=EXIT_CODES_HELP)
-@click.argument("sources", nargs=-1, required=True, metavar="FILE|HOST[:PORT]...")
+@click.argument("sources", nargs=-1, required=True, metavar="FILE|HOST[:PORT]...",
+                callback=checked(valid_source))
 @click.option("--sni", help="Server name to send (default: HOST when it is a name).")
 @click.option("--timeout", type=click.FloatRange(0.1, 600), default=10.0, show_default=True,
               help="Deadline in seconds for each server.")

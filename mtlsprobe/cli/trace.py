@@ -14,13 +14,20 @@ from pathlib import Path
 
 import click
 
-from mtlsprobe.cli.common import emit, exit_at_once_on_ctrl_c, output_options
+from mtlsprobe.cli.common import (
+    checked,
+    emit,
+    exit_at_once_on_ctrl_c,
+    output_options,
+    valid_target,
+)
 from mtlsprobe.model.errors import EnvironmentProblem
 from mtlsprobe.run.path import ipv4_of, judge_trace, trace_exit_code
 
 TRACE_EXIT_CODES_HELP = """\b
-Exit codes (what the trace found; probe tells whether client certificates get through):
+Exit codes:
    0  traced: the server itself answers the SYN and the ClientHello
+      (probe tells whether client certificates get through)
    1  internal error (a bug; rerun with --debug)
    2  usage error
    3  bad input
@@ -33,7 +40,8 @@ Exit codes (what the trace found; probe tells whether client certificates get th
 
 
 @click.command(epilog=TRACE_EXIT_CODES_HELP)
-@click.argument("targets", nargs=-1, required=True, metavar="TARGET...")
+@click.argument("targets", nargs=-1, required=True, metavar="TARGET...",
+                callback=checked(valid_target))
 @click.option("--port", "ports", multiple=True, type=click.IntRange(1, 65535),
               help="Port to trace on every target (repeatable; default 8383 or the target's).")
 @click.option("--sni", help="Server name in the ClientHello (default: the target host).")
