@@ -3,6 +3,8 @@ after the command name, -q prints nothing but errors, -o says where the report w
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
@@ -183,3 +185,27 @@ def test_the_same_value_from_a_file_or_the_environment_is_bad_input_exit_3(tmp_p
     res = CliRunner().invoke(main, ["probe", "localhost", "--timeout", "1"],
                              env={"HTTPS_PROXY": "ftp://proxy.example"})
     assert res.exit_code == 3 and "(env:HTTPS_PROXY)" in res.stderr
+
+
+#: Other tools' options the messages and the README name on purpose.
+FOREIGN_OPTIONS = {"--pinnedpubkey": "curl", "--inject-secrets": "editcap"}
+
+
+def test_no_message_or_readme_names_an_option_that_does_not_exist():
+    import re
+
+    import click
+
+    root = Path(__file__).resolve().parents[1]
+    ctx = click.Context(main)
+    real = {"--help", "--version", *(o for p in main.params for o in p.opts)}
+    for name in LAZY_COMMANDS:
+        command = main.get_command(ctx, name)
+        assert command is not None
+        real.update(o for p in command.params for o in (*p.opts, *p.secondary_opts))
+    texts = [*(root / "mtlsprobe").rglob("*.py"), *(root / "mtlsprobe").rglob("*.json"),
+             root / "README.md"]
+    named = {(m.group(0), path.name) for path in texts
+             for m in re.finditer(r"(?<![\w-])--[a-z][a-z0-9-]+", path.read_text("utf-8"))}
+    unknown = {(o, f) for o, f in named if o not in real and o not in FOREIGN_OPTIONS}
+    assert not unknown, unknown
