@@ -10,8 +10,10 @@ import os
 import socket
 import subprocess
 import sys
+from importlib.resources import files
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from mtlsprobe.model import Endpoint, HopTrace
@@ -55,12 +57,17 @@ def test_a_found_hop_outranks_a_failed_trace_which_outranks_a_clean_one():
 
 
 def _trace(*args: str) -> tuple[int, dict | None, str]:
+    """(exit code, JSON report validated against the shipped schema, stderr)."""
     proc = subprocess.run(
         [sys.executable, "-m", "mtlsprobe", "trace", *args, "--timeout", "10",
          "--probe-timeout", "0.3", "--max-ttl", "3", "--format", "json"],
         capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": ROOT},
         check=False)
-    return proc.returncode, json.loads(proc.stdout) if proc.stdout else None, proc.stderr
+    report = json.loads(proc.stdout) if proc.stdout else None
+    if report is not None:
+        jsonschema.validate(report, json.loads(
+            files("mtlsprobe").joinpath("report/schema/report-v1.json").read_text("utf-8")))
+    return proc.returncode, report, proc.stderr
 
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="raw sockets need root (CI is root)")
