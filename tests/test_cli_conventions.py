@@ -209,3 +209,25 @@ def test_no_message_or_readme_names_an_option_that_does_not_exist():
              for m in re.finditer(r"(?<![\w-])--[a-z][a-z0-9-]+", path.read_text("utf-8"))}
     unknown = {(o, f) for o, f in named if o not in real and o not in FOREIGN_OPTIONS}
     assert not unknown, unknown
+
+
+def test_no_warning_reaches_stderr_in_any_format(tmp_path):
+    """Python's default warning filter shows DeprecationWarnings from our own modules (the
+    FFDH one cryptography raised in every json, jsonl and markdown output, or click's)."""
+    import os
+    import subprocess
+    import sys
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-W", "default", "-m", "mtlsprobe", *args],
+                              capture_output=True, text=True, timeout=120, check=False,
+                              env={**os.environ, "PYTHONWARNINGS": "default"})
+
+    jsonl = run("demo", "--format", "jsonl")
+    assert jsonl.returncode == 0 and jsonl.stderr == ""
+    (tmp_path / "r.jsonl").write_text(jsonl.stdout)
+    for args in (["demo", "--format", "json"], ["demo", "--format", "markdown"],
+                 ["summarize", str(tmp_path / "r.jsonl"), "--format", "json"],
+                 ["summarize", str(tmp_path / "r.jsonl"), "--format", "markdown"]):
+        done = run(*args)
+        assert done.returncode in (0, 10) and done.stderr == "", (args, done.stderr)
