@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from mtlsprobe.cli.common import EXIT_CODES_HELP, checked, valid_target
-from mtlsprobe.report.escape import terminal
+from mtlsprobe.report.escape import json_text, terminal
 
 
 def valid_source(text: str) -> None:
@@ -40,10 +40,10 @@ def pin(sources: Sequence[str], sni: str | None, timeout: float, fmt: str) -> No
     found = [pins_of_file(Path(s)) if is_file_source(s) else pins_of_server(s, sni, timeout)
              for s in sources]
     if fmt == "json":
-        click.echo(json.dumps([{"source": p.source, "note": p.note, "certificates": [
+        click.echo(json_text(json.dumps([{"source": p.source, "note": p.note, "certificates": [
             {"pin": c.spki_pin, "subject": c.subject, "issuer": c.issuer,
              "not_after": c.not_after.isoformat()} for c in p.chain]} for p in found],
-            indent=2, ensure_ascii=False))
+            indent=2, ensure_ascii=False)))
         return
     for p in found:
         click.echo(terminal(p.source))
