@@ -88,3 +88,43 @@ def test_describe_names_the_route_and_counts_attempts():
         "probing ec.corp.example:8383 via proxy http://10.0.0.1:3128 ... 6 attempts")
     assert describe(ProbeStep(target, None, "repeat-3", 5, 6)) == (
         "probing ec.corp.example:8383 direct ... attempt 5/6: repeat 3")
+
+
+def test_ctrl_c_erases_the_progress_line_before_saying_so():
+    import signal
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))  # accepts and never answers
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    child = subprocess.Popen(
+        [sys.executable, "-m", "mtlsprobe", "probe", f"127.0.0.1:{listener.getsockname()[1]}",
+         "--no-env-proxy", "--timeout", "30"],
+        stdout=subprocess.PIPE, stderr=slave, env={**os.environ, "PYTHONPATH": ROOT})
+    os.close(slave)
+    try:
+        seen = b""
+        while b"attempts" not in seen:  # the line is drawn: the probe is under way
+            seen += os.read(master, 4096)
+        child.send_signal(signal.SIGINT)
+        seen += drain_pty(master)
+        assert child.wait(timeout=10) == 130
+    finally:
+        if child.poll() is None:
+            child.kill()
+        listener.close()
+        for conn in held:
+            conn.close()
+    assert seen.endswith(b"\r\x1b[Kmtlsprobe: interrupted\r\n"), seen[-200:]
+    assert child.stdout is not None and child.stdout.read() == b""
