@@ -231,3 +231,16 @@ def test_no_warning_reaches_stderr_in_any_format(tmp_path):
                  ["summarize", str(tmp_path / "r.jsonl"), "--format", "markdown"]):
         done = run(*args)
         assert done.returncode in (0, 10) and done.stderr == "", (args, done.stderr)
+
+
+def test_analyze_of_many_servers_ends_with_the_tally_per_verdict():
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "pcaps"
+    out = CliRunner().invoke(main, ["analyze", str(fixtures), "--wide"])
+    assert out.exit_code == 10, out.output
+    tally = next(line for line in out.stdout.splitlines() if line.startswith("Results: "))
+    counts = {v: int(n) for n, v in (p.split(" ") for p in tally[9:].split(", "))}
+    import json
+
+    lines = CliRunner().invoke(main, ["analyze", str(fixtures), "--format", "jsonl"]).stdout
+    verdicts = [json.loads(line)["verdict"] for line in lines.splitlines()]
+    assert counts == {v: verdicts.count(v) for v in set(verdicts)} and len(counts) > 2
