@@ -22,6 +22,7 @@ from mtlsprobe.model import (
     Verdict,
     errors,
 )
+from mtlsprobe.model.errors import EnvironmentProblem
 from mtlsprobe.report.atomic import write_atomic
 
 HOP_RULES = ("MTLS051", "MTLS052", "MTLS053", "MTLS054", "MTLS055")
@@ -124,9 +125,10 @@ def write_capture(path: Path, log: object, include_agent: bool) -> list[str]:
     from mtlsprobe.live.sniff import SniffLog, attempt_comments, throwaway_keylog, to_pcapng
 
     assert isinstance(log, SniffLog)
-    if not log.available:
-        return [f"no capture written to {path}: the probe could not sniff its packets "
-                "(root or CAP_NET_RAW needed)"]
+    if not log.available:  # asked for: a report without it would not be what was asked
+        why = "; ".join(log.notes) or "no packet socket"
+        raise EnvironmentProblem(f"--capture could not capture, so nothing was written to "
+                                 f"{path}: {why}")
     keylog = throwaway_keylog(log.transcripts, include_agent=include_agent)
     what = ("the throwaway sessions (no client certificate, untrusted certificate)"
             + (" and the agent-certificate session (--capture-secrets)" if include_agent
