@@ -94,6 +94,7 @@ def test_ctrl_c_erases_the_progress_line_before_saying_so():
     import signal
     import socket
     import threading
+    import time
 
     listener = socket.create_server(("127.0.0.1", 0))  # accepts and never answers
     held: list[socket.socket] = []
@@ -117,9 +118,11 @@ def test_ctrl_c_erases_the_progress_line_before_saying_so():
         seen = b""
         while b"attempts" not in seen:  # the line is drawn: the probe is under way
             seen += os.read(master, 4096)
+        sent = time.monotonic()
         child.send_signal(signal.SIGINT)
         seen += drain_pty(master)
         assert child.wait(timeout=10) == 130
+        assert time.monotonic() - sent < 5  # --timeout 30: stopped at once
     finally:
         if child.poll() is None:
             child.kill()
