@@ -244,3 +244,14 @@ def test_analyze_of_many_servers_ends_with_the_tally_per_verdict():
     lines = CliRunner().invoke(main, ["analyze", str(fixtures), "--format", "jsonl"]).stdout
     verdicts = [json.loads(line)["verdict"] for line in lines.splitlines()]
     assert counts == {v: verdicts.count(v) for v in set(verdicts)} and len(counts) > 2
+
+
+def test_the_cryptography_floor_is_one_number_in_pyproject_the_code_and_the_readme():
+    import re
+
+    from mtlsprobe import MIN_CRYPTOGRAPHY
+
+    root = Path(__file__).resolve().parents[1]
+    stated = re.findall(r'"cryptography>=(\d+)"', (root / "pyproject.toml").read_text())
+    assert stated == [str(MIN_CRYPTOGRAPHY[0])]
+    assert f"`cryptography` {MIN_CRYPTOGRAPHY[0]} or newer" in (root / "README.md").read_text()
