@@ -10,7 +10,9 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -48,17 +50,32 @@ def run(prefix: list[str], *args: str, cwd: Path) -> subprocess.CompletedProcess
 
 
 @pytest.fixture
-def home(tmp_path: Path, unprivileged: list[str]) -> Path:
-    """A folder the unprivileged process owns."""
-    if unprivileged != DROP:
-        os.chown(tmp_path, NOBODY, NOBODY)
-    return tmp_path
+def home(tmp_path: Path, unprivileged: list[str]) -> Iterator[Path]:
+    """A folder the unprivileged process owns (as nobody: in /tmp itself, since pytest's
+    own temporary folders are root's alone)."""
+    if unprivileged == DROP:
+        yield tmp_path
+        return
+    folder = Path(tempfile.mkdtemp(prefix="mtlsprobe-unprivileged-"))
+    os.chown(folder, NOBODY, NOBODY)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder)
 
 
 def _not_ours(path: Path, unprivileged: list[str]) -> None:
     """Give `path` to another user than the unprivileged process."""
     owner = 0 if unprivileged != DROP else NOBODY
     os.chown(path, owner, owner)
+
+
+def _read_all(fd: int) -> bytes:
+    data = b""
+    while chunk := os.read(fd, 65536):
+        data += chunk
+    os.close(fd)
+    return data
 
 
 def test_reports_to_a_device_a_symlink_a_fifo_and_a_read_only_directory(unprivileged, home):
@@ -78,10 +95,17 @@ def test_reports_to_a_device_a_symlink_a_fifo_and_a_read_only_directory(unprivil
 
     fifo = home / "fifo"
     os.mkfifo(fifo, 0o666)
+    os.chmod(fifo, 0o666)
     got: list[bytes] = []
-    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    end = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader: the child's open returns
+    keep = os.open(fifo, os.O_WRONLY)  # and a writer of ours: no EOF before the child writes
+    os.set_blocking(end, True)
+    reader = threading.Thread(target=lambda: got.append(_read_all(end)), daemon=True)
     reader.start()
-    done = run(unprivileged, "demo", "--format", "json", "-o", str(fifo), cwd=home)
+    try:
+        done = run(unprivileged, "demo", "--format", "json", "-o", str(fifo), cwd=home)
+    finally:
+        os.close(keep)  # now EOF once what the child wrote is read
     reader.join(timeout=60)
     assert done.returncode == 0, done.stderr
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and got and got[0].startswith(b"{")
