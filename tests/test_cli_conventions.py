@@ -255,3 +255,14 @@ def test_the_cryptography_floor_is_one_number_in_pyproject_the_code_and_the_read
     stated = re.findall(r'"cryptography>=(\d+)"', (root / "pyproject.toml").read_text())
     assert stated == [str(MIN_CRYPTOGRAPHY[0])]
     assert f"`cryptography` {MIN_CRYPTOGRAPHY[0]} or newer" in (root / "README.md").read_text()
+
+
+def test_a_port_in_use_is_the_environment_exit_4():
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        res = CliRunner().invoke(main, ["serve", "--listen", f"127.0.0.1:{port}"])
+    assert res.exit_code == 4, res.output
+    assert res.stderr == (f"mtlsprobe: error: cannot listen on 127.0.0.1:{port}: "
+                          "Address already in use\n")
