@@ -14,6 +14,7 @@ import sys
 import termios
 from pathlib import Path
 
+import pytest
 from tools import drain_pty
 
 from mtlsprobe.live.probe import ProbeStep
@@ -131,3 +132,18 @@ def test_ctrl_c_erases_the_progress_line_before_saying_so():
             conn.close()
     assert seen.endswith(b"\r\x1b[Kmtlsprobe: interrupted\r\n"), seen[-200:]
     assert child.stdout is not None and child.stdout.read() == b""
+
+
+def test_a_step_of_its_own_is_named_without_a_count():
+    target = Endpoint(host="ec.corp.example", port=8383)
+    assert describe(ProbeStep(target, None, "hop-trace", 0, 0)) == (
+        "probing ec.corp.example:8383 direct ... tracing the path hop by hop (--trace)")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="--trace needs raw sockets (CI runs as root)")
+def test_the_line_says_when_the_hop_trace_runs(mtls_server, connect_proxy):
+    code, out, seen = _probe(mtls_server, connect_proxy, "--trace")
+    assert code == 12 and "Overall: unknown" in out
+    target = f"127.0.0.1:{mtls_server.port}"
+    assert f"\rprobing {target} direct ... tracing the path hop by hop (--trace)" in (
+        seen.decode())

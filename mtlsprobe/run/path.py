@@ -11,6 +11,7 @@ import socket
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mtlsprobe.model import (
     Case,
@@ -25,6 +26,10 @@ from mtlsprobe.model import (
 from mtlsprobe.model.errors import EnvironmentProblem
 from mtlsprobe.report.atomic import write_atomic
 
+if TYPE_CHECKING:  # the live probe is imported only when tracing
+    from mtlsprobe.live.probe import ProgressHook
+
+TRACE_STEP = "hop-trace"  # the attempt a progress line names while --trace runs
 HOP_RULES = ("MTLS051", "MTLS052", "MTLS053", "MTLS054", "MTLS055")
 DIRECT = Route(kind="direct", source="flag")
 
@@ -90,9 +95,12 @@ def trace_exit_code(results: Sequence[CaseResult]) -> int:
 
 
 def traced(results: Sequence[CaseResult], expect: Expectations, sni: str | None,
-           timeout: float) -> tuple[list[CaseResult], list[str]]:
-    """Direct-route results re-judged with a hop trace toward their server."""
+           timeout: float, progress: ProgressHook | None = None,
+           ) -> tuple[list[CaseResult], list[str]]:
+    """Direct-route results re-judged with a hop trace toward their server (`progress` hears
+    of each trace as it starts)."""
     from mtlsprobe.live import hops
+    from mtlsprobe.live.probe import ProbeStep
     from mtlsprobe.rules.engine import evaluate
 
     out: list[CaseResult] = []
@@ -102,6 +110,8 @@ def traced(results: Sequence[CaseResult], expect: Expectations, sni: str | None,
         if r.route.kind != "direct":
             out.append(r)
             continue
+        if progress is not None:
+            progress(ProbeStep(r.target, None, TRACE_STEP, 0, 0))
         ip = next((o.server.ip for o in r.observations if o.server.ip), None)
         target = replace(r.target, ip=ip) if ip else ipv4_of(r.target)
         t = hops.trace(target, options)

@@ -99,7 +99,7 @@ def run_probe(req: ProbeRequest) -> Report:
     results = pipeline.probe(list(plan.targets), options, expect)
     path_notes = list(sniff_log.notes)
     if req.trace:
-        results, more = path.traced(results, expect, req.sni, req.timeout)
+        results, more = path.traced(results, expect, req.sni, req.timeout, req.progress)
         path_notes += more
     if req.capture:
         path_notes += path.write_capture(req.capture, sniff_log, req.capture_secrets)

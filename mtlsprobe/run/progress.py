@@ -85,6 +85,7 @@ ATTEMPTS = {
     "untrusted-cert": "untrusted client cert",
     "agent-cert": "the agent's client cert",
     "other-name": "an unrelated server name",
+    "hop-trace": "tracing the path hop by hop (--trace)",
 }
 
 
@@ -96,6 +97,8 @@ def describe(step: ProbeStep) -> str:
     if step.attempt is None:
         return f"{head} {step.total} attempts"
     what = ATTEMPTS.get(step.attempt) or step.attempt.replace("repeat-", "repeat ")
+    if not step.total:  # a step of its own, not one of the attempts
+        return f"{head} {what}"
     return f"{head} attempt {step.done}/{step.total}: {what}"
 
 
