@@ -157,10 +157,10 @@ def test_not_a_capture_is_one_error_line_and_exit_3(tmp_path):
     assert not out.exists() and list(tmp_path.iterdir()) == [bogus]  # nothing half-written
 
 
-def test_missing_file_and_bad_server_are_input_errors(tmp_path):
+def test_missing_file_is_bad_input_and_a_bad_server_a_bad_option_value(tmp_path):
     assert run(str(tmp_path / "absent.pcap")).exit_code == 3
     capture = str(FIXTURES / ENTRIES["reset-after-hello"]["file"])
-    assert run(capture, "--server", "host:99999").exit_code == 3
+    assert run(capture, "--server", "host:99999").exit_code == 2
     assert run(capture, "--keylog", str(tmp_path / "no.keys")).exit_code == 3
 
 

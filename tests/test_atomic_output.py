@@ -94,3 +94,32 @@ def test_a_report_to_a_full_disk_is_exit_4_with_one_line(tmp_path):
     assert done.returncode == 4
     assert done.stderr.splitlines() == [
         "mtlsprobe: error: cannot write the report: No space left on device"]
+
+
+def test_a_symlink_loop_is_one_line_and_exit_3(tmp_path):
+    from click.testing import CliRunner
+
+    from mtlsprobe.cli.main import main
+
+    (tmp_path / "a").symlink_to("b")
+    (tmp_path / "b").symlink_to("a")
+    res = CliRunner().invoke(main, ["demo", "-o", str(tmp_path / "a")])
+    assert res.exit_code == 3, res.output
+    assert res.stderr == f"mtlsprobe: error: cannot write {tmp_path / 'a'}: symbolic link loop\n"
+
+
+@pytest.mark.parametrize("args", [["demo"], ["schema"], ["rules", "--format", "json"],
+                                  ["probe", "--help"], ["--version"]])
+def test_a_closed_pipe_is_exit_4_with_one_line_not_a_silent_1(args):
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # `| head -1` that has already gone
+    try:
+        done = subprocess.run([sys.executable, "-m", "mtlsprobe", *args], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=60, check=False)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 4, done.stderr
+    assert done.stderr.splitlines() == ["mtlsprobe: error: cannot write the report: Broken pipe"]

@@ -179,10 +179,11 @@ def _padded_capture(tmp_path: Path) -> Path:
     return path
 
 
-def _analyze_with_stderr(path: Path, out: Path, stderr: int) -> subprocess.Popen[bytes]:
+def _analyze_with_stderr(path: Path, out: Path, stderr: int,
+                         *extra: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "mtlsprobe", "analyze", str(path), "--format", "json",
-         "--output", str(out)],
+         "--output", str(out), *extra],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
     )
 
@@ -204,3 +205,10 @@ def test_analyze_draws_a_progress_bar_on_a_terminal_only(tmp_path: Path) -> None
     piped = _analyze_with_stderr(path, tmp_path / "pipe.json", subprocess.PIPE)
     _, err = piped.communicate(timeout=60)
     assert b"reading [" not in err  # a pipe or a CI log gets no bar
+
+    master, slave = pty.openpty()
+    quiet = _analyze_with_stderr(path, tmp_path / "quiet.json", slave, "-q")
+    os.close(slave)
+    assert drain_pty(master) == b""  # -q: nothing but errors, on a terminal too
+    assert quiet.wait(timeout=60) in (0, 12)
+    assert json.loads((tmp_path / "quiet.json").read_text())["results"]

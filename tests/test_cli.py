@@ -101,7 +101,6 @@ def test_no_expectations_is_exit_12(mtls_server):
         (["--cert", "/nonexistent/agent.pem", "--key", "/nonexistent/agent.key"], "cannot read"),
         (["--cert", "{cert}", "--key", "{other_key}"], "does not match"),
         (["--cert", "{cert}", "--key", "{enc_key}"], "password"),
-        (["--pin", "sha256/not-a-pin"], "--pin"),
         (["--ca", "{key}"], "--ca"),
         (["--baseline", "{pw}"], "--baseline"),
         (["--baseline", "{bigint}"], "--baseline"),
@@ -118,9 +117,11 @@ def test_bad_input_is_one_line_and_exit_3(mtls_server, files_for, args, words):
     assert "Traceback" not in err and "PRIVATE KEY" not in err
 
 
-def test_bad_target_is_exit_3():
+def test_bad_target_or_pin_on_the_command_line_is_a_bad_option_value_exit_2():
     code, _, err = run("probe", "exa mple.com", "--no-env-proxy")
-    assert code == 3 and "bad target" in err
+    assert code == 2 and "bad target" in err
+    code, _, err = run("probe", "localhost", "--pin", "sha256/not-a-pin", "--no-env-proxy")
+    assert code == 2 and "Invalid value for '--pin'" in err
 
 
 def test_usage_errors_are_exit_2(files_for):

@@ -117,6 +117,22 @@ def test_windows_password_and_targets_files(tmp_path, encoding, newline):
                                                  ("ec2.example.com", 8443)]
 
 
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16"])
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_windows_site_map_and_reflector_secret_files(tmp_path, encoding, newline):
+    from mtlsprobe.live.reflector_echo import read_secret
+    from mtlsprobe.run.summarize import load_site_map
+
+    sites = tmp_path / "sites.csv"  # the first row must not be lost to a BOM
+    sites.write_bytes(newline.join(["agent-01,HQ", "10.1.0.0/16,Branch", ""]).encode(encoding))
+    found = load_site_map(sites)
+    assert found.site_of("AGENT-01", []) == "HQ"
+    assert found.site_of("other", ["10.1.2.3"]) == "Branch"
+    secret = tmp_path / "secret"
+    secret.write_bytes(f"s3cret{newline}".encode(encoding))
+    assert read_secret(secret) == b"s3cret"
+
+
 # --- summarize: agents' reports are untrusted input (issue 17) ------------------------
 
 
@@ -140,3 +156,22 @@ def test_hostile_reports_are_counted_never_fatal(tmp_path):
                                             for e in inputs["malformed_examples"])
     assert any("pipe.json: not a regular file" in u for u in inputs["unreadable"])
     assert summary["agents"] >= 1  # the BOM report was read
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "utf-8-sig", "utf-16"])
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_windows_certificate_files_for_ca_and_pin(tmp_path, encoding, newline):
+    """`certutil ... | Out-File ca.pem` in Windows PowerShell 5 writes UTF-16 with a BOM."""
+    from click.testing import CliRunner
+
+    from mtlsprobe.cli.main import main
+    from mtlsprobe.live import pki
+    from mtlsprobe.model.certs import cert_info
+    from mtlsprobe.run.expectations import load_roots
+
+    ca = pki.CA("Windows Saved Root")
+    pem = tmp_path / "ca.pem"
+    pem.write_bytes(ca.cert_pem.decode().replace("\n", newline).encode(encoding))
+    assert [r.sha256 for r in load_roots([pem])] == [cert_info(ca.der).sha256]
+    out = CliRunner().invoke(main, ["pin", str(pem)])
+    assert out.exit_code == 0 and cert_info(ca.der).spki_pin in out.stdout

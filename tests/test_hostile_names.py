@@ -90,3 +90,29 @@ def test_agents_reports_are_escaped_in_the_fleet_summary(tmp_path):
         if fmt == "markdown":
             live = outside_code_spans(out)
             assert "<script>" not in live and "**bold**" not in live
+
+
+def test_json_and_json_lines_keep_the_value_but_no_raw_bidi_or_c1_control():
+    from mtlsprobe.report.jsonl import render_jsonl
+    from mtlsprobe.report.jsonout import dumps
+
+    result = hostile_result()
+    result = dataclasses.replace(result, notes=(*result.notes, f"c1 \x9b31m del \x7f {BIDI}"))
+    for text in (dumps(result), render_jsonl(result)):
+        for raw in (*RAW, "\u2028"):
+            assert raw not in text, repr(raw)
+        assert "\\u202e" in text  # the CA name, escaped
+    assert "\\u009b" in dumps(result)  # the note (JSON Lines carry results only)
+    parsed = json.loads(dumps(result))
+    assert f"c1 \x9b31m del \x7f {BIDI}" in parsed["notes"]  # the same value for a parser
+
+
+def test_the_reflector_s_line_escapes_what_a_client_sent():
+    from mtlsprobe.cli.serve import answered_line
+
+    line = answered_line({"peer": "192.0.2.1:5000", "tls": {"version": "TLSv1.3"},
+                          "client_hello": {"ja3": "a" * 32, "sni": f"x{OSC}{CSI}{BIDI}"},
+                          "client_chain_sha256": []})
+    for raw in RAW:
+        assert raw not in line, repr(raw)
+    assert line.startswith("192.0.2.1:5000 TLSv1.3 ja3=") and "sni=x\\x1b]0;owned" in line

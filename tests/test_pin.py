@@ -61,3 +61,21 @@ def test_curl_s_pin_form_and_lists_are_accepted():
     assert check_pins([f"sha256//{b64};sha256//{b64}"]) == (pin, pin)
     with pytest.raises(InputError, match="curl's sha256//"):
         check_pins(["sha256//short"])
+
+
+@pytest.mark.parametrize("name", ["missing.pem", "certs/server", "agent.CRT"])
+def test_a_missing_file_is_said_to_be_missing_not_a_bad_host(tmp_path, name):
+    out = CliRunner().invoke(main, ["pin", str(tmp_path / name) if "/" in name else name])
+    assert out.exit_code == 3, out.output
+    assert out.stderr.startswith("mtlsprobe: error: cannot read certificate file ")
+    assert out.stderr.endswith("No such file or directory\n") and "bad target" not in out.stderr
+
+
+def test_the_table_shows_the_leaf_s_pin_under_each_result(mtls_server, loopback_pki):
+    out = CliRunner().invoke(main, ["probe", f"127.0.0.1:{mtls_server.port}", "--sni",
+                                    "localhost", "--no-env-proxy", "--repeat", "1"])
+    assert out.exit_code == 12, out.output
+    assert f"  server leaf {spki_pin(loopback_pki.server)}  CN=localhost" in out.stdout
+    demo = CliRunner().invoke(main, ["demo"]).stdout
+    assert "(demo:direct) via direct: pass_end_to_end" in demo  # one line, no "\n" shown
+    assert "\\n(demo:" not in demo

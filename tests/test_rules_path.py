@@ -92,3 +92,31 @@ def test_mtls066_not_tls_on_every_attempt_is_its_own_finding_not_blocked():
     res = evaluate(c)
     assert res.verdict is Verdict.UNKNOWN
     assert res.reason.endswith("there is no TLS to judge.")
+
+
+def _reason(*observations, route=None):
+    kw = {"route": route} if route is not None else {}
+    return evaluate(f.case(*observations, **kw)).reason
+
+
+def test_unreachable_says_which_step_failed_and_blames_the_proxy_when_it_was():
+    """Issue 16: name resolution, refused, timeout, CONNECT status, TLS never started."""
+    dns = f.observation(stage=Stage.DNS, local_error="Name or service not known", **PRE_TLS)
+    assert "name resolution failed for the server's name (Name or service not known)" in (
+        _reason(dns))
+    proxy_dns = dataclasses.replace(dns, route=f.VIA_PROXY)
+    assert f"name resolution failed on the way to the proxy {f.VIA_PROXY.proxy}" in _reason(
+        proxy_dns, route=f.VIA_PROXY)
+    timeout = f.observation(stage=Stage.TCP, local_error="ETIMEDOUT (connect)", **PRE_TLS)
+    assert "the TCP connection timed out" in _reason(timeout)
+    refused = f.observation(stage=Stage.TCP, local_error="ECONNREFUSED", **PRE_TLS)
+    assert "the TCP connection was refused" in _reason(refused)
+    gateway, route = via(502)
+    assert "answered CONNECT with 502: the proxy could not reach the server" in _reason(
+        gateway, route=route)
+    forbidden, route = via(403, connect_reason="Forbidden")
+    assert "refused CONNECT" in _reason(forbidden, route=route)
+    assert "403 Forbidden" in _reason(forbidden, route=route)
+    never = silenced("tls13-nocert")  # TCP up, the ClientHello went unanswered
+    result = evaluate(f.case(never, silenced("tls12-nocert", Outcome.NO_ANSWER)))
+    assert result.verdict is Verdict.BLOCKED and "ClientHello" in result.reason

@@ -305,3 +305,84 @@ def test_serve_command_and_probe_reflector_command(serve_process, tmp_path):
     out, _ = proc.communicate(timeout=15)  # --stop-after 3: it exits by itself
     assert proc.returncode == 0
     assert out.count(" ja3=") == 3 and "stopped after 3 answered" in out
+
+
+@pytest.fixture
+def pinned_world(tmp_path, make_reference_server) -> Iterator[dict]:
+    """`mtlsprobe serve` with a certificate from a known root (as when it runs with the real
+    server's certificate), an ordinary server with the same one, the root and the pins."""
+    root, stranger = pki.CA("Reflector Test Root"), pki.CA("Some Other Root")
+    leaf = root.issue("localhost", sans=("localhost", "127.0.0.1"), eku=(pki.SERVER_AUTH,))
+    (tmp_path / "chain.pem").write_bytes(leaf.chain_pem + root.cert_pem)
+    (tmp_path / "key.pem").write_bytes(leaf.key_pem())
+    (tmp_path / "root.pem").write_bytes(root.cert_pem)
+    (tmp_path / "other-root.pem").write_bytes(stranger.cert_pem)
+    (tmp_path / "secret").write_text("cli-secret\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mtlsprobe", "serve", "--listen", "127.0.0.1:0",
+         "--cert", str(tmp_path / "chain.pem"), "--key", str(tmp_path / "key.pem"),
+         "--secret-file", str(tmp_path / "secret"), "--timeout", "5"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    try:
+        line = proc.stdout.readline()  # readiness: the listening line
+        assert "listening on 127.0.0.1:" in line, line + proc.stderr.read()
+        yield {
+            "reflector": f"127.0.0.1:{int(line.rsplit(':', 1)[1])}",
+            "server": make_reference_server(identity=leaf),
+            "dir": tmp_path,
+            "right_pin": cert_info(leaf.der).spki_pin,
+            "wrong_pin": cert_info(stranger.issue("x").der).spki_pin,
+        }
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def _probe_json(*args: str) -> tuple[int, dict]:
+    res = CliRunner().invoke(main, ["probe", *args, "--no-env-proxy", "--repeat", "1",
+                                    "--timeout", "6", "--format", "json"])
+    return res.exit_code, json.loads(res.stdout)
+
+
+def _reflector_args(world: dict) -> list[str]:
+    return ["--reflector", world["reflector"], "--reflector-secret-file",
+            str(world["dir"] / "secret")]
+
+
+def test_pin_and_ca_judge_a_reflector_target_as_any_other(pinned_world):
+    w = pinned_world
+    code, report = _probe_json(*_reflector_args(w), "--pin", w["right_pin"],
+                               "--ca", str(w["dir"] / "root.pem"))
+    (result,) = report["results"]
+    rules = {f["rule"] for f in result["findings"]}
+    assert code == 0 and result["verdict"] == "pass_end_to_end", result["reason"]
+    assert "MTLS083" in rules and not rules & {"MTLS010", "MTLS011", "MTLS090"}
+    assert not any("reflector" in n for n in report["notes"])  # no "not applied" note
+
+    for wrong in (["--pin", w["wrong_pin"]], ["--ca", str(w["dir"] / "other-root.pem")]):
+        rule = "MTLS011" if wrong[0] == "--pin" else "MTLS010"
+        code, report = _probe_json(*_reflector_args(w), *wrong)
+        (refl,) = report["results"]
+        ordinary_code, ordinary = _probe_json(f"127.0.0.1:{w['server'].port}", *wrong)
+        (plain,) = ordinary["results"]
+        # fails the way an ordinary target fails: the same rule, verdict and exit code
+        assert rule in {f["rule"] for f in refl["findings"]}, (wrong, refl["reason"])
+        assert rule in {f["rule"] for f in plain["findings"]}
+        assert (code, refl["verdict"]) == (ordinary_code, plain["verdict"]) == (
+            10, "terminated_by_lb"), (wrong, refl["reason"], plain["reason"])
+
+
+def test_baseline_is_not_applied_to_a_reflector_target_and_the_report_says_so(
+        pinned_world, tmp_path):
+    w = pinned_world
+    baseline = tmp_path / "baseline.json"
+    code, _ = _probe_json(f"127.0.0.1:{w['server'].port}", "--save-baseline", str(baseline))
+    code, report = _probe_json(*_reflector_args(w), "--baseline", str(baseline))
+    (result,) = report["results"]
+    assert code == 0 and result["verdict"] == "pass_end_to_end", result["reason"]
+    assert any(n.startswith("--baseline describes the real server's behaviour")
+               for n in report["notes"])

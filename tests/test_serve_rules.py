@@ -61,9 +61,9 @@ def test_mtls083_needs_a_certificate_attempt():
     res = result(nocert())
     assert "MTLS083" not in ids(res)
     assert res.verdict is Verdict.UNKNOWN  # MTLS090: nothing proves the far end
-    # and it does not claim that no --ca/--pin was given (they describe the real server)
+    # and it says what would prove it: the echo of a certificate attempt, or a pin
     why = next(x.summary for x in res.findings if x.rule == "MTLS090")
-    assert why.startswith("This is a reflector target")
+    assert why.startswith("This is a reflector target and no --ca or --pin was given")
 
 
 def test_mtls080_different_client_hello():

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -21,7 +20,7 @@ from click.testing import CliRunner
 
 from mtlsprobe.capture.transcripts import CaptureReader
 from mtlsprobe.cli.main import main
-from mtlsprobe.live import sniff
+from mtlsprobe.live import hops, sniff
 from mtlsprobe.model import Attempt, CertKind, Endpoint
 from mtlsprobe.run.pipeline import judge
 from mtlsprobe.tls.observer import observe
@@ -129,21 +128,27 @@ def test_capture_secrets_adds_the_agent_session(mtls_server, files, tmp_path: Pa
     assert len(randoms) == len(live["results"][0]["observations"])
 
 
-def test_without_privileges_the_probe_notes_it_and_carries_on(mtls_server, files,
-                                                              tmp_path: Path, monkeypatch):
+def test_without_a_packet_socket_a_plain_probe_notes_it_and_capture_is_exit_4(
+        mtls_server, files, tmp_path: Path, monkeypatch):
     def refuse(self):
         raise sniff.SniffUnavailable("not root and no CAP_NET_RAW")
 
     monkeypatch.setattr(sniff.Sniffer, "start", refuse)
+    monkeypatch.setattr(hops, "unavailable", lambda: None)  # raw sockets, yet no sniffing
     host, port = mtls_server.address
-    cap = tmp_path / "probe.pcapng"
-    _code, live = run("probe", f"{host}:{port}", "--sni", "localhost", "--no-env-proxy",
-                     "--repeat", "1", "--timeout", "5", "--capture", str(cap))
-    assert not cap.exists()
+    args = ["probe", f"{host}:{port}", "--sni", "localhost", "--no-env-proxy", "--repeat",
+            "1", "--timeout", "5"]
+    _code, live = run(*args)
     notes = " ".join(live["notes"])
-    assert "CAP_NET_RAW" in notes and "no capture written" in notes
+    assert "CAP_NET_RAW" in notes and "passive" in notes
     assert live["results"][0]["observations"]  # the probe itself ran
-    assert os.geteuid() == 0 or "passive" in notes
+
+    cap = tmp_path / "probe.pcapng"
+    res = CliRunner().invoke(main, [*args, "--capture", str(cap), "--format", "json"])
+    assert res.exit_code == 4 and res.stdout == ""  # not a success with a note
+    assert res.stderr.startswith("mtlsprobe: error: --capture could not capture")
+    assert "CAP_NET_RAW" in res.stderr and res.stderr.count("\n") == 1
+    assert not cap.exists()
 
 
 def test_the_reader_names_each_connection_from_its_packet_comment():

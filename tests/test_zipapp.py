@@ -109,8 +109,10 @@ def test_zipapp_runs_on_the_lowest_supported_cryptography(pyz, tmp_path):
 
 @pytest.mark.skipif(not OLD.exists(), reason="scripts/setup-test-env makes the old venv")
 def test_zipapp_refuses_a_too_old_cryptography_with_one_line(pyz, tmp_path):
-    done = run(str(OLD), pyz, "probe", "127.0.0.1:9", cwd=tmp_path)
-    assert done.returncode == 4
-    [line] = done.stderr.strip().splitlines()
-    assert "cryptography 38.0.4 is too old: mtlsprobe needs 41 or newer" in line
+    for args in (["probe", "127.0.0.1:9"], ["--version"]):
+        done = run(str(OLD), pyz, *args, cwd=tmp_path)
+        assert done.returncode == 4, args
+        [line] = done.stderr.strip().splitlines()
+        assert "cryptography 38.0.4 is too old: mtlsprobe needs 41 or newer" in line
+        assert done.stdout == ""
 

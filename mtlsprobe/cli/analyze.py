@@ -11,7 +11,20 @@ from pathlib import Path
 
 import click
 
-from mtlsprobe.cli.common import EXIT_CODES_HELP, emit, expectation_options, output_options
+from mtlsprobe.cli.common import (
+    EXIT_CODES_HELP,
+    checked,
+    emit,
+    expectation_options,
+    output_options,
+    quiet,
+)
+
+
+def valid_server(text: str) -> None:
+    from mtlsprobe.run.analyze import ServerFilter
+
+    ServerFilter.parse(text)
 
 
 @click.command(epilog=EXIT_CODES_HELP)
@@ -22,6 +35,7 @@ from mtlsprobe.cli.common import EXIT_CODES_HELP, emit, expectation_options, out
                    "embedded in pcapng files (repeatable).")
 @expectation_options
 @click.option("--server", "servers", multiple=True, metavar="HOST[:PORT]",
+              callback=checked(valid_server),
               help="Judge only this server (SNI, CONNECT host or IP; repeatable). "
                    "Default: every TLS server seen.")
 @click.option("--port", "ports", multiple=True, type=click.IntRange(1, 65535),
@@ -60,7 +74,7 @@ def analyze(
     keylog_texts = read_keylogs(keylogs)
     run = offline.analyze(
         captures, expect, keylog_texts=keylog_texts, servers=server_filters, ports=ports,
-        progress_from=LARGE, jobs=jobs,
+        progress_from=None if quiet() else LARGE, jobs=jobs,
     )
     inputs: dict[str, object] = {
         "captures": [str(c) for c in captures],

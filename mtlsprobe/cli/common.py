@@ -23,13 +23,14 @@ EXIT_CODES_HELP = """\b
 Exit codes:
    0  every target/route passes end to end
    1  internal error (a bug; rerun with --debug)
-   2  usage error
+   2  usage error (also a bad value on the command line: --pin, TARGET, --proxy)
    3  bad input (unreadable file, wrong password, malformed capture or report)
-   4  environment problem (missing privilege or program)
+   4  environment problem (missing privilege or program, output not writable)
   10  something breaks client-certificate authentication
       (inspected, terminated_by_lb, client_cert_rejected)
   11  blocked, unreachable or proxy_auth_required
   12  unknown: not enough evidence for a verdict
+ 130  interrupted (Ctrl-C)
 """
 
 TOOL_EXIT_CODES_HELP = """\b
@@ -43,6 +44,44 @@ Exit codes:
 """
 
 FORMATS = ("table", "json", "markdown", "jsonl")
+Callback = Callable[[click.Context, click.Parameter, Any], Any]
+
+
+def checked(check: Callable[[str], object]) -> Callback:
+    """A click callback: every value given on the command line must pass `check` (which
+    raises InputError), or it is a bad option value, exit 2 like any other. The same value
+    read from a file or the environment stays bad input (exit 3)."""
+
+    def callback(_ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
+        from mtlsprobe.model.errors import InputError
+
+        values = value if isinstance(value, tuple) else () if value is None else (value,)
+        for v in values:
+            try:
+                check(v)
+            except InputError as exc:
+                raise click.BadParameter(str(exc)) from None
+        return value
+
+    return callback
+
+
+def valid_target(text: str) -> None:
+    from mtlsprobe.live.targets import parse_target
+
+    parse_target(text)
+
+
+def valid_pin(text: str) -> None:
+    from mtlsprobe.run.expectations import check_pins
+
+    check_pins([text])
+
+
+def valid_proxy(text: str) -> None:
+    from mtlsprobe.live.proxy import parse_proxy_url
+
+    parse_proxy_url(text, "flag")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -127,6 +166,7 @@ def expectation_options(fn: F) -> F:
         "pins",
         multiple=True,
         metavar="sha256/BASE64",
+        callback=checked(valid_pin),
         help="SPKI pin of any certificate in the real server's chain (repeatable).",
     )(fn)
     fn = click.option(
@@ -225,8 +265,8 @@ def exit_at_once_on_ctrl_c() -> None:
 
         remove_private_files()
         remove_temporaries()
-        with contextlib.suppress(OSError):
-            os.write(2, b"mtlsprobe: interrupted\n")
+        with contextlib.suppress(OSError):  # on a terminal, over a progress line
+            os.write(2, (b"\r\x1b[K" if os.isatty(2) else b"") + b"mtlsprobe: interrupted\n")
         os._exit(130)
 
     signal.signal(signal.SIGINT, interrupted)

@@ -34,8 +34,28 @@ LAZY_COMMANDS = {
 }
 
 
+class _PipeClosed(Exception):
+    """A closed stdout pipe, carried past click (which would turn it into a silent exit 1)."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class Main(click.Group):
     """Turns every exception into one line and a documented exit code."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:  # --help and --version write while the arguments are parsed
+            return super().make_context(*args, **kwargs)
+        except BrokenPipeError as exc:
+            raise _PipeClosed(exc) from None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError as exc:
+            raise _PipeClosed(exc) from None
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         from importlib.util import find_spec
@@ -74,6 +94,8 @@ class Main(click.Group):
             if exc.errno not in _OUTPUT_ERRNOS or debug:
                 raise
             _output_failed(exc)
+        except _PipeClosed as exc:
+            _output_failed(exc.error)
         except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)
         except click.ClickException as exc:

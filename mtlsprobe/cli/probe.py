@@ -10,17 +10,21 @@ import click
 
 from mtlsprobe.cli.common import (
     EXIT_CODES_HELP,
+    checked,
     credential_options,
     emit,
     exit_at_once_on_ctrl_c,
     expectation_options,
     output_options,
+    quiet,
+    valid_proxy,
+    valid_target,
 )
 from mtlsprobe.report.atomic import write_atomic
 
 
 @click.command(epilog=EXIT_CODES_HELP)
-@click.argument("targets", nargs=-1, metavar="[TARGET]...")
+@click.argument("targets", nargs=-1, metavar="[TARGET]...", callback=checked(valid_target))
 @click.option("--port", "ports", multiple=True, type=click.IntRange(1, 65535),
               help="Port to probe on every target (repeatable; default 8383, the preset's "
                    "ports, or the target's).")
@@ -29,7 +33,7 @@ from mtlsprobe.report.atomic import write_atomic
               help="Also write this run's JSON report to FILE for later --baseline use "
                    "(run it on the server's own LAN).")
 @credential_options
-@click.option("--proxy", "proxies", multiple=True, metavar="URL",
+@click.option("--proxy", "proxies", multiple=True, metavar="URL", callback=checked(valid_proxy),
               help="Explicit proxy http://[user:pass@]host:port, tried with CONNECT (repeatable).")
 @click.option("--no-env-proxy", is_flag=True,
               help="Ignore HTTPS_PROXY/https_proxy/NO_PROXY.")
@@ -51,6 +55,7 @@ from mtlsprobe.report.atomic import write_atomic
                    "8384 with a distribution server) on the servers in the agent's own "
                    "configuration (when no TARGET is given).")
 @click.option("--reflector", "reflectors", multiple=True, metavar="HOST[:PORT]",
+              callback=checked(valid_target),
               help="An `mtlsprobe serve` listener: compare what it received with what we "
                    "sent (repeatable; default port 18383).")
 @click.option("--reflector-secret-file", type=click.Path(dir_okay=False, path_type=Path),
@@ -108,8 +113,10 @@ def probe(
     """
     from mtlsprobe.model.errors import UsageError
     from mtlsprobe.run.probe import ProbeRequest, run_probe
+    from mtlsprobe.run.progress import status_for
 
     exit_at_once_on_ctrl_c()
+    status = None if quiet() else status_for(sys.stderr)  # a terminal only
     request = ProbeRequest(
         targets=tuple(targets), ports=tuple(ports), ca=tuple(ca), pins=tuple(pins),
         baseline=baseline, cert=cert, key=key, pkcs12=pkcs12, password_file=password_file,
@@ -117,12 +124,15 @@ def probe(
         timeout=timeout, repeat=repeat, http_path=http_path, concurrency=concurrency,
         targets_file=targets_file, preset=preset, reflectors=tuple(reflectors),
         reflector_secret_file=reflector_secret_file, trace=trace_hops, capture=capture,
-        capture_secrets=capture_secrets,
+        capture_secrets=capture_secrets, progress=status,
     )
     try:
         report = run_probe(request)
     except UsageError as exc:
         raise click.UsageError(str(exc)) from None
+    finally:
+        if status is not None:
+            status.close()  # before the report, or the error line
     if save_baseline:
         from mtlsprobe.report.jsonout import dumps
 

@@ -18,6 +18,7 @@ import click
 from mtlsprobe.cli.common import TOOL_EXIT_CODES_HELP
 from mtlsprobe.live.files import read_limited
 from mtlsprobe.model.errors import EnvironmentProblem
+from mtlsprobe.report.escape import terminal
 
 PRIVILEGED_BELOW = 1024
 
@@ -29,6 +30,19 @@ def parse_listen(text: str) -> tuple[str, int]:
         raise click.BadParameter(f"{text!r}: expected ADDR:PORT (port 0-65535)")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     return host or "0.0.0.0", int(port)
+
+
+def answered_line(echo: dict[str, object]) -> str:
+    """One line for an answered connection; the server name is the client's (escaped)."""
+    hello = echo.get("client_hello") or {}
+    tls = echo.get("tls") or {}
+    chain = echo.get("client_chain_sha256") or []
+    assert isinstance(hello, dict) and isinstance(tls, dict) and isinstance(chain, list)
+    return terminal(
+        f"{echo.get('peer')} {tls.get('version')} ja3={hello.get('ja3')} "
+        f"sni={hello.get('sni') or '-'} client_cert="
+        f"{chain[0][:16] + '...' if chain else 'none'}"
+    )
 
 
 @click.command(epilog=TOOL_EXIT_CODES_HELP)
@@ -105,15 +119,7 @@ def serve(
         ca_pem = read_limited(client_ca, "certificate")
 
     def announce(echo: dict[str, object]) -> None:
-        hello = echo.get("client_hello") or {}
-        tls = echo.get("tls") or {}
-        chain = echo.get("client_chain_sha256") or []
-        assert isinstance(hello, dict) and isinstance(tls, dict) and isinstance(chain, list)
-        click.echo(
-            f"{echo.get('peer')} {tls.get('version')} ja3={hello.get('ja3')} "
-            f"sni={hello.get('sni') or '-'} client_cert="
-            f"{chain[0][:16] + '...' if chain else 'none'}"
-        )
+        click.echo(answered_line(echo))
 
     server = reflector.Reflector(
         chain_pem=chain_pem, key_pem=key_pem, host=host, port=port, client_ca_pem=ca_pem,
@@ -132,9 +138,10 @@ def serve(
     try:
         leaf = cert_info(server.chain[0])
         click.echo(f"mtlsprobe serve: listening on {_show(server.host, server.port)}")
-        click.echo(f"  certificate {leaf.subject} sha256 {leaf.sha256} pin {leaf.spki_pin}")
+        click.echo(f"  certificate {terminal(leaf.subject)} sha256 {leaf.sha256} "
+                   f"pin {leaf.spki_pin}")
         click.echo(f"  client certificates: requested, any accepted; CA names: "
-                   f"{'; '.join(server.client_ca_names) or '(none)'}")
+                   f"{terminal('; '.join(server.client_ca_names)) or '(none)'}")
         click.echo(f"  echo {'HMAC-signed' if secret else 'unsigned'}; at most "
                    f"{max_connections} at once, {timeout:g} s each; no files written")
         click.echo(f"  from the agent: mtlsprobe probe --reflector HOST:{server.port}"

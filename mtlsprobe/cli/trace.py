@@ -7,19 +7,41 @@ this command is the path alone, so without a located middlebox its verdict is `u
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import click
 
-from mtlsprobe.cli.common import EXIT_CODES_HELP, emit, exit_at_once_on_ctrl_c, output_options
+from mtlsprobe.cli.common import (
+    checked,
+    emit,
+    exit_at_once_on_ctrl_c,
+    output_options,
+    valid_target,
+)
 from mtlsprobe.model.errors import EnvironmentProblem
-from mtlsprobe.run.path import ipv4_of, judge_trace
+from mtlsprobe.run.path import ipv4_of, judge_trace, trace_exit_code
+
+TRACE_EXIT_CODES_HELP = """\b
+Exit codes:
+   0  traced: the server itself answers the SYN and the ClientHello
+      (probe tells whether client certificates get through)
+   1  internal error (a bug; rerun with --debug)
+   2  usage error
+   3  bad input
+   4  environment problem (no raw sockets: run as root or grant CAP_NET_RAW)
+  10  found the hop: one before the server answers the SYN or ClientHello in its place
+  11  found the hop: one before the server resets or closes the ClientHello
+  12  could not trace: no IPv4 address, or no answer from the target
+ 130  interrupted (Ctrl-C)
+"""
 
 
-@click.command(epilog=EXIT_CODES_HELP)
-@click.argument("targets", nargs=-1, required=True, metavar="TARGET...")
+@click.command(epilog=TRACE_EXIT_CODES_HELP)
+@click.argument("targets", nargs=-1, required=True, metavar="TARGET...",
+                callback=checked(valid_target))
 @click.option("--port", "ports", multiple=True, type=click.IntRange(1, 65535),
               help="Port to trace on every target (repeatable; default 8383 or the target's).")
 @click.option("--sni", help="Server name in the ClientHello (default: the target host).")
@@ -44,7 +66,8 @@ def trace(
 
     ICMP echo, SYN and ClientHello with rising TTL (tracebox/tlsmiddlebox style): a hop
     that answers or resets before the server's distance is named with its address; ICMP
-    quotes show header rewriting (MSS, options) along the way.
+    quotes show header rewriting (MSS, options) along the way. The exit code says
+    whether a hop was found, none was, or the trace could not tell (below).
     """
     from mtlsprobe.live import hops
     from mtlsprobe.live.targets import expand_targets
@@ -69,5 +92,6 @@ def trace(
         "probe_timeout": probe_timeout, "timeout": timeout,
     }
     report = pipeline.make_report("trace", results, inputs, notes)
+    report = dataclasses.replace(report, exit_code=trace_exit_code(results))
     emit(report, fmt, output)
     sys.exit(report.exit_code)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
@@ -27,6 +27,21 @@ if TYPE_CHECKING:  # live.sniff is imported only when sniffing
 
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeStep:
+    """Where a probe is, for a progress line: `done` of `total` attempts on one route have
+    finished (`attempt` the last one; None when the route is just starting)."""
+
+    target: Endpoint
+    proxy: str | None  # the proxy URL without credentials; None: direct
+    attempt: str | None
+    done: int
+    total: int
+
+
+ProgressHook = Callable[[ProbeStep], None]
 
 
 @dataclass(frozen=True)
@@ -47,6 +62,7 @@ class ProbeOptions:
     sniff: bool = False  # record our own packets for TTL/RST/option evidence (root needed)
     sniff_log: SniffLog | None = None  # receives the packets and notes
     other_name: bool = True  # also ask for an unrelated name (OTHER_NAME): the kind of box
+    progress: ProgressHook | None = None  # told as each attempt finishes (from worker threads)
 
 
 _untrusted_lock = threading.Lock()
@@ -128,8 +144,9 @@ def probe_target(target: Endpoint, options: ProbeOptions) -> list[tuple[Route, l
     jobs = [(plan, attempt) for plan in plans for attempt in attempts]
     if not jobs:
         return []
+    one = _counted(target, plans, len(attempts), options.progress) or _one
     with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix=f"probe {target}") as pool:
-        futures = [pool.submit(_one, target, p, a, options, deadline) for p, a in jobs]
+        futures = [pool.submit(one, target, p, a, options, deadline) for p, a in jobs]
         results = gather(futures)
     out: list[tuple[Route, list[Transcript]]] = []
     for i, plan in enumerate(plans):
@@ -140,6 +157,33 @@ def probe_target(target: Endpoint, options: ProbeOptions) -> list[tuple[Route, l
         )
         out.append((route, transcripts))
     return out
+
+
+def _counted(
+    target: Endpoint, plans: Sequence[RoutePlan], total: int, hook: ProgressHook | None
+) -> Callable[[Endpoint, RoutePlan, Attempt, ProbeOptions, float], Transcript] | None:
+    """:func:`_one` telling `hook` as each attempt finishes, counted per route; None
+    without a hook. The hook first hears of every route with nothing done."""
+    if hook is None:
+        return None
+    lock = threading.Lock()
+    done = {id(plan): 0 for plan in plans}  # two equal --proxy URLs are two routes
+
+    def url(plan: RoutePlan) -> str | None:
+        return plan.proxy.url if plan.proxy is not None else None
+
+    for plan in plans:
+        hook(ProbeStep(target, url(plan), None, 0, total))
+
+    def one(target: Endpoint, plan: RoutePlan, attempt: Attempt, options: ProbeOptions,
+            deadline: float) -> Transcript:
+        transcript = _one(target, plan, attempt, options, deadline)
+        with lock:
+            done[id(plan)] += 1
+            hook(ProbeStep(target, url(plan), attempt.name, done[id(plan)], total))
+        return transcript
+
+    return one
 
 
 def probe_targets(

@@ -194,7 +194,13 @@ def _cert_info(der: bytes) -> CertInfo:
 
 
 def load_certificates(data: bytes) -> list[x509.Certificate]:
-    """Certificates from PEM (one or many) or a single DER. Raises CertError."""
+    """Certificates from PEM (one or many; UTF-16 too, as Windows PowerShell 5 writes it) or
+    a single DER. Raises CertError."""
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):  # a UTF-16 byte order mark: text, not DER
+        try:
+            data = data.decode("utf-16").encode("ascii")
+        except (UnicodeDecodeError, UnicodeEncodeError):
+            raise CertError("UTF-16 text that is not a PEM certificate") from None
     if b"-----BEGIN" in data:
         try:
             certs = x509.load_pem_x509_certificates(data)

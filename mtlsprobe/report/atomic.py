@@ -2,8 +2,8 @@
 
 - A regular file (or a new one) is replaced atomically: readers see the old file or the
   whole new one, and nothing is left behind on failure. An existing file keeps its mode (and,
-  as root, its owner); a new one gets the umask's mode, or `mode` when given (0600 for
-  captures holding key logs).
+  as root with CAP_CHOWN, its owner); a new one gets the umask's mode, or `mode` when given
+  (0600 for captures holding key logs).
 - A symlink is followed: the file it points to is replaced, the link stays.
 - A character device, FIFO or socket (``-o /dev/stdout``, a named pipe) is written straight
   into, never replaced by a regular file.
@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -52,13 +53,15 @@ def write_atomic(path: Path | str, data: str | bytes, *, mode: int | None = None
     """
     path = Path(path)
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    target = path.resolve() if path.is_symlink() else path
     try:
-        st = os.stat(target)
+        target = path.resolve() if path.is_symlink() else path
+        st: os.stat_result | None = os.stat(target)
     except FileNotFoundError:
         st = None
-    except OSError as exc:
+    except OSError as exc:  # no search permission on a folder on the way, a loop, ...
         raise _error(path, exc) from None
+    except RuntimeError:  # a symlink loop, before Python 3.13
+        raise InputError(f"cannot write {path}: symbolic link loop") from None
     if st is not None and stat.S_ISDIR(st.st_mode):
         raise InputError(f"cannot write {path}: it is a directory")
     if st is not None and not stat.S_ISREG(st.st_mode):
@@ -92,7 +95,8 @@ def _replace(path: Path, target: Path, payload: bytes, mode: int | None,
         if st is not None:
             os.chmod(tmp, stat.S_IMODE(st.st_mode) if mode is None else mode)
             if hasattr(os, "geteuid") and os.geteuid() == 0:
-                os.chown(tmp, st.st_uid, st.st_gid)
+                with contextlib.suppress(PermissionError):  # root without CAP_CHOWN
+                    os.chown(tmp, st.st_uid, st.st_gid)
         else:
             os.chmod(tmp, _umask_mode() if mode is None else mode)
         os.replace(tmp, target)

@@ -40,6 +40,17 @@ def markdown(text: str) -> str:
     return re.sub("[<>&]", lambda m: _HTML[m.group(0)], text)
 
 
+# what json.dumps(ensure_ascii=False) leaves raw that a terminal acts on (C0 it escapes itself)
+_JSON_RAW = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2028\u2029\u2066-\u2069]")
+
+
+def json_text(dumped: str) -> str:
+    """JSON text from ``json.dumps(..., ensure_ascii=False)`` with C1 controls, DEL and the
+    bidirectional overrides written as ``\\uXXXX``: the same value for a parser, inert on a
+    terminal (reports in JSON are read there too)."""
+    return _JSON_RAW.sub(lambda m: f"\\u{ord(m.group(0)):04x}", dumped)
+
+
 def code_span(text: str) -> str:
     """`text` as a Markdown code span (controls escaped, never closed early)."""
     text = terminal(text)

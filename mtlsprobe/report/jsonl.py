@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import cast
 
 from mtlsprobe.model import CaseResult, Finding, Report, Seen, Severity, Verdict
+from mtlsprobe.report.escape import json_text
 from mtlsprobe.report.jsonout import rfc3339, to_jsonable
 from mtlsprobe.report.table import cert_request, client_cert_behaviour, tls_versions
 
@@ -82,7 +83,7 @@ def line_objects(report: Report) -> list[dict[str, object]]:
 
 
 def dumps_lines(objects: Sequence[dict[str, object]]) -> str:
-    return "".join(json.dumps(o, ensure_ascii=False, separators=(",", ":")) + "\n"
+    return "".join(json_text(json.dumps(o, ensure_ascii=False, separators=(",", ":"))) + "\n"
                    for o in objects)
 
 

@@ -19,6 +19,8 @@ from pathlib import PurePath
 
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
+from mtlsprobe.report.escape import json_text
+
 # Every private key type cryptography has (PrivateKeyTypes is their union; taking it from the
 # types module avoids importing the FFDH module, which newer releases mark deprecated).
 _PRIVATE_KEYS = tuple(t for t in typing.get_args(PrivateKeyTypes) if isinstance(t, type))
@@ -87,4 +89,4 @@ def to_jsonable(obj: object) -> object:
 
 def dumps(report: object) -> str:
     """Deterministic JSON text (indent 2, field order kept, UTF-8 characters as is)."""
-    return json.dumps(to_jsonable(report), indent=2, ensure_ascii=False)
+    return json_text(json.dumps(to_jsonable(report), indent=2, ensure_ascii=False))

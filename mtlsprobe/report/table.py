@@ -67,12 +67,26 @@ def client_cert_behaviour(result: CaseResult) -> str:
     return "; ".join(words) or "-"
 
 
-def target_label(result: CaseResult, sep: str = "\n") -> str:
-    """The target, with where it came from when that is more than the command line (on a line
-    of its own in a table cell; ``sep`` elsewhere)."""
+def target_label(result: CaseResult) -> str:
+    """The target, with where it came from when that is more than the command line."""
     if result.source and result.source not in ("flag", "capture"):
-        return f"{result.target}{sep}({result.source})"
+        return f"{result.target}\n({result.source})"
     return str(result.target)
+
+
+def heading_label(result: CaseResult) -> str:
+    """:func:`target_label` on one line, for the heading of a result's findings."""
+    return target_label(result).replace("\n", " ")
+
+
+def leaf_pins(result: CaseResult) -> list[tuple[str, str]]:
+    """(SPKI pin, subject) of each distinct server leaf the target's handshakes showed (the
+    unrelated-name handshakes left out): what to give --pin once it is the real server's."""
+    seen: dict[str, str] = {}
+    for obs in result.observations:
+        if obs.server_chain and not obs.asks_other_name and obs.server_chain[0].spki_pin:
+            seen.setdefault(obs.server_chain[0].spki_pin, obs.server_chain[0].subject)
+    return list(seen.items())
 
 
 def summary_row(result: CaseResult) -> tuple[str, ...]:
@@ -104,6 +118,7 @@ def safe_rows(rows: Sequence[Sequence[object]]) -> list[tuple[str, ...]]:
 DROP_ORDER = ("client cert", "TLS", "CertReq", "server issuer", "product")
 _WIDTHS = dict(zip(SUMMARY_HEADERS, (28, 24, None, 18, 16, 28, 12, 22, 48), strict=True))
 _NARROWEST_REASON = 24
+MAX_PINS_SHOWN = 3  # leaf pins under a result's heading (a pool may show more: JSON has all)
 
 
 def _widest(text: str) -> int:
@@ -146,7 +161,13 @@ def _findings_block(results: Sequence[CaseResult], width: int | None) -> list[st
     out: list[str] = []
     for r in results:
         out.append("")
-        out.append(terminal(f"{target_label(r, ' ')} via {r.route.name}: {r.verdict.value}"))
+        out.append(terminal(f"{heading_label(r)} via {r.route.name}: {r.verdict.value}"))
+        pins = leaf_pins(r)
+        for pin, subject in pins[:MAX_PINS_SHOWN]:
+            line = terminal(f"  server leaf {pin}  {subject}")
+            out.append(line[:width] if width else line)
+        if len(pins) > MAX_PINS_SHOWN:
+            out.append(f"  ... and {len(pins) - MAX_PINS_SHOWN} more server leaves (JSON)")
         if not r.findings:
             out.append("  (no findings)")
             continue

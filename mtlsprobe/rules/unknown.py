@@ -42,8 +42,9 @@ def no_expectations(case: Case) -> Iterator[Finding]:
     reflector = any(o.reflected is not None for o in case.observations)
     yield finding(
         "MTLS090",
-        "This is a reflector target: --ca, --pin and --baseline describe the real server, not "
-        "the reflector, whose signed echo of a certificate attempt is the evidence here."
+        "This is a reflector target and no --ca or --pin was given: only its echo of a "
+        "certificate attempt can show that nothing re-originates TLS (a --pin of the "
+        "certificate `mtlsprobe serve` presents would check the chain too)."
         if reflector else
         "No --ca, --pin or --baseline was given: cannot tell whether the certificate is the "
         "real server's.",

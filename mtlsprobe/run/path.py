@@ -11,10 +11,25 @@ import socket
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mtlsprobe.model import Case, CaseResult, Endpoint, Expectations, HopTrace, Route, Verdict
+from mtlsprobe.model import (
+    Case,
+    CaseResult,
+    Endpoint,
+    Expectations,
+    HopTrace,
+    Route,
+    Verdict,
+    errors,
+)
+from mtlsprobe.model.errors import EnvironmentProblem
 from mtlsprobe.report.atomic import write_atomic
 
+if TYPE_CHECKING:  # the live probe is imported only when tracing
+    from mtlsprobe.live.probe import ProgressHook
+
+TRACE_STEP = "hop-trace"  # the attempt a progress line names while --trace runs
 HOP_RULES = ("MTLS051", "MTLS052", "MTLS053", "MTLS054", "MTLS055")
 DIRECT = Route(kind="direct", source="flag")
 
@@ -57,10 +72,35 @@ def judge_trace(target: Endpoint, hops: HopTrace, source: str | None = "flag") -
                       hops=hops)
 
 
+def trace_outcome(hops: HopTrace | None) -> int:
+    """What a trace found, as `mtlsprobe trace` exits: 10 a hop before the server answers in
+    its place, 11 one resets or closes the ClientHello, 0 the server itself answers the SYN
+    and the ClientHello, 12 the trace could not tell (no IPv4 address, no answer)."""
+    if hops is None or hops.error:
+        return errors.EXIT_UNKNOWN
+    if hops.middlebox_hop is not None:
+        rst = hops.middlebox_answer in ("rst", "fin")
+        return errors.EXIT_BLOCKED if rst else errors.EXIT_BREAKS
+    if (hops.ip_distance or hops.tcp_distance) and hops.tls_distance:
+        return errors.EXIT_PASS
+    return errors.EXIT_UNKNOWN
+
+
+def trace_exit_code(results: Sequence[CaseResult]) -> int:
+    """The run's exit code: a found hop before a failed trace before a clean one."""
+    outcomes = {trace_outcome(r.hops) for r in results}
+    order = (errors.EXIT_BREAKS, errors.EXIT_BLOCKED, errors.EXIT_UNKNOWN)
+    return next((c for c in order if c in outcomes), errors.EXIT_PASS if outcomes else
+                errors.EXIT_UNKNOWN)
+
+
 def traced(results: Sequence[CaseResult], expect: Expectations, sni: str | None,
-           timeout: float) -> tuple[list[CaseResult], list[str]]:
-    """Direct-route results re-judged with a hop trace toward their server."""
+           timeout: float, progress: ProgressHook | None = None,
+           ) -> tuple[list[CaseResult], list[str]]:
+    """Direct-route results re-judged with a hop trace toward their server (`progress` hears
+    of each trace as it starts)."""
     from mtlsprobe.live import hops
+    from mtlsprobe.live.probe import ProbeStep
     from mtlsprobe.rules.engine import evaluate
 
     out: list[CaseResult] = []
@@ -70,6 +110,8 @@ def traced(results: Sequence[CaseResult], expect: Expectations, sni: str | None,
         if r.route.kind != "direct":
             out.append(r)
             continue
+        if progress is not None:
+            progress(ProbeStep(r.target, None, TRACE_STEP, 0, 0))
         ip = next((o.server.ip for o in r.observations if o.server.ip), None)
         target = replace(r.target, ip=ip) if ip else ipv4_of(r.target)
         t = hops.trace(target, options)
@@ -93,9 +135,10 @@ def write_capture(path: Path, log: object, include_agent: bool) -> list[str]:
     from mtlsprobe.live.sniff import SniffLog, attempt_comments, throwaway_keylog, to_pcapng
 
     assert isinstance(log, SniffLog)
-    if not log.available:
-        return [f"no capture written to {path}: the probe could not sniff its packets "
-                "(root or CAP_NET_RAW needed)"]
+    if not log.available:  # asked for: a report without it would not be what was asked
+        why = "; ".join(log.notes) or "no packet socket"
+        raise EnvironmentProblem(f"--capture could not capture, so nothing was written to "
+                                 f"{path}: {why}")
     keylog = throwaway_keylog(log.transcripts, include_agent=include_agent)
     what = ("the throwaway sessions (no client certificate, untrusted certificate)"
             + (" and the agent-certificate session (--capture-secrets)" if include_agent

@@ -39,6 +39,15 @@ def pins_of_file(path: Path) -> Pinned:
     return Pinned(source=str(path), chain=tuple(cert_info(d) for d in ders))
 
 
+def is_file_source(text: str) -> bool:
+    """Whether `pin`'s argument names a file: one that exists, or a path (a host[:port]
+    holds no slash and no certificate file extension), so that a missing file is said so."""
+    return Path(text).exists() or "/" in text or text.lower().endswith(CERT_SUFFIXES)
+
+
+CERT_SUFFIXES = (".pem", ".crt", ".cer", ".der", ".cert")
+
+
 def pins_of_server(text: str, sni: str | None, timeout: float) -> Pinned:
     """The chain a server presents to one TLS 1.3-or-older handshake without a client
     certificate, read from the wire (whatever trust store this host has)."""

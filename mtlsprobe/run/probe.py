@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mtlsprobe.live.credentials import load_credentials, password_from
-from mtlsprobe.live.probe import ProbeOptions
+from mtlsprobe.live.probe import ProbeOptions, ProgressHook
 from mtlsprobe.live.proxy import redact_url
 from mtlsprobe.live.sniff import SniffLog
 from mtlsprobe.model import CertInfo, Report
@@ -49,6 +49,7 @@ class ProbeRequest:
     trace: bool = False
     capture: Path | None = None
     capture_secrets: bool = False
+    progress: ProgressHook | None = None  # told as each attempt finishes (a status line)
 
 
 def run_probe(req: ProbeRequest) -> Report:
@@ -93,21 +94,22 @@ def run_probe(req: ProbeRequest) -> Report:
         concurrency=req.concurrency,
         sniff=True,
         sniff_log=sniff_log,
+        progress=req.progress,
     )
     results = pipeline.probe(list(plan.targets), options, expect)
     path_notes = list(sniff_log.notes)
     if req.trace:
-        results, more = path.traced(results, expect, req.sni, req.timeout)
+        results, more = path.traced(results, expect, req.sni, req.timeout, req.progress)
         path_notes += more
     if req.capture:
         path_notes += path.write_capture(req.capture, sniff_log, req.capture_secrets)
     if req.reflectors:
         from mtlsprobe.run.reflector import probe_reflectors
 
-        if req.ca or req.pins or req.baseline:
+        if req.baseline:
             path_notes.append(
-                "--ca, --pin and --baseline judge the real server's targets; a --reflector "
-                "target is judged by its signed echo (what reached it), which needs neither")
+                "--baseline describes the real server's behaviour, which a reflector does not "
+                "share: --reflector targets are judged by --ca, --pin and their signed echo")
         results += probe_reflectors(req.reflectors, options, expect, req.reflector_secret_file)
     inputs: dict[str, object] = {
         "targets": [str(e) for e, _ in plan.targets],

@@ -95,11 +95,13 @@ def probe_reflector(
 ) -> list[CaseResult]:
     """Run the usual attempts against a reflector (each fetching the echo) and judge them.
 
-    Only the agent's own certificate carries over from `expect`: the reflector is not the
-    real server, so --ca/--pin/--baseline do not apply to it; its echo does.
+    --ca and --pin judge the chain the reflector path shows, as for any target (a reflector
+    run with the real server's certificate, or one whose pin was taken next to it); its echo
+    is judged beside them. A --baseline describes the real server's behaviour, which the
+    reflector does not share: it is left out.
     """
     opts = dataclasses.replace(options, http_path=ECHO_PATH, other_name=False)
-    own = Expectations(agent_cert=expect.agent_cert, agent_chain=expect.agent_chain)
+    own = dataclasses.replace(expect, baseline=())
     results = []
     for route, transcripts in probe_target(target, opts):
         observations = []

@@ -74,9 +74,12 @@ def in_agent(topo: TraceTopology, *args: str) -> tuple[int, dict]:
     return proc.returncode, report
 
 
-def trace(topo: TraceTopology) -> dict:
-    _code, report = in_agent(topo, "trace", TARGET, "--probe-timeout", "0.5", "--max-ttl", "8")
+def trace(topo: TraceTopology, exit_code: int | None = None) -> dict:
+    """The trace's one result; its exit code (and the report's) is `exit_code` when given."""
+    code, report = in_agent(topo, "trace", TARGET, "--probe-timeout", "0.5", "--max-ttl", "8")
     [result] = report["results"]
+    if exit_code is not None:
+        assert (code, report["exit_code"]) == (exit_code, exit_code), result["reason"]
     return result
 
 
@@ -86,7 +89,7 @@ def hop_addrs(hops: dict, phase: str) -> dict[int, str]:
 
 
 def test_pure_routing_reaches_the_server_at_hop_3_without_early_answers(topo, server):
-    result = trace(topo)
+    result = trace(topo, exit_code=0)  # the server itself answers
     hops = result["hops"]
     assert (hops["ip_distance"], hops["tcp_distance"], hops["tls_distance"]) == (3, 3, 3)
     assert hops["tls_answer"] == "tls"
@@ -99,7 +102,7 @@ def test_pure_routing_reaches_the_server_at_hop_3_without_early_answers(topo, se
 
 def test_transparent_interceptor_in_r2_is_named_hop_2(topo, server):
     with daemon(topo, "r2", INTERCEPTOR_SCRIPT), nft_rules(topo, "r2", REDIRECT_NFT):
-        result = trace(topo)
+        result = trace(topo, exit_code=10)  # found the hop
         hops = result["hops"]
         assert hops["ip_distance"] == 3 and hops["tcp_distance"] == 2
         assert (hops["middlebox_hop"], hops["middlebox_addr"]) == (2, HOP2)
@@ -118,7 +121,7 @@ def test_transparent_interceptor_in_r2_is_named_hop_2(topo, server):
 
 def test_firewall_resetting_client_hellos_in_r1_is_named_hop_1(topo, server):
     with nft_rules(topo, "r1", RESET_HELLO_NFT):
-        result = trace(topo)
+        result = trace(topo, exit_code=11)  # found the hop
         hops = result["hops"]
         assert hops["tcp_distance"] == 3  # TCP itself passes
         assert hops["tls_answer"] == "rst" and hops["tls_distance"] == 2

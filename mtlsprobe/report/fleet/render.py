@@ -17,7 +17,7 @@ from functools import lru_cache
 from tabulate import tabulate
 
 from mtlsprobe.model import Verdict
-from mtlsprobe.report.escape import markdown, spreadsheet, terminal
+from mtlsprobe.report.escape import json_text, markdown, spreadsheet, terminal
 from mtlsprobe.report.fleet.aggregate import BAND, RANK, VERDICT_ORDER, AgentLine, FleetSummary
 from mtlsprobe.report.jsonout import rfc3339
 from mtlsprobe.report.table import safe_rows
@@ -115,11 +115,11 @@ def to_json_value(s: FleetSummary) -> dict[str, object]:
 
 def render_json(s: FleetSummary) -> str:
     """Same value as to_json_value, written one agent per line: no per-agent dicts kept."""
-    head = json.dumps(_head_json(s), indent=2, ensure_ascii=False)
+    head = json_text(json.dumps(_head_json(s), indent=2, ensure_ascii=False))
     parts = [head[: head.rindex("}")].rstrip()]
     for key, agents in _agent_lists(s).items():
         parts.append(f',\n  "{key}": [')
-        parts.append(",".join("\n    " + json.dumps(_agent_json(a), ensure_ascii=False)
+        parts.append(",".join("\n    " + json_text(json.dumps(_agent_json(a), ensure_ascii=False))
                               for a in agents))
         parts.append("\n  ]" if agents else "]")
     parts.append("\n}\n")
