@@ -313,6 +313,9 @@ def corpus() -> list[Case]:
             ("X-BlueCoat-Via", "1"),)))),
         # captured traffic (no attempt of ours): the client's certificate refused (MTLS070/071)
         case(rejected(observation(label="capture flow 0", attempt=None), "bad_certificate")),
+        # captured traffic of many agents, one observation standing for them (MTLS072)
+        case(observation(label="capture flow 1", attempt=None, repeats=40,
+                         clients=("10.0.0.2", "10.0.0.10"), more_clients=True)),
     ]
     from hopfacts import corpus_cases  # hop traces and TTL facts (MTLS051..055)
 

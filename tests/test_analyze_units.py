@@ -169,3 +169,41 @@ def test_behaviours_that_started_at_the_same_time_are_ordered_by_flow_not_arriva
     for order in ([late, early], [early, late]):
         [(_target, _route, members)] = group_by_server(order)
         assert [m.label for m in members] == ["x.pcap flow 7", "x.pcap flow 12"]
+
+
+def test_each_behaviour_lists_the_lowest_client_addresses_in_any_order_and_mtls072_groups_them():
+    """The agents behind each kind of result: the 16 lowest client addresses per behaviour,
+    the same whatever order connections arrive in or how tallies of shares merge."""
+    import random
+
+    import factories as f
+
+    from mtlsprobe.rules.engine import evaluate
+    from mtlsprobe.run.tallies import MAX_CLIENTS_LISTED, ServerTally
+
+    base = f.observation(label="capture flow 0", attempt=None)
+    conns = [dataclasses.replace(base, client=Endpoint(host=ip, port=40000 + i, ip=ip),
+                                 label=f"capture flow {i}")
+             for i, ip in enumerate([f"10.0.{i // 250}.{i % 250 + 1}" for i in range(40)])]
+    lowest = tuple(sorted({c.client.ip for c in conns},
+                          key=lambda a: tuple(int(p) for p in a.split("."))))[:16]
+
+    def tallied(order, split):
+        parts = [ServerTally((0, base.observed_at)) for _ in range(split)]
+        for i, obs in enumerate(order):
+            parts[i % split].add(obs)
+        for other in parts[1:]:
+            parts[0].merge(other)
+        return parts[0].observations()
+
+    one = tallied(conns, 1)
+    assert MAX_CLIENTS_LISTED == 16
+    assert [(o.repeats, o.clients, o.more_clients) for o in one] == [(40, lowest, True)]
+    shuffled = conns[:]
+    random.Random(7).shuffle(shuffled)
+    assert tallied(shuffled, 3) == one
+    [x] = [x for x in evaluate(f.case(*one)).findings if x.rule == "MTLS072"]
+    assert x.summary.startswith("16 or more client addresses")
+    assert x.evidence[0].value == f"40 connection(s) from {', '.join(lowest)} and more"
+    # a capture of one client says nothing more than MTLS071
+    assert "MTLS072" not in {x.rule for x in evaluate(f.case(conns[0])).findings}

@@ -133,6 +133,9 @@ class Observation:
     # connections it stands for (itself included), ``last_observed_at`` the last one's start
     repeats: int = 1
     last_observed_at: datetime | None = None
+    # ... and the client addresses behind them (the lowest few), with whether there were more
+    clients: tuple[str, ...] = ()
+    more_clients: bool = False
     ja4: str | None = None  # JA4 (FoxIO, TCP) of the ClientHello: stable when extensions shuffle
     server_extensions: tuple[int, ...] = ()  # ServerHello extension types, in wire order
 

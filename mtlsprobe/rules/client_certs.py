@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Iterator
 
 from mtlsprobe.model import (
@@ -342,3 +343,65 @@ def captured_summary(case: Case) -> Iterator[Finding]:
                   _ev(None, "first_seen", min(o.observed_at for o in captured).isoformat()),
                   _ev(None, "last_seen", last_seen.isoformat())],
     )
+
+
+def _chain_label(obs: Observation) -> str:
+    """Which server chain a connection showed, for MTLS072's evidence."""
+    if obs.server_chain_seen is Seen.YES and obs.server_chain:
+        leaf = obs.server_chain[0]
+        return f"leaf {leaf.sha256[:16]} issued by {leaf.issuer or '?'}"
+    if obs.version is None:
+        return "no TLS answer"
+    return "server chain not visible"
+
+
+@rule("MTLS072", "Client addresses behind each server chain", Severity.INFO)
+def clients_per_chain(case: Case) -> Iterator[Finding]:
+    """Which client addresses (agents) reached this server with which server chain, from a
+    capture or Zeek logs: the lowest 16 addresses of each group, and how many connections.
+    Said when more than one client address is in the capture.
+
+    Only context: when some agents see a foreign chain and others the real one, it shows
+    which agents sit behind the box (a site, a VLAN, a VPN pool).
+
+    Nothing to do by itself; follow the other findings for the agents they name.
+    """
+    groups: dict[str, tuple[int, set[str], bool]] = {}
+    for obs in _captured(case):
+        label = _chain_label(obs)
+        count, addrs, more = groups.get(label, (0, set(), False))
+        addrs.update(obs.clients or (obs.client.ip or obs.client.host,))
+        groups[label] = (count + obs.repeats, addrs, more or obs.more_clients)
+    listed, more = _lowest(set().union(*(a for _, a, _ in groups.values())),
+                           any(m for _, _, m in groups.values()))
+    if len(listed) < 2:
+        return
+    yield finding(
+        "MTLS072",
+        f"{len(listed)}{' or more' if more else ''} client addresses reached "
+        f"{_target(case)} in the capture, in {len(groups)} group(s) by the server chain "
+        "they saw.",
+        evidence=[_ev(None, f"clients[{label}]", _clients_text(count, addrs, more_))
+                  for label, (count, addrs, more_) in groups.items()],
+    )
+
+
+def _lowest(addrs: set[str], more: bool) -> tuple[list[str], bool]:
+    """The 16 lowest addresses, and whether there were more: the same whether the tallies
+    folded or not (each behaviour keeps its own lowest 16)."""
+    ordered = sorted(addrs, key=_address_order)
+    return ordered[:16], more or len(ordered) > 16
+
+
+def _clients_text(count: int, addrs: set[str], more: bool) -> str:
+    listed, more = _lowest(addrs, more)
+    return f"{count} connection(s) from {', '.join(listed)}" + (" and more" if more else "")
+
+
+def _address_order(addr: str) -> tuple[int, int, str]:
+    """IPv4 before IPv6, numerically (the tallies keep the lowest in this order)."""
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return (9, 0, addr)
+    return (ip.version, int(ip), "")

@@ -25,6 +25,9 @@ Decisions, for reviewers:
 - A scan of many addresses is one server per address: at most ``MAX_SERVERS`` servers are
   kept, those of lowest rank (a stable hash of the server's key, so the same in every share
   and order); connections to the others are counted (``ServerTallies.overflow``), not judged.
+- Each kept behaviour also lists the client addresses behind it: the ``MAX_CLIENTS_LISTED``
+  lowest (in address order, so the same whatever order connections arrive in) and whether
+  there were more: the agents behind each kind of result, for ``clients`` in the report.
 - Each kept observation is the earliest connection of those it stands for, with their exact
   count and last start: a rule that asks "the first connection that showed X" (MTLS015/019's
   times, MTLS070's certificate, MTLS071's first and last) gets the same answer folded or not.
@@ -41,8 +44,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import ipaddress
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from hashlib import blake2b
 
@@ -54,6 +57,7 @@ MAX_BEHAVIOURS = 32  # distinct behaviours kept per server; past them the tally 
 MAX_SHAPES = 256  # verdict shapes kept per folded server; connections of more are counted
 MAX_CLIENT_CERTS = 4096  # distinct client certificates counted per folded server
 MAX_SERVERS = 4096  # servers kept (a scan is one per address); connections to more are counted
+MAX_CLIENTS_LISTED = 16  # client addresses listed per behaviour (the lowest); more are flagged
 # HTTP response headers whose values differ between otherwise identical answers (their
 # names and places are kept; of Set-Cookie, the cookie's name)
 _VOLATILE_HEADERS = frozenset({"date", "expires", "age", "last-modified", "etag", "set-cookie"})
@@ -173,15 +177,49 @@ def _rank(shape: tuple[object, ...]) -> int:
     return int.from_bytes(blake2b(repr(shape).encode(), digest_size=8).digest(), "big")
 
 
+def _address_key(addr: str) -> tuple[int, int, str]:
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return (9, 0, addr)
+    return (ip.version, int(ip), "")
+
+
+@dataclass(slots=True)
+class _Clients:
+    """The lowest ``MAX_CLIENTS_LISTED`` client addresses seen, and whether there were more:
+    an order-free choice, so tallies of shares merge into what one reader gives."""
+
+    addrs: set[str] = field(default_factory=set)
+    more: bool = False
+
+    @classmethod
+    def of(cls, obs: Observation) -> _Clients:
+        listed = obs.clients or (obs.client.ip or obs.client.host,)
+        return cls(set(listed), obs.more_clients)
+
+    def update(self, addrs: Iterable[str], more: bool) -> None:
+        self.addrs.update(addrs)
+        self.more |= more
+        if len(self.addrs) > MAX_CLIENTS_LISTED:
+            keep = sorted(self.addrs, key=_address_key)[:MAX_CLIENTS_LISTED]
+            self.addrs, self.more = set(keep), True
+
+    def listed(self) -> tuple[str, ...]:
+        return tuple(sorted(self.addrs, key=_address_key))
+
+
 @dataclass(slots=True)
 class _Behaviour:
     first: Observation  # the earliest connection that showed it
     count: int
     last: datetime  # start of the latest one
+    clients: _Clients
     rank: int = 0  # a verdict shape's _rank (folded tallies only)
 
-    def add(self, obs: Observation, count: int, last: datetime) -> None:
+    def add(self, obs: Observation, count: int, last: datetime, clients: _Clients) -> None:
         self.count += count
+        self.clients.update(clients.addrs, clients.more)
         if _first_seen(obs) < _first_seen(self.first):
             self.first = obs
         if last > self.last:
@@ -206,21 +244,23 @@ class ServerTally:
         self.order = order
         self._highest: tuple[object, ...] | None = None  # shape of highest rank, when full
 
-    def add(self, obs: Observation, count: int = 1, last: datetime | None = None) -> None:
+    def add(self, obs: Observation, count: int = 1, last: datetime | None = None,
+            clients: _Clients | None = None) -> None:
         last = last or obs.observed_at
+        clients = clients or _Clients.of(obs)
         if self.folded:
             self._count_client(obs)
-            self._add_shape(obs, count, last)
+            self._add_shape(obs, count, last, clients)
             return
         key = behaviour(obs)
         seen = self.behaviours.get(key)
         if seen is not None:
-            seen.add(obs, count, last)
+            seen.add(obs, count, last, clients)
         elif len(self.behaviours) < MAX_BEHAVIOURS:
-            self.behaviours[key] = _Behaviour(obs, count, last)
+            self.behaviours[key] = _Behaviour(obs, count, last, clients)
         else:
             self._fold()
-            self.add(obs, count, last)
+            self.add(obs, count, last, clients)
 
     def merge(self, other: ServerTally) -> None:
         """Add another tally of the same server (a share's, or nameless connections')."""
@@ -229,10 +269,10 @@ class ServerTally:
                 self._fold()
             self._count_clients(other.client_certs)
             for b in other.behaviours.values():
-                self._add_shape(b.first, b.count, b.last)
+                self._add_shape(b.first, b.count, b.last, b.clients)
         else:  # one client chain per behaviour: each counts its own
             for b in other.behaviours.values():
-                self.add(b.first, b.count, b.last)
+                self.add(b.first, b.count, b.last, b.clients)
         self.overflow += other.overflow
 
     def _fold(self) -> None:
@@ -241,13 +281,14 @@ class ServerTally:
         self.behaviours, self.folded = {}, True
         for b in exact:
             self._count_client(b.first)
-            self._add_shape(b.first, b.count, b.last)
+            self._add_shape(b.first, b.count, b.last, b.clients)
 
-    def _add_shape(self, obs: Observation, count: int, last: datetime) -> None:
+    def _add_shape(self, obs: Observation, count: int, last: datetime,
+                   clients: _Clients) -> None:
         key = verdict_shape(obs)
         seen = self.behaviours.get(key)
         if seen is not None:
-            seen.add(obs, count, last)
+            seen.add(obs, count, last, clients)
             return
         rank = _rank(key)
         if len(self.behaviours) >= MAX_SHAPES:  # keep the lowest ranks: order-free
@@ -258,7 +299,7 @@ class ServerTally:
                 return
             self.overflow += self.behaviours.pop(self._highest).count
             self._highest = None
-        self.behaviours[key] = _Behaviour(obs, count, last, rank)
+        self.behaviours[key] = _Behaviour(obs, count, last, clients, rank)
 
     def _count_client(self, obs: Observation) -> None:
         certs = self.client_certs
@@ -286,7 +327,8 @@ class ServerTally:
         recurred."""
         out = [
             b.first if b.count == 1
-            else dataclasses.replace(b.first, repeats=b.count, last_observed_at=b.last)
+            else dataclasses.replace(b.first, repeats=b.count, last_observed_at=b.last,
+                                     clients=b.clients.listed(), more_clients=b.clients.more)
             for b in self.behaviours.values()
         ]
         out.sort(key=_first_seen)  # not arrival order: shares arrive in another
