@@ -74,7 +74,7 @@ from mtlsprobe.capture.linklayer import (
     RST,
     SYN,
     TcpSegment,
-    decode,
+    frame_decoder,
 )
 from mtlsprobe.capture.pcapfile import PROGRESS_EVERY, CaptureFile
 from mtlsprobe.capture.tcp import TcpReassembler
@@ -152,6 +152,7 @@ class FlowTable:
         progress = self.progress
         capture = self.capture
         add = self._add
+        decode = frame_decoder()  # the C core's or the Python one (capture.core)
         late = self._late
         part, parts = self.partition or (None, 1)
         # per-packet counters live in locals and are written to ``stats`` (with the frames
