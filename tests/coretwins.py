@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from mtlsprobe.capture import core, linklayer
+from mtlsprobe.capture.observations import ObservationReader
 from mtlsprobe.capture.pcapfile import CaptureFile
 from mtlsprobe.model.errors import InputError
 
@@ -91,6 +92,16 @@ def boundary(data: bytes, ccore: bool) -> dict[str, object]:
     walked = walk(data, ccore)
     frames = [(lt, frame) for _, lt, frame, _ in walked.get("packets", ())]  # type: ignore[attr-defined]
     return {**walked, **decode_all(frames, ccore)}
+
+
+def observe(path: Path, ccore: bool) -> dict[str, object]:
+    """The streaming reader's observations, counters, skip reasons and notes, on one core
+    (the flow table and the bulk shortcut's leases run on it)."""
+    with running(ccore):
+        reader = ObservationReader(path)
+        observations = list(reader)
+    return {"observations": observations, "stats": reader.stats, "skipped": reader.skipped,
+            "notes": reader.notes}
 
 
 def assert_same(data: bytes, what: str) -> dict[str, object]:

@@ -23,7 +23,15 @@ from mtlsprobe.capture import core
 from mtlsprobe.run import expectations
 from mtlsprobe.run.analyze import analyze
 from tests import pcapgen
-from tests.coretwins import ROOT, SHARED, assert_same, captures, needs_ccore, running
+from tests.coretwins import (
+    ROOT,
+    SHARED,
+    assert_same,
+    captures,
+    needs_ccore,
+    observe,
+    running,
+)
 
 FIXTURES = captures(ROOT / "fixtures" / "pcaps")
 SHARED_CAPTURES = captures(SHARED)
@@ -69,6 +77,7 @@ def _analyze_both(paths: list[Path]) -> None:
             c = analyze([path], expect, keylog_texts=texts, jobs=1)
         assert c.results == python.results, _rel(path)
         assert c.notes == python.notes, _rel(path)
+        assert observe(path, True) == observe(path, False), _rel(path)
 
 
 def test_every_fixture_capture_gives_the_same_analysis():

@@ -188,7 +188,7 @@ class CaptureFile:
         try:
             if core.ACTIVE is not None:  # the C twin of _pcap and _pcapng
                 yield from core.ACTIVE.Walker(self, self._stream, self._head,
-                                              self.format == "pcapng")
+                                              self.format == "pcapng", CHUNK)
             elif self.format == "pcap":
                 yield from self._pcap()
             else:

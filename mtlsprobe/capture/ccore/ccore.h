@@ -27,6 +27,12 @@ static inline uint32_t rd32(const unsigned char *p, int big)
 extern PyTypeObject ccore_WalkerType;
 int ccore_walk_init(void);
 
+/* lease.c: the bulk shortcut's lease (bulk.CLease's base) and its take(). */
+extern PyTypeObject ccore_LeaseType;
+int ccore_lease_take(PyObject *lease, PyObject *buf, Py_ssize_t at, Py_ssize_t end, double ts,
+                     long linktype);
+int ccore_lease_init(void);
+
 /* decode.c: frame -> TcpSegment, the twin of linklayer.decode. */
 PyObject *ccore_decode(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                        PyObject *kwnames);

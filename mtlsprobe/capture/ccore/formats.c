@@ -61,7 +61,7 @@ PyObject *pcap_next(Walker *w)
     }
     for (;;) {
         if (LEN(w) - w->pos < 16) {
-            if (refill(w, CHUNK) < 0)
+            if (refill(w, w->chunk > 16 ? w->chunk : 16) < 0)
                 return NULL;
             if (LEN(w) < 16) {
                 if (LEN(w) && note(w, "capture truncated after %lld packets", w->count) < 0)
@@ -78,7 +78,7 @@ PyObject *pcap_next(Walker *w)
         }
         Py_ssize_t end = w->pos + 16 + (Py_ssize_t)incl;
         if (end > LEN(w)) {
-            if (refill(w, (Py_ssize_t)incl + 16 > CHUNK ? (Py_ssize_t)incl + 16 : CHUNK) < 0)
+            if (refill(w, (Py_ssize_t)incl + 16 > w->chunk ? (Py_ssize_t)incl + 16 : w->chunk) < 0)
                 return NULL;
             end = 16 + (Py_ssize_t)incl;
             if (end > LEN(w)) {
@@ -257,7 +257,7 @@ static int simple_block(Walker *w, Py_ssize_t body, uint32_t blen, PyObject **ou
 static int block_header(Walker *w, uint32_t *btype, uint32_t *blen)
 {
     if (LEN(w) - w->pos < 12) {
-        if (refill(w, CHUNK) < 0)
+        if (refill(w, w->chunk > 16 ? w->chunk : 16) < 0)
             return -1;
         if (LEN(w) < 12) {
             if (LEN(w) && note(w, "capture truncated after %lld packets", w->count) < 0)
@@ -294,7 +294,7 @@ PyObject *pcapng_next(Walker *w)
             return NULL;
         Py_ssize_t end = w->pos + (Py_ssize_t)blen;
         if (end > LEN(w)) {
-            if (refill(w, blen > CHUNK ? (Py_ssize_t)blen : CHUNK) < 0)
+            if (refill(w, (Py_ssize_t)blen > w->chunk ? (Py_ssize_t)blen : w->chunk) < 0)
                 return NULL;
             end = blen;
             if (end > LEN(w)) {

@@ -4,7 +4,9 @@
  *   Walker(capture, stream, head, pcapng)  pcap/pcapng walk (walk.c, formats.c), as
  *                                          CaptureFile's _pcap/_pcapng;
  *   decode(linktype, frame, skipped=None)  frame -> TcpSegment (decode.c), as
- *                                          linklayer.decode, after bind(TcpSegment, decode).
+ *                                          linklayer.decode, after bind(TcpSegment, decode);
+ *   LeaseCore                              the bulk shortcut's lease (lease.c), the base of
+ *                                          bulk.CLease; the Walker calls its take() directly.
  * CPython C API only, no other library. Results are identical to the Python code's (the
  * differential and fuzz tests hold them to it); what C does not decode it hands to Python.
  */
@@ -38,12 +40,13 @@ static struct PyModuleDef ccore_module = {
 
 PyMODINIT_FUNC PyInit__ccore(void)
 {
-    if (ccore_decode_init() < 0 || ccore_walk_init() < 0)
+    if (ccore_decode_init() < 0 || ccore_walk_init() < 0 || ccore_lease_init() < 0)
         return NULL;
     PyObject *m = PyModule_Create(&ccore_module);
     if (m == NULL)
         return NULL;
-    if (PyModule_AddObjectRef(m, "Walker", (PyObject *)&ccore_WalkerType) < 0) {
+    if (PyModule_AddObjectRef(m, "Walker", (PyObject *)&ccore_WalkerType) < 0
+        || PyModule_AddObjectRef(m, "LeaseCore", (PyObject *)&ccore_LeaseType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -194,6 +194,11 @@ int offer(Walker *w, Py_ssize_t key_at, Py_ssize_t start, Py_ssize_t end, double
     if (claimant == NULL)
         return PyErr_Occurred() ? -1 : 0;
     Py_INCREF(claimant); /* it may leave the claims while it runs */
+    if (PyObject_TypeCheck(claimant, &ccore_LeaseType)) { /* no Python call: lease.c */
+        int taken = ccore_lease_take(claimant, w->buf, start, end, ts, linktype);
+        Py_DECREF(claimant);
+        return taken;
+    }
     PyObject *args[5] = { w->buf, PyLong_FromSsize_t(start), PyLong_FromSsize_t(end),
                           PyFloat_FromDouble(ts), PyLong_FromLong(linktype) };
     PyObject *r = NULL;
@@ -266,10 +271,16 @@ static int Walker_init(Walker *w, PyObject *args, PyObject *kwds)
 {
     PyObject *capture, *stream, *head;
     int pcapng;
-    static char *kwlist[] = { "capture", "stream", "head", "pcapng", NULL };
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOSp", kwlist, &capture, &stream, &head,
-                                     &pcapng))
+    Py_ssize_t chunk = CHUNK;
+    static char *kwlist[] = { "capture", "stream", "head", "pcapng", "chunk", NULL };
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOSp|n", kwlist, &capture, &stream, &head,
+                                     &pcapng, &chunk))
         return -1;
+    if (chunk < 1 || chunk > MAX_BLOCK) {
+        PyErr_SetString(PyExc_ValueError, "chunk must be 1 byte to 64 MiB");
+        return -1;
+    }
+    w->chunk = chunk;
     PyObject *notes = PyObject_GetAttrString(capture, "notes");
     PyObject *claims = PyObject_GetAttrString(capture, "claims");
     PyObject *claim_at = PyObject_GetAttrString(capture, "claim_at");
@@ -336,8 +347,9 @@ static void Walker_dealloc(Walker *w)
 PyTypeObject ccore_WalkerType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "mtlsprobe.capture._ccore.Walker",
-    .tp_doc = "Walker(capture, stream, head, pcapng): a capture file's (time, link type, "
-              "frame), as CaptureFile's Python walk gives them.",
+    .tp_doc = "Walker(capture, stream, head, pcapng, chunk=131072): a capture file's (time, "
+              "link type, frame), as CaptureFile's Python walk gives them (chunk: bytes a "
+              "refill reads at least).",
     .tp_basicsize = sizeof(Walker),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = PyType_GenericNew,

@@ -28,6 +28,7 @@ typedef struct {
     PyObject *claim_extra;  /* capture.claim_extra: link type -> more key offsets */
     PyObject *buf;          /* the read buffer (bytes) */
     Py_ssize_t pos;         /* where the next record or block starts in buf */
+    Py_ssize_t chunk;       /* bytes a refill reads at least (pcapfile.CHUNK) */
     long long count;        /* frames read (yielded or claimed) */
     long long claimed;      /* frames claimed, in all */
     long long claimed_told; /* ...as capture.claimed last said */
