@@ -111,6 +111,31 @@ def test_generated_links_and_encapsulations_give_the_same_analysis(tmp_path):
         assert_same(path.read_bytes(), path.name)
 
 
+@pytest.mark.parametrize("link", ["vlan", "raw6", "sll2"])
+def test_jobs_shares_give_the_same_analysis_on_both_cores(tmp_path, link):
+    """--jobs workers drop other shares' frames with the C claimant (ShareCore) as with
+    the Python one: the same results as one reader, on both cores."""
+    messages = [("c", b"\x16\x03\x01\x00\x05hello"), ("s", b"\x16\x03\x03\x00\x02hi"),
+                ("c", b"\x17\x03\x03\x00\x10" + b"q" * 16),
+                ("s", (b"\x17\x03\x03\x40\x00" + b"r" * 16384) * 8)]
+    segs: list[pcapgen.Seg] = []
+    for i in range(8):
+        client = ("2001:db8::1" if link == "raw6" else "10.0.0.1", 40000 + i)
+        server = ("2001:db8::2" if link == "raw6" else "10.0.0.2", 443)
+        segs += pcapgen.conversation(messages, client=client, server=server,
+                                     start=1_700_000_000 + i / 7)
+    path = pcapgen.capture(sorted(segs, key=lambda s: s.ts), tmp_path / "shares.pcap", link)
+    expect = expectations.build(ca=(), pins=(), baseline=None)
+    runs = {}
+    for ccore in (False, True):
+        with running(ccore):
+            for jobs in (1, 3):
+                run = analyze([path], expect, jobs=jobs)
+                runs[ccore, jobs] = (run.results, run.notes)
+    assert runs[True, 3] == runs[False, 3] == runs[False, 1] == runs[True, 1]
+    assert runs[True, 1][0]
+
+
 def _json_report(path: Path, pure: bool) -> tuple[int, str]:
     env = {k: v for k, v in os.environ.items() if k != core.PURE_PYTHON_ENV}
     env["PYTHONPATH"] = str(ROOT)

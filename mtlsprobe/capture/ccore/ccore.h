@@ -27,9 +27,11 @@ static inline uint32_t rd32(const unsigned char *p, int big)
 extern PyTypeObject ccore_WalkerType;
 int ccore_walk_init(void);
 
-/* lease.c: the bulk shortcut's lease (bulk.CLease's base) and its take(). */
-extern PyTypeObject ccore_LeaseType;
+/* lease.c: the bulk shortcut's claimants (bulk.CLease's and bulk.COtherShare's bases). */
+extern PyTypeObject ccore_LeaseType, ccore_ShareType;
 int ccore_lease_take(PyObject *lease, PyObject *buf, Py_ssize_t at, Py_ssize_t end, double ts,
+                     long linktype);
+int ccore_share_take(PyObject *share, PyObject *buf, Py_ssize_t at, Py_ssize_t end,
                      long linktype);
 int ccore_lease_init(void);
 

@@ -1,4 +1,5 @@
-/* lease.c: LeaseCore, the state and `take` of the bulk shortcut's Lease (capture/bulk.py).
+/* lease.c: the bulk shortcut's claimants in C (capture/bulk.py): LeaseCore, the state and
+ * `take` of a Lease, and ShareCore, _OtherShare's `_take` (other --jobs shares' frames).
  *
  * bulk.CLease subclasses it (adding conn, me, peer, key, apply and _cross from Lease) and
  * registers the lease object itself as its claimant. The Walker calls lease_take() on it
@@ -6,7 +7,8 @@
  * (lease(buf, at, end, ts, linktype)). The state is Lease's, as attributes: ttl and seq
  * (None until known), credit, counting, taken, frames, last, other (the opposite lease).
  * take() is Lease.take line for line; a segment that runs past the skipped record calls
- * the subclass's _cross(payload, seq, ts), as Lease does.
+ * the subclass's _cross(payload, seq, ts), as Lease does. bulk.COtherShare subclasses
+ * ShareCore the same way.
  */
 #include "ccore.h"
 
@@ -16,13 +18,17 @@ enum { TCP = 6, FIN = 0x01, SYN = 0x02, RST = 0x04, ACK = 0x10 };
 #define NOT_BARE_ACK (SYN | FIN | RST)
 #define HALF 0x80000000u
 
+/* Where one direction's frames hold their TCP segment (bulk.Layout, bulk._LayoutClaim). */
 typedef struct {
-    PyObject_HEAD
-    /* the Layout (bulk._LayoutClaim) */
     long linktype;
     Py_ssize_t ip, link_at, link_end, headers;
-    char v6; /* IPv6 straight to TCP (else IPv4 without options) */
-    PyObject *link;  /* bytes the link header repeats */
+    char v6;        /* IPv6 straight to TCP (else IPv4 without options) */
+    PyObject *link; /* bytes the link header repeats */
+} Layout;
+
+typedef struct {
+    PyObject_HEAD
+    Layout lay;
     PyObject *addrs; /* IPv6: the address bytes the claim key leaves out */
     PyObject *other; /* the opposite direction's lease */
     long long ttl, seq, credit, taken, frames;
@@ -49,23 +55,57 @@ static int peer_seq(LeaseCore *lease, long long *seq)
     return known && *seq == -1 && PyErr_Occurred() ? -1 : known;
 }
 
+/* The Layout from (linktype, a bulk.Layout); -1 and an exception when it is not one. */
+static int layout_init(Layout *lay, long linktype, PyObject *tuple)
+{
+    PyObject *link;
+    Py_ssize_t ip, link_at;
+    int v6; /* "p" writes an int */
+    if (!PyArg_ParseTuple(tuple, "npnS;lay must be a bulk.Layout", &ip, &v6, &link_at, &link))
+        return -1;
+    if (ip < 0 || link_at < 0 || link_at + PyBytes_GET_SIZE(link) > ip) {
+        PyErr_SetString(PyExc_ValueError, "not a bulk.Layout");
+        return -1;
+    }
+    lay->linktype = linktype;
+    lay->ip = ip;
+    lay->v6 = (char)v6;
+    lay->link_at = link_at;
+    lay->link_end = link_at + PyBytes_GET_SIZE(link);
+    lay->headers = v6 ? 60 : 40; /* IP and TCP without options */
+    Py_XSETREF(lay->link, Py_NewRef(link));
+    return 0;
+}
+
+/* Where the IP header of the frame at buf[at:end] starts, if the frame has the layout's
+ * link type, link header bytes and room for the headers; else -1 (_LayoutClaim.ip_at). */
+static Py_ssize_t layout_ip(const Layout *lay, PyObject *buf, Py_ssize_t at, Py_ssize_t end,
+                            long linktype)
+{
+    Py_ssize_t ip = at + lay->ip;
+    if (lay->link == NULL || linktype != lay->linktype || at < 0
+        || end > PyBytes_GET_SIZE(buf) || end - ip < lay->headers)
+        return -1;
+    const char *b = PyBytes_AS_STRING(buf);
+    if (memcmp(b + at + lay->link_at, PyBytes_AS_STRING(lay->link),
+               (size_t)(lay->link_end - lay->link_at)))
+        return -1;
+    return ip;
+}
+
 /* The frame at buf[at:end] as Lease.take reads it: 1 taken, 0 declined, -1 error. */
 int ccore_lease_take(PyObject *self, PyObject *buf, Py_ssize_t at, Py_ssize_t end, double ts,
                      long linktype)
 {
     LeaseCore *lease = (LeaseCore *)self;
     const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(buf);
-    Py_ssize_t ip = at + lease->ip;
-    if (lease->link == NULL || lease->addrs == NULL) /* not initialised */
-        return 0;
-    if (linktype != lease->linktype || end - ip < lease->headers || end > PyBytes_GET_SIZE(buf)
-        || at < 0 || memcmp(b + at + lease->link_at, PyBytes_AS_STRING(lease->link),
-                            (size_t)(lease->link_end - lease->link_at)))
+    Py_ssize_t ip = layout_ip(&lease->lay, buf, at, end, linktype);
+    if (ip < 0 || lease->addrs == NULL)
         return 0;
     const unsigned char *p = b + ip;
     long long total, header;
     unsigned proto, ttl, doff, flags;
-    if (lease->v6) { /* version, payload length, next header, hop limit; TCP at 40 */
+    if (lease->lay.v6) { /* version, payload length, next header, hop limit; TCP at 40 */
         if (p[0] >> 4 != 6 || memcmp(p + 8, PyBytes_AS_STRING(lease->addrs), 24))
             return 0;
         total = (long long)be16(p + 4) + 40;
@@ -82,7 +122,7 @@ int ccore_lease_take(PyObject *self, PyObject *buf, Py_ssize_t at, Py_ssize_t en
     uint32_t seq = be32(p + 24), ack = be32(p + 28);
     doff = p[32];
     flags = p[33];
-    header = (lease->v6 ? 40 : 20) + (doff >> 4) * 4;
+    header = (lease->lay.v6 ? 40 : 20) + (doff >> 4) * 4;
     if (proto != TCP || flags & NOT_BARE_ACK || !(flags & ACK) || !lease->has_ttl
         || (long long)ttl != lease->ttl || ip + total > end)
         return 0;
@@ -148,23 +188,12 @@ static int Lease_init(LeaseCore *self, PyObject *args, PyObject *kwds)
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOlOOS", kwlist, &conn, &me, &peer,
                                      &linktype, &lay, &key, &addrs))
         return -1;
-    PyObject *link;
-    Py_ssize_t ip, link_at;
-    int v6;  /* "p" writes an int */
-    if (!PyArg_ParseTuple(lay, "npnS;lay must be a bulk.Layout", &ip, &v6, &link_at, &link))
+    if (layout_init(&self->lay, linktype, lay) < 0)
         return -1;
-    if (ip < 0 || link_at < 0 || link_at + PyBytes_GET_SIZE(link) > ip
-        || (v6 && PyBytes_GET_SIZE(addrs) != 24)) {
-        PyErr_SetString(PyExc_ValueError, "not a lease's layout");
+    if (self->lay.v6 && PyBytes_GET_SIZE(addrs) != 24) {
+        PyErr_SetString(PyExc_ValueError, "an IPv6 lease's addrs are 24 bytes");
         return -1;
     }
-    self->linktype = linktype;
-    self->ip = ip;
-    self->v6 = v6;
-    self->link_at = link_at;
-    self->link_end = link_at + PyBytes_GET_SIZE(link);
-    self->headers = v6 ? 60 : 40;
-    Py_XSETREF(self->link, Py_NewRef(link));
     Py_XSETREF(self->addrs, Py_NewRef(addrs));
     Py_CLEAR(self->other);
     self->has_ttl = self->has_seq = self->counting = 0;
@@ -233,13 +262,15 @@ static PyGetSetDef Lease_getset[] = {
 };
 
 static PyMemberDef Lease_members[] = {
-    { "linktype", T_LONG, offsetof(LeaseCore, linktype), READONLY, NULL },
-    { "ip", T_PYSSIZET, offsetof(LeaseCore, ip), READONLY, NULL },
-    { "v6", T_BOOL, offsetof(LeaseCore, v6), READONLY, NULL },
-    { "link_at", T_PYSSIZET, offsetof(LeaseCore, link_at), READONLY, NULL },
-    { "link_end", T_PYSSIZET, offsetof(LeaseCore, link_end), READONLY, NULL },
-    { "headers", T_PYSSIZET, offsetof(LeaseCore, headers), READONLY, NULL },
-    { "link", T_OBJECT, offsetof(LeaseCore, link), READONLY, NULL },
+#define LAYOUT_MEMBERS(T)                                                              \
+    { "linktype", T_LONG, offsetof(T, lay.linktype), READONLY, NULL },                 \
+    { "ip", T_PYSSIZET, offsetof(T, lay.ip), READONLY, NULL },                         \
+    { "v6", T_BOOL, offsetof(T, lay.v6), READONLY, NULL },                             \
+    { "link_at", T_PYSSIZET, offsetof(T, lay.link_at), READONLY, NULL },               \
+    { "link_end", T_PYSSIZET, offsetof(T, lay.link_end), READONLY, NULL },             \
+    { "headers", T_PYSSIZET, offsetof(T, lay.headers), READONLY, NULL },               \
+    { "link", T_OBJECT, offsetof(T, lay.link), READONLY, NULL }
+    LAYOUT_MEMBERS(LeaseCore),
     { "addrs", T_OBJECT, offsetof(LeaseCore, addrs), READONLY, NULL },
     { "other", T_OBJECT, offsetof(LeaseCore, other), 0, "the opposite direction's lease" },
     { "taken", T_LONGLONG, offsetof(LeaseCore, taken), 0, "data bytes taken, unsettled" },
@@ -265,7 +296,7 @@ static void Lease_dealloc(LeaseCore *self)
 {
     PyObject_GC_UnTrack(self);
     Lease_clear(self);
-    Py_CLEAR(self->link);
+    Py_CLEAR(self->lay.link);
     Py_CLEAR(self->addrs);
     PyTypeObject *type = Py_TYPE(self);
     type->tp_free((PyObject *)self);
@@ -287,10 +318,115 @@ PyTypeObject ccore_LeaseType = {
     .tp_members = Lease_members,
 };
 
+/* --- ShareCore: bulk._OtherShare, other --jobs shares' frames of one layout ---------- */
+
+typedef struct {
+    PyObject_HEAD
+    Layout lay;
+    PyObject *addrs; /* IPv6: claim key -> the address bytes it leaves out (a dict) */
+} ShareCore;
+
+/* Any plain TCP frame of the layout (IPv6: whose full addresses match its key's):
+ * _OtherShare._take. 1 taken, 0 declined, -1 error. */
+int ccore_share_take(PyObject *self, PyObject *buf, Py_ssize_t at, Py_ssize_t end,
+                     long linktype)
+{
+    ShareCore *share = (ShareCore *)self;
+    Py_ssize_t ip = layout_ip(&share->lay, buf, at, end, linktype);
+    if (ip < 0)
+        return 0;
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(buf) + ip;
+    if (!share->lay.v6)
+        return p[0] == 0x45 && p[9] == TCP && !(p[6] & 0x3F || p[7]);
+    if (p[0] >> 4 != 6 || p[6] != TCP)
+        return 0;
+    PyObject *key = PyBytes_FromStringAndSize((const char *)p + 32, 12);
+    if (key == NULL)
+        return -1;
+    PyObject *addrs = PyDict_GetItemWithError(share->addrs, key);
+    Py_DECREF(key);
+    if (addrs == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    if (!PyBytes_Check(addrs)) /* Python compares with ==: only bytes can be equal */
+        return 0;
+    return PyBytes_GET_SIZE(addrs) == 24 && !memcmp(PyBytes_AS_STRING(addrs), p + 8, 24);
+}
+
+/* share(buf, at, end, ts, linktype): the pcapfile.Claimant, from Python. */
+static PyObject *Share_call(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    PyObject *buf;
+    Py_ssize_t at, end;
+    double ts;
+    long linktype;
+    if (kwds != NULL && PyDict_GET_SIZE(kwds)) {
+        PyErr_SetString(PyExc_TypeError, "a claimant takes no keyword arguments");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "Snndl", &buf, &at, &end, &ts, &linktype))
+        return NULL;
+    int taken = ccore_share_take(self, buf, at, end, linktype);
+    return taken < 0 ? NULL : PyBool_FromLong(taken);
+}
+
+/* ShareCore(linktype, lay): the layout, and an empty addrs dict. */
+static int Share_init(ShareCore *self, PyObject *args, PyObject *kwds)
+{
+    PyObject *lay;
+    long linktype;
+    static char *kwlist[] = { "linktype", "lay", NULL };
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "lO", kwlist, &linktype, &lay)
+        || layout_init(&self->lay, linktype, lay) < 0)
+        return -1;
+    Py_XSETREF(self->addrs, PyDict_New());
+    return self->addrs == NULL ? -1 : 0;
+}
+
+static int Share_traverse(ShareCore *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->addrs);
+    return 0;
+}
+
+static int Share_clear(ShareCore *self)
+{
+    Py_CLEAR(self->addrs);
+    return 0;
+}
+
+static void Share_dealloc(ShareCore *self)
+{
+    PyObject_GC_UnTrack(self);
+    Share_clear(self);
+    Py_CLEAR(self->lay.link);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef Share_members[] = {
+    LAYOUT_MEMBERS(ShareCore),
+    { "addrs", T_OBJECT, offsetof(ShareCore, addrs), READONLY, "claim key -> address bytes" },
+    { NULL, 0, 0, 0, NULL },
+};
+
+PyTypeObject ccore_ShareType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "mtlsprobe.capture._ccore.ShareCore",
+    .tp_doc = "Other --jobs shares' frames of one layout, for bulk.COtherShare to subclass.",
+    .tp_basicsize = sizeof(ShareCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Share_init,
+    .tp_call = Share_call,
+    .tp_dealloc = (destructor)Share_dealloc,
+    .tp_traverse = (traverseproc)Share_traverse,
+    .tp_clear = (inquiry)Share_clear,
+    .tp_members = Share_members,
+};
+
 int ccore_lease_init(void)
 {
     s_seq = PyUnicode_InternFromString("seq");
     if (s_seq == NULL)
         return -1;
-    return PyType_Ready(&ccore_LeaseType);
+    return PyType_Ready(&ccore_LeaseType) < 0 ? -1 : PyType_Ready(&ccore_ShareType);
 }

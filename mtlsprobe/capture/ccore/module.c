@@ -6,7 +6,8 @@
  *   decode(linktype, frame, skipped=None)  frame -> TcpSegment (decode.c), as
  *                                          linklayer.decode, after bind(TcpSegment, decode);
  *   LeaseCore                              the bulk shortcut's lease (lease.c), the base of
- *                                          bulk.CLease; the Walker calls its take() directly.
+ *                                          bulk.CLease; the Walker calls its take() directly;
+ *   ShareCore                              the same for bulk.COtherShare (--jobs).
  * CPython C API only, no other library. Results are identical to the Python code's (the
  * differential and fuzz tests hold them to it); what C does not decode it hands to Python.
  */
@@ -46,7 +47,8 @@ PyMODINIT_FUNC PyInit__ccore(void)
     if (m == NULL)
         return NULL;
     if (PyModule_AddObjectRef(m, "Walker", (PyObject *)&ccore_WalkerType) < 0
-        || PyModule_AddObjectRef(m, "LeaseCore", (PyObject *)&ccore_LeaseType) < 0) {
+        || PyModule_AddObjectRef(m, "LeaseCore", (PyObject *)&ccore_LeaseType) < 0
+        || PyModule_AddObjectRef(m, "ShareCore", (PyObject *)&ccore_ShareType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -199,6 +199,11 @@ int offer(Walker *w, Py_ssize_t key_at, Py_ssize_t start, Py_ssize_t end, double
         Py_DECREF(claimant);
         return taken;
     }
+    if (PyObject_TypeCheck(claimant, &ccore_ShareType)) {
+        int taken = ccore_share_take(claimant, w->buf, start, end, linktype);
+        Py_DECREF(claimant);
+        return taken;
+    }
     PyObject *args[5] = { w->buf, PyLong_FromSsize_t(start), PyLong_FromSsize_t(end),
                           PyFloat_FromDouble(ts), PyLong_FromLong(linktype) };
     PyObject *r = NULL;
