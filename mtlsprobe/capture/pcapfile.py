@@ -235,7 +235,8 @@ class CaptureFile:
         order, unit = PCAP_MAGICS[self._head]
         _vmaj, _vmin, _zone, _sig, snaplen, network = struct.unpack(order + "HHiIII", rest)
         linktype = network & 0x0FFFFFFF  # upper bits may carry an FCS length
-        limit = max(MAX_FRAME, snaplen)
+        # a record over 64 MiB is damage whatever the snap length says (bounds the buffer)
+        limit = min(max(MAX_FRAME, snaplen), MAX_BLOCK)
         rec = struct.Struct(order + "IIII")
         unpack_from = rec.unpack_from
         claims, key_at = self._claims_at(linktype)

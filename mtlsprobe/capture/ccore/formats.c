@@ -45,6 +45,8 @@ static int pcap_header(Walker *w)
     uint32_t snaplen = rd32(p + 12, w->big), network = rd32(p + 16, w->big);
     w->linktype = (long)(network & 0x0FFFFFFF); /* upper bits may carry an FCS length */
     w->limit = snaplen > MAX_FRAME ? snaplen : MAX_FRAME;
+    if (w->limit > MAX_BLOCK) /* a bigger record is damage whatever the snap length says */
+        w->limit = MAX_BLOCK;
     int error = 0;
     w->key_at = key_offset(w, w->linktype, &error);
     w->pos = 20;

@@ -333,7 +333,7 @@ int ccore_share_take(PyObject *self, PyObject *buf, Py_ssize_t at, Py_ssize_t en
 {
     ShareCore *share = (ShareCore *)self;
     Py_ssize_t ip = layout_ip(&share->lay, buf, at, end, linktype);
-    if (ip < 0)
+    if (ip < 0 || share->addrs == NULL)
         return 0;
     const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(buf) + ip;
     if (!share->lay.v6)

@@ -252,6 +252,10 @@ PyObject *packet(double ts, long linktype, const char *frame, Py_ssize_t len)
 
 static PyObject *Walker_next(Walker *w)
 {
+    if (w->buf == NULL) {
+        PyErr_SetString(PyExc_TypeError, "Walker was not initialised");
+        return NULL;
+    }
     if (w->done)
         return NULL;
     if (w->comment_set) { /* the commented packet was handed out: forget its comment */
@@ -281,6 +285,10 @@ static int Walker_init(Walker *w, PyObject *args, PyObject *kwds)
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOSp|n", kwlist, &capture, &stream, &head,
                                      &pcapng, &chunk))
         return -1;
+    if (w->capture != NULL) {
+        PyErr_SetString(PyExc_TypeError, "a Walker walks one capture, once");
+        return -1;
+    }
     if (chunk < 1 || chunk > MAX_BLOCK) {
         PyErr_SetString(PyExc_ValueError, "chunk must be 1 byte to 64 MiB");
         return -1;
