@@ -92,3 +92,21 @@ def test_decode_hands_odd_arguments_to_the_python_decoder():
     assert decode(1, bytearray(frame)) == seg  # not bytes: the Python decoder's
     assert decode(1 << 70, frame, {}) is None  # a link type past 64 bits: unsupported
     assert decode(linktype=1, frame=frame) == seg
+
+
+def test_a_stale_build_is_not_run(monkeypatch):
+    """A C core built from older sources (another API version) is ignored, and said so."""
+    import importlib
+
+    from mtlsprobe.capture import core
+
+    monkeypatch.delenv(core.PURE_PYTHON_ENV, raising=False)
+    monkeypatch.setattr(CCORE, "API_VERSION", core.API_VERSION + 1)
+    try:
+        importlib.reload(core)
+        assert core.ACTIVE is None and core.STALE
+        assert "out of date" in core.name()
+    finally:
+        monkeypatch.undo()
+        importlib.reload(core)
+    assert core.ACTIVE is CCORE and core.name() == "C"

@@ -14,11 +14,16 @@ import os
 from types import ModuleType
 
 PURE_PYTHON_ENV = "MTLSPROBE_PURE_PYTHON"
+API_VERSION = 1  # the C core's API these modules use (ccore.h's CCORE_API_VERSION)
 
 BUILT: ModuleType | None  # the C core when it is built, whether or not it runs
 try:
     from mtlsprobe.capture import _ccore as BUILT  # type: ignore[attr-defined,no-redef]
 except ImportError:  # no compiler at install time, or the zipapp
+    BUILT = None
+#: A C core built from other sources than these modules' (rebuild: pip install -e .)
+STALE = BUILT is not None and getattr(BUILT, "API_VERSION", None) != API_VERSION
+if STALE:
     BUILT = None
 
 #: The C core when it runs, None for the Python one.
@@ -33,4 +38,6 @@ def name() -> str:
         return "C"
     if BUILT is not None:
         return f"Python ({PURE_PYTHON_ENV} set)"
+    if STALE:
+        return "Python (the C core is out of date: rebuild it with pip install .)"
     return "Python"

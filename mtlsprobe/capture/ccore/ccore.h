@@ -6,6 +6,9 @@
 #include <Python.h>
 #include <stdint.h>
 
+/* Bumped whenever what capture/core.py and the Python callers expect changes (its API). */
+#define CCORE_API_VERSION 1
+
 /* Big-endian reads from a byte buffer the caller has bounds-checked. */
 static inline uint32_t be16(const unsigned char *p) { return (uint32_t)p[0] << 8 | p[1]; }
 static inline uint32_t be32(const unsigned char *p)

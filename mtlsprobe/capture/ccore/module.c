@@ -46,7 +46,10 @@ PyMODINIT_FUNC PyInit__ccore(void)
     PyObject *m = PyModule_Create(&ccore_module);
     if (m == NULL)
         return NULL;
-    if (PyModule_AddObjectRef(m, "Walker", (PyObject *)&ccore_WalkerType) < 0
+    /* capture/core.py runs this core only when it expects the same API (a stale build
+     * after a source change is ignored, not half used) */
+    if (PyModule_AddIntConstant(m, "API_VERSION", CCORE_API_VERSION) < 0
+        || PyModule_AddObjectRef(m, "Walker", (PyObject *)&ccore_WalkerType) < 0
         || PyModule_AddObjectRef(m, "LeaseCore", (PyObject *)&ccore_LeaseType) < 0
         || PyModule_AddObjectRef(m, "ShareCore", (PyObject *)&ccore_ShareType) < 0) {
         Py_DECREF(m);
