@@ -109,4 +109,4 @@ def test_a_stale_build_is_not_run(monkeypatch):
     finally:
         monkeypatch.undo()
         importlib.reload(core)
-    assert core.ACTIVE is CCORE and core.name() == "C"
+    assert core.BUILT is CCORE and not core.STALE
