@@ -5,12 +5,14 @@ flips, deletions, insertions) and truncations of real and generated captures, hu
 fields written over record and block headers, and hypothesis-made files and frames. Each
 input goes through both cores' walk and decode (``tests/coretwins.py``); some through the
 whole of analyze, bulk shortcut included. scripts/sanitizer-check runs this file on a build
-with AddressSanitizer and UndefinedBehaviorSanitizer.
+with AddressSanitizer and UndefinedBehaviorSanitizer. MTLSPROBE_FUZZ_SCALE=N multiplies
+the budget (N times the mutants and examples, other seeds) for a longer run by hand.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import random
 import ssl
 import struct
@@ -44,8 +46,9 @@ assert _spec is not None and _spec.loader is not None
 fuzz_captures = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(fuzz_captures)
 
+SCALE = max(1, int(os.environ.get("MTLSPROBE_FUZZ_SCALE", "1")))
 SEEDS = [p for p in captures(ROOT / "fixtures" / "pcaps") if p.stat().st_size < 400_000]
-FUZZ = settings(max_examples=300, deadline=None, derandomize=True, database=None,
+FUZZ = settings(max_examples=300 * SCALE, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 HUGE = (0xFFFFFFFF, 0x80000000, 0x7FFFFFFF, 0x04000001, 262145, 0x10000, 13, 12, 11, 0)
 
@@ -75,17 +78,17 @@ def _seed_bytes() -> list[tuple[str, bytes]]:
 
 
 def test_mutated_captures_give_the_same_results_on_both_cores():
-    rnd = random.Random(14)
+    rnd = random.Random(14 * SCALE)
     runs = 0
     for name, data in _seed_bytes():
-        for i in range(12):
+        for i in range(12 * SCALE):
             assert_same(fuzz_captures.mutate(data, rnd), f"{name} mutant {i}")
             runs += 1
     assert runs >= 400
 
 
 def test_truncated_captures_give_the_same_results_on_both_cores():
-    rnd = random.Random(15)
+    rnd = random.Random(15 * SCALE)
     for name, data in _seed_bytes():
         for cut in {0, 1, 4, 23, 24, 27, 40, len(data) - 1, *rnd.sample(range(len(data)), 6)}:
             assert_same(data[:cut], f"{name} cut at {cut}")
@@ -166,10 +169,10 @@ def bulk_capture() -> bytes:
 
 
 def test_mutated_bulk_captures_give_the_same_analysis_on_both_cores(bulk_capture, tmp_path):
-    rnd = random.Random(17)
+    rnd = random.Random(17 * SCALE)
     expect = expectations.build(ca=(), pins=(), baseline=None)
     path = tmp_path / "mutant.pcap"
-    for i in range(25):
+    for i in range(25 * SCALE):
         path.write_bytes(bulk_capture if i == 0 else fuzz_captures.mutate(bulk_capture, rnd))
         with running(False):
             python = analyze([path], expect, jobs=1)
