@@ -223,11 +223,35 @@ static int set_optional(PyObject *v, long long *value, int *known)
     return 0;
 }
 
-static PyObject *get_ttl(LeaseCore *s, void *c) { (void)c; return get_optional(s->ttl, s->has_ttl); }
-static int set_ttl(LeaseCore *s, PyObject *v, void *c) { (void)c; return set_optional(v, &s->ttl, &s->has_ttl); }
-static PyObject *get_seq(LeaseCore *s, void *c) { (void)c; return get_optional(s->seq, s->has_seq); }
-static int set_seq(LeaseCore *s, PyObject *v, void *c) { (void)c; return set_optional(v, &s->seq, &s->has_seq); }
-static PyObject *get_counting(LeaseCore *s, void *c) { (void)c; return PyBool_FromLong(s->counting); }
+static PyObject *get_ttl(LeaseCore *s, void *c)
+{
+    (void)c;
+    return get_optional(s->ttl, s->has_ttl);
+}
+
+static int set_ttl(LeaseCore *s, PyObject *v, void *c)
+{
+    (void)c;
+    return set_optional(v, &s->ttl, &s->has_ttl);
+}
+
+static PyObject *get_seq(LeaseCore *s, void *c)
+{
+    (void)c;
+    return get_optional(s->seq, s->has_seq);
+}
+
+static int set_seq(LeaseCore *s, PyObject *v, void *c)
+{
+    (void)c;
+    return set_optional(v, &s->seq, &s->has_seq);
+}
+
+static PyObject *get_counting(LeaseCore *s, void *c)
+{
+    (void)c;
+    return PyBool_FromLong(s->counting);
+}
 
 static int set_counting(LeaseCore *s, PyObject *v, void *c)
 {
@@ -239,7 +263,11 @@ static int set_counting(LeaseCore *s, PyObject *v, void *c)
     return 0;
 }
 
-static PyObject *get_credit(LeaseCore *s, void *c) { (void)c; return PyLong_FromLongLong(s->credit); }
+static PyObject *get_credit(LeaseCore *s, void *c)
+{
+    (void)c;
+    return PyLong_FromLongLong(s->credit);
+}
 
 /* credit: a bigger int than 64 bits could hold is as good as LLONG_MAX (frames are small) */
 static int set_credit(LeaseCore *s, PyObject *v, void *c)

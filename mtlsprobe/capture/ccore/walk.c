@@ -1,22 +1,20 @@
 /* walk.c: the Walker, a pcap/pcapng file's frames; the twin of CaptureFile._pcap/_pcapng.
  *
- * Walker(capture, stream, head, pcapng) iterates (timestamp, link type, frame) exactly as
- * capture/pcapfile.py does: the same 128 KiB refills through stream.read() (so gzip and
+ * Walker(capture, stream, head, pcapng, chunk) iterates (timestamp, link type, frame) exactly
+ * as capture/pcapfile.py does: the same refills (pcapfile.CHUNK) through stream.read() (so gzip and
  * standard input work as they do there), the same notes on damage, claims offered to the
  * same claimants with the same read buffer, Decryption Secrets Blocks appended to
  * capture.keylog_text and packet comments set on capture.comment. capture.claimed is
  * brought up to date before each frame is handed out. Every length read from the file is
- * checked before it is used: a record is at most max(262144, snaplen) bytes and a block at
- * most 64 MiB, so the read buffer is bounded by that plus one refill.
+ * checked before it is used: a record is at most max(262144, snaplen) bytes and never over
+ * 64 MiB, a block at most 64 MiB, so the read buffer is bounded by 64 MiB plus one refill.
+ * Memory besides: one 32-byte entry per pcapng interface (as the Python list holds them).
  */
 #include "walker.h"
 
 #include <stdarg.h>
-
-#include <math.h>
 #include <stdio.h>
 #include <string.h>
-
 
 PyObject *s_read, *s_comment, *s_claimed, *s_keylog_text, *s_progress, *s_position,
     *s_size;
