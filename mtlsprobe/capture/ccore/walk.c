@@ -126,7 +126,8 @@ int took(Walker *w, long long count)
     w->claimed++;
     if (count & PROGRESS_EVERY)
         return 0;
-    if (tell_claimed(w) < 0)
+    /* claimed frames run no Python: let Ctrl-C (KeyboardInterrupt) through now and then */
+    if (PyErr_CheckSignals() < 0 || tell_claimed(w) < 0)
         return -1;
     PyObject *hook = PyObject_GetAttr(w->capture, s_progress);
     if (hook == NULL)
