@@ -7,7 +7,7 @@ goes on with the pure-Python capture core (``mtlsprobe.capture.core``).
 
 from setuptools import Extension, setup
 
-SOURCES = ("module", "walk", "formats", "decode", "lease")
+SOURCES = ("module", "walk", "formats", "decode", "lease", "stream")
 CCORE = Extension(
     "mtlsprobe.capture._ccore",
     sources=[f"mtlsprobe/capture/ccore/{name}.c" for name in SOURCES],

@@ -77,7 +77,7 @@ from mtlsprobe.capture.linklayer import (
     frame_decoder,
 )
 from mtlsprobe.capture.pcapfile import PROGRESS_EVERY, CaptureFile
-from mtlsprobe.capture.tcp import TcpReassembler
+from mtlsprobe.capture.tcp import reassembler
 from mtlsprobe.model import Attempt, CertKind
 
 CLOSED_MEMORY = 65536  # how many recently closed 4-tuples to remember
@@ -425,7 +425,7 @@ class FlowTable:
         side.alt_isns = None
         if side.stream.stored or side.stream.gaps:
             return
-        stream = TcpReassembler(self.max_bytes)
+        stream = reassembler(self.max_bytes)
         stream.retransmissions = side.stream.retransmissions
         stream.syn(isn)
         side.isn, side.stream = isn, stream

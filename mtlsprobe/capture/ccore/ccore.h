@@ -38,6 +38,9 @@ int ccore_share_take(PyObject *share, PyObject *buf, Py_ssize_t at, Py_ssize_t e
                      long linktype);
 int ccore_lease_init(void);
 
+/* stream.c: one direction's TCP reassembly (tcp.TcpReassembler's twin). */
+extern PyTypeObject ccore_StreamType;
+
 /* decode.c: frame -> TcpSegment, the twin of linklayer.decode. */
 PyObject *ccore_decode(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                        PyObject *kwnames);

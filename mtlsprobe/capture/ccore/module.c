@@ -7,7 +7,9 @@
  *                                          linklayer.decode, after bind(TcpSegment, decode);
  *   LeaseCore                              the bulk shortcut's lease (lease.c), the base of
  *                                          bulk.CLease; the Walker calls its take() directly;
- *   ShareCore                              the same for bulk.COtherShare (--jobs).
+ *   ShareCore                              the same for bulk.COtherShare (--jobs);
+ *   StreamCore(max_bytes)                  TCP reassembly of one direction (stream.c), as
+ *                                          tcp.TcpReassembler.
  * CPython C API only, no other library. Results are identical to the Python code's (the
  * differential and fuzz tests hold them to it); what C does not decode it hands to Python.
  */
@@ -51,7 +53,9 @@ PyMODINIT_FUNC PyInit__ccore(void)
     if (PyModule_AddIntConstant(m, "API_VERSION", CCORE_API_VERSION) < 0
         || PyModule_AddObjectRef(m, "Walker", (PyObject *)&ccore_WalkerType) < 0
         || PyModule_AddObjectRef(m, "LeaseCore", (PyObject *)&ccore_LeaseType) < 0
-        || PyModule_AddObjectRef(m, "ShareCore", (PyObject *)&ccore_ShareType) < 0) {
+        || PyModule_AddObjectRef(m, "ShareCore", (PyObject *)&ccore_ShareType) < 0
+        || PyType_Ready(&ccore_StreamType) < 0
+        || PyModule_AddObjectRef(m, "StreamCore", (PyObject *)&ccore_StreamType) < 0) {
         Py_DECREF(m);
         return NULL;
     }
