@@ -32,6 +32,7 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING, NamedTuple
 
+from mtlsprobe.capture import core
 from mtlsprobe.capture.linklayer import (
     ACK,
     ETHERNET,
@@ -247,13 +248,45 @@ class Lease(_LayoutClaim):
         self.credit = min(sink.skippable(me), stream.max_bytes - stream.next_offset)
 
 
+if TYPE_CHECKING:
+    _LeaseCore = Lease  # the C core's lease is a Lease to the type checker
+else:
+    _LeaseCore = core.BUILT.LeaseCore if core.BUILT is not None else Lease
+
+
+class CLease(_LeaseCore):
+    """The C core's ``Lease``: the same state and ``take``, in C (``_ccore.LeaseCore``), so
+    the C walk takes a bulk frame without a Python call; the lease object itself is its
+    claimant. Settling and crossing (``apply``, ``_cross``) are ``Lease``'s."""
+
+    __slots__ = ("active", "claimant", "conn", "key", "me", "peer")
+
+    def __init__(self, conn: Connection[Lease], me: Side, peer: Side, linktype: int,
+                 lay: Layout, key: bytes, addrs: bytes) -> None:
+        super().__init__(conn, me, peer, linktype, lay, key, addrs)
+        self.conn, self.me, self.peer, self.key = conn, me, peer, key
+        self.active = False
+        self.claimant = self
+
+    apply = Lease.apply
+    _cross = Lease._cross
+
+    if TYPE_CHECKING:
+        def __call__(self, buf: bytes, at: int, end: int, ts: float, linktype: int) -> bool:
+            """``take``, the ``pcapfile.Claimant`` (``LeaseCore``'s call)."""
+            return self.take(buf, at, end, ts, linktype)
+
+
 class BulkFrames:
     """The leases of one reader's connections, claimed on its capture file."""
 
-    __slots__ = ("_sharers", "capture", "frames", "others")
+    __slots__ = ("_lease", "_share", "_sharers", "capture", "frames", "others")
 
     def __init__(self, capture: CaptureFile) -> None:
         self.capture = capture
+        # the C core's leases when it runs (capture.core), else the Python twin's
+        self._lease: type[Lease] = Lease if core.ACTIVE is None else CLease
+        self._share: type[_OtherShare] = _OtherShare if core.ACTIVE is None else COtherShare
         capture.claim_at = dict(PRIMARY_KEY_AT)
         self.frames = 0  # frames taken by leases, settled
         # keys claimed for other shares, and their claimants (see skip_others)
@@ -271,8 +304,8 @@ class BulkFrames:
                 return
             peer = conn.b if me is conn.a else conn.a
             key, back, addrs, back_addrs = _keys(frame, lay)
-            mine = Lease(conn, me, peer, linktype, lay, key, addrs)
-            theirs = Lease(conn, peer, me, linktype, lay, back, back_addrs)
+            mine = self._lease(conn, me, peer, linktype, lay, key, addrs)
+            theirs = self._lease(conn, peer, me, linktype, lay, back, back_addrs)
             mine.other, theirs.other = theirs, mine
             leases.extend((mine, theirs))
             self.capture.claim_also_at(linktype, lay.key_at)
@@ -333,7 +366,7 @@ class BulkFrames:
             self._sharers.clear()
         sharer = self._sharers.get((linktype, lay))
         if sharer is None:
-            sharer = self._sharers[linktype, lay] = _OtherShare(linktype, lay)
+            sharer = self._sharers[linktype, lay] = self._share(linktype, lay)
             self.capture.claim_also_at(linktype, lay.key_at)
         key, _, addrs, _ = _keys(frame, lay)
         if lay.v6:
@@ -361,3 +394,25 @@ class _OtherShare(_LayoutClaim):
                     and self.addrs.get(buf[ip + 32 : ip + 44]) == buf[ip + 8 : ip + 32])
         return (buf[ip] == 0x45 and buf[ip + 9] == TCP
                 and not (buf[ip + 6] & 0x3F or buf[ip + 7]))
+
+
+if TYPE_CHECKING:
+    _ShareCore = _OtherShare  # the C core's is an _OtherShare to the type checker
+else:
+    _ShareCore = core.BUILT.ShareCore if core.BUILT is not None else _OtherShare
+
+
+class COtherShare(_ShareCore):
+    """The C core's ``_OtherShare``: the same ``_take``, in C (``_ccore.ShareCore``), called
+    by the C walk without Python; the object itself is the claimant."""
+
+    __slots__ = ("take",)
+
+    def __init__(self, linktype: int, lay: Layout) -> None:
+        super().__init__(linktype, lay)
+        self.take = self
+
+    if TYPE_CHECKING:
+        def __call__(self, buf: bytes, at: int, end: int, ts: float, linktype: int) -> bool:
+            """``_take``, the ``pcapfile.Claimant`` (``ShareCore``'s call)."""
+            return self._take(buf, at, end, ts, linktype)

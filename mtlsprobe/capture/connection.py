@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Generic, Protocol, TypeVar
 
-from mtlsprobe.capture.tcp import TcpReassembler
+from mtlsprobe.capture.tcp import reassembler
 from mtlsprobe.model import Attempt, Endpoint, Route
 
 TLS_CONTENT_TYPES = frozenset(range(20, 25))  # change_cipher_spec .. heartbeat
@@ -78,7 +78,7 @@ class Side:
 
     def __init__(self, addr: Addr, max_bytes: int | None) -> None:
         self.addr = addr
-        self.stream = TcpReassembler(max_bytes)
+        self.stream = reassembler(max_bytes)  # the C core's when it runs
         self.isn: int | None = None  # sequence number of its SYN / SYN-ACK
         self.alt_isns: set[int] | None = None  # later SYN-ACKs' other ISNs (see _rebase)
         self.fin = False

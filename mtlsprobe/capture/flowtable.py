@@ -74,10 +74,10 @@ from mtlsprobe.capture.linklayer import (
     RST,
     SYN,
     TcpSegment,
-    decode,
+    frame_decoder,
 )
 from mtlsprobe.capture.pcapfile import PROGRESS_EVERY, CaptureFile
-from mtlsprobe.capture.tcp import TcpReassembler
+from mtlsprobe.capture.tcp import reassembler
 from mtlsprobe.model import Attempt, CertKind
 
 CLOSED_MEMORY = 65536  # how many recently closed 4-tuples to remember
@@ -152,6 +152,7 @@ class FlowTable:
         progress = self.progress
         capture = self.capture
         add = self._add
+        decode = frame_decoder()  # the C core's or the Python one (capture.core)
         late = self._late
         part, parts = self.partition or (None, 1)
         # per-packet counters live in locals and are written to ``stats`` (with the frames
@@ -424,7 +425,7 @@ class FlowTable:
         side.alt_isns = None
         if side.stream.stored or side.stream.gaps:
             return
-        stream = TcpReassembler(self.max_bytes)
+        stream = reassembler(self.max_bytes)
         stream.retransmissions = side.stream.retransmissions
         stream.syn(isn)
         side.isn, side.stream = isn, stream

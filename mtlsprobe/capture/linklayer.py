@@ -16,10 +16,11 @@ protocol...) start with ``NOT_DECODED``; ``not_decoded_note`` says them in one l
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from socket import AF_INET, AF_INET6, inet_ntop
 from typing import NamedTuple
 
-from mtlsprobe.capture import tunnels
+from mtlsprobe.capture import core, tunnels
 from mtlsprobe.capture.tunnels import (
     ETH_IPV4,
     ETH_IPV6,
@@ -148,6 +149,19 @@ def decode(linktype: int, frame: bytes, skipped: dict[str, int] | None = None) -
         return None
     _count(skipped, f"unsupported link type {linktype}")
     return None
+
+
+Decoder = Callable[[int, bytes, "dict[str, int] | None"], "TcpSegment | None"]
+
+
+def frame_decoder() -> Decoder:
+    """``decode`` of the capture core that runs (``capture.core``): the C twin, bound to
+    ``TcpSegment`` and to this ``decode`` for the frames it hands back, or this one."""
+    if core.ACTIVE is None:
+        return decode
+    core.ACTIVE.bind(TcpSegment, decode)
+    decoder: Decoder = core.ACTIVE.decode
+    return decoder
 
 
 def _by_ethertype(

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from mtlsprobe.capture import core
 from mtlsprobe.model.errors import InputError
 
 # 128 KiB reads: each refill copies the chunk once, and a bigger one falls out of the CPU
@@ -48,6 +49,8 @@ GZIP_MAGIC = b"\x1f\x8b"
 
 # pcapng block types
 SHB, IDB, PB, SPB, EPB, DSB = 0x0A0D0D0A, 1, 2, 3, 6, 0x0A
+# the least length of a block with fixed fields: header, the fields, trailer
+MIN_BLOCK = {EPB: 32, PB: 32, IDB: 20, DSB: 20}
 TLS_KEY_LOG = 0x544C534B  # Decryption Secrets Block secrets type "TLSK"
 OPT_COMMENT, OPT_TSRESOL, OPT_TSOFFSET = 1, 9, 14
 
@@ -183,7 +186,10 @@ class CaptureFile:
 
     def __iter__(self) -> Iterator[Packet]:
         try:
-            if self.format == "pcap":
+            if core.ACTIVE is not None:  # the C twin of _pcap and _pcapng
+                yield from core.ACTIVE.Walker(self, self._stream, self._head,
+                                              self.format == "pcapng", CHUNK)
+            elif self.format == "pcap":
                 yield from self._pcap()
             else:
                 yield from self._pcapng()
@@ -229,7 +235,8 @@ class CaptureFile:
         order, unit = PCAP_MAGICS[self._head]
         _vmaj, _vmin, _zone, _sig, snaplen, network = struct.unpack(order + "HHiIII", rest)
         linktype = network & 0x0FFFFFFF  # upper bits may carry an FCS length
-        limit = max(MAX_FRAME, snaplen)
+        # a record over 64 MiB is damage whatever the snap length says (bounds the buffer)
+        limit = min(max(MAX_FRAME, snaplen), MAX_BLOCK)
         rec = struct.Struct(order + "IIII")
         unpack_from = rec.unpack_from
         claims, key_at = self._claims_at(linktype)
@@ -305,7 +312,7 @@ class CaptureFile:
                 header, epb, u32 = _block_structs(order)
                 btype, blen = header(buf, pos)
                 ifaces, keys_at = [], []
-            if blen < 12 or blen % 4 or blen > MAX_BLOCK:
+            if blen < MIN_BLOCK.get(btype, 12) or blen % 4 or blen > MAX_BLOCK:
                 self.notes.append(
                     f"corrupt pcapng block (type {btype:#x}, length {blen}) "
                     f"after {count} packets, stopped"
@@ -389,11 +396,11 @@ class CaptureFile:
             code, length = struct.unpack_from(order + "HH", buf, pos)
             if code == 0:
                 break
-            value = buf[pos + 4 : pos + 4 + length]
-            if code == OPT_TSRESOL and length >= 1:
+            value = buf[pos + 4 : min(pos + 4 + length, stop)]  # not past the block
+            if code == OPT_TSRESOL and value:
                 v = value[0]
                 tick = 2.0 ** -(v & 0x7F) if v & 0x80 else 10.0**-v
-            elif code == OPT_TSOFFSET and length >= 8:
+            elif code == OPT_TSOFFSET and len(value) >= 8:
                 (offset,) = struct.unpack_from(order + "q", value)
             pos += 4 + ((length + 3) & ~3)
         return linktype, tick, offset

@@ -24,6 +24,8 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 
+from mtlsprobe.capture import core
+
 MASK = 0xFFFFFFFF
 HALF = 1 << 31
 NOTHING: tuple[bytes, ...] = ()
@@ -269,3 +271,11 @@ class TcpReassembler:
                 self.conflicting_bytes += _differing(
                     data[a - off : b - off], memoryview(run)[a - start : b - start]
                 )
+
+
+def reassembler(max_bytes: int | None = 256 * 1024) -> TcpReassembler:
+    """A ``TcpReassembler``, or its C twin (``_ccore.StreamCore``) when the C core runs."""
+    if core.ACTIVE is None:
+        return TcpReassembler(max_bytes)
+    stream: TcpReassembler = core.ACTIVE.StreamCore(max_bytes)
+    return stream
