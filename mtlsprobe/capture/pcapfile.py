@@ -25,6 +25,7 @@ import os
 import stat
 import struct
 import sys
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -143,7 +144,7 @@ class CaptureFile:
             stream = gzip.GzipFile(fileobj=_Prefixed(head, raw), mode="rb")  # type: ignore[call-overload]
             try:
                 head = _read_exact(stream, 4)
-            except (OSError, EOFError) as e:
+            except (OSError, EOFError, zlib.error) as e:  # zlib.error: a broken deflate stream
                 raise InputError(f"{self.name}: broken gzip data: {e}") from e
             self.notes.append("capture is gzip-compressed")
         if head in PCAP_MAGICS:
@@ -187,7 +188,7 @@ class CaptureFile:
                 yield from self._pcap()
             else:
                 yield from self._pcapng()
-        except (OSError, EOFError, gzip.BadGzipFile) as e:  # gzip damage, I/O error mid-file
+        except (OSError, EOFError, zlib.error) as e:  # gzip damage, I/O error mid-file
             self.notes.append(f"read error, stopped: {e}")
 
     def _claims_at(self, linktype: int) -> tuple[dict[bytes, Claimant], int]:
