@@ -156,7 +156,8 @@ class TcpReassembler:
         if self._pending:
             limit = self._pending[-1][0] + len(self._pending[-1][1])
         if self.fin_offset is not None:
-            limit = max(limit, min(self.fin_offset, self.max_bytes))
+            limit = max(limit, self.fin_offset)
+        limit = min(limit, self.max_bytes)  # a segment waiting across the cap: no gap past it
         return self._skip_to(limit) if limit > self.next_offset else NOTHING
 
     # --- state ---------------------------------------------------------------------
