@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import os
 
+import targets
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-
-import targets
 
 LONG = 200
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")

@@ -1,0 +1,64 @@
+"""Every crash the fuzz harness found, as a test with its input built here, and the fix
+it led to (see the commit that added each)."""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import pytest
+
+from mtlsprobe.capture.pcapfile import CaptureFile
+from mtlsprobe.capture.tcp import TcpReassembler
+from mtlsprobe.model.errors import InputError
+from mtlsprobe.report.fleet.records import InputStats
+from mtlsprobe.run.report_files import read_documents
+
+GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+BAD_DEFLATE_BLOCK = b"\x06"  # a deflate block of the reserved type 3: zlib.error, no OSError
+
+
+def _stored(data: bytes) -> bytes:
+    """``data`` as deflate stored blocks (not final), so what follows decides the end."""
+    out = b""
+    for i in range(0, len(data), 60000):
+        part = data[i : i + 60000]
+        out += b"\x00" + struct.pack("<HH", len(part), len(part) ^ 0xFFFF) + part
+    return out
+
+
+def _pcap(frames: int) -> bytes:
+    frame = bytes(100)
+    records = struct.pack("<IIII", 1, 0, len(frame), len(frame)) + frame
+    return struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1) + records * frames
+
+
+def test_broken_deflate_data_at_the_start_is_not_a_capture() -> None:
+    with pytest.raises(InputError, match="broken gzip data"):
+        CaptureFile(io.BytesIO(GZIP_HEADER + BAD_DEFLATE_BLOCK))
+
+
+def test_broken_deflate_data_mid_file_stops_with_a_note_after_the_frames_before() -> None:
+    capture = CaptureFile(io.BytesIO(GZIP_HEADER + _stored(_pcap(2000)) + BAD_DEFLATE_BLOCK))
+    frames = list(capture)
+    assert 1000 < len(frames) < 2000
+    assert capture.notes[-1].startswith("read error, stopped: Error -3 while decompressing")
+
+
+def test_a_segment_waiting_across_the_cap_leaves_no_gap_past_the_cap_when_flushed() -> None:
+    r = TcpReassembler(64)
+    r.syn(1000)
+    assert r.segment(1001 + 63, bytes(range(22))) == ()  # offsets 63..84, a hole before
+    assert r.flush() == [b"\x00"]  # the one byte below the cap
+    assert r.gaps == [(0, 63)] and r.next_offset == 64 and r.beyond_cap == 21
+
+
+def test_summarize_counts_a_report_with_broken_deflate_data_as_unreadable(tmp_path) -> None:
+    lines = b"".join(b'{"n": %d}\n' % i for i in range(20000))
+    path = tmp_path / "reports.jsonl.gz"
+    path.write_bytes(GZIP_HEADER + _stored(lines) + BAD_DEFLATE_BLOCK)
+    stats = InputStats()
+    read = [value for _, value in read_documents([str(path)], stats)]
+    assert 0 < len(read) < 20000 and read[0] == {"n": 0}
+    assert stats.unreadable == [
+        f"{path}: read failed (Error -3 while decompressing data: invalid block type)"]
