@@ -186,7 +186,7 @@ def tcp_reassembly(data: bytes) -> None:
     assert stored == r.stored
     assert stored + sum(n for _, n in r.gaps) == r.next_offset
     assert cap is None or r.next_offset <= cap
-    assert r.gaps == sorted(r.gaps) and all(n > 0 for _, n in r.gaps)
+    assert list(r.gaps) == sorted(r.gaps) and all(n > 0 for _, n in r.gaps)
     assert r.retransmissions >= 0 and r.conflicting_bytes >= 0
 
 
