@@ -56,6 +56,7 @@ Packet = tuple[float, int, bytes]  # (seconds since the epoch, link type, frame 
 # A claimant: (read buffer, frame start, frame end, timestamp, link type) -> taken?
 Claimant = Callable[[bytes, int, int, float, int], bool]
 PROGRESS_EVERY = 4095  # frames between two calls of the progress hook (a mask)
+SKIP_NOTES = 5  # blocks skipped that are noted one by one; the rest are counted in one note
 
 
 class _Prefixed:
@@ -101,7 +102,9 @@ class CaptureFile:
 
     def __init__(self, source: str | Path | BinaryIO) -> None:
         self.notes: list[str] = []
-        self.keylog_text = ""
+        # the text of each Decryption Secrets Block, in order (``keylog_text`` joins them)
+        self.keylog_parts: list[str] = []
+        self._keylog_joined = 0, ""  # (how many parts, their text) last joined
         self.comment: str | None = None
         self.format = ""
         self.claims: dict[bytes, Claimant] = {}  # see the module docstring
@@ -109,6 +112,7 @@ class CaptureFile:
         # link type -> further key offsets, tried when the first finds no claimant
         self.claim_extra: dict[int, tuple[int, ...]] = {}
         self.claimed = 0  # frames taken by claimants (never yielded)
+        self.skipped_blocks = 0  # pcapng blocks skipped (the first SKIP_NOTES are noted)
         # called with (file bytes read, file size or None) every few thousand claimed frames
         self.progress: Callable[[int, int | None], None] | None = None
         self._owned: BinaryIO | None = None
@@ -182,6 +186,17 @@ class CaptureFile:
     def keylog(self) -> str | None:
         return self.keylog_text or None
 
+    @property
+    def keylog_text(self) -> str:
+        """The key log lines of the Decryption Secrets Blocks read so far ("" when none).
+        Kept as parts (``keylog_parts``), joined when asked: appending to one string was
+        quadratic in the number of blocks (40,000 small ones took a minute)."""
+        joined, text = self._keylog_joined
+        if joined < len(self.keylog_parts):
+            text = text + "".join(self.keylog_parts[joined:])
+            self._keylog_joined = len(self.keylog_parts), text
+        return text
+
     def __iter__(self) -> Iterator[Packet]:
         try:
             if self.format == "pcap":
@@ -190,6 +205,15 @@ class CaptureFile:
                 yield from self._pcapng()
         except (OSError, EOFError, zlib.error) as e:  # gzip damage, I/O error mid-file
             self.notes.append(f"read error, stopped: {e}")
+        if self.skipped_blocks > SKIP_NOTES:
+            self.notes.append(f"{self.skipped_blocks - SKIP_NOTES:,} more block(s) skipped")
+
+    def _skip(self, note: str) -> None:
+        """A block skipped: noted while few, counted always (a note each would let a
+        hostile capture write millions of lines into the report)."""
+        self.skipped_blocks += 1
+        if self.skipped_blocks <= SKIP_NOTES:
+            self.notes.append(note)
 
     def _claims_at(self, linktype: int) -> tuple[dict[bytes, Claimant], int]:
         """(the claims, offset of the key from the frame start) for frames of ``linktype``;
@@ -336,7 +360,7 @@ class CaptureFile:
                 data = body + 20
                 if data + caplen > end - 4 or ifid >= len(ifaces):
                     what = "unknown interface" if ifid >= len(ifaces) else "bad length"
-                    self.notes.append(f"skipped a packet block ({what}) after {count} packets")
+                    self._skip(f"skipped a packet block ({what}) after {count} packets")
                 else:
                     linktype, tick, offset = ifaces[ifid]
                     last_ts = ((tsh << 32) | tsl) * tick + offset
@@ -362,7 +386,7 @@ class CaptureFile:
                     self.comment = None
             elif btype == SPB:
                 if not ifaces:
-                    self.notes.append("skipped a simple packet block (no interface)")
+                    self._skip("skipped a simple packet block (no interface)")
                 else:
                     (orig,) = struct.unpack_from(order + "I", buf, body)
                     caplen = min(orig, blen - 16)
@@ -376,9 +400,9 @@ class CaptureFile:
                 if stype == TLS_KEY_LOG:
                     secrets = buf[body + 8 : min(body + 8 + slen, end - 4)]
                     text = secrets.decode("utf-8", "replace")
-                    self.keylog_text += text if text.endswith("\n") else text + "\n"
+                    self.keylog_parts.append(text if text.endswith("\n") else text + "\n")
                 else:
-                    self.notes.append(f"ignored decryption secrets of type {stype:#x}")
+                    self._skip(f"ignored decryption secrets of type {stype:#x}")
             # SHB, name resolution, statistics, custom and unknown blocks: nothing to yield
             pos = end
 
