@@ -3,6 +3,7 @@ it led to (see the commit that added each)."""
 
 from __future__ import annotations
 
+import base64
 import io
 import struct
 
@@ -10,8 +11,11 @@ import pytest
 
 from mtlsprobe.capture.pcapfile import CaptureFile
 from mtlsprobe.capture.tcp import TcpReassembler
+from mtlsprobe.live.reflector_echo import ECHO_HEADER, parse_echo
 from mtlsprobe.model.errors import InputError
 from mtlsprobe.report.fleet.records import InputStats
+from mtlsprobe.run import expectations
+from mtlsprobe.run.discovery import read_serverinfo
 from mtlsprobe.run.report_files import read_documents
 
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
@@ -62,3 +66,37 @@ def test_summarize_counts_a_report_with_broken_deflate_data_as_unreadable(tmp_pa
     assert 0 < len(read) < 20000 and read[0] == {"n": 0}
     assert stats.unreadable == [
         f"{path}: read failed (Error -3 while decompressing data: invalid block type)"]
+
+
+# --- JSON from files and peers: nested a thousand deep, numbers too large ---------------
+
+DEEP = "[" * 100_000  # json.loads: RecursionError, which is no ValueError
+
+
+@pytest.mark.parametrize(("text", "why"), [
+    (DEEP, "not a JSON report (nested too deeply)"),
+    ('{"schema_version": 1, "results": [{"target": {"port": 1e400}}]}',
+     "not an mtlsprobe report (target port 'inf' is not a port number)"),
+    ('{"schema_version": 1, "results": [{"target": {"port": 1.5}}]}',
+     "not an mtlsprobe report (target port '1.5' is not a port number)"),
+], ids=["deep", "infinite-port", "fractional-port"])
+def test_a_hostile_baseline_is_one_line_and_exit_3(tmp_path, text, why) -> None:
+    path = tmp_path / "baseline.json"
+    path.write_text(text)
+    with pytest.raises(InputError) as caught:
+        expectations.load_baseline_file(path)
+    assert str(caught.value) == f"--baseline {path}: {why}"
+    assert caught.value.exit_code == 3
+
+
+def test_a_reflector_echo_nested_a_thousand_deep_is_malformed_not_a_crash() -> None:
+    header = base64.urlsafe_b64encode(DEEP[:12_000].encode()).decode()
+    assert parse_echo([(ECHO_HEADER, header)], None) == (
+        "malformed", None, False, "echo does not decode: nested too deeply")
+
+
+def test_an_agent_configuration_nested_a_thousand_deep_is_a_note(tmp_path) -> None:
+    path = tmp_path / "serverinfo.json"
+    path.write_text(DEEP)
+    found = read_serverinfo(path)
+    assert found.notes == (f"{path}: not valid JSON (nested too deeply); ignored",)
