@@ -55,3 +55,10 @@ def mutated(draw: st.DrawFn, seeds: list[bytes]) -> bytes:
 def inputs(name: str, max_size: int = 2000) -> st.SearchStrategy[bytes]:
     """Bytes for target ``name``: its seeds mutated, or any bytes."""
     return st.one_of(mutated(targets.SEEDS[name]()), st.binary(max_size=max_size))
+
+
+def reports(name: str) -> st.SearchStrategy[bytes]:
+    """Bytes for a target reading reports: its seeds mutated as bytes, or by their
+    structure (``targets.report_bytes``: hostile values anywhere)."""
+    structured = st.binary(min_size=3, max_size=40).map(lambda b: bytes([targets.MUTATED]) + b)
+    return st.one_of(inputs(name), structured)

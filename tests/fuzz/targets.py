@@ -294,10 +294,58 @@ def _json(data: bytes) -> object:
         return None
 
 
+#: values an agent (or whoever controls it) may put anywhere in a report
+HOSTILE: tuple[object, ...] = (
+    None, True, 0, -1, 65536, 2**70, float("inf"), float("nan"), 1.5, "", "x" * 3000,
+    "\x1b]0;owned\x07\u202e<script>*x*</script>|`[a](b)`", [], {}, [[[[]]]], {"a": {"b": {}}},
+    "2026-01-01T00:00:00Z", "not a date", "inspected", {"schema_version": 1},
+)
+MUTATED = 0xF0  # a first byte from here on: the seed report, mutated by its structure
+_DEEP = "\0deep"  # stands for arrays nested 3,000 deep (json.dumps cannot write them)
+
+
+def _nodes(value: object, limit: int = 4000) -> list[tuple[object, object]]:
+    """(container, key or index) of the values inside ``value``, breadth first."""
+    out: list[tuple[object, object]] = []
+    queue = [value]
+    while queue and len(out) < limit:
+        item = queue.pop(0)
+        keys = list(item) if isinstance(item, dict) else range(len(item)) if isinstance(
+            item, list) else ()
+        for k in keys:
+            out.append((item, k))
+            queue.append(item[k])  # type: ignore[index]
+    return out
+
+
+def report_bytes(data: bytes, seed: object) -> bytes:
+    """``data`` as is; or, when it starts at ``MUTATED``, ``seed`` (a JSON value) with values
+    replaced by hostile ones (``HOSTILE``), one or more levels deep, keys deleted, nested
+    past any limit: the bytes choose where and what."""
+    if not data or data[0] < MUTATED:
+        return data
+    draw = Draw(data[1:])
+    value = json.loads(json.dumps(seed))
+    while draw.more():
+        nodes = _nodes(value)
+        if not nodes:
+            break
+        container, key = nodes[draw.int(2) % len(nodes)]
+        op = draw.int(1)
+        if op % 8 == 0 and isinstance(container, dict):
+            del container[key]
+        elif op % 8 == 1:
+            container[key] = _DEEP  # type: ignore[index]
+        else:
+            container[key] = HOSTILE[op % len(HOSTILE)]  # type: ignore[index]
+    text = json.dumps(value, indent=2 if data[0] & 1 else None)
+    return text.replace(json.dumps(_DEEP), "[" * 3000 + "]" * 3000).encode()
+
+
 def report_observation(data: bytes) -> None:
     """A saved report's observation read back (``report.jsonin``): a value, or the
     TypeError/ValueError its callers turn into one line."""
-    value = _json(data)
+    value = _json(report_bytes(data, _observation()))
     try:
         obs = from_jsonable(Observation, value)
     except (TypeError, ValueError):
@@ -311,7 +359,7 @@ _BASELINE_DIR = tempfile.mkdtemp(prefix="mtlsprobe-fuzz-")
 def baseline(data: bytes) -> None:
     """``--baseline FILE``: baseline ports, or one InputError line."""
     path = Path(_BASELINE_DIR) / "baseline.json"
-    path.write_bytes(data)
+    path.write_bytes(report_bytes(data, _report()))
     try:
         ports = expectations.load_baseline_file(path)
     except InputError as exc:
@@ -329,6 +377,7 @@ def summarize(data: bytes) -> None:
     documents, gzip) and every rendering of the roll-up: nothing fatal, what is read
     counted, no control character shown raw."""
     path = Path(_BASELINE_DIR) / "reports.json"
+    data = report_bytes(data, _report())
     path.write_bytes(data)
     stats = InputStats()
     agg = FleetAggregator()
@@ -421,6 +470,12 @@ def _messages() -> list[bytes]:
     return out
 
 
+def _observation() -> object:
+    results = _report()["results"]
+    assert isinstance(results, list)
+    return results[0]["observations"][0]
+
+
 def _seeds(name: str) -> list[bytes]:
     if name in ("pcap_file", "capture"):
         return [p.read_bytes() for p in _fixture_captures()[:6]]
@@ -443,8 +498,10 @@ def _seeds(name: str) -> list[bytes]:
         if name == "report_observation":
             results = report["results"]
             assert isinstance(results, list)
-            return [json.dumps(o).encode() for o in results[0]["observations"][:2]]
-        return [json.dumps(report, indent=2).encode(), json.dumps(report).encode()]
+            return [*(json.dumps(o).encode() for o in results[0]["observations"][:2]),
+                    bytes([MUTATED]) + bytes(range(0, 256, 11))]
+        return [json.dumps(report, indent=2).encode(), json.dumps(report).encode(),
+                bytes([MUTATED]) + bytes(range(0, 256, 7)), bytes([MUTATED + 1, 0, 3, 1])]
     return [b""]
 
 

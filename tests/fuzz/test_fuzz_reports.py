@@ -4,23 +4,23 @@
 from __future__ import annotations
 
 import targets
-from fuzzing import budget, inputs
+from fuzzing import budget, reports
 from hypothesis import given
 
 
 @budget(100)
-@given(inputs("report_observation"))
+@given(reports("report_observation"))
 def test_report_observation(data: bytes) -> None:
     targets.report_observation(data)
 
 
 @budget(60)
-@given(inputs("baseline"))
+@given(reports("baseline"))
 def test_baseline_file(data: bytes) -> None:
     targets.baseline(data)
 
 
 @budget(80)
-@given(inputs("summarize"))
+@given(reports("summarize"))
 def test_summarize_reading_and_rendering(data: bytes) -> None:
     targets.summarize(data)
