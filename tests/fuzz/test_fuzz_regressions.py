@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import struct
+from datetime import datetime, timezone
 
 import pytest
 
@@ -14,6 +15,8 @@ from mtlsprobe.capture.tcp import TcpReassembler
 from mtlsprobe.live.reflector_echo import ECHO_HEADER, parse_echo
 from mtlsprobe.model.errors import InputError
 from mtlsprobe.report.fleet.records import InputStats
+from mtlsprobe.report.jsonin import from_jsonable
+from mtlsprobe.report.jsonout import rfc3339
 from mtlsprobe.run import expectations
 from mtlsprobe.run.discovery import read_serverinfo
 from mtlsprobe.run.report_files import read_documents
@@ -100,3 +103,10 @@ def test_an_agent_configuration_nested_a_thousand_deep_is_a_note(tmp_path) -> No
     path.write_text(DEEP)
     found = read_serverinfo(path)
     assert found.notes == (f"{path}: not valid JSON (nested too deeply); ignored",)
+
+
+def test_a_date_before_the_year_1000_is_written_with_four_digits_and_reads_back() -> None:
+    # a certificate may say notBefore 0999: strftime wrote "999-01-01T...", unreadable
+    when = datetime(999, 1, 1, tzinfo=timezone.utc)
+    assert rfc3339(when) == "0999-01-01T00:00:00Z"
+    assert from_jsonable(datetime, rfc3339(when)) == when
