@@ -4,11 +4,15 @@ it led to (see the commit that added each)."""
 from __future__ import annotations
 
 import base64
+import importlib.machinery
 import io
 import struct
+import types
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
+import targets
 
 from mtlsprobe.capture.pcapfile import CaptureFile
 from mtlsprobe.capture.tcp import TcpReassembler
@@ -21,6 +25,8 @@ from mtlsprobe.run import expectations
 from mtlsprobe.run.discovery import read_serverinfo
 from mtlsprobe.run.report_files import read_documents
 
+HERE = Path(__file__).parent
+SCRIPT = HERE.parents[1] / "scripts" / "fuzz"
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 BAD_DEFLATE_BLOCK = b"\x06"  # a deflate block of the reserved type 3: zlib.error, no OSError
 
@@ -110,3 +116,14 @@ def test_a_date_before_the_year_1000_is_written_with_four_digits_and_reads_back(
     when = datetime(999, 1, 1, tzinfo=timezone.utc)
     assert rfc3339(when) == "0999-01-01T00:00:00Z"
     assert from_jsonable(datetime, rfc3339(when)) == when
+
+
+def test_scripts_fuzz_runs_every_target_and_each_has_its_test() -> None:
+    loader = importlib.machinery.SourceFileLoader("scripts_fuzz", str(SCRIPT))
+    script = types.ModuleType(loader.name)
+    script.__file__ = str(SCRIPT)
+    loader.exec_module(script)
+    assert set(script.TESTS) == set(targets.TARGETS) == set(targets.SEEDS)
+    for test in script.TESTS.values():
+        path, name = test.split("::")
+        assert f"def {name}(" in (HERE / path).read_text(), test
