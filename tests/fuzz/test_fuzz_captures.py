@@ -9,31 +9,31 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 
-@budget(150)
+@budget(500)
 @given(inputs("pcap_file"))
 def test_pcap_reader(data: bytes) -> None:
     targets.pcap_file(data)
 
 
-@budget(60)
+@budget(200)
 @given(st.binary(max_size=3000))
 def test_pcapng_writer_round_trip(data: bytes) -> None:
     targets.pcapng_round_trip(data)
 
 
-@budget(40)
+@budget(150)
 @given(inputs("capture"))
 def test_capture_path(data: bytes) -> None:
     targets.capture(data)
 
 
-@budget(300)
+@budget(1000)
 @given(inputs("link_layer", max_size=200))
 def test_link_layers_and_tunnels(data: bytes) -> None:
     targets.link_layer(data)
 
 
-@budget(300)
+@budget(1000)
 @given(st.binary(max_size=600))
 def test_tcp_reassembly(data: bytes) -> None:
     targets.tcp_reassembly(data)

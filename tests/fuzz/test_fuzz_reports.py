@@ -8,19 +8,19 @@ from fuzzing import budget, reports
 from hypothesis import given
 
 
-@budget(100)
+@budget(300)
 @given(reports("report_observation"))
 def test_report_observation(data: bytes) -> None:
     targets.report_observation(data)
 
 
-@budget(60)
+@budget(200)
 @given(reports("baseline"))
 def test_baseline_file(data: bytes) -> None:
     targets.baseline(data)
 
 
-@budget(80)
+@budget(250)
 @given(reports("summarize"))
 def test_summarize_reading_and_rendering(data: bytes) -> None:
     targets.summarize(data)

@@ -35,7 +35,7 @@ def _as_reported(value: object) -> object:
     return value
 
 
-@budget(60)
+@budget(150)
 @given(st.from_type(Observation).map(_as_reported))
 def test_an_observation_written_to_json_reads_back_the_same(obs: Observation) -> None:
     try:

@@ -133,25 +133,25 @@ def test_splitter_and_assembler_contract(data):
         pass
 
 
-@budget(150)
+@budget(500)
 @given(inputs("tls_records"))
 def test_record_layer(data):
     targets.tls_records(data)
 
 
-@budget(300)
+@budget(1000)
 @given(inputs("tls_messages", max_size=600))
 def test_handshake_messages_and_names(data):
     targets.tls_messages(data)
 
 
-@budget(100)
+@budget(300)
 @given(inputs("tls_observer"))
 def test_observer_on_any_bytes_both_ways(data):
     targets.tls_observer(data)
 
 
-@budget(150)
+@budget(500)
 @given(inputs("keylog"))
 def test_key_logs_parse_write_back_and_merge(data):
     targets.keylog(data)
