@@ -424,7 +424,8 @@ def _fixture_captures() -> list[Path]:
 
 @functools.cache
 def _frames() -> list[bytes]:
-    """One frame of each kind the fixtures hold, with its link type's index prefixed."""
+    """Frames of each kind the fixtures hold, with their link type's index prefixed, and
+    one of them in each encapsulation tests/pcapgen.py builds (scapy), nested too."""
     kinds = {linklayer.ETHERNET: 0, linklayer.SLL: 1, linklayer.SLL2: 2, linklayer.RAW: 3,
              linklayer.NULL: 4, linklayer.LOOP: 5}
     out = []
@@ -433,6 +434,12 @@ def _frames() -> list[bytes]:
             for _, linktype, frame in f:
                 if linktype in kinds and len(out) < 40:
                     out.append(bytes([kinds[linktype]]) + frame)
+    import pcapgen  # tests/
+
+    packet = next(f[15:] for f in out if f[0] == 0 and f[13:15] == b"\x08\x00" and len(f) > 80)
+    for link in (*pcapgen.ENCAPSULATIONS, "mpls/vlan/vxlan", "vlan88a8/vlan/erspan3o",
+                 "vxlan6/geneve-ip", "cmd/mplsmc/grekcs", "geneve/vlan/mpls"):
+        out.append(b"\x00" + pcapgen.encapsulate(packet, link))
     return out
 
 
