@@ -393,6 +393,7 @@ def summarize(data: bytes) -> None:
     summary = agg.summary(NOW, 7.0, None, stats)
     for fmt in ("table", "markdown", "csv", "json"):
         out = render(summary, fmt)
+        assert len(out) <= 40 * len(data) + 20_000, (fmt, len(out), len(data))
         if fmt != "json":
             shown = set(out.replace("\r\n", "\n"))
             assert not _CONTROL & shown, (fmt, sorted(_CONTROL & shown))
