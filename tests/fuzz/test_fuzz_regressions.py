@@ -4,6 +4,7 @@ it led to (see the commit that added each)."""
 from __future__ import annotations
 
 import base64
+import gzip
 import importlib.machinery
 import io
 import struct
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 import targets
 
-from mtlsprobe.capture.pcapfile import CaptureFile
+from mtlsprobe.capture.pcapfile import MAX_BLOCK, CaptureFile
 from mtlsprobe.capture.tcp import TcpReassembler
 from mtlsprobe.live.reflector_echo import ECHO_HEADER, parse_echo
 from mtlsprobe.model.errors import InputError
@@ -56,6 +57,16 @@ def test_broken_deflate_data_mid_file_stops_with_a_note_after_the_frames_before(
     frames = list(capture)
     assert 1000 < len(frames) < 2000
     assert capture.notes[-1].startswith("read error, stopped: Error -3 while decompressing")
+
+
+def test_a_snap_length_of_4_gib_does_not_let_a_frame_be_read_whole() -> None:
+    # a 2 MB .gz capture (snap length 0xffffffff, a 2 GiB record of zeros) was a MemoryError
+    header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 0xFFFFFFFF, 1)
+    record = struct.pack("<IIII", 1, 0, MAX_BLOCK + 1, MAX_BLOCK + 1)
+    capture = CaptureFile(io.BytesIO(gzip.compress(header + record + bytes(1 << 20))))
+    assert list(capture) == []
+    assert capture.notes[-1] == (
+        f"corrupt pcap record after 0 packets ({MAX_BLOCK + 1}-byte frame), stopped")
 
 
 def test_a_segment_waiting_across_the_cap_leaves_no_gap_past_the_cap_when_flushed() -> None:
