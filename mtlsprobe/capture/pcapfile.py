@@ -37,6 +37,8 @@ from mtlsprobe.model.errors import InputError
 CHUNK = 1 << 17
 MAX_FRAME = 262144  # like Wireshark: a bigger record length means the file is damaged
 MAX_BLOCK = 64 << 20  # the largest pcapng block, and pcap frame whatever the snap length says
+# embedded key log read (as --keylog FILE): a gzip'd capture can hold gigabytes of secrets
+MAX_KEYLOG = 256 << 20
 
 PCAP_MAGICS = {
     b"\xd4\xc3\xb2\xa1": ("<", 1e-6),
@@ -105,6 +107,7 @@ class CaptureFile:
         # the text of each Decryption Secrets Block, in order (``keylog_text`` joins them)
         self.keylog_parts: list[str] = []
         self._keylog_joined = 0, ""  # (how many parts, their text) last joined
+        self._keylog_bytes = 0
         self.comment: str | None = None
         self.format = ""
         self.claims: dict[bytes, Claimant] = {}  # see the module docstring
@@ -398,8 +401,11 @@ class CaptureFile:
                 keys_at.append(claim_at.get(ifaces[-1][0]))
             elif btype == DSB:
                 stype, slen = struct.unpack_from(order + "II", buf, body)
-                if stype == TLS_KEY_LOG:
+                if stype == TLS_KEY_LOG and self._keylog_bytes > MAX_KEYLOG:
+                    self._skip(f"ignored decryption secrets past {MAX_KEYLOG >> 20} MiB")
+                elif stype == TLS_KEY_LOG:
                     secrets = buf[body + 8 : min(body + 8 + slen, end - 4)]
+                    self._keylog_bytes += len(secrets)
                     text = secrets.decode("utf-8", "replace")
                     self.keylog_parts.append(text if text.endswith("\n") else text + "\n")
                 else:

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 import targets
 
+from mtlsprobe.capture import pcapfile
 from mtlsprobe.capture.pcapfile import MAX_BLOCK, CaptureFile
+from mtlsprobe.capture.pcapng_writer import PcapngWriter
 from mtlsprobe.capture.tcp import TcpReassembler
 from mtlsprobe.live.reflector_echo import ECHO_HEADER, parse_echo
 from mtlsprobe.model.errors import InputError
@@ -67,6 +69,20 @@ def test_a_snap_length_of_4_gib_does_not_let_a_frame_be_read_whole() -> None:
     assert list(capture) == []
     assert capture.notes[-1] == (
         f"corrupt pcap record after 0 packets ({MAX_BLOCK + 1}-byte frame), stopped")
+
+
+def test_embedded_key_logs_are_read_up_to_a_limit(monkeypatch) -> None:
+    # a gzip'd pcapng can hold gigabytes of Decryption Secrets Blocks in a few megabytes
+    monkeypatch.setattr(pcapfile, "MAX_KEYLOG", 1000)
+    line = "CLIENT_RANDOM " + "ab" * 32 + " " + "cd" * 48 + "\n"  # 176 bytes
+    out = io.BytesIO()
+    writer = PcapngWriter(out)
+    for _ in range(10):
+        writer.add_secrets(line)
+    capture = CaptureFile(io.BytesIO(gzip.compress(out.getvalue())))
+    assert list(capture) == []
+    assert capture.keylog_text == line * 6  # the block that crosses the limit is still read
+    assert capture.notes[1:] == ["ignored decryption secrets past 0 MiB"] * 4
 
 
 def test_a_segment_waiting_across_the_cap_leaves_no_gap_past_the_cap_when_flushed() -> None:
