@@ -141,6 +141,26 @@ def capture(data: bytes) -> None:
     assert len(reader.notes) <= MAX_NOTES, reader.notes[:3]
 
 
+def analyze(data: bytes) -> None:
+    """The whole of ``analyze`` on a capture file: reading, rules, every renderer."""
+    from mtlsprobe.report import jsonl, jsonout, markdown, table
+    from mtlsprobe.run import pipeline
+    from mtlsprobe.run.analyze import analyze as run_analyze
+
+    path = Path(_BASELINE_DIR) / "capture.pcap"
+    path.write_bytes(data)
+    try:
+        run = run_analyze([path], expectations.build(), jobs=1)
+    except InputError:
+        return
+    report = pipeline.make_report("analyze", run.results, {}, run.notes)
+    json.loads(jsonout.dumps(report))
+    shown = table.render_table(report) + markdown.render_markdown(report)
+    assert not _CONTROL & set(shown), sorted(_CONTROL & set(shown))
+    jsonl.render_jsonl(report)
+    assert len(run.notes) <= 2 * MAX_NOTES
+
+
 def link_layer(data: bytes) -> None:
     """One frame of any link type we read: a TCP segment inside it, or None and a reason."""
     draw = Draw(data)
@@ -403,6 +423,7 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "pcap_file": pcap_file,
     "pcapng_round_trip": pcapng_round_trip,
     "capture": capture,
+    "analyze": analyze,
     "link_layer": link_layer,
     "tcp_reassembly": tcp_reassembly,
     "tls_records": tls_records,
@@ -485,7 +506,7 @@ def _observation() -> object:
 
 
 def _seeds(name: str) -> list[bytes]:
-    if name in ("pcap_file", "capture"):
+    if name in ("pcap_file", "capture", "analyze"):
         return [p.read_bytes() for p in _fixture_captures()[:6]]
     if name == "link_layer":
         return _frames()

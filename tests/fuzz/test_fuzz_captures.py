@@ -37,3 +37,9 @@ def test_link_layers_and_tunnels(data: bytes) -> None:
 @given(st.binary(max_size=600))
 def test_tcp_reassembly(data: bytes) -> None:
     targets.tcp_reassembly(data)
+
+
+@budget(40)
+@given(inputs("analyze"))
+def test_analyze_rules_and_renderers(data: bytes) -> None:
+    targets.analyze(data)
