@@ -259,19 +259,20 @@ def _template(with_keys: bool, version: str = "TLSv1.3") -> Transcript:
     return tlsgen.run(version=version, client_cert="good", keylog=with_keys)
 
 
-def transcript_bytes(t: Transcript) -> bytes:
+def transcript_bytes(t: Transcript, tls12: bool = False) -> bytes:
     """A transcript's chunks as ``tls_observer`` reads them (for seeds)."""
-    out = bytearray(b"\x01" if t.keylog else b"\x00")
+    out = bytearray([bool(t.keylog) | tls12 << 1])
     for c in t.chunks:
         out += bytes([c.direction is Direction.S2C]) + len(c.data).to_bytes(2, "big") + c.data
     return bytes(out)
 
 
 def tls_observer(data: bytes) -> None:
-    """The sans-IO core on any bytes both ways (with a key log that fits the seeds'
-    ClientHello): an Observation, never an exception."""
+    """The sans-IO core on any bytes both ways, with or without a key log that fits the
+    seeds' ClientHello (TLS 1.3 or 1.2): an Observation, never an exception."""
     draw = Draw(data)
-    template = _template(bool(draw.int(1) & 1))
+    flags = draw.int(1)
+    template = _template(bool(flags & 1), "TLSv1.2" if flags & 2 else "TLSv1.3")
     chunks = []
     while draw.more():
         c2s = not draw.int(1) & 1
@@ -511,7 +512,8 @@ def _seeds(name: str) -> list[bytes]:
     if name == "link_layer":
         return _frames()
     if name == "tls_observer":
-        return [transcript_bytes(_template(True)), transcript_bytes(_template(False))]
+        return [transcript_bytes(_template(keys, version), version == "TLSv1.2")
+                for keys in (True, False) for version in ("TLSv1.3", "TLSv1.2")]
     if name == "tls_records":
         stream = b"".join(c.data for c in _template(False, "TLSv1.2").chunks
                           if c.direction is Direction.S2C)
