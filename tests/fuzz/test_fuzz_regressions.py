@@ -7,6 +7,7 @@ import base64
 import gzip
 import importlib.machinery
 import io
+import json
 import struct
 import types
 from datetime import datetime, timezone
@@ -14,11 +15,13 @@ from pathlib import Path
 
 import pytest
 import targets
+from click.testing import CliRunner
 
 from mtlsprobe.capture import pcapfile
 from mtlsprobe.capture.pcapfile import MAX_BLOCK, CaptureFile
 from mtlsprobe.capture.pcapng_writer import PcapngWriter
 from mtlsprobe.capture.tcp import TcpReassembler
+from mtlsprobe.cli.main import main
 from mtlsprobe.live.reflector_echo import ECHO_HEADER, parse_echo
 from mtlsprobe.model.errors import InputError
 from mtlsprobe.report.fleet.records import InputStats
@@ -27,9 +30,11 @@ from mtlsprobe.report.jsonout import rfc3339
 from mtlsprobe.run import expectations
 from mtlsprobe.run.discovery import read_serverinfo
 from mtlsprobe.run.report_files import read_documents
+from mtlsprobe.run.summarize import roll_up
 
 HERE = Path(__file__).parent
 SCRIPT = HERE.parents[1] / "scripts" / "fuzz"
+FIXTURE = HERE.parents[1] / "fixtures" / "pcaps" / "direct-tls12.pcap"
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 BAD_DEFLATE_BLOCK = b"\x06"  # a deflate block of the reserved type 3: zlib.error, no OSError
 
@@ -154,3 +159,35 @@ def test_scripts_fuzz_runs_every_target_and_each_has_its_test() -> None:
     for test in script.TESTS.values():
         path, name = test.split("::")
         assert f"def {name}(" in (HERE / path).read_text(), test
+
+
+# --- agents' reports and bad values quoted in error lines -------------------------------
+
+
+def test_a_report_with_findings_a_number_and_verdicts_lists_is_read_not_fatal(tmp_path) -> None:
+    # findings 1.5: "TypeError: 'float' object is not iterable" ended the whole roll-up
+    docs = [
+        {"schema_version": 1, "host": {"hostname": "a"}, "generated_at": "2026-01-01T00:00:00Z",
+         "results": [{"verdict": "inspected", "findings": 1.5, "target": {"host": "h"}}]},
+        {"schema_version": 1, "host": {"hostname": "b"}, "results": [{"verdict": ["inspected"]}]},
+        {"schema_version": 1, "record": "result", "host": {"hostname": "c"}, "verdict": {}},
+    ]
+    path = tmp_path / "reports.jsonl"
+    path.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    summary = roll_up([str(path)], now=datetime(2026, 1, 2, tzinfo=timezone.utc))
+    assert sorted(a.agent for a in summary.agents) == ["a", "b", "c"]
+
+
+def test_an_error_line_quotes_a_bad_value_escaped_and_cut(tmp_path) -> None:
+    # an observation's time that is no time: the message quoted the 3,000-character value
+    # whole, controls and all
+    value = "\x1b]0;owned\x07" + "x" * 3000
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps({"schema_version": 1, "results": [
+        {"target": {"port": 443}, "observations": [{"observed_at": value}]}]}))
+    out = CliRunner().invoke(main, ["analyze", str(FIXTURE), "--baseline", str(path)])
+    assert out.exit_code == 3
+    [line] = out.stderr.splitlines()
+    assert line.startswith(f"mtlsprobe: error: --baseline {path}: not an mtlsprobe report (")
+    assert "\\x1b]0;owned\\x07" in line and "\x1b" not in line
+    assert line.endswith("more characters)") and len(line) < 1100
