@@ -34,7 +34,7 @@ def _state(stream: object, probe: int) -> dict[str, object]:
 
 def _calls(isn: int) -> st.SearchStrategy[list[tuple]]:
     """Calls near ``isn``: segments (payload a slice of one pattern, or other bytes),
-    acks, advances, a SYN, a flush."""
+    acks, advances, a SYN, a flush, a release."""
     near = st.integers(-300, 3000).map(lambda d: (isn + d) & 0xFFFFFFFF)
     payload = st.one_of(
         st.tuples(st.integers(0, 2000), st.integers(0, 700)).map(
@@ -46,6 +46,7 @@ def _calls(isn: int) -> st.SearchStrategy[list[tuple]]:
         st.tuples(st.just("advance"), st.integers(0, 500)),
         st.tuples(st.just("syn"), near),
         st.tuples(st.just("flush")),
+        st.tuples(st.just("release")),
         st.tuples(st.just("retransmissions"), st.integers(0, 3)),
     )
     return st.lists(call, max_size=40)

@@ -6,13 +6,17 @@ from __future__ import annotations
 import gzip
 import io
 import shutil
+import struct
 import subprocess
 import sys
 
 import pytest
 
+from bench.flood import ETH, client_hello
 from mtlsprobe.capture import pcapfile
+from mtlsprobe.capture.observations import ObservationReader
 from mtlsprobe.capture.pcapfile import CaptureFile
+from mtlsprobe.capture.pcapng_writer import LINKTYPE_ETHERNET, PcapngWriter
 from mtlsprobe.model.errors import InputError
 from tests import pcapgen
 
@@ -137,3 +141,48 @@ def test_corrupt_pcapng_block_stops_with_a_note(tmp_path):
     cf = CaptureFile(path)
     assert len(list(cf)) == 2
     assert any("corrupt pcapng block" in n for n in cf.notes)
+
+
+def _pcapng_block(btype: int, body: bytes) -> bytes:
+    body += b"\0" * (-len(body) % 4)
+    return struct.pack("<II", btype, 12 + len(body)) + body + struct.pack("<I", 12 + len(body))
+
+
+def test_skipped_blocks_are_noted_a_few_then_counted_in_one_note():
+    # each note goes into the report: a capture of 10,000 packet blocks naming no interface
+    # must not write 10,000 lines there
+    unknown_interface = _pcapng_block(6, struct.pack("<IIIII", 5, 0, 0, 4, 4) + b"abcd")
+    other_secrets = _pcapng_block(10, struct.pack("<II", 0x57475344, 4) + b"wgsd")
+    data = pcapgen.pcapng_bytes([(1, 6)], [], unknown_block=False)
+    cf = CaptureFile(io.BytesIO(data + unknown_interface * 10_000 + other_secrets))
+    assert list(cf) == []
+    assert cf.notes == [
+        *["skipped a packet block (unknown interface) after 0 packets"] * pcapfile.SKIP_NOTES,
+        f"{10_001 - pcapfile.SKIP_NOTES:,} more block(s) skipped",
+    ]
+
+
+def test_each_secrets_block_is_a_part_of_the_key_log_and_later_lines_win():
+    random = "ab" * 32
+    first = f"CLIENT_RANDOM {random} {'01' * 48}\nnot a key log line\n"
+    second = f"CLIENT_RANDOM {random} {'02' * 48}"
+    out = io.BytesIO()
+    writer = PcapngWriter(out)
+    writer.add_interface(LINKTYPE_ETHERNET)
+    writer.add_secrets(first)
+    writer.add_secrets(second)
+    writer.add_packet(0, 1_700_000_000.0, ETH + _ipv4_tcp(client_hello()))
+    cf = CaptureFile(io.BytesIO(out.getvalue()))
+    assert len(list(cf)) == 1
+    assert cf.keylog_parts == [first, second + "\n"]
+    assert cf.keylog_text == first + second + "\n" == cf.keylog
+    reader = ObservationReader(io.BytesIO(out.getvalue()))
+    assert len(list(reader)) == 1
+    assert reader.keylog is not None and reader.keylog.skipped_lines == 1
+    assert reader.keylog.get(bytes.fromhex(random), "CLIENT_RANDOM") == b"\x02" * 48
+
+
+def _ipv4_tcp(payload: bytes) -> bytes:
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40 + len(payload), 0, 0x4000, 64, 6, 0,
+                     bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]))
+    return ip + struct.pack("!HHIIBBHHH", 40000, 443, 1, 0, 0x50, 0x18, 65535, 0, 0) + payload

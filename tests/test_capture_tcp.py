@@ -23,7 +23,7 @@ def test_in_order_and_out_of_order_give_the_stream():
     r = TcpReassembler()
     r.syn(100)
     assert feed(r, 100, [(0, DATA[:10]), (20, DATA[20:30]), (10, DATA[10:20])]) == DATA[:30]
-    assert r.gaps == [] and r.retransmissions == 0
+    assert not r.gaps and r.retransmissions == 0
 
 
 def test_sequence_numbers_wrap_around_2_32():
@@ -103,7 +103,7 @@ def test_any_segmentation_order_and_duplication_yields_the_same_bytes(data, cuts
     r = TcpReassembler()
     r.syn(isn)
     assert feed(r, isn, pieces) == data
-    assert r.gaps == [] and r.conflicting_bytes == 0 and not r.flush()
+    assert not r.gaps and r.conflicting_bytes == 0 and not r.flush()
 
 
 def test_advance_counts_in_order_bytes_without_keeping_them():

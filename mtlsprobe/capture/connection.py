@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Generic, Protocol, TypeVar
 
-from mtlsprobe.capture.tcp import reassembler
+from mtlsprobe.capture.tcp import TcpReassembler, reassembler
 from mtlsprobe.model import Attempt, Endpoint, Route
 
 TLS_CONTENT_TYPES = frozenset(range(20, 25))  # change_cipher_spec .. heartbeat
@@ -74,17 +74,50 @@ def _hello_type(data: bytes) -> int | None:
 class Side:
     """What one endpoint of a connection sent (its stream, first bytes, TTLs, FIN)."""
 
-    __slots__ = ("addr", "alt_isns", "fin", "first", "first_gaps", "isn", "stream", "ttls")
+    __slots__ = ("_stream", "addr", "alt_isns", "fin", "first", "first_gaps", "isn",
+                 "max_bytes", "ttls")
 
     def __init__(self, addr: Addr, max_bytes: int | None) -> None:
         self.addr = addr
-        self.stream = reassembler(max_bytes)  # the C core's when it runs
+        self.max_bytes = max_bytes
+        # made on first use (``stream``): a side that never sends costs none (floods, scans)
+        self._stream: TcpReassembler | None = None
         self.isn: int | None = None  # sequence number of its SYN / SYN-ACK
         self.alt_isns: set[int] | None = None  # later SYN-ACKs' other ISNs (see _rebase)
         self.fin = False
         self.first = b""  # first bytes delivered (up to 6), to classify the stream
         self.first_gaps = 0  # gaps before the first delivered bytes
-        self.ttls: dict[int, None] = {}  # distinct TTLs after the handshake, in order
+        self.ttls: tuple[int, ...] = ()  # distinct TTLs after the handshake, in order
+
+    @property
+    def stream(self) -> TcpReassembler:
+        """Its reassembler, made on first use (started at its SYN when one was seen)."""
+        stream = self._stream
+        if stream is None:
+            stream = self._stream = reassembler(self.max_bytes)  # the C core's when it runs
+            if self.isn is not None:
+                stream.syn(self.isn)
+        return stream
+
+    @stream.setter
+    def stream(self, stream: TcpReassembler) -> None:
+        self._stream = stream
+
+    @property
+    def started(self) -> bool:
+        """Whether its stream has started (a SYN or bytes seen), without making it."""
+        return self.isn is not None if self._stream is None else self._stream.started
+
+    def release(self) -> None:
+        """Its connection is not kept: its stream keeps no bytes (see ``TcpReassembler``)."""
+        if self._stream is not None:
+            self._stream.release()
+
+    def syn(self, seq: int) -> None:
+        """Its SYN (or SYN-ACK): the stream starts after ``seq``, now or when it is made."""
+        self.isn = seq
+        if self._stream is not None:
+            self._stream.syn(seq)
 
 
 class Connection(Generic[L]):
@@ -110,8 +143,8 @@ class Connection(Generic[L]):
         self.syn_ttl: int | None = None
         self.synack_ttl: int | None = None
         self.synack_options: tuple[str, ...] = ()
-        self.rst: list[Side] = []
-        self.rst_ttls: dict[int, None] = {}
+        self.rst: tuple[Side, ...] = ()  # who reset it (tuples: most connections have none)
+        self.rst_ttls: tuple[int, ...] = ()  # distinct TTLs of the resets, in order
         self.snapcut = 0
         self.attempt: Attempt | None = None  # named by a packet comment (probe captures)
         self.lingering = False  # reset, waiting RST_LINGER for in-flight segments

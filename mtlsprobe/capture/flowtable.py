@@ -353,17 +353,18 @@ class FlowTable:
         side, _ = conn.side(src)
         if side.isn is not None:
             return side.isn != seq
-        return bool(conn.rst) or any(s.fin or s.stream.started for s in (conn.a, conn.b))
+        return bool(conn.rst) or any(s.fin or s.started for s in (conn.a, conn.b))
 
     def _add(self, conn: Connection, src: Addr, seg: TcpSegment, ts: float) -> None:
         me, peer = conn.side(src)
         flags = seg.flags
         conn.last = ts
         if not (seg.payload or flags & NOT_BARE_ACK):  # a bare ACK: most segments
-            me.ttls[seg.ttl] = None
+            if seg.ttl not in me.ttls:
+                me.ttls += (seg.ttl,)
             if seg.truncated:
                 conn.snapcut += 1
-            if conn.keep is not False and flags & ACK and peer.stream.started:
+            if conn.keep is not False and flags & ACK and peer.started:
                 self._acked(conn, peer, seg.ack, ts - conn.start)
             return
         if flags & SYN:
@@ -372,8 +373,7 @@ class FlowTable:
                 if flags & ACK and seg.seq != me.isn:
                     me.alt_isns = (me.alt_isns or set()) | {seg.seq}
             else:
-                me.isn = seg.seq
-                me.stream.syn(seg.seq)
+                me.syn(seg.seq)
                 if flags & ACK:
                     conn.synack_from, conn.synack_ttl = me, seg.ttl
                     conn.synack_options = seg.option_summary
@@ -381,11 +381,12 @@ class FlowTable:
                     conn.syn_from, conn.syn_ttl = me, seg.ttl
         elif flags & RST:
             if me not in conn.rst:
-                conn.rst.append(me)
-            conn.rst_ttls[seg.ttl] = None
+                conn.rst += (me,)
+            if seg.ttl not in conn.rst_ttls:
+                conn.rst_ttls += (seg.ttl,)
             return  # data on a RST is not stream data
-        else:
-            me.ttls[seg.ttl] = None
+        elif seg.ttl not in me.ttls:
+            me.ttls += (seg.ttl,)
         if flags & FIN:
             me.fin = True
         if seg.truncated:
@@ -403,10 +404,12 @@ class FlowTable:
             runs: Sequence[bytes] = ()
         else:
             seq = (seg.seq + 1) & 0xFFFFFFFF if flags & SYN else seg.seq  # TCP Fast Open data
-            runs = me.stream.segment(seq, payload, bool(flags & FIN))
+            # a bare SYN places nothing: its side's stream is not made for it
+            runs = me.stream.segment(seq, payload, bool(flags & FIN)) if (
+                payload or flags & FIN) else ()
         for run in runs:
             self._deliver(conn, me, at, run)
-        if flags & ACK and peer.stream.started:
+        if flags & ACK and peer.started:
             self._acked(conn, peer, seg.ack, at)
         if runs and conn.keep is None:
             self._classify(conn)
@@ -450,6 +453,8 @@ class FlowTable:
         conn.keep = self._keep(conn, final=False)
         if conn.keep is False:
             conn.chunks.clear()
+            conn.a.release()
+            conn.b.release()
         elif conn.keep:
             self.stream(conn)
 

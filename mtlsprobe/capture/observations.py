@@ -137,18 +137,19 @@ class ObservationReader(CaptureReader):
         self.external = KeyLog.parse(keylog) if isinstance(keylog, str) else keylog
         self.keylog: KeyLog | None = self.external
         self.undecrypted_before_late_keys = 0
-        self._embedded = ""  # the embedded key log text merged so far
+        self._embedded = 0  # how many of the capture's embedded key log parts are merged
 
     def __iter__(self) -> Iterator[Observation]:  # type: ignore[override]
         yield from self._run()
-        if self.capture.keylog_text == self._embedded:
+        if len(self.capture.keylog_parts) == self._embedded:
             self.undecrypted_before_late_keys = 0  # no key log arrived after the last one
 
     def _current_keylog(self) -> KeyLog | None:
-        text = self.capture.keylog_text
-        if text != self._embedded:
-            self._embedded = text
-            self.keylog = merge_keylogs(self.external, KeyLog.parse(text))
+        parts = self.capture.keylog_parts
+        if len(parts) > self._embedded:  # only the new parts are parsed: later lines win
+            new = "".join(parts[self._embedded :])
+            self._embedded = len(parts)
+            self.keylog = merge_keylogs(self.keylog, KeyLog.parse(new))
         return self.keylog
 
     # --- CaptureReader hooks ---------------------------------------------------------

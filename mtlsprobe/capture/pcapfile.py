@@ -25,6 +25,7 @@ import os
 import stat
 import struct
 import sys
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -36,7 +37,9 @@ from mtlsprobe.model.errors import InputError
 # cache (measured: 1 MiB reads made MTU-size frames 25 % slower to walk)
 CHUNK = 1 << 17
 MAX_FRAME = 262144  # like Wireshark: a bigger record length means the file is damaged
-MAX_BLOCK = 64 << 20
+MAX_BLOCK = 64 << 20  # the largest pcapng block, and pcap frame whatever the snap length says
+# embedded key log read (as --keylog FILE): a gzip'd capture can hold gigabytes of secrets
+MAX_KEYLOG = 256 << 20
 
 PCAP_MAGICS = {
     b"\xd4\xc3\xb2\xa1": ("<", 1e-6),
@@ -58,6 +61,7 @@ Packet = tuple[float, int, bytes]  # (seconds since the epoch, link type, frame 
 # A claimant: (read buffer, frame start, frame end, timestamp, link type) -> taken?
 Claimant = Callable[[bytes, int, int, float, int], bool]
 PROGRESS_EVERY = 4095  # frames between two calls of the progress hook (a mask)
+SKIP_NOTES = 5  # blocks skipped that are noted one by one; the rest are counted in one note
 
 
 class _Prefixed:
@@ -103,7 +107,10 @@ class CaptureFile:
 
     def __init__(self, source: str | Path | BinaryIO) -> None:
         self.notes: list[str] = []
-        self.keylog_text = ""
+        # the text of each Decryption Secrets Block, in order (``keylog_text`` joins them)
+        self.keylog_parts: list[str] = []
+        self._keylog_joined = 0, ""  # (how many parts, their text) last joined
+        self._keylog_bytes = 0
         self.comment: str | None = None
         self.format = ""
         self.claims: dict[bytes, Claimant] = {}  # see the module docstring
@@ -111,6 +118,7 @@ class CaptureFile:
         # link type -> further key offsets, tried when the first finds no claimant
         self.claim_extra: dict[int, tuple[int, ...]] = {}
         self.claimed = 0  # frames taken by claimants (never yielded)
+        self.skipped_blocks = 0  # pcapng blocks skipped (the first SKIP_NOTES are noted)
         # called with (file bytes read, file size or None) every few thousand claimed frames
         self.progress: Callable[[int, int | None], None] | None = None
         self._owned: BinaryIO | None = None
@@ -146,7 +154,7 @@ class CaptureFile:
             stream = gzip.GzipFile(fileobj=_Prefixed(head, raw), mode="rb")  # type: ignore[call-overload]
             try:
                 head = _read_exact(stream, 4)
-            except (OSError, EOFError) as e:
+            except (OSError, EOFError, zlib.error) as e:  # zlib.error: a broken deflate stream
                 raise InputError(f"{self.name}: broken gzip data: {e}") from e
             self.notes.append("capture is gzip-compressed")
         if head in PCAP_MAGICS:
@@ -184,6 +192,17 @@ class CaptureFile:
     def keylog(self) -> str | None:
         return self.keylog_text or None
 
+    @property
+    def keylog_text(self) -> str:
+        """The key log lines of the Decryption Secrets Blocks read so far ("" when none).
+        Kept as parts (``keylog_parts``), joined when asked: appending to one string was
+        quadratic in the number of blocks (40,000 small ones took a minute)."""
+        joined, text = self._keylog_joined
+        if joined < len(self.keylog_parts):
+            text = text + "".join(self.keylog_parts[joined:])
+            self._keylog_joined = len(self.keylog_parts), text
+        return text
+
     def __iter__(self) -> Iterator[Packet]:
         try:
             if core.ACTIVE is not None:  # the C twin of _pcap and _pcapng
@@ -193,8 +212,28 @@ class CaptureFile:
                 yield from self._pcap()
             else:
                 yield from self._pcapng()
-        except (OSError, EOFError, gzip.BadGzipFile) as e:  # gzip damage, I/O error mid-file
+        except (OSError, EOFError, zlib.error) as e:  # gzip damage, I/O error mid-file
             self.notes.append(f"read error, stopped: {e}")
+        if self.skipped_blocks > SKIP_NOTES:
+            self.notes.append(f"{self.skipped_blocks - SKIP_NOTES:,} more block(s) skipped")
+
+    def _secrets(self, stype: int, secrets: bytes) -> None:
+        """A Decryption Secrets Block's secrets (the C walk hands them here too)."""
+        if stype == TLS_KEY_LOG and self._keylog_bytes > MAX_KEYLOG:
+            self._skip(f"ignored decryption secrets past {MAX_KEYLOG >> 20} MiB")
+        elif stype == TLS_KEY_LOG:
+            self._keylog_bytes += len(secrets)
+            text = secrets.decode("utf-8", "replace")
+            self.keylog_parts.append(text if text.endswith("\n") else text + "\n")
+        else:
+            self._skip(f"ignored decryption secrets of type {stype:#x}")
+
+    def _skip(self, note: str) -> None:
+        """A block skipped: noted while few, counted always (a note each would let a
+        hostile capture write millions of lines into the report)."""
+        self.skipped_blocks += 1
+        if self.skipped_blocks <= SKIP_NOTES:
+            self.notes.append(note)
 
     def _claims_at(self, linktype: int) -> tuple[dict[bytes, Claimant], int]:
         """(the claims, offset of the key from the frame start) for frames of ``linktype``;
@@ -342,7 +381,7 @@ class CaptureFile:
                 data = body + 20
                 if data + caplen > end - 4 or ifid >= len(ifaces):
                     what = "unknown interface" if ifid >= len(ifaces) else "bad length"
-                    self.notes.append(f"skipped a packet block ({what}) after {count} packets")
+                    self._skip(f"skipped a packet block ({what}) after {count} packets")
                 else:
                     linktype, tick, offset = ifaces[ifid]
                     last_ts = ((tsh << 32) | tsl) * tick + offset
@@ -368,7 +407,7 @@ class CaptureFile:
                     self.comment = None
             elif btype == SPB:
                 if not ifaces:
-                    self.notes.append("skipped a simple packet block (no interface)")
+                    self._skip("skipped a simple packet block (no interface)")
                 else:
                     (orig,) = struct.unpack_from(order + "I", buf, body)
                     caplen = min(orig, blen - 16)
@@ -379,12 +418,7 @@ class CaptureFile:
                 keys_at.append(claim_at.get(ifaces[-1][0]))
             elif btype == DSB:
                 stype, slen = struct.unpack_from(order + "II", buf, body)
-                if stype == TLS_KEY_LOG:
-                    secrets = buf[body + 8 : min(body + 8 + slen, end - 4)]
-                    text = secrets.decode("utf-8", "replace")
-                    self.keylog_text += text if text.endswith("\n") else text + "\n"
-                else:
-                    self.notes.append(f"ignored decryption secrets of type {stype:#x}")
+                self._secrets(stype, buf[body + 8 : min(body + 8 + slen, end - 4)])
             # SHB, name resolution, statistics, custom and unknown blocks: nothing to yield
             pos = end
 

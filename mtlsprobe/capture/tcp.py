@@ -29,6 +29,7 @@ from mtlsprobe.capture import core
 MASK = 0xFFFFFFFF
 HALF = 1 << 31
 NOTHING: tuple[bytes, ...] = ()
+_NONE: tuple[()] = ()  # the empty gaps, _pending and _runs of every stream, until it has some
 RETAIN = 256 * 1024  # delivered bytes kept for comparing retransmitted copies
 UNLIMITED = 1 << 62
 
@@ -42,20 +43,26 @@ def _differing(a: bytes | memoryview, b: bytes | memoryview) -> int:
 class TcpReassembler:
     """Reassemble one direction. Each call returns the runs of newly contiguous bytes."""
 
+    __slots__ = ("_base", "_high", "_pending", "_retained", "_runs", "conflicting_bytes",
+                 "fin_offset", "gaps", "max_bytes", "next_offset", "retransmissions",
+                 "started", "stored", "truncated_at_start")
+
     def __init__(self, max_bytes: int | None = 256 * 1024) -> None:
         self.max_bytes = UNLIMITED if max_bytes is None else max_bytes
         self.started = False
         self.truncated_at_start = False
         self.next_offset = 0  # offset of the next byte expected
         self.fin_offset: int | None = None  # offset the FIN occupies
-        self.gaps: list[tuple[int, int]] = []  # (offset, length)
+        self.gaps: list[tuple[int, int]] = _NONE  # type: ignore[assignment]  # (offset, length)
         self.retransmissions = 0
         self.conflicting_bytes = 0
         self.stored = 0
         self._base = 0  # sequence number of offset 0
         self._high = 0  # highest end offset seen (for counting beyond the cap)
-        self._pending: list[tuple[int, bytes]] = []  # sorted, non-overlapping
-        self._runs: list[list] = []  # [offset, bytearray]: delivered and kept, for overlap checks
+        # sorted, non-overlapping; a list once the first segment waits (most streams have none)
+        self._pending: list[tuple[int, bytes]] = _NONE  # type: ignore[assignment]
+        # [offset, bytearray]: delivered and kept, for overlap checks; a list from the first
+        self._runs: list[list] = _NONE  # type: ignore[assignment]
         self._retained = 0  # bytes in _runs
 
     # --- inputs --------------------------------------------------------------------
@@ -158,8 +165,14 @@ class TcpReassembler:
         if self._pending:
             limit = self._pending[-1][0] + len(self._pending[-1][1])
         if self.fin_offset is not None:
-            limit = max(limit, min(self.fin_offset, self.max_bytes))
+            limit = max(limit, self.fin_offset)
+        limit = min(limit, self.max_bytes)  # a segment waiting across the cap: no gap past it
         return self._skip_to(limit) if limit > self.next_offset else NOTHING
+
+    def release(self) -> None:
+        """Keep no bytes any more: the stream is not read on (a connection not kept)."""
+        self._runs = self._pending = _NONE  # type: ignore[assignment]
+        self._retained = 0
 
     # --- state ---------------------------------------------------------------------
 
@@ -184,8 +197,10 @@ class TcpReassembler:
         runs = self._runs
         if runs and runs[-1][0] + len(runs[-1][1]) == self.next_offset:
             runs[-1][1].extend(data)
-        else:
+        elif runs:
             runs.append([self.next_offset, bytearray(data)])
+        else:
+            self._runs = [[self.next_offset, bytearray(data)]]
         self.next_offset += len(data)
         self.stored += len(data)
         self._retained += len(data)
@@ -227,6 +242,8 @@ class TcpReassembler:
                 out.append(self._drain())
                 continue
             stop = min(pending[0][0], limit) if pending else limit
+            if not self.gaps:
+                self.gaps = []
             self.gaps.append((self.next_offset, stop - self.next_offset))
             self.next_offset = stop
         if self._pending and self._pending[0][0] <= self.next_offset:
@@ -260,6 +277,8 @@ class TcpReassembler:
             i += 1
         if overlapped:
             self.retransmissions += 1
+        if not pending:
+            pending = self._pending = []
         for piece in pieces:
             bisect.insort(pending, piece)
 

@@ -17,6 +17,7 @@ import click
 from mtlsprobe import MIN_CRYPTOGRAPHY, __version__
 from mtlsprobe.cli.common import EXIT_CODES_HELP
 from mtlsprobe.model.errors import EXIT_BUG, EXIT_ENVIRONMENT, EXIT_USAGE, MtlsprobeError
+from mtlsprobe.report.escape import terminal
 
 #: Every command lives in its own module of this package, imported on first use so that
 #: `mtlsprobe probe` never pays for summarize/serve/analyze imports.
@@ -107,7 +108,7 @@ class Main(click.Group):
         except MtlsprobeError as exc:
             if debug:
                 raise
-            click.echo(f"mtlsprobe: error: {exc}", err=True)
+            click.echo(error_line(exc), err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("mtlsprobe: interrupted", err=True)
@@ -136,6 +137,18 @@ def _output_failed(exc: OSError) -> None:
         click.echo(f"mtlsprobe: error: cannot write the report: {exc.strerror or exc}",
                    err=True)
     sys.exit(EXIT_ENVIRONMENT)
+
+
+MAX_ERROR = 1000  # characters of an error line: messages may quote the input at fault
+
+
+def error_line(exc: Exception) -> str:
+    """The one line an operator error shows: its message, controls escaped, cut at MAX_ERROR
+    (a bad value from a 256 MiB file or a peer is quoted, not pasted whole)."""
+    text = terminal(str(exc))
+    if len(text) > MAX_ERROR:
+        text = text[:MAX_ERROR] + f"... ({len(text) - MAX_ERROR:,} more characters)"
+    return f"mtlsprobe: error: {text}"
 
 
 def cryptography_problem() -> str | None:

@@ -152,6 +152,8 @@ def parse_echo(
         echo = json.loads(raw)
     except (binascii.Error, ValueError) as exc:
         return "malformed", None, False, f"echo does not decode: {exc}"
+    except RecursionError:  # a peer's echo nested a thousand deep: not a reflector's
+        return "malformed", None, False, "echo does not decode: nested too deeply"
     if not isinstance(echo, dict) or echo.get("mtlsprobe_reflector") != ECHO_VERSION:
         return "malformed", None, False, "not an mtlsprobe reflector echo (version 1)"
     if secret is None:

@@ -43,7 +43,9 @@ def rfc3339(when: datetime) -> str:
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     when = when.astimezone(timezone.utc)
-    text = when.strftime("%Y-%m-%dT%H:%M:%S")
+    # not strftime: its %Y writes the year 999 (a certificate may say so) as "999", which
+    # no RFC 3339 reader (ours included) takes back
+    text = when.replace(tzinfo=None).isoformat(timespec="seconds")
     if when.microsecond:
         text += f".{when.microsecond:06d}".rstrip("0")
     return text + "Z"

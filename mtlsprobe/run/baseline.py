@@ -98,6 +98,14 @@ def _fold(acc: _Port, obs: Observation) -> None:
         _add(acc.behaviour.setdefault(key, []), [value])
 
 
+def _port(value: object) -> int:
+    """A result's target port: an integer 0-65535 (as our reports write it), else ValueError
+    (``int()`` took 1e400 and raised OverflowError, which no caller expects)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise ValueError(f"target port {str(value)[:20]!r} is not a port number")
+    return value
+
+
 def load_baseline(report_json: Any) -> tuple[BaselinePort, ...]:
     """Per-port (and server name) facts of the real server from a v1 report, by port."""
     if not isinstance(report_json, dict):
@@ -106,7 +114,7 @@ def load_baseline(report_json: Any) -> tuple[BaselinePort, ...]:
         raise ValueError(f"unsupported schema_version {report_json.get('schema_version')!r}")
     ports: dict[tuple[int, str | None], _Port] = {}
     for result in report_json["results"]:
-        port = int(result["target"]["port"])
+        port = _port(result["target"]["port"])
         observations = [from_jsonable(Observation, o) for o in result.get("observations", ())]
         own = [o for o in observations if not o.asks_other_name]
         acc = ports.setdefault((port, _server_name(own)), _Port())

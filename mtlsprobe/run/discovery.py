@@ -233,6 +233,9 @@ def read_serverinfo(path: Path) -> Discovery:
         data = json.loads(raw.decode("utf-8-sig"))
     except ValueError as exc:  # undecodable bytes, bad JSON, an integer too long to convert
         return Discovery(notes=(f"{path}: not valid JSON ({exc}); ignored",), sources=(str(path),))
+    except RecursionError:
+        return Discovery(notes=(f"{path}: not valid JSON (nested too deeply); ignored",),
+                         sources=(str(path),))
     return from_serverinfo_data(data, str(path))
 
 

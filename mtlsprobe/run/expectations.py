@@ -70,6 +70,8 @@ def load_baseline_file(path: Path) -> tuple[BaselinePort, ...]:
         data = json.loads(read_bytes(path, "baseline").decode("utf-8"))
     except ValueError as exc:  # undecodable bytes, bad JSON, an integer too long to convert
         raise InputError(f"--baseline {path}: not a JSON report ({exc})") from None
+    except RecursionError:  # arrays or objects nested a thousand deep: not our report
+        raise InputError(f"--baseline {path}: not a JSON report (nested too deeply)") from None
     try:
         ports = load_baseline(data)
     except (KeyError, TypeError, ValueError) as exc:

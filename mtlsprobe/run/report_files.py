@@ -13,6 +13,7 @@ import io
 import json
 import os
 import sys
+import zlib
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
@@ -186,5 +187,5 @@ def read_documents(paths: Iterable[str], stats: InputStats) -> Iterator[tuple[st
                 for where, value in documents_in(_lines(stream), name, stats):
                     stats.documents += 1
                     yield where, value
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        except (OSError, EOFError, zlib.error) as exc:  # zlib.error: a broken deflate stream
             stats.unreadable.append(f"{name}: read failed ({exc})")

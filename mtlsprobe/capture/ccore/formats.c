@@ -184,29 +184,20 @@ static int add_interface(Walker *w, Py_ssize_t body, Py_ssize_t stop)
     return 0;
 }
 
-/* A Decryption Secrets Block: a TLS key log is appended to capture.keylog_text. */
+/* A Decryption Secrets Block: handed to capture._secrets(type, bytes), which keeps a TLS
+ * key log (up to its limit) and notes the rest, as the Python walk does. */
 static int add_secrets(Walker *w, Py_ssize_t body, Py_ssize_t stop)
 {
     const unsigned char *p = BUF(w);
     uint32_t stype = rd32(p + body, w->big), slen = rd32(p + body + 4, w->big);
-    if (stype != TLS_KEY_LOG)
-        return note(w, "ignored decryption secrets of type 0x%x", stype);
     Py_ssize_t start = body + 8;
-    Py_ssize_t end = start + (Py_ssize_t)slen < stop ? start + (Py_ssize_t)slen : stop;
-    int newline = end > start && p[end - 1] == '\n';
-    PyObject *text = PyUnicode_DecodeUTF8((const char *)p + start, end - start, "replace");
-    if (text != NULL && !newline) {
-        PyObject *nl = PyUnicode_FromString("\n");
-        PyUnicode_Append(&text, nl);
-        Py_XDECREF(nl);
-    }
-    PyObject *old = text ? PyObject_GetAttr(w->capture, s_keylog_text) : NULL;
-    PyObject *joined = old ? PyNumber_Add(old, text) : NULL;
-    int rc = joined ? PyObject_SetAttr(w->capture, s_keylog_text, joined) : -1;
-    Py_XDECREF(joined);
-    Py_XDECREF(old);
-    Py_XDECREF(text);
-    return rc;
+    Py_ssize_t end = (Py_ssize_t)slen < stop - start ? start + (Py_ssize_t)slen : stop;
+    if (end < start)
+        end = start;
+    PyObject *r = PyObject_CallMethod(w->capture, "_secrets", "(ky#)", (unsigned long)stype,
+                                      (const char *)p + start, end - start);
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
 }
 
 /* An Enhanced (or obsolete) Packet Block: 1 and *out set when a frame is handed out, 0
@@ -221,7 +212,7 @@ static int packet_block(Walker *w, uint32_t btype, Py_ssize_t body, Py_ssize_t e
     Py_ssize_t data = body + 20;
     if (data + (Py_ssize_t)caplen > end - 4 || ifid >= (uint64_t)w->n_ifaces) {
         const char *what = ifid >= (uint64_t)w->n_ifaces ? "unknown interface" : "bad length";
-        return note(w, "skipped a packet block (%s) after %lld packets", what, w->count);
+        return skip(w, "skipped a packet block (%s) after %lld packets", what, w->count);
     }
     const Iface *iface = &w->ifaces[ifid];
     w->last_ts = (double)(tsh << 32 | tsl) * iface->tick + (double)iface->offset;
@@ -246,7 +237,7 @@ static int packet_block(Walker *w, uint32_t btype, Py_ssize_t body, Py_ssize_t e
 static int simple_block(Walker *w, Py_ssize_t body, uint32_t blen, PyObject **out)
 {
     if (w->n_ifaces == 0)
-        return note(w, "skipped a simple packet block (no interface)");
+        return skip(w, "skipped a simple packet block (no interface)");
     long long orig = rd32(BUF(w) + body, w->big);
     long long caplen = orig < (long long)blen - 16 ? orig : (long long)blen - 16;
     *out = packet(w->last_ts, w->ifaces[0].linktype, (const char *)BUF(w) + body + 4,

@@ -1,7 +1,7 @@
 /* stream.c: StreamCore, one direction's TCP reassembly; the twin of capture/tcp.py.
  *
  * The same methods and attributes as tcp.TcpReassembler (syn, offset, segment, expects,
- * distance, end_seq, advance, acked, flush; started, truncated_at_start, next_offset,
+ * distance, end_seq, advance, acked, flush, release; started, truncated_at_start, next_offset,
  * fin_offset, gaps, retransmissions, conflicting_bytes, stored, max_bytes, beyond_cap,
  * complete) and the same results, bytes for bytes. Memory per direction: the segments
  * waiting out of order (below max_bytes, as in Python) and at most 2 * RETAIN delivered
@@ -465,11 +465,29 @@ static PyObject *Stream_flush(Stream *s, PyObject *unused)
         const Piece *last = &s->pending[s->n_pending - 1];
         limit = last->off + PyBytes_GET_SIZE(last->data);
     }
-    if (s->has_fin) {
-        long long fin = s->fin_offset < s->max_bytes ? s->fin_offset : s->max_bytes;
-        limit = limit > fin ? limit : fin;
-    }
+    if (s->has_fin && s->fin_offset > limit)
+        limit = s->fin_offset;
+    if (limit > s->max_bytes) /* a segment waiting across the cap: no gap past it */
+        limit = s->max_bytes;
     return limit > s->next_offset ? skip_to(s, limit) : nothing();
+}
+
+/* Keep no bytes any more: the stream is not read on (TcpReassembler.release). */
+static PyObject *Stream_release(Stream *s, PyObject *unused)
+{
+    (void)unused;
+    for (Py_ssize_t i = 0; i < s->n_pending; i++)
+        Py_DECREF(s->pending[i].data);
+    PyMem_Free(s->pending);
+    s->pending = NULL;
+    s->n_pending = s->cap_pending = 0;
+    for (Py_ssize_t i = 0; i < s->n_runs; i++)
+        PyMem_Free(s->runs[i].bytes);
+    PyMem_Free(s->runs);
+    s->runs = NULL;
+    s->n_runs = s->cap_runs = 0;
+    s->retained = 0;
+    Py_RETURN_NONE;
 }
 
 static PyMethodDef Stream_methods[] = {
@@ -485,6 +503,7 @@ static PyMethodDef Stream_methods[] = {
     { "advance", (PyCFunction)Stream_advance, METH_O, "Count n bytes at the end as received." },
     { "acked", (PyCFunction)Stream_acked, METH_O, "The peer acknowledged up to ack." },
     { "flush", (PyCFunction)Stream_flush, METH_NOARGS, "End of stream: holes become gaps." },
+    { "release", (PyCFunction)Stream_release, METH_NOARGS, "Keep no bytes any more." },
     { NULL, NULL, 0, NULL },
 };
 

@@ -3,8 +3,8 @@
  * Walker(capture, stream, head, pcapng, chunk) iterates (timestamp, link type, frame) exactly
  * as capture/pcapfile.py does: the same refills (pcapfile.CHUNK) through stream.read() (so gzip and
  * standard input work as they do there), the same notes on damage, claims offered to the
- * same claimants with the same read buffer, Decryption Secrets Blocks appended to
- * capture.keylog_text and packet comments set on capture.comment. capture.claimed is
+ * same claimants with the same read buffer, Decryption Secrets Blocks handed to
+ * capture._secrets and packet comments set on capture.comment. capture.claimed is
  * brought up to date before each frame is handed out. Every length read from the file is
  * checked before it is used: a record is at most max(262144, snaplen) bytes and never over
  * 64 MiB, a block at most 64 MiB, so the read buffer is bounded by 64 MiB plus one refill.
@@ -16,7 +16,7 @@
 #include <stdio.h>
 #include <string.h>
 
-PyObject *s_read, *s_comment, *s_claimed, *s_keylog_text, *s_progress, *s_position,
+PyObject *s_read, *s_comment, *s_claimed, *s_progress, *s_position,
     *s_size;
 
 /* --- small helpers ------------------------------------------------------------------ */
@@ -35,6 +35,19 @@ int note(Walker *w, const char *fmt, ...)
     int rc = PyList_Append(w->notes, s);
     Py_DECREF(s);
     return rc;
+}
+
+/* A block skipped: capture._skip(note), which notes the first few and counts the rest. */
+int skip(Walker *w, const char *fmt, ...)
+{
+    char text[200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    PyObject *r = PyObject_CallMethod(w->capture, "_skip", "(s)", text);
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
 }
 
 /* stream.read(n), looping over short reads; fewer bytes only at the end (_read_exact). */
@@ -378,11 +391,10 @@ int ccore_walk_init(void)
     s_read = PyUnicode_InternFromString("read");
     s_comment = PyUnicode_InternFromString("comment");
     s_claimed = PyUnicode_InternFromString("claimed");
-    s_keylog_text = PyUnicode_InternFromString("keylog_text");
     s_progress = PyUnicode_InternFromString("progress");
     s_position = PyUnicode_InternFromString("position");
     s_size = PyUnicode_InternFromString("size");
-    if (!s_read || !s_comment || !s_claimed || !s_keylog_text || !s_progress || !s_position
+    if (!s_read || !s_comment || !s_claimed || !s_progress || !s_position
         || !s_size)
         return -1;
     return PyType_Ready(&ccore_WalkerType);

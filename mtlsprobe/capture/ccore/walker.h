@@ -20,7 +20,7 @@ typedef struct {
 
 typedef struct {
     PyObject_HEAD
-    PyObject *capture;      /* the CaptureFile (notes, comment, claimed, keylog_text...) */
+    PyObject *capture;      /* the CaptureFile (notes, comment, claimed, _secrets...) */
     PyObject *stream;       /* what .read(n) gives the file's bytes */
     PyObject *notes;        /* capture.notes (a list) */
     PyObject *claims;       /* capture.claims: 12-byte key -> claimant */
@@ -45,11 +45,12 @@ typedef struct {
     double last_ts;
 } Walker;
 
-extern PyObject *s_read, *s_comment, *s_claimed, *s_keylog_text, *s_progress, *s_position,
+extern PyObject *s_read, *s_comment, *s_claimed, *s_progress, *s_position,
     *s_size;
 
 /* walk.c */
 int note(Walker *w, const char *fmt, ...);
+int skip(Walker *w, const char *fmt, ...);
 int refill(Walker *w, Py_ssize_t want);
 int took(Walker *w, long long count);
 int offer(Walker *w, Py_ssize_t key_at, Py_ssize_t start, Py_ssize_t end, double ts,

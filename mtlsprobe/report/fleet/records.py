@@ -86,6 +86,11 @@ def _str(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _verdict(value: object) -> Verdict | None:
+    """A verdict's value, else None (a list or an object is no key: it must not raise)."""
+    return _VERDICTS.get(value) if isinstance(value, str) else None
+
+
 def _addresses(host: Mapping[str, Any]) -> tuple[str, ...]:
     value = host.get("addresses")
     if isinstance(value, str):
@@ -123,8 +128,9 @@ def _cause(result: Mapping[str, Any], verdict: Verdict) -> tuple[str | None, str
     """(rule id, remediation) of the finding that decided a full report's result."""
     if verdict is Verdict.PASS_END_TO_END:
         return None, None
-    findings = [f for f in result.get("findings") or () if isinstance(f, Mapping)
-                and f.get("severity") in _DECIDING]
+    given = result.get("findings")
+    findings = [f for f in given if isinstance(f, Mapping)  # a list, else none (never raise)
+                and f.get("severity") in _DECIDING] if isinstance(given, list) else []
     reason = result.get("reason")
     pick = next((f for f in findings if f.get("summary") == reason),
                 findings[0] if findings else None)
@@ -163,7 +169,7 @@ class _Head:
     def row(self, result: Mapping[str, Any], cause: str | None, remediation: str | None,
             extra_missing: list[str]) -> Row:
         target, port = _target(result.get("target"))
-        verdict = _VERDICTS.get(result.get("verdict"))  # type: ignore[arg-type]
+        verdict = _verdict(result.get("verdict"))
         missing = [*self.missing, *extra_missing]
         if verdict is None:
             missing.append("verdict")
@@ -205,6 +211,6 @@ def rows_of(doc: object) -> Iterator[Row]:
         if not isinstance(result, Mapping):
             yield head.row({}, None, None, ["result"])
             continue
-        verdict = _VERDICTS.get(result.get("verdict"), Verdict.UNKNOWN)  # type: ignore[arg-type]
+        verdict = _verdict(result.get("verdict")) or Verdict.UNKNOWN
         cause, remediation = _cause(result, verdict)
         yield head.row(result, cause, remediation, [])

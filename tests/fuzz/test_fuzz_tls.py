@@ -1,4 +1,5 @@
-"""Hypothesis: re-chunking never changes the Observation; malformed bytes never escape."""
+"""Fuzz the TLS core: records, handshake messages, the observer (with and without keys) and
+key logs; re-chunking never changes the Observation; malformed bytes never escape."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import contextlib
 import dataclasses
 import functools
 
+import targets
 import tlsgen
-from hypothesis import HealthCheck, given, settings
+from fuzzing import budget, inputs
+from hypothesis import given
 from hypothesis import strategies as st
 
 from mtlsprobe.model import Chunk, Direction, Transcript
@@ -23,7 +26,7 @@ from mtlsprobe.tls.observer import observe
 from mtlsprobe.tls.reader import DecodeError
 from mtlsprobe.tls.records import RecordSplitter
 
-SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = budget(40)
 
 
 @functools.cache
@@ -128,3 +131,27 @@ def test_splitter_and_assembler_contract(data):
             HandshakeAssembler().feed(r.payload)
     except DecodeError:
         pass
+
+
+@budget(500)
+@given(inputs("tls_records"))
+def test_record_layer(data):
+    targets.tls_records(data)
+
+
+@budget(1000)
+@given(inputs("tls_messages", max_size=600))
+def test_handshake_messages_and_names(data):
+    targets.tls_messages(data)
+
+
+@budget(300)
+@given(inputs("tls_observer"))
+def test_observer_on_any_bytes_both_ways(data):
+    targets.tls_observer(data)
+
+
+@budget(500)
+@given(inputs("keylog"))
+def test_key_logs_parse_write_back_and_merge(data):
+    targets.keylog(data)
