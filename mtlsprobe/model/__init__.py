@@ -54,6 +54,7 @@ from mtlsprobe.model.transcript import (
     Route,
     TcpFacts,
     Transcript,
+    address_order,
 )
 
 __all__ = [
@@ -88,4 +89,5 @@ __all__ = [
     "TcpFacts",
     "Transcript",
     "Verdict",
+    "address_order",
 ]

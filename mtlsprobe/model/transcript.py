@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -19,6 +20,15 @@ class Endpoint:
     def __str__(self) -> str:
         h = f"[{self.host}]" if ":" in self.host else self.host
         return f"{h}:{self.port}"
+
+
+def address_order(addr: str) -> tuple[int, int, str]:
+    """Sort key of client addresses: IPv4 before IPv6, numerically; names last."""
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return (9, 0, addr)
+    return (ip.version, int(ip), "")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable, Iterator
 
 from mtlsprobe.model import (
@@ -17,6 +16,7 @@ from mtlsprobe.model import (
     Seen,
     Severity,
     Stage,
+    address_order,
 )
 from mtlsprobe.rules.facts import (
     LB_FIX,
@@ -389,19 +389,10 @@ def clients_per_chain(case: Case) -> Iterator[Finding]:
 def _lowest(addrs: set[str], more: bool) -> tuple[list[str], bool]:
     """The 16 lowest addresses, and whether there were more: the same whether the tallies
     folded or not (each behaviour keeps its own lowest 16)."""
-    ordered = sorted(addrs, key=_address_order)
+    ordered = sorted(addrs, key=address_order)
     return ordered[:16], more or len(ordered) > 16
 
 
 def _clients_text(count: int, addrs: set[str], more: bool) -> str:
     listed, more = _lowest(addrs, more)
     return f"{count} connection(s) from {', '.join(listed)}" + (" and more" if more else "")
-
-
-def _address_order(addr: str) -> tuple[int, int, str]:
-    """IPv4 before IPv6, numerically (the tallies keep the lowest in this order)."""
-    try:
-        ip = ipaddress.ip_address(addr)
-    except ValueError:
-        return (9, 0, addr)
-    return (ip.version, int(ip), "")

@@ -49,7 +49,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from hashlib import blake2b
 
-from mtlsprobe.model import Direction, Endpoint, HttpExchange, Observation, Route
+from mtlsprobe.model import (
+    Direction,
+    Endpoint,
+    HttpExchange,
+    Observation,
+    Route,
+    address_order,
+)
 from mtlsprobe.rules.facts import NGINX_CERT_MARKERS
 from mtlsprobe.rules.signatures import match_body
 
@@ -177,14 +184,6 @@ def _rank(shape: tuple[object, ...]) -> int:
     return int.from_bytes(blake2b(repr(shape).encode(), digest_size=8).digest(), "big")
 
 
-def _address_key(addr: str) -> tuple[int, int, str]:
-    try:
-        ip = ipaddress.ip_address(addr)
-    except ValueError:
-        return (9, 0, addr)
-    return (ip.version, int(ip), "")
-
-
 @dataclass(slots=True)
 class _Clients:
     """The lowest ``MAX_CLIENTS_LISTED`` client addresses seen, and whether there were more:
@@ -202,11 +201,11 @@ class _Clients:
         self.addrs.update(addrs)
         self.more |= more
         if len(self.addrs) > MAX_CLIENTS_LISTED:
-            keep = sorted(self.addrs, key=_address_key)[:MAX_CLIENTS_LISTED]
+            keep = sorted(self.addrs, key=address_order)[:MAX_CLIENTS_LISTED]
             self.addrs, self.more = set(keep), True
 
     def listed(self) -> tuple[str, ...]:
-        return tuple(sorted(self.addrs, key=_address_key))
+        return tuple(sorted(self.addrs, key=address_order))
 
 
 @dataclass(slots=True)
