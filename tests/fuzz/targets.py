@@ -8,10 +8,10 @@ bytes itself (``Draw``), so the same targets run under hypothesis (``tests/fuzz`
 normal suite, a small fixed budget) and under atheris or a long hypothesis run
 (``scripts/fuzz``). ``SEEDS`` gives each target valid inputs to start mutating from.
 
-Adding a parser (the Zeek-log reader is next): a ``def zeek_log(data: bytes) -> None``
-here that feeds the bytes to it and checks what comes out, an entry in ``TARGETS`` (and in
-``SEEDS`` when valid logs help), and a ``test_fuzz_zeek.py`` beside this file that runs it
-with ``fuzzing.budget``.
+Adding a parser: a ``def name(data: bytes) -> None`` here that feeds the bytes to it and
+checks what comes out, an entry in ``TARGETS`` (and in ``SEEDS`` when valid inputs help), a
+test beside this file that runs it with ``fuzzing.budget``, and its line in
+``scripts/fuzz``'s ``TESTS`` (``zeek_log`` is the latest).
 """
 
 from __future__ import annotations
@@ -424,6 +424,27 @@ def summarize(data: bytes) -> None:
             assert not _CONTROL & shown, (fmt, sorted(_CONTROL & shown))
 
 
+def zeek_log(data: bytes) -> None:
+    """``analyze`` of a Zeek ssl.log (TSV, JSON lines or anything else named ssl.log): one
+    InputError line, or results with bounded notes and no control character shown raw."""
+    from mtlsprobe.report import markdown, table
+    from mtlsprobe.run import pipeline
+    from mtlsprobe.run.analyze import analyze as run_analyze
+
+    path = Path(_BASELINE_DIR) / "ssl.log"
+    path.write_bytes(data)
+    try:
+        run = run_analyze([path], expectations.build(), jobs=1)
+    except InputError as exc:
+        line = error_line(exc)
+        assert len(line) < 1100 and not _CONTROL & set(line)
+        return
+    report = pipeline.make_report("analyze", run.results, {}, run.notes)
+    shown = table.render_table(report) + markdown.render_markdown(report)
+    assert not _CONTROL & set(shown), sorted(_CONTROL & set(shown))
+    assert len(run.results) <= max(1, data.count(b"\n") + 1)
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "pcap_file": pcap_file,
     "pcapng_round_trip": pcapng_round_trip,
@@ -438,7 +459,7 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "report_observation": report_observation,
     "baseline": baseline,
     "summarize": summarize,
-    # "zeek_log": zeek_log,  # the Zeek-log reader's target goes here (see the docstring)
+    "zeek_log": zeek_log,
 }
 
 
@@ -525,6 +546,10 @@ def _seeds(name: str) -> list[bytes]:
                          (stream[i : i + 256] for i in range(0, len(stream), 256)))]
     if name == "tls_messages":
         return _messages()
+    if name == "zeek_log":
+        logs = sorted((ROOT / "fixtures" / "zeek-logs").glob("*/ssl.log"))[:4]
+        tsv = [p.read_bytes() for p in logs]
+        return [*tsv, b"".join(_json_lines(t) for t in tsv[:1])]
     if name == "keylog":
         text = _template(True).keylog or ""
         return [text.encode()]
@@ -538,6 +563,15 @@ def _seeds(name: str) -> list[bytes]:
         return [json.dumps(report, indent=2).encode(), json.dumps(report).encode(),
                 bytes([MUTATED]) + bytes(range(0, 256, 7)), bytes([MUTATED + 1, 0, 3, 1])]
     return [b""]
+
+
+def _json_lines(tsv: bytes) -> bytes:
+    """A Zeek TSV log as JSON lines (what Zeek writes with LogAscii::use_json)."""
+    lines = tsv.decode().splitlines()
+    fields = next(line.split("\t")[1:] for line in lines if line.startswith("#fields"))
+    rows = [dict(zip(fields, line.split("\t"), strict=False))
+            for line in lines if line and not line.startswith("#")]
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
 
 
 SEEDS: dict[str, Callable[[], list[bytes]]] = {
