@@ -175,3 +175,19 @@ def test_windows_certificate_files_for_ca_and_pin(tmp_path, encoding, newline):
     assert [r.sha256 for r in load_roots([pem])] == [cert_info(ca.der).sha256]
     out = CliRunner().invoke(main, ["pin", str(pem)])
     assert out.exit_code == 0 and cert_info(ca.der).spki_pin in out.stdout
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16"])
+def test_windows_saved_agent_certificate_and_key_are_read(tmp_path, encoding):
+    """The agent's --cert and --key saved as UTF-16 (PowerShell 5 Out-File) or with a UTF-8
+    BOM (Notepad) load as the same credentials as the plain PEM files."""
+    from mtlsprobe.live import pki
+    from mtlsprobe.live.credentials import load_credentials
+
+    ca = pki.CA("Windows Agent Root")
+    agent = ca.issue("agent-01")
+    cert, key = tmp_path / "agent.pem", tmp_path / "agent.key"
+    cert.write_bytes(agent.cert_pem.decode().replace("\n", "\r\n").encode(encoding))
+    key.write_bytes(agent.key_pem().decode().replace("\n", "\r\n").encode(encoding))
+    creds = load_credentials(cert, key)
+    assert creds.leaf_der == agent.der and creds.key_matches

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12 as _pkcs12
 
-from mtlsprobe.live.files import read_limited, read_text_limited
+from mtlsprobe.live.files import decode_text, read_limited, read_text_limited
 from mtlsprobe.model.errors import InputError
 
 PASSWORD_ENV = "MTLSPROBE_KEY_PASSWORD"
@@ -159,7 +159,14 @@ def load_credentials(
 
 def _read(path: Path, what: str) -> bytes:
     kind = {"password file": "password", "private key": "key", "PKCS#12 file": "key"}
-    return read_limited(path, kind.get(what, "certificate"))
+    data = read_limited(path, kind.get(what, "certificate"))
+    if what in ("certificate", "private key") and data.startswith(_BOMS):
+        # PEM saved by a Windows editor or PowerShell's Out-File (UTF-16, or a UTF-8 BOM)
+        data = decode_text(data, what, path).encode("utf-8")
+    return data
+
+
+_BOMS = (b"\xff\xfe", b"\xfe\xff", b"\xef\xbb\xbf")
 
 
 def _der(cert: x509.Certificate) -> bytes:
