@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import factories as f
 from factories import found
 
@@ -58,6 +60,10 @@ def test_mtls091_a_chain_seen_on_some_connections_does_not_vouch_for_hidden_ones
     assert evaluate(c).verdict is Verdict.UNKNOWN
     # a resumed session shows no certificate by design: not hidden
     assert evaluate(f.case(seen, hidden_tls13(resumed=True))).verdict is Verdict.PASS_END_TO_END
+    # from a Zeek log, the reason names Zeek, not a missing key log
+    from_zeek = hidden_tls13(route=dataclasses.replace(seen.route, source="zeek"))
+    (x,) = found(f.case(seen, from_zeek), "MTLS091")
+    assert "Zeek logs only what comes before" in x.summary
     # a refusal before any ServerHello hides nothing
     refused = hidden_tls13(version=None)
     assert not found(f.case(seen, refused), "MTLS091")

@@ -57,6 +57,8 @@ def _why_hidden(obs: Observation) -> str:
     if obs.gaps:
         return f"capture gap of {sum(g.length for g in obs.gaps)} bytes"
     if obs.version == "TLSv1.3" and not obs.decrypted:
+        if obs.route.source == "zeek":
+            return "TLS 1.3 encrypts it and Zeek logs only what comes before"
         return "TLS 1.3 encrypts it and no key log was available"
     if obs.end is not None and obs.end.value == "capture_ended":
         return "the capture ended first"
