@@ -43,7 +43,8 @@ def check_pins(pins: Iterable[str]) -> tuple[str, ...]:
     for given in pins:
         for part in given.split(";"):
             pin = part.strip()
-            if pin.startswith("sha256//"):
+            # curl's form has one slash more; a base64 value may itself start with "/"
+            if pin.startswith("sha256//") and len(pin) == len("sha256//") + 44:
                 pin = "sha256/" + pin[len("sha256//"):]
             out.append(_check_pin(pin, given))
     return tuple(out)
