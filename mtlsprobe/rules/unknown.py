@@ -79,22 +79,23 @@ def hidden_fact(case: Case) -> Iterator[Finding]:
     from SSLKEYLOGFILE, or a pcapng with the secrets embedded).
     """
     obs_all = case.observations
+    chains_seen = bool(_chains(case))
     # a ServerHello came (its version is known), but not the certificate after it
-    hidden = [o for o in obs_all
+    unseen = [o for o in obs_all
               if o.server_chain_seen is Seen.UNKNOWN and o.version and not o.resumed]
-    if _chains(case) and hidden:
+    if chains_seen and unseen:
         answered = [o for o in obs_all if o.version and not o.resumed]
         yield finding(
             "MTLS091",
-            f"The server certificate was hidden on {_count(hidden)} of {_count(answered)} "
-            f"handshakes ({_why_hidden(hidden[0])}): those may have ended elsewhere (another "
+            f"The server certificate was hidden on {_count(unseen)} of {_count(answered)} "
+            f"handshakes ({_why_hidden(unseen[0])}): those may have ended elsewhere (another "
             "pool member, another path), so the chains seen cannot vouch for them.",
             evidence=[_ev(o, "server_chain_seen", f"unknown: {_why_hidden(o)}")
-                      for o in hidden],
+                      for o in unseen],
             remediation="Supply the key log (SSLKEYLOGFILE / pcapng secrets) with the capture, "
             "or re-run live (the probe keeps its own keys).",
         )
-    if not _chains(case):
+    if not chains_seen:
         hidden = [o for o in obs_all
                   if o.server_chain_seen is Seen.UNKNOWN and not _no_server_hello(o)]
         if hidden:
