@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from mtlsprobe.logs.zeek_observations import TLS13_NOTE
+from mtlsprobe.capture.zeek.zeek_observations import TLS13_NOTE
 from mtlsprobe.model import Observation, Outcome, Seen
 from mtlsprobe.run.zeek_inputs import ZeekLogs, split_zeek_logs
 

@@ -14,7 +14,7 @@ Decisions, for reviewers:
   note and the rest is analysed. A source that is not a capture is an ``InputError``,
   raised before anything is written.
 - Zeek ssl.log/x509.log files, told from captures by content (``run.zeek_inputs``), become
-  the same Observations through ``mtlsprobe.logs`` and join the same tallies.
+  the same Observations through ``mtlsprobe.capture.zeek`` and join the same tallies.
 - Observations are judged at capture time (``observed_at`` = the connection's first packet).
 - Memory stays flat in the capture size: connections stream through per-server tallies
   (``run.tallies``) that keep one observation per distinct behaviour; past

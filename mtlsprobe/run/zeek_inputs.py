@@ -2,7 +2,7 @@
 
 Boundary: sorting ``analyze``'s sources into captures and Zeek logs by content (first bytes,
 gzip looked through; ``logs.sniff``), and the report notes about expectations a Zeek log
-cannot serve. Reading the logs is ``mtlsprobe.logs``'.
+cannot serve. Reading the logs is ``mtlsprobe.capture.zeek``'.
 
 Decisions, for reviewers:
 
@@ -19,8 +19,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from mtlsprobe.logs.sniff import head_bytes, zeek_kind
-from mtlsprobe.logs.zeek_logs import POLICY_HINT, ZeekLogs, log_path
+from mtlsprobe.capture.zeek.sniff import head_bytes, zeek_kind
+from mtlsprobe.capture.zeek.zeek_logs import POLICY_HINT, ZeekLogs, log_path
 from mtlsprobe.model import Expectations, Observation
 from mtlsprobe.model.errors import InputError
 from mtlsprobe.run.captures import Source

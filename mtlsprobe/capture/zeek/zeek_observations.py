@@ -33,8 +33,8 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime
 
-from mtlsprobe.logs.zeek_format import Row
-from mtlsprobe.logs.zeek_x509 import EPOCH, X509Index, parse_time
+from mtlsprobe.capture.zeek.zeek_format import Row
+from mtlsprobe.capture.zeek.zeek_x509 import EPOCH, X509Index, parse_time
 from mtlsprobe.model import (
     AlertInfo,
     CertInfo,

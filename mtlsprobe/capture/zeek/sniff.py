@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import zlib
 
-from mtlsprobe.logs.zeek_format import GZIP_MAGIC
+from mtlsprobe.capture.zeek.zeek_format import GZIP_MAGIC
 
 HEAD = 4096
 

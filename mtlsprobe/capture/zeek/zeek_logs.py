@@ -17,9 +17,9 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from mtlsprobe.logs.zeek_format import Header, Row, ZeekReader, open_binary
-from mtlsprobe.logs.zeek_observations import REQUIRED, RowMapper
-from mtlsprobe.logs.zeek_x509 import X509Index
+from mtlsprobe.capture.zeek.zeek_format import Header, Row, ZeekReader, open_binary
+from mtlsprobe.capture.zeek.zeek_observations import REQUIRED, RowMapper
+from mtlsprobe.capture.zeek.zeek_x509 import X509Index
 from mtlsprobe.model import Observation
 from mtlsprobe.model.errors import InputError
 

@@ -26,7 +26,7 @@ import re
 import sys
 from datetime import datetime, timezone
 
-from mtlsprobe.logs.zeek_format import Row
+from mtlsprobe.capture.zeek.zeek_format import Row
 from mtlsprobe.model import CertInfo
 from mtlsprobe.model.certs import CertError, cert_info
 

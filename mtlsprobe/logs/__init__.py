@@ -1,1 +1,0 @@
-"""The logs adapter: Zeek's ssl.log and x509.log read as the same Observations a capture gives."""
