@@ -1,1 +1,1 @@
-"""The Zeek-log adapter: Zeek's ssl.log and x509.log read as the same Observations a capture gives."""
+"""The Zeek-log adapter: ssl.log and x509.log read as the same Observations a capture gives."""
