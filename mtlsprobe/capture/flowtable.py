@@ -65,8 +65,9 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Generator, Iterable, Sequence
 
 from mtlsprobe.capture.bulk import NOT_BARE_ACK, BulkFrames, Lease
+from mtlsprobe.capture.compact import NotTls, Opening
 from mtlsprobe.capture.connection import Addr, Connection, Side, tls_record_start
-from mtlsprobe.capture.copies import Copies, another_copy
+from mtlsprobe.capture.copies import COPY_WINDOW, Copies, another_copy
 from mtlsprobe.capture.httpconnect import connect_prelude
 from mtlsprobe.capture.linklayer import (
     ACK,
@@ -87,6 +88,9 @@ RST_LINGER = 1.0  # seconds a reset connection still takes in-flight segments
 ATTEMPT_PREFIX = "mtlsprobe attempt: "  # live.sniff.ATTEMPT_COMMENT
 
 Progress = Callable[[int, int | None], None]
+# what the table holds for a tuple: a connection, or a compact entry for one that holds no
+# bytes (``capture.compact``)
+Entry = Connection[Lease] | Opening | NotTls
 
 
 def _hold_chunks(conn: Connection) -> None:
@@ -141,9 +145,13 @@ class FlowTable:
         """Read the capture; yield each kept connection as it closes (the rest at the end).
         Closes the capture file when done or closed."""
         self.stream = stream  # held only while running: no cycle with a reader's hook
-        table: dict[tuple[Addr, Addr], Connection[Lease]] = {}
+        table: dict[tuple[Addr, Addr], Entry] = {}
         closed: OrderedDict[tuple[Addr, Addr], None] = OrderedDict()
-        lingering: deque[tuple[float, tuple[Addr, Addr], Connection[Lease]]] = deque()
+        lingering: deque[tuple[float, tuple[Addr, Addr], Connection[Lease] | NotTls]] = deque()
+        # connections found not TLS, to be reduced to a NotTls once no copy can come: (when,
+        # tuple, index); as many as the table holds, the oldest dropped (no reference to the
+        # connection: an evicted one is not kept alive by this)
+        settling: deque[tuple[float, tuple[Addr, Addr], int]] = deque(maxlen=self.max_open)
         # tuples captured more than once in other ISN spaces: out of ``table``, so a frame
         # of any other connection costs nothing more (``capture.copies``)
         copied: dict[tuple[Addr, Addr], Copies] = {}
@@ -178,6 +186,9 @@ class FlowTable:
                         if t is not None:
                             sync()
                             yield t
+                while settling and ts >= settling[0][0]:
+                    _, old_key, index = settling.popleft()
+                    self._settle(table, old_key, index)
                 seg = decode(linktype, frame, skipped)
                 if seg is None:
                     continue
@@ -187,7 +198,23 @@ class FlowTable:
                 if part is not None and hash(key) % parts != part:
                     late.skip_others(frame, linktype)
                     continue  # another process's connection
+                flags = seg.flags
                 conn = table.get(key)
+                if conn is not None and type(conn) is not Connection:
+                    if type(conn) is Opening:
+                        conn = table[key] = conn.expand(key, self.max_bytes)
+                    else:
+                        assert isinstance(conn, NotTls)
+                        reset = conn.rst
+                        if conn.take(src == key[0], flags, seg.seq, ts):
+                            if conn.rst and not reset:
+                                lingering.append((ts + RST_LINGER, key, conn))
+                            elif conn.both_fin and not conn.rst:
+                                self._retire(table, closed, copied, key, conn)
+                            continue
+                        del table[key]  # a SYN with another ISN: a new connection
+                        self._finish(conn)
+                        conn = None
                 copies = None
                 if conn is None and copied:
                     copies = copied.get(key)
@@ -198,7 +225,6 @@ class FlowTable:
                             continue
                 if conn is not None and conn.leases:
                     late.settle(conn)  # what its leases took, before this frame
-                flags = seg.flags
                 if flags & SYN and not flags & ACK:
                     if copies is not None:
                         if conn is None and not copies.fresh(ts):  # a new connection
@@ -232,12 +258,20 @@ class FlowTable:
                         for t in self._evict(table, closed):
                             sync()
                             yield t
+                    stats["connections"] += 1
+                    if (
+                        copies is None and capture.comment is None
+                        and Opening.fits(flags, seg.payload, seg.truncated)
+                        and seg.dport not in self.ports
+                    ):
+                        table[key] = Opening(index, ts, seg.seq, seg.ttl, src == key[0])
+                        continue
                     conn = Connection(index, src, dst, ts, self.max_bytes)
                     if copies is None:
                         table[key] = conn
                     else:
                         copies.add(conn)
-                    stats["connections"] += 1
+                undecided = conn.keep is None
                 add(conn, src, seg, ts)
                 sink = conn.sink
                 if sink is not None and capture.comment is None and copies is None:
@@ -255,6 +289,11 @@ class FlowTable:
                     if t is not None:
                         sync()
                         yield t
+                elif undecided and conn.keep is False and copies is None:
+                    if conn.syn_from is None:  # no SYN, so no copy can be told: at once
+                        self._settle(table, key, conn.index)
+                    else:
+                        settling.append((conn.start + COPY_WINDOW, key, conn.index))
             sync()
             if progress is not None:
                 progress(capture.size or capture.position, capture.size)
@@ -264,6 +303,7 @@ class FlowTable:
             table.clear()
             copied.clear()
             lingering.clear()
+            settling.clear()
             left.sort(key=lambda c: c.index, reverse=True)
             while left:  # each let go once handed out: memory does not grow at the end
                 t = self._finish(left.pop())
@@ -276,17 +316,28 @@ class FlowTable:
             self.stream = _hold_chunks
             self.capture.close()
 
+    @staticmethod
+    def _settle(table: dict[tuple[Addr, Addr], Entry], key: tuple[Addr, Addr], index: int) -> None:
+        """Reduce the connection numbered ``index`` on ``key`` to a ``NotTls``, if it is still
+        there, not TLS, and not reset (a reset one lingers as it is)."""
+        conn = table.get(key)
+        if type(conn) is Connection and conn.index == index and conn.keep is False and not (
+            conn.rst or conn.leases or conn.sink is not None
+        ):
+            table[key] = NotTls(conn, key)
+
     def _retire(
-        self, table: dict[tuple[Addr, Addr], Connection[Lease]],
+        self, table: dict[tuple[Addr, Addr], Entry],
         closed: OrderedDict[tuple[Addr, Addr], None],
         copied: dict[tuple[Addr, Addr], Copies], key: tuple[Addr, Addr],
-        conn: Connection[Lease],
+        conn: Entry,
     ) -> Connection[Lease] | None:
         """A closed connection leaves the table (its tuple is remembered as closed, so
         stray late segments are not a new connection); what ``_finish`` gives for it. A
         copy stays among its copies, retired, until they have all closed."""
         copies = copied.get(key) if table.get(key) is not conn else None
         if copies is not None:
+            assert isinstance(conn, Connection)
             conn.copies = max(1, copies.answered())
             if len(copies.live()) > 1:
                 return self._finish(conn)
@@ -300,7 +351,7 @@ class FlowTable:
         return self._finish(conn)
 
     def _evict(
-        self, table: dict[tuple[Addr, Addr], Connection[Lease]],
+        self, table: dict[tuple[Addr, Addr], Entry],
         closed: OrderedDict[tuple[Addr, Addr], None],
     ) -> Generator[Connection[Lease], None, None]:
         """The table is full: evict the eighth of it idle the longest; yield those kept."""
@@ -482,9 +533,14 @@ class FlowTable:
 
     # --- per connection ------------------------------------------------------------
 
-    def _finish(self, conn: Connection[Lease]) -> Connection[Lease] | None:
+    def _finish(self, conn: Entry) -> Connection[Lease] | None:
         """The connection is done: flush its streams and decide, finally, whether it is
         kept; the connection if so (counted in ``stats`` either way)."""
+        if type(conn) is not Connection:  # a compact entry: never TLS (capture.compact)
+            if isinstance(conn, NotTls):
+                conn.retire()
+            self.stats["non_tls_connections"] += 1
+            return None
         self._late.forget(conn)
         conn.retired = True
         if conn.keep is not False:
