@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mtlsprobe.capture import flowtable
-from mtlsprobe.capture.compact import NotTls, Opening
+from mtlsprobe.capture.compact import Opening
 from mtlsprobe.capture.pcapfile import CaptureFile
 
 ROOT = Path(__file__).resolve().parents[1]

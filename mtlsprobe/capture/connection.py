@@ -125,7 +125,8 @@ class Connection(Generic[L]):
     Readers of the flow table see it in their hooks (``stream``, ``_emit``)."""
 
     __slots__ = (
-        "a", "attempt", "b", "chunks", "copies", "index", "keep", "last", "leases", "lingering",
+        "a", "attempt", "b", "chunks", "copies", "held", "index", "keep", "last", "leases",
+        "lingering",
         "prelude", "retired", "rst", "rst_ttls", "sink", "snapcut", "start",
         "syn_from", "syn_ttl", "synack_from", "synack_options", "synack_ttl",
     )
@@ -138,6 +139,7 @@ class Connection(Generic[L]):
         self.start = self.last = ts
         self.chunks: list[tuple[Side, float, bytes]] = []
         self.keep: bool | None = None  # None: not decided yet
+        self.held = 0  # bytes in chunks while not decided (the flow table's budget)
         self.syn_from: Side | None = None
         self.synack_from: Side | None = None
         self.syn_ttl: int | None = None

@@ -53,6 +53,14 @@ Decisions, for reviewers:
   ``--jobs`` share holds ``MAX_OPEN // parts``, so all shares together hold as much as one
   reader. Copies (below) are not counted against the cap. A finished connection is let go
   as soon as it is handed out, at the end of the capture too.
+- Compact entries (``capture.compact``): a flow that is one bare SYN so far is an
+  ``Opening`` (expanded into its connection by its next segment), and a connection found
+  not TLS becomes a ``NotTls`` once no copy of it can come (``COPY_WINDOW`` after its SYN),
+  so floods, scans and plain traffic cost a few hundred bytes per open flow. They change
+  nothing else (tests/test_capture_compact.py reads every capture with and without them).
+- Undecided connections (seen without their start, one side silent) hold their bytes until
+  both sides spoke; past ``UNDECIDED_BYTES`` each, or ``UNDECIDED_TOTAL`` all together,
+  the one getting bytes is decided as at the end of the capture (``stats["decided_early"]``).
 - Connections are numbered (``Connection.index``) from 0 in order of their first packet
   (like tshark's ``tcp.stream``); with ``partition``, by the frame number of their first
   packet instead (``first_frames``).
@@ -85,6 +93,10 @@ CLOSED_MEMORY = 65536  # how many recently closed 4-tuples to remember
 # open connections held at once (each a few KB); past it the longest idle are evicted
 MAX_OPEN = 16384
 RST_LINGER = 1.0  # seconds a reset connection still takes in-flight segments
+# bytes a connection not decided yet (no SYN, no hello, one side silent) holds before it is
+# decided as at the end of the capture, and all such connections together (see _classify)
+UNDECIDED_BYTES = 64 * 1024
+UNDECIDED_TOTAL = 16 * 1024 * 1024
 ATTEMPT_PREFIX = "mtlsprobe attempt: "  # live.sniff.ATTEMPT_COMMENT
 
 Progress = Callable[[int, int | None], None]
@@ -134,8 +146,10 @@ class FlowTable:
         self.stats: dict[str, int] = {
             "packets": 0, "tcp_segments": 0, "connections": 0, "tls_connections": 0,
             "non_tls_connections": 0, "after_close": 0, "bulk_frames": 0, "captured_twice": 0,
-            "evicted": 0, "evicted_tls": 0,
+            "evicted": 0, "evicted_tls": 0, "decided_early": 0,
         }
+        self.undecided_total = max(UNDECIDED_BYTES, UNDECIDED_TOTAL // parts)
+        self._undecided = 0  # bytes held by connections not decided yet
         self.skipped: dict[str, int] = {}  # frames not decoded, by reason
         self._late = BulkFrames(capture)
 
@@ -498,10 +512,21 @@ class FlowTable:
         conn.chunks.append((side, at, run))
         if conn.keep:
             self.stream(conn)
+        elif conn.keep is None:
+            conn.held += len(run)
+            self._undecided += len(run)
 
     def _classify(self, conn: Connection) -> None:
         """Decide early whether to keep a connection, to stop storing non-TLS ones."""
         conn.keep = self._keep(conn, final=False)
+        if conn.keep is None and (
+            conn.held > UNDECIDED_BYTES or self._undecided > self.undecided_total
+        ):
+            conn.keep = self._keep(conn, final=True)  # decided now as at the end
+            self.stats["decided_early"] += 1
+        if conn.keep is not None:
+            self._undecided -= conn.held
+            conn.held = 0
         if conn.keep is False:
             conn.chunks.clear()
             conn.a.release()
@@ -548,6 +573,8 @@ class FlowTable:
                 for run in side.stream.flush():
                     self._deliver(conn, side, conn.last - conn.start, run)
             conn.keep = self._keep(conn, final=True)
+            self._undecided -= conn.held
+            conn.held = 0
         if not conn.keep:
             self.stats["non_tls_connections"] += 1
             return None

@@ -152,6 +152,13 @@ def capture_notes(
             f"first: {stats.get('evicted_tls', 0):,} that had shown TLS were judged with what "
             "they had, the rest dropped; their later segments, if any, were not read"
         )
+    if stats.get("decided_early"):
+        notes.append(
+            f"{name}: {stats['decided_early']:,} connection(s) seen without their start, one "
+            f"side silent, were decided by their ports once they held "
+            f"{flowtable.UNDECIDED_BYTES // 1024} KiB (or all such together "
+            f"{flowtable.UNDECIDED_TOTAL // 2**20} MiB), as at the end of the capture"
+        )
     if keylog_skipped:
         notes.append(f"{name}: {keylog_skipped} key log line(s) not understood")
     notes.append(

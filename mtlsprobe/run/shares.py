@@ -137,7 +137,8 @@ def read_in_shares(
     first = shares[0]  # every worker read every frame: file-level facts are the same
     stats = dict(first.stats)
     for key in ("connections", "tls_connections", "non_tls_connections", "after_close",
-                "bulk_frames", "captured_twice", "evicted", "evicted_tls"):
+                "bulk_frames", "captured_twice", "evicted", "evicted_tls",
+                "decided_early"):
         stats[key] = sum(s.stats.get(key, 0) for s in shares)
     notes = capture_notes(first.name, first.reader_notes, stats,
                           sum(s.undecrypted for s in shares), first.keylog_skipped)
