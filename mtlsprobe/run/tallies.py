@@ -187,25 +187,28 @@ def _rank(shape: tuple[object, ...]) -> int:
 @dataclass(slots=True)
 class _Clients:
     """The lowest ``MAX_CLIENTS_LISTED`` client addresses seen, and whether there were more:
-    an order-free choice, so tallies of shares merge into what one reader gives."""
+    an order-free choice, so tallies of shares merge into what one reader gives. Each
+    address keeps its sort key, worked out once (a flood brings a new address per flow)."""
 
-    addrs: set[str] = field(default_factory=set)
+    addrs: dict[str, tuple[int, int, str]] = field(default_factory=dict)
     more: bool = False
 
     @classmethod
     def of(cls, obs: Observation) -> _Clients:
         listed = obs.clients or (obs.client.ip or obs.client.host,)
-        return cls(set(listed), obs.more_clients)
+        return cls({a: address_order(a) for a in listed}, obs.more_clients)
 
-    def update(self, addrs: Iterable[str], more: bool) -> None:
-        self.addrs.update(addrs)
-        self.more |= more
-        if len(self.addrs) > MAX_CLIENTS_LISTED:
-            keep = sorted(self.addrs, key=address_order)[:MAX_CLIENTS_LISTED]
-            self.addrs, self.more = set(keep), True
+    def update(self, other: _Clients) -> None:
+        addrs = self.addrs
+        for addr, key in other.addrs.items():
+            addrs.setdefault(addr, key)
+        self.more |= other.more
+        while len(addrs) > MAX_CLIENTS_LISTED:
+            del addrs[max(addrs, key=addrs.__getitem__)]
+            self.more = True
 
     def listed(self) -> tuple[str, ...]:
-        return tuple(sorted(self.addrs, key=address_order))
+        return tuple(sorted(self.addrs, key=self.addrs.__getitem__))
 
 
 @dataclass(slots=True)
@@ -218,7 +221,7 @@ class _Behaviour:
 
     def add(self, obs: Observation, count: int, last: datetime, clients: _Clients) -> None:
         self.count += count
-        self.clients.update(clients.addrs, clients.more)
+        self.clients.update(clients)
         if _first_seen(obs) < _first_seen(self.first):
             self.first = obs
         if last > self.last:
