@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.flood import write_flood
+from bench.flood import client_hello, write_flood
 from mtlsprobe.capture import flowtable
 from mtlsprobe.capture.pcapfile import CaptureFile
 from mtlsprobe.run import expectations
@@ -167,17 +167,20 @@ def test_memory_per_open_flow_that_never_showed_tls_is_bounded(
 # --- connections seen without their start, one side silent --------------------------------
 
 
-def _one_way(path: Path, flows: int, frames: int, data: bytes = b"x" * 1400) -> Path:
+def _one_way(path: Path, flows: int, frames: int, data: bytes = b"x" * 1400,
+             first: bytes | None = None, port: int = 2049) -> Path:
     """``flows`` connections caught mid-stream (no SYN), each a one-way stream of ``frames``
-    non-TLS segments to port 2049 (asymmetric routing on a SPAN port), interleaved."""
+    segments of ``data`` (``first`` for the first) to ``port`` (asymmetric routing on a
+    SPAN port), interleaved."""
     out = bytearray(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
     for i in range(frames):
         for f in range(flows):
-            ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40 + len(data), 0, 0x4000, 64, 6, 0,
-                             bytes([10, 0, 1, f]), bytes([10, 0, 0, 2]))
-            tcp = struct.pack("!HHIIBBHHH", 5000, 2049, 1000 + i * len(data), 1, 0x50, 0x18,
-                              65535, 0, 0)
-            frame = ETH + ip + tcp + data
+            payload = first if first is not None and i == 0 else data
+            seq = 1000 + i * len(data) + (len(first) - len(data) if first and i else 0)
+            ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40 + len(payload), 0, 0x4000, 64, 6,
+                             0, bytes([10, 0, 1, f]), bytes([10, 0, 0, 2]))
+            tcp = struct.pack("!HHIIBBHHH", 5000, port, seq, 1, 0x50, 0x18, 65535, 0, 0)
+            frame = ETH + ip + tcp + payload
             out += struct.pack("<IIII", 1_700_000_000, i, len(frame), len(frame)) + frame
     path.write_bytes(bytes(out))
     return path
@@ -222,3 +225,33 @@ def test_the_report_says_what_was_decided_early(tmp_path: Path) -> None:
     assert proc.returncode == 12, proc.stderr
     assert ("one.pcap: 1 connection(s) seen without their start, one side silent, were "
             "decided by their ports once they held 64 KiB") in proc.stdout
+
+
+def test_tls_connections_waiting_for_the_silent_side_share_one_budget(
+    tmp_path: Path, monkeypatch,
+) -> None:
+    """A ClientHello caught without its SYN, then the client's records, the server never
+    heard (one direction on the SPAN port): each waits for the server's first bytes up to
+    64 KiB, all of them together up to WAIT_TOTAL, then starts with what it has. What
+    waits is held twice (the waiting chunks, and the reassembler's copy it keeps to compare
+    retransmissions), so the budget shows as the difference."""
+    from mtlsprobe.capture import observations
+
+    record = b"\x17\x03\x03\x05\x73" + b"a" * 1395
+    path = _one_way(tmp_path / "wait.pcap", 160, 30, record, first=client_hello(), port=443)
+
+    def peak(total: int) -> tuple[int, int]:
+        monkeypatch.setattr(observations, "WAIT_TOTAL", total)
+        gc.collect()
+        tracemalloc.start()
+        try:
+            seen = list(observations.ObservationReader(path))
+            return tracemalloc.get_traced_memory()[1], len(seen)
+        finally:
+            tracemalloc.stop()
+
+    unbounded, n_unbounded = peak(1 << 40)
+    bounded, n_bounded = peak(8 * observations.WAIT_LIMIT)
+    assert n_unbounded == n_bounded == 160
+    # 160 x 42 KB waited at once: measured 15.2 MB without the budget, 9.6 MB with it
+    assert unbounded - bounded > 4 * 1024 * 1024

@@ -32,8 +32,10 @@ from mtlsprobe.model import Direction, Observation
 from mtlsprobe.tls.keylog import KeyLog, merge_keylogs
 from mtlsprobe.tls.observer import Observer, starts_with_hello
 
-# A connection that began before the capture waits for both sides' first bytes, up to this.
+# A connection that began before the capture waits for both sides' first bytes, up to this,
+# and all waiting connections together up to WAIT_TOTAL (then each starts with what it has).
 WAIT_LIMIT = 64 * 1024
+WAIT_TOTAL = 16 * 1024 * 1024
 
 
 class _Feed:
@@ -138,6 +140,9 @@ class ObservationReader(CaptureReader):
         self.keylog: KeyLog | None = self.external
         self.undecrypted_before_late_keys = 0
         self._embedded = 0  # how many of the capture's embedded key log parts are merged
+        # bytes held by kept connections waiting for their observer (see _stream), by id
+        self._waiting: dict[int, int] = {}
+        self._waiting_bytes = 0
 
     def __iter__(self) -> Iterator[Observation]:  # type: ignore[override]
         yield from self._run()
@@ -157,11 +162,17 @@ class ObservationReader(CaptureReader):
     def _stream(self, conn: Connection, *, final: bool = False) -> None:
         client, server, _ = conn.roles()
         truncated = client.stream.truncated_at_start or server.stream.truncated_at_start
+        held = self._waiting.pop(id(conn), 0)
+        self._waiting_bytes -= held
         if not final:
             waited = sum(len(data) for _, _, data in conn.chunks)
-            if truncated and not (client.first and server.first) and waited < WAIT_LIMIT:
-                return  # lose_start needs both sides' first bytes
-            if waited < 2 * CONNECT_LIMIT and connect_pending(conn):
+            if self._waiting_bytes + waited <= WAIT_TOTAL and (
+                # lose_start needs both sides' first bytes
+                (truncated and not (client.first and server.first) and waited < WAIT_LIMIT)
+                or (waited < 2 * CONNECT_LIMIT and connect_pending(conn))
+            ):
+                self._waiting[id(conn)] = waited
+                self._waiting_bytes += waited
                 return
         observer = Observer(keylog=self._current_keylog())
         if truncated:

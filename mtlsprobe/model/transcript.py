@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
 from mtlsprobe.model.kinds import CertKind, Direction, Stage, StreamEnd
 
@@ -22,6 +23,7 @@ class Endpoint:
         return f"{h}:{self.port}"
 
 
+@lru_cache(maxsize=4096)  # a capture's clients repeat: each connection asks again
 def address_order(addr: str) -> tuple[int, int, str]:
     """Sort key of client addresses: IPv4 before IPv6, numerically; names last."""
     try:

@@ -44,7 +44,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from hashlib import blake2b
