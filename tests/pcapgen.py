@@ -23,6 +23,8 @@ import struct
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from mtlsprobe.model import Direction, Transcript
+
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 MASK = 0xFFFFFFFF
 
@@ -102,6 +104,19 @@ def conversation(
     elif close == "rst":
         emit(closer, nxt[closer], RST | ACK)
     return segs
+
+
+def messages_of(transcript: Transcript) -> list[tuple[str, bytes]]:
+    """A recorded session's bytes as alternating ("c" or "s", bytes) messages, in order:
+    what ``conversation`` takes."""
+    out: list[tuple[str, bytes]] = []
+    for chunk in transcript.chunks:
+        who = "c" if chunk.direction is Direction.C2S else "s"
+        if out and out[-1][0] == who:
+            out[-1] = (who, out[-1][1] + chunk.data)
+        else:
+            out.append((who, chunk.data))
+    return out
 
 
 def streams(messages: list[tuple[str, bytes]]) -> dict[str, bytes]:

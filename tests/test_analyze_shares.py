@@ -11,7 +11,7 @@ import pytest
 import tlsgen
 
 from mtlsprobe.capture import bulk
-from mtlsprobe.model import Direction, Expectations, Transcript, Verdict, certs
+from mtlsprobe.model import Expectations, Verdict, certs
 from mtlsprobe.model.errors import InputError
 from mtlsprobe.run import expectations, tallies
 from mtlsprobe.run import shares as analyze_shares
@@ -112,16 +112,7 @@ def test_the_command_reads_in_shares_with_the_same_report(tmp_path: Path) -> Non
 # --- issue 13: a fleet of agents, each with its own certificate, to one server ----------
 
 
-def _messages(t: Transcript) -> list[tuple[str, bytes]]:
-    """A session's bytes as alternating (sender, bytes) messages, in order."""
-    out: list[tuple[str, bytes]] = []
-    for chunk in t.chunks:
-        who = "c" if chunk.direction is Direction.C2S else "s"
-        if out and out[-1][0] == who:
-            out[-1] = (who, out[-1][1] + chunk.data)
-        else:
-            out.append((who, chunk.data))
-    return out
+_messages = pcapgen.messages_of  # the tests here and their importers use this name
 
 
 MIXED, REFUSING = 8383, 8443  # the fleet's two ports: see _fleet_capture

@@ -36,16 +36,7 @@ def session(request: pytest.FixtureRequest) -> Transcript:
     return tlsgen.run(version=request.param, verify=ssl.CERT_NONE, server_says=BULK)
 
 
-def _messages(t: Transcript) -> list[tuple[str, bytes]]:
-    """The session's bytes as alternating (sender, bytes) messages, in order."""
-    out: list[tuple[str, bytes]] = []
-    for chunk in t.chunks:
-        who = "c" if chunk.direction is Direction.C2S else "s"
-        if out and out[-1][0] == who:
-            out[-1] = (who, out[-1][1] + chunk.data)
-        else:
-            out.append((who, chunk.data))
-    return out
+_messages = pcapgen.messages_of  # the tests here and their importers use this name
 
 
 def _read_both(path: Path, keylog: KeyLog | None = None) -> tuple[list, list, int]:

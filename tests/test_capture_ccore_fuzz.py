@@ -24,7 +24,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mtlsprobe.capture import pcapfile
-from mtlsprobe.model import Direction
 from mtlsprobe.run import expectations
 from mtlsprobe.run.analyze import analyze
 from tests import pcapgen
@@ -157,14 +156,7 @@ def bulk_capture() -> bytes:
     """A TLS 1.3 session with 300 KB of bulk (the lease shortcut engages), on VLAN."""
     session = tlsgen.run(version="TLSv1.3", verify=ssl.CERT_NONE,
                          server_says=bytes(range(256)) * 1200)
-    messages: list[tuple[str, bytes]] = []
-    for chunk in session.chunks:
-        who = "c" if chunk.direction is Direction.C2S else "s"
-        if messages and messages[-1][0] == who:
-            messages[-1] = (who, messages[-1][1] + chunk.data)
-        else:
-            messages.append((who, chunk.data))
-    segs = pcapgen.conversation(messages)
+    segs = pcapgen.conversation(pcapgen.messages_of(session))
     return pcapgen.pcap_bytes(pcapgen.frames(segs, "vlan"), 1)
 
 

@@ -23,7 +23,7 @@ from mtlsprobe.capture import bulk
 from mtlsprobe.capture.linklayer import MAX_DEPTH, decode
 from mtlsprobe.capture.observations import ObservationReader
 from mtlsprobe.capture.transcripts import CaptureReader
-from mtlsprobe.model import Direction, Seen, Transcript
+from mtlsprobe.model import Seen
 from mtlsprobe.run import expectations
 from mtlsprobe.run.analyze import analyze
 from tests import pcapgen
@@ -39,15 +39,7 @@ SEG4 = pcapgen.Seg("192.0.2.1", 40000, "198.51.100.7", 443, 0xFFFFFFF0, 12345,
 SEG6 = pcapgen.Seg("2001:db8::1", 40000, "2001:db8::2", 8443, 7, 9, pcapgen.ACK, b"hello", ttl=33)
 
 
-def _messages(t: Transcript) -> list[tuple[str, bytes]]:
-    out: list[tuple[str, bytes]] = []
-    for chunk in t.chunks:
-        who = "c" if chunk.direction is Direction.C2S else "s"
-        if out and out[-1][0] == who:
-            out[-1] = (who, out[-1][1] + chunk.data)
-        else:
-            out.append((who, chunk.data))
-    return out
+_messages = pcapgen.messages_of  # the tests here and their importers use this name
 
 
 def _fields(seg):  # type: ignore[no-untyped-def]
