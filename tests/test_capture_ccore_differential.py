@@ -168,5 +168,5 @@ def _version(pure: bool) -> str:
 
 
 def test_version_names_the_core_that_runs():
-    assert "capture core C)" in _version(pure=False)
-    assert "capture core Python (MTLSPROBE_PURE_PYTHON set)" in _version(pure=True)
+    assert "capture core C," in _version(pure=False)
+    assert "capture core Python (MTLSPROBE_PURE_PYTHON set)," in _version(pure=True)

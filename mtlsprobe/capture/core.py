@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 from types import ModuleType
 
-PURE_PYTHON_ENV = "MTLSPROBE_PURE_PYTHON"
+from mtlsprobe.compiled import PURE_PYTHON_ENV
+
 API_VERSION = 1  # the C core's API these modules use (ccore.h's CCORE_API_VERSION)
 
 BUILT: ModuleType | None  # the C core when it is built, whether or not it runs

@@ -53,7 +53,8 @@ class TcpReassembler:
         self.truncated_at_start = False
         self.next_offset = 0  # offset of the next byte expected
         self.fin_offset: int | None = None  # offset the FIN occupies
-        self.gaps: list[tuple[int, int]] = _NONE  # type: ignore[assignment]  # (offset, length)
+        # (offset, length); a shared empty tuple until the first gap
+        self.gaps: Sequence[tuple[int, int]] = _NONE
         self.retransmissions = 0
         self.conflicting_bytes = 0
         self.stored = 0
@@ -242,9 +243,11 @@ class TcpReassembler:
                 out.append(self._drain())
                 continue
             stop = min(pending[0][0], limit) if pending else limit
-            if not self.gaps:
-                self.gaps = []
-            self.gaps.append((self.next_offset, stop - self.next_offset))
+            gap = (self.next_offset, stop - self.next_offset)
+            if isinstance(self.gaps, list):
+                self.gaps.append(gap)
+            else:
+                self.gaps = [gap]
             self.next_offset = stop
         if self._pending and self._pending[0][0] <= self.next_offset:
             out.append(self._drain())

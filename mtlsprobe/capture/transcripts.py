@@ -96,15 +96,20 @@ class CaptureReader:
     def __iter__(self) -> Iterator[Transcript]:
         return self._run()
 
-    def _run(self) -> Iterator[Any]:
-        """Read the capture; yield ``_emit(conn)`` for each kept connection as it closes."""
+    def connections(self) -> Iterator[Connection]:
+        """Read the capture; each kept connection as it closes, before it becomes what
+        iteration yields (for tools that want its TCP facts: scripts/zeek)."""
         connections = self.flows.run(self._stream)
-        emit = self._emit
         try:
-            for conn in connections:
-                yield emit(conn)
+            yield from connections
         finally:
             connections.close()
+
+    def _run(self) -> Iterator[Any]:
+        """Read the capture; yield ``_emit(conn)`` for each kept connection as it closes."""
+        emit = self._emit
+        for conn in self.connections():
+            yield emit(conn)
 
     # --- hooks ---------------------------------------------------------------------
 

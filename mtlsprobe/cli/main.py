@@ -175,10 +175,12 @@ def _version_line() -> str:
         crypto = cryptography.__version__
     except ImportError:
         crypto = "missing"
+    from mtlsprobe import compiled
     from mtlsprobe.capture import core
 
     return (f"%(prog)s %(version)s (Python {platform.python_version()}, "
-            f"cryptography {crypto}, capture core {core.name()})")
+            f"cryptography {crypto}, capture core {core.name()}, "
+            f"TLS and flow modules {compiled.name()})")
 
 
 @click.group(cls=Main, epilog=EXIT_CODES_HELP, context_settings={"max_content_width": 100})

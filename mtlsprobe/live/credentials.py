@@ -18,10 +18,11 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12 as _pkcs12
 
 from mtlsprobe.live.files import decode_text, read_limited, read_text_limited
+from mtlsprobe.model.certs import DSAPrivateKey
 from mtlsprobe.model.errors import InputError
 
 PASSWORD_ENV = "MTLSPROBE_KEY_PASSWORD"
@@ -31,7 +32,7 @@ PrivateKey = (
     | ec.EllipticCurvePrivateKey
     | ed25519.Ed25519PrivateKey
     | ed448.Ed448PrivateKey
-    | dsa.DSAPrivateKey
+    | DSAPrivateKey
 )
 PasswordSource = bytes | Callable[[], "bytes | None"] | None
 """A password, or a callable asked only when a key turns out to be encrypted."""

@@ -16,10 +16,17 @@ from datetime import datetime, timezone
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mtlsprobe.model import CertInfo
+
+with warnings.catch_warnings():
+    # cryptography 51 deprecates DSA, warning on the names' first use; certificates and
+    # keys in the field still carry it, so mtlsprobe names it (and judges it weak)
+    warnings.simplefilter("ignore")
+    from cryptography.hazmat.primitives.asymmetric.dsa import DSAPrivateKey as DSAPrivateKey
+    from cryptography.hazmat.primitives.asymmetric.dsa import DSAPublicKey
 
 _EKU_NAMES = {
     ExtendedKeyUsageOID.SERVER_AUTH: "serverAuth",
@@ -55,7 +62,7 @@ def describe_key(key: object) -> str:
         return "Ed25519"
     if isinstance(key, ed448.Ed448PublicKey):
         return "Ed448"
-    if isinstance(key, dsa.DSAPublicKey):
+    if isinstance(key, DSAPublicKey):
         return f"DSA {key.key_size}"
     return type(key).__name__
 

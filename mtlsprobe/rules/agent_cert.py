@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from mtlsprobe.model import (
     CaseResult,
@@ -30,7 +30,7 @@ from mtlsprobe.model import (
     Severity,
     Verdict,
 )
-from mtlsprobe.model.certs import CertError, anchor_of, parse_der
+from mtlsprobe.model.certs import CertError, DSAPublicKey, anchor_of, parse_der
 from mtlsprobe.rules.engine import sort_key
 from mtlsprobe.rules.registry import explanation_text
 
@@ -257,7 +257,7 @@ def _key_bits(cert: CertInfo) -> tuple[str, int | None]:
         key = parse_der(cert.der).public_key()
     except (CertError, ValueError, TypeError):
         return "unsupported", None
-    if isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey, dsa.DSAPublicKey)):
+    if isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey, DSAPublicKey)):
         kind = "RSA" if isinstance(key, rsa.RSAPublicKey) else (
             "EC" if isinstance(key, ec.EllipticCurvePublicKey) else "DSA")
         return kind, key.key_size

@@ -199,14 +199,15 @@ _SH_VOLATILE = frozenset({_KEY_SHARE})
 Cut = tuple[int, int, int]  # (extension type, data start, data end) in the message body
 
 
+SHAPES_MAX = 1024  # hellos remembered per cache
+
+
 class _ShapeCache(dict[object, Any]):  # values: ClientHello or ServerHello, per cache
     """shape key -> the full parse of the first hello with that shape. Bounded: cleared
     when full (a capture has a handful of shapes; a flood of distinct ones just misses)."""
 
-    MAX = 1024
-
     def put(self, key: object, value: object) -> None:
-        if len(self) >= self.MAX:
+        if len(self) >= SHAPES_MAX:
             self.clear()
         self[key] = value
 

@@ -174,7 +174,7 @@ class Observer(MessageReader):
             self.note(f"more bytes missing from the {sender} stream (further gaps not listed)")
         if side.dead == SCAN:  # still scanning: a record ending just where this gap starts
             self._resume(side, side.splitter.settle())
-        if side.dead is not None and side.dead != SCAN:
+        if _lost(side):
             return  # not framed anyway (not TLS, framing lost, or capture began mid-stream)
         side.assembler = HandshakeAssembler()  # a message cut by the gap is lost
         gap.hs_lost = True
@@ -453,7 +453,7 @@ class Observer(MessageReader):
         for side in self.sides.values():
             if side.dead == SCAN:  # the bytes stop: a record ending with them confirms it
                 self._resume(side, side.splitter.settle())
-                if side.dead == SCAN and side.splitter.scanned:
+                if _scanning(side) and side.splitter.scanned:
                     self.note(
                         f"no record header could be confirmed in the {side.splitter.scanned} "
                         f"{who(side.direction)} bytes after the last gap: the rest of that "
@@ -467,6 +467,18 @@ class Observer(MessageReader):
                 )
             elif side.dead is None and side.assembler.pending:
                 self.note(f"{who(side.direction)} stream ended inside a handshake message")
+
+
+# Read through functions after _resume, which may change side.dead: type checkers (and
+# mypyc, which trusts them) keep an attribute narrowed across a method call.
+def _scanning(side: SideState) -> bool:
+    """Still looking for a record boundary after a gap."""
+    return side.dead == SCAN
+
+
+def _lost(side: SideState) -> bool:
+    """Not framed any more (not TLS, framing lost, or the capture began mid-stream)."""
+    return side.dead is not None and side.dead != SCAN
 
 
 def _plain_client_hello(payload: bytes) -> bool:

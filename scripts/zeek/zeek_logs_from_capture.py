@@ -51,7 +51,6 @@ sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 from zeek_ssl import CertFile, ZeekSsl  # noqa: E402
 from zeek_validate import validation_status  # noqa: E402
 
-from mtlsprobe.capture.connection import Connection  # noqa: E402
 from mtlsprobe.capture.transcripts import CaptureReader, transcript  # noqa: E402
 from mtlsprobe.model import Direction, Transcript  # noqa: E402
 
@@ -109,18 +108,20 @@ class Flow:
     transcript: Transcript
 
 
-class _FlowReader(CaptureReader):
-    """The project's capture reader, yielding each connection with its TCP addresses."""
+class _FlowReader:
+    """The project's capture reader, yielding each connection with its TCP addresses.
+    (Composed, not subclassed: CaptureReader may be mypyc-compiled.)"""
 
-    def __iter__(self) -> Iterator[Flow]:  # type: ignore[override]
-        return self._run()
+    def __init__(self, path: str | Path, **options: Any) -> None:
+        self.reader = CaptureReader(path, **options)
 
-    def _emit(self, conn: Connection) -> Flow:  # type: ignore[override]
-        client, server, _how = conn.roles()
-        label = f"{self.capture.name} flow {conn.index}"
-        t = transcript(conn, label=label, keylog=None)
-        return Flow(orig=client.addr, resp=server.addr, start=conn.start, last=conn.last,
-                    transcript=t)
+    def __iter__(self) -> Iterator[Flow]:
+        name = self.reader.capture.name
+        for conn in self.reader.connections():
+            client, server, _how = conn.roles()
+            t = transcript(conn, label=f"{name} flow {conn.index}", keylog=None)
+            yield Flow(orig=client.addr, resp=server.addr, start=conn.start, last=conn.last,
+                       transcript=t)
 
 
 def _tls_start(data: bytes, pattern: re.Pattern[bytes]) -> int | None:

@@ -26,9 +26,13 @@ from datetime import datetime, timezone
 from functools import cache
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import ExtensionOID
+
+with warnings.catch_warnings():  # cryptography 51 deprecates DSA; Zeek still logs it
+    warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+    from cryptography.hazmat.primitives.asymmetric.dsa import DSAPublicKey
 
 # OpenSSL's group names where cryptography names the curve otherwise (RFC 4492 aliases)
 _CURVE_NAMES = {"secp256r1": "prime256v1", "secp192r1": "prime192v1"}
@@ -158,7 +162,7 @@ def _key(cert: x509.Certificate) -> tuple[str | None, int | None, str | None, st
         return None, None, None, None
     if isinstance(key, rsa.RSAPublicKey):
         return "rsa", key.key_size, str(key.public_numbers().e), None
-    if isinstance(key, dsa.DSAPublicKey):
+    if isinstance(key, DSAPublicKey):
         return "dsa", key.key_size, None, None
     if isinstance(key, ec.EllipticCurvePublicKey):
         return "ecdsa", key.curve.key_size, None, _CURVE_NAMES.get(key.curve.name,
