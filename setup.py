@@ -67,7 +67,14 @@ def _mypyc_extensions() -> list[Extension]:
 
 
 class BuildExt(build_ext):
-    """build_ext that records the mypyc set, but only when every part of it was built."""
+    """build_ext that adds the mypyc set (when building: mypyc type-checks the package, so
+    not for metadata) and records it, but only when every part of it was built."""
+
+    def finalize_options(self) -> None:
+        dist = self.distribution
+        if not any(ext is not CCORE for ext in dist.ext_modules or ()):
+            dist.ext_modules = [CCORE, *_mypyc_extensions()]
+        super().finalize_options()
 
     def run(self) -> None:
         super().run()
@@ -87,4 +94,4 @@ class BuildExt(build_ext):
             target.unlink(missing_ok=True)
 
 
-setup(ext_modules=[CCORE, *_mypyc_extensions()], cmdclass={"build_ext": BuildExt})
+setup(ext_modules=[CCORE], cmdclass={"build_ext": BuildExt})

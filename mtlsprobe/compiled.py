@@ -82,10 +82,10 @@ def _extension_file(module: str) -> Path | None:
 
 def _why_not() -> str | None:
     """None when the compiled set may load; otherwise why the sources load instead."""
-    if os.environ.get(PURE_PYTHON_ENV, "") not in ("", "0"):
-        return f"{PURE_PYTHON_ENV} set"
     if not (PACKAGE_DIR / MANIFEST).is_file():
         return "not built"
+    if os.environ.get(PURE_PYTHON_ENV, "") not in ("", "0"):
+        return f"{PURE_PYTHON_ENV} set"
     try:
         manifest = json.loads((PACKAGE_DIR / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
