@@ -1,14 +1,15 @@
-"""The C capture core against the pure-Python one and tshark, side by side on one capture.
+"""The compiled build against the pure-Python one and tshark, side by side on one capture.
 
 Usage:
     python bench/core_speed.py CAPTURE [--keylog FILE] [--jobs 2] [--no-tshark]
 
-Runs ``mtlsprobe analyze --format json`` on the Python core (MTLSPROBE_PURE_PYTHON=1) and on
-the C core (``mtlsprobe.capture._ccore``, built in place or installed), each once in one
-process and once with ``--jobs N``, and tshark's single pass with the filter and fields of
+Runs ``mtlsprobe analyze --format json`` on the pure-Python build (MTLSPROBE_PURE_PYTHON=1)
+and on the compiled one (the C capture core ``mtlsprobe.capture._ccore``, plus the mypyc
+modules of mtlsprobe/compiled.py when they are built; in place or installed), each once in
+one process and once with ``--jobs N``, and tshark's single pass with the filter and fields of
 bench/analyze_vs_tshark.py; with a key log (CAPTURE.keys when present), each again with it.
 Every run is a child process under ``/usr/bin/time`` (CPU seconds, wall seconds, peak RSS).
-The two cores' reports must be byte-identical apart from their time stamp: the script
+The two builds' reports must be byte-identical apart from their time stamp: the script
 says so, or exits 1. Fails at once when the C core is not built.
 
 Make the capture with bench/make_big_capture.py (``--ethernet`` for MTU-size frames).
@@ -31,9 +32,12 @@ sys.path.insert(0, str(ROOT))
 
 from analyze_vs_tshark import Run, _analyze_cmd, _timed, _tshark_cmd  # noqa: E402
 
+from mtlsprobe import compiled  # noqa: E402
 from mtlsprobe.capture import core  # noqa: E402
 
 PURE = core.PURE_PYTHON_ENV
+PYTHON = "Python"
+NATIVE = "C core + mypyc" if compiled.active() else "C core"
 
 
 def _env(pure: bool) -> dict[str, str]:
@@ -50,15 +54,15 @@ def _report(path: Path) -> str:
 
 def table(runs: list[Run]) -> str:
     by = {r.name: r for r in runs}
-    rows = [("run", "CPU s", "wall s", "peak RSS MB", "CPU vs tshark", "CPU vs Python core")]
+    rows = [("run", "CPU s", "wall s", "peak RSS MB", "CPU vs tshark", "CPU vs Python")]
     for r in runs:
         keyed = "+keylog" in r.name
         tshark = by.get("tshark +keylog" if keyed else "tshark")
-        python = by.get(r.name.replace("C core", "Python core"))
+        python = by.get(r.name.replace(NATIVE, PYTHON))
         rows.append((
             r.name, f"{r.cpu:.2f}", f"{r.seconds:.2f}", f"{r.peak_mb:.0f}",
             f"{tshark.cpu / r.cpu:.2f}x" if tshark and r.cpu else "-",
-            f"{python.cpu / r.cpu:.2f}x" if python and r.cpu and "C core" in r.name else "-",
+            f"{python.cpu / r.cpu:.2f}x" if python and r.cpu and NATIVE in r.name else "-",
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
@@ -89,7 +93,7 @@ def main() -> int:
     plan: list[tuple[str, list[str], dict[str, str] | None]] = []
     for keys in (None, keylog) if keylog else (None,):
         tag = " +keylog" if keys else ""
-        for pure, name in ((True, "Python core"), (False, "C core")):
+        for pure, name in ((True, PYTHON), (False, NATIVE)):
             plan.append((f"{name}{tag}", _analyze_cmd(args.capture, keys), _env(pure)))
             if args.jobs > 1:
                 plan.append((f"{name} -j {args.jobs}{tag}",
@@ -107,14 +111,14 @@ def main() -> int:
             outs[name] = out
             print(f"  {name}: {run.cpu:.2f} s CPU, {run.seconds:.2f} s wall, peak "
                   f"{run.peak_mb:.0f} MB, exit {run.returncode}", file=sys.stderr)
-            twin = outs.get(name.replace("C core", "Python core"))
-            if "C core" in name and twin is not None and _report(out) != _report(twin):
-                print(f"core_speed: {name}: the report differs from the Python core's",
+            twin = outs.get(name.replace(NATIVE, PYTHON))
+            if NATIVE in name and twin is not None and _report(out) != _report(twin):
+                print(f"core_speed: {name}: the report differs from the Python build's",
                       file=sys.stderr)
                 same = False
     print(table(runs))
-    print("reports: " + ("identical on both cores (apart from the time stamp)" if same
-                         else "DIFFERENT between the cores"))
+    print("reports: " + ("identical on both builds (apart from the time stamp)" if same
+                         else "DIFFERENT between the builds"))
     return 0 if same else 1
 
 
