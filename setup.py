@@ -57,7 +57,7 @@ def _mypyc_extensions() -> list[Extension]:
     paths = [str(COMPILED.source_path(m, Path("mtlsprobe"))) for m in COMPILED.MODULES]
     try:
         extensions = mypycify(["--ignore-missing-imports", *paths], opt_level="3",
-                              group_name="mtlsprobe")
+                              group_name=COMPILED.GROUP)
     except (Exception, SystemExit) as exc:  # a mypy error: build the rest, run the sources
         print(f"mtlsprobe: mypyc failed ({exc}); the TLS and flow modules stay Python")
         return []

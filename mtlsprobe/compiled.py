@@ -70,9 +70,15 @@ def manifest_for(modules: Sequence[str], root: Path = PACKAGE_DIR) -> dict[str, 
     return {"format": 2, "modules": list(modules), "package_sha256": package_digest(root)}
 
 
+GROUP = "mtlsprobe"  # mypyc's group name (setup.py)
+RUNTIME = f"{GROUP}__mypyc"  # the group's shared library: a top-level extension module
+
+
 def _extension_file(module: str) -> Path | None:
-    folder = source_path(module).parent
-    stem = module.rsplit(".", 1)[1]
+    if module == RUNTIME:
+        folder, stem = PACKAGE_DIR.parent, RUNTIME
+    else:
+        folder, stem = source_path(module).parent, module.rsplit(".", 1)[1]
     for suffix in importlib.machinery.EXTENSION_SUFFIXES:
         candidate = folder / (stem + suffix)
         if candidate.is_file():
@@ -92,7 +98,7 @@ def _why_not() -> str | None:
         return "build manifest unreadable"
     if not isinstance(manifest, dict) or manifest.get("modules") != list(MODULES):
         return "built for another module set: rebuild with pip install ."
-    if any(_extension_file(module) is None for module in MODULES):
+    if any(_extension_file(module) is None for module in (*MODULES, RUNTIME)):
         return "not built"
     try:
         if package_digest() != manifest.get("package_sha256"):

@@ -84,7 +84,7 @@ def _copy_package(tmp_path: Path) -> Path:
 
     shutil.copytree(ROOT / "mtlsprobe", tmp_path / "mtlsprobe",
                     ignore=shutil.ignore_patterns("__pycache__"))
-    for shared in ROOT.glob("mtlsprobe__mypyc*"):
+    for shared in ROOT.glob(f"{compiled.RUNTIME}.*"):
         shutil.copy2(shared, tmp_path / shared.name)
     return tmp_path
 
@@ -97,5 +97,9 @@ def test_a_source_edited_after_the_build_makes_every_module_load_from_source(tmp
     hellos.write_text(hellos.read_text() + "\n# edited\n")
     assert _which(env, root) == [
         "Python (out of date: rebuild with pip install .)", False, False]
+    for runtime in root.glob(f"{compiled.RUNTIME}.*"):  # the shared library gone
+        runtime.unlink()
+    hellos.write_text(hellos.read_text().replace("\n# edited\n", ""))
+    assert _which(env, root) == ["Python (not built)", False, False]
     (root / "mtlsprobe" / compiled.MANIFEST).unlink()
     assert _which(env, root) == ["Python (not built)", False, False]
