@@ -1,7 +1,8 @@
 """The mypyc-compiled TLS and flow modules against their own source (issue 14).
 
 - Every capture in fixtures/pcaps and ../shared/pcaps (with its key log where there is
-  one) gives a byte-identical analyze report from both builds (time stamp fixed).
+  one), and seeded mutants and truncations of the fixtures, give a byte-identical analyze
+  report from both builds (time stamp fixed), and no error but InputError.
 - The build is used all or nothing, and only when it matches the sources beside it:
   MTLSPROBE_PURE_PYTHON=1, a missing or stale manifest each load every module from source.
 Skipped, with the reason, when the modules are not compiled (CI compiles them).
@@ -55,6 +56,10 @@ def test_every_capture_gives_a_byte_identical_report_from_both_builds(tmp_path):
     differ = [name for name in native if native[name] != source[name]]
     assert not differ, differ
     assert sum('"verdict"' in text for text in native.values()) >= 40
+    mutants = [name for name in native if name.startswith("mutant:")]
+    assert len(mutants) >= 200
+    bugs = {name: text for name, text in native.items() if text.startswith("BUG")}
+    assert not bugs, bugs
 
 
 _PROBE = """
