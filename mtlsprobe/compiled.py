@@ -109,13 +109,20 @@ def _why_not() -> str | None:
 
 
 class _SourceFinder(importlib.abc.MetaPathFinder):
-    """Loads the ``MODULES`` from their ``.py`` files, ahead of the extension beside them."""
+    """Loads a module of ours from its ``.py`` file when an extension beside it would
+    shadow it and is not to run: every one of ``MODULES`` when the compiled set does not
+    run, and always a stray one (left by an older build of another module set)."""
 
     def find_spec(self, fullname: str, path: Sequence[str] | None = None,
                   target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
-        if fullname not in _MODULE_SET:
+        if not fullname.startswith(f"{GROUP}.") or (REASON is None and fullname in _MODULE_SET):
             return None
-        return importlib.util.spec_from_file_location(fullname, source_path(fullname))
+        if _extension_file(fullname) is None:
+            return None  # nothing shadows the source: the normal import
+        source = source_path(fullname)
+        if not source.is_file():
+            return None  # an extension with no Python twin of that name (the C core)
+        return importlib.util.spec_from_file_location(fullname, source)
 
 
 _MODULE_SET = frozenset(MODULES)
@@ -127,9 +134,7 @@ def install() -> None:
     """Decide once, at package import, before any of ``MODULES`` is imported."""
     global REASON
     REASON = _why_not()
-    shadowed = any(_extension_file(m) is not None for m in MODULES)  # none in the zipapp
-    if REASON is not None and shadowed and not any(
-            isinstance(f, _SourceFinder) for f in sys.meta_path):
+    if not any(isinstance(f, _SourceFinder) for f in sys.meta_path):
         sys.meta_path.insert(0, _SourceFinder())
 
 

@@ -94,6 +94,28 @@ def _copy_package(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def test_a_stray_extension_of_a_module_not_in_the_set_does_not_shadow_its_source(tmp_path):
+    """An older build of another module set leaves extensions the current set lacks."""
+    root = _copy_package(tmp_path)
+    observer = next((root / "mtlsprobe" / "tls").glob("observer.*.so"))
+    stray = root / "mtlsprobe" / "capture" / observer.name.replace("observer", "linklayer")
+    stray.write_bytes(observer.read_bytes())
+    probe = ("import mtlsprobe.capture.linklayer as m; from mtlsprobe import compiled; "
+             "print(compiled.name(), m.__file__.endswith('.py'))")
+    for pure in (False, True):
+        env = {**_env(pure=pure), "PYTHONPATH": str(root)}
+        proc = subprocess.run([sys.executable, "-c", probe], cwd=root, env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert proc.stdout.split()[-1] == "True"
+    fixture = ROOT / "fixtures" / "pcaps" / "direct-tls12.pcap"
+    proc = subprocess.run([sys.executable, "-m", "mtlsprobe", "analyze", "--format", "json",
+                           str(fixture)], cwd=root, env={**_env(pure=False),
+                                                         "PYTHONPATH": str(root)},
+                          capture_output=True, text=True, timeout=120)
+    assert '"results"' in proc.stdout and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
 def test_a_source_edited_after_the_build_makes_every_module_load_from_source(tmp_path):
     root = _copy_package(tmp_path)
     env = {**_env(pure=False), "PYTHONPATH": str(root)}
