@@ -8,13 +8,13 @@ Every extension is ``optional``: where there is no C compiler (or no Python head
 setuptools warns, skips it, and the install goes on. The mypyc set is used only when all of
 it built: ``build_ext`` then writes ``mtlsprobe/_compiled.json`` (each source's SHA-256), and
 without that manifest the package loads the modules from source (mtlsprobe/compiled.py).
+MTLSPROBE_NO_MYPYC=1 skips mypyc (it type-checks the package first: ~40 s more per build).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -38,7 +38,6 @@ def _compiled_spec() -> ModuleType:
     spec = ModuleType("mtlsprobe_compiled_spec")
     path = HERE / "mtlsprobe" / "compiled.py"
     spec.__file__ = str(path)
-    sys.modules[spec.__name__] = spec  # dataclass-free, but keep the import system happy
     exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), spec.__dict__)
     return spec
 
@@ -76,12 +75,18 @@ class BuildExt(build_ext):
             dist.ext_modules = [CCORE, *_mypyc_extensions()]
         super().finalize_options()
 
+    def build_extension(self, ext: Extension) -> None:
+        super().build_extension(ext)  # raises when it fails (then it is skipped: optional)
+        self.succeeded.add(ext.name)
+
     def run(self) -> None:
+        self.succeeded: set[str] = set()
         super().run()
         mypyc = [ext for ext in self.extensions if ext is not CCORE]
         if not mypyc:
             return
-        built = all(Path(self.get_ext_fullpath(ext.name)).is_file() for ext in mypyc)
+        # this run's outcome, not the files: an older build's may still lie there
+        built = all(ext.name in self.succeeded for ext in mypyc)
         root = HERE if self.inplace else Path(self.build_lib)
         target = root / "mtlsprobe" / COMPILED.MANIFEST
         if built:

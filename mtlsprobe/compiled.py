@@ -29,7 +29,8 @@ from types import ModuleType
 PURE_PYTHON_ENV = "MTLSPROBE_PURE_PYTHON"
 MANIFEST = "_compiled.json"
 #: The modules mypyc compiles: the TLS record and handshake path and the capture adapter's
-#: per-connection work (bench: ~134 us of Python per connection before, ~80 us after).
+#: per-connection work (bench, 22,000 handshakes on the C core: 3.95 s -> 2.44 s to read
+#: them into observations; compiling more of the package gained nothing or lost).
 MODULES = tuple(f"mtlsprobe.{name}" for name in (
     "tls.records",
     "tls.observer",
