@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -85,8 +86,6 @@ def test_compiled_modules_load_as_a_set_and_the_variable_forces_source(tmp_path)
 
 def _copy_package(tmp_path: Path) -> Path:
     """The package, its extensions and its manifest, copied for editing."""
-    import shutil
-
     shutil.copytree(ROOT / "mtlsprobe", tmp_path / "mtlsprobe",
                     ignore=shutil.ignore_patterns("__pycache__"))
     for shared in ROOT.glob(f"{compiled.RUNTIME}.*"):
