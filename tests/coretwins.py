@@ -4,8 +4,8 @@
 switches it for a block. ``boundary(data, ccore)`` is everything the two cores produce at
 their boundary for one capture's bytes: the file layer's frames (time, link type, bytes,
 packet comment), notes, key log and format, an exception's type and text, then each
-frame's ``TcpSegment`` (or None) and the ``skipped`` counts. The cores must give equal
-values; tests compare them with ``==`` (floats exactly).
+frame's ``TcpSegment`` (or None), its ``--jobs`` share hash and the ``skipped`` counts.
+The cores must give equal values; tests compare them with ``==`` (floats exactly).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import pytest
 
 from mtlsprobe.capture import core, linklayer
 from mtlsprobe.capture.observations import ObservationReader
+from mtlsprobe.capture.partition import share_hash
 from mtlsprobe.capture.pcapfile import CaptureFile
 from mtlsprobe.model.errors import InputError
 
@@ -84,7 +85,21 @@ def decode_all(frames: list[tuple[int, bytes]], ccore: bool) -> dict[str, object
     segments = [decode(linktype, frame, skipped) for linktype, frame in frames]
     # without a skipped mapping too: the same segments, nothing counted
     uncounted = [decode(linktype, frame, None) for linktype, frame in frames[:50]]
-    return {"segments": segments, "skipped": skipped, "uncounted": uncounted}
+    return {"segments": segments, "skipped": skipped, "uncounted": uncounted,
+            "shares": _shares(frames, segments, ccore)}
+
+
+def _shares(frames: list[tuple[int, bytes]], segments: list[linklayer.TcpSegment | None],
+            ccore: bool) -> list[int | None]:
+    """Each frame's --jobs share hash: the C walk's where it hashes the frame (it drops
+    other shares' frames undecoded), else the flow table's, from the decoded segment."""
+    out: list[int | None] = []
+    for (linktype, frame), seg in zip(frames, segments, strict=True):
+        value = CCORE.share_hash(linktype, frame) if ccore and CCORE is not None else None
+        if value is None and seg is not None:
+            value = share_hash(seg.src, seg.sport, seg.dst, seg.dport)
+        out.append(value)
+    return out
 
 
 def boundary(data: bytes, ccore: bool) -> dict[str, object]:

@@ -15,7 +15,7 @@ from types import ModuleType
 
 from mtlsprobe.compiled import PURE_PYTHON_ENV
 
-API_VERSION = 1  # the C core's API these modules use (ccore.h's CCORE_API_VERSION)
+API_VERSION = 2  # the C core's API these modules use (ccore.h's CCORE_API_VERSION)
 
 BUILT: ModuleType | None  # the C core when it is built, whether or not it runs
 try:

@@ -85,6 +85,7 @@ from mtlsprobe.capture.linklayer import (
     TcpSegment,
     frame_decoder,
 )
+from mtlsprobe.capture.partition import ShareFilter
 from mtlsprobe.capture.pcapfile import PROGRESS_EVERY, CaptureFile
 from mtlsprobe.capture.tcp import reassembler
 from mtlsprobe.model import Attempt, CertKind
@@ -133,11 +134,14 @@ class FlowTable:
         self.capture = capture
         parts = partition[1] if partition else 1
         self.max_open = max(1, (MAX_OPEN if max_open is None else max_open) // parts)
-        # (k, n): read only the connections whose address pair hashes to k modulo n, so n
-        # processes forked from one parent (one hash seed) share a capture out between them.
+        # (k, n): read only the connections whose endpoints hash to k modulo n
+        # (``capture.partition``), so n processes share a capture out between them; the C
+        # walk drops the other shares' frames before they are decoded (``capture.share``).
         # Connections are then numbered by the frame number of their first packet
         # ("flow @F"); the caller renumbers them (``first_frames``) once all parts are read.
         self.partition = partition
+        self._mine = ShareFilter(*partition).mine if partition else None
+        capture.share = partition
         self.first_frames: list[int] = []
         self.progress = progress
         self.stream: Callable[[Connection], None] = _hold_chunks  # run's, while it runs
@@ -176,7 +180,7 @@ class FlowTable:
         add = self._add
         decode = frame_decoder()  # the C core's or the Python one (capture.core)
         late = self._late
-        part, parts = self.partition or (None, 1)
+        mine = self._mine
         # per-packet counters live in locals and are written to ``stats`` (with the frames
         # the capture's claimants took) before every yield and at the end, so readers of
         # ``stats`` see them current
@@ -209,7 +213,7 @@ class FlowTable:
                 segments += 1
                 src, dst = (seg.src, seg.sport), (seg.dst, seg.dport)
                 key = (src, dst) if src < dst else (dst, src)
-                if part is not None and hash(key) % parts != part:
+                if mine is not None and not mine(key):
                     late.skip_others(frame, linktype)
                     continue  # another process's connection
                 flags = seg.flags
@@ -263,7 +267,7 @@ class FlowTable:
                     stats["after_close"] += 1
                     continue
                 if conn is None:
-                    if part is None:
+                    if mine is None:
                         index = stats["connections"]
                     else:
                         index = packets + capture.claimed  # renumbered by the caller

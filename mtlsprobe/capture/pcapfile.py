@@ -118,6 +118,9 @@ class CaptureFile:
         # link type -> further key offsets, tried when the first finds no claimant
         self.claim_extra: dict[int, tuple[int, ...]] = {}
         self.claimed = 0  # frames taken by claimants (never yielded)
+        # (k, n): the C walk drops (claims) the frames of TCP connections of other --jobs
+        # shares (capture.partition); the Python walk yields them, the flow table drops them
+        self.share: tuple[int, int] | None = None
         self.skipped_blocks = 0  # pcapng blocks skipped (the first SKIP_NOTES are noted)
         # called with (file bytes read, file size or None) every few thousand claimed frames
         self.progress: Callable[[int, int | None], None] | None = None

@@ -2,19 +2,22 @@
 connections (analyze's ``--jobs``).
 
 Boundary: process orchestration and merging only. Each worker is forked from this process
-(so all share one string-hash seed, which ``CaptureReader(partition=...)`` relies on) and
-runs the ordinary streaming reader on its share; it returns its per-server tallies, the raw
-material of the capture notes and the first-frame numbers of its connections. The parent
-renumbers connections as one reader would have ("flow N": the N-th TCP connection by first
-packet, like tshark's ``tcp.stream``) and merges the tallies, so the report is the same
-however the capture was read.
+and runs the ordinary streaming reader on its share (``CaptureReader(partition=...)``: a
+connection's share is a hash of its endpoints, ``capture.partition``, the same in every
+process); it returns its per-server tallies, the raw material of the capture notes and the
+first-frame numbers of its connections. The parent renumbers connections as one reader
+would have ("flow N": the N-th TCP connection by first packet, like tshark's
+``tcp.stream``) and merges the tallies, so the report is the same however the capture was
+read.
 
-Every worker still reads and decodes the whole file (a frame of another share costs about
-a microsecond), so what is shared out is the per-connection work: reassembly, TLS parsing,
-decryption, observations. Used only where that is safe and worth it: ``fork`` exists (not
-Windows), the capture is a regular uncompressed file (gzip would be inflated once per
-worker; standard input cannot be read twice), more than one CPU, and, unless the caller
-asks for a number of jobs, a file of at least ``MIN_SIZE`` bytes.
+Every worker still reads the whole file. With the C core, a frame of another share is
+dropped in the walk before it is decoded (its headers parsed and hashed in C, ~50 ns); with
+the Python core the flow table drops it after decoding and claims that direction's later
+frames (``bulk.skip_others``). So what is shared out is the per-connection work: decoding,
+reassembly, TLS parsing, decryption, observations. Used only where that is safe and worth
+it: ``fork`` exists (not Windows), the capture is a regular uncompressed file (gzip would be
+inflated once per worker; standard input cannot be read twice), more than one CPU, and,
+unless the caller asks for a number of jobs, a file of at least ``MIN_SIZE`` bytes.
 """
 
 from __future__ import annotations
@@ -134,7 +137,7 @@ def read_in_shares(
     _renumber(shares)
     for share in shares:
         tallies.merge(share.tallies, capture_index)
-    first = shares[0]  # every worker read every frame: file-level facts are the same
+    first = shares[0]  # every worker walked every frame: file-level facts are the same
     stats = dict(first.stats)
     for key in ("connections", "tls_connections", "non_tls_connections", "after_close",
                 "bulk_frames", "captured_twice", "evicted", "evicted_tls",

@@ -7,7 +7,7 @@
 #include <stdint.h>
 
 /* Bumped whenever what capture/core.py and the Python callers expect changes (its API). */
-#define CCORE_API_VERSION 1
+#define CCORE_API_VERSION 2
 
 /* Big-endian reads from a byte buffer the caller has bounds-checked. */
 static inline uint32_t be16(const unsigned char *p) { return (uint32_t)p[0] << 8 | p[1]; }
@@ -45,6 +45,9 @@ extern PyTypeObject ccore_StreamType;
 PyObject *ccore_decode(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                        PyObject *kwnames);
 PyObject *ccore_bind(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+int ccore_share_hash(const unsigned char *frame, Py_ssize_t len, long linktype,
+                     uint32_t *hash);
+PyObject *ccore_share_hash_py(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 int ccore_decode_init(void);
 void ccore_decode_free(void);
 

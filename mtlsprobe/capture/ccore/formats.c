@@ -90,6 +90,13 @@ PyObject *pcap_next(Walker *w)
         }
         double ts = (double)sec + (double)frac * w->unit;
         Py_ssize_t start = w->pos + 16;
+        if (w->parts > 1 && other_share(w, start, end, w->linktype)) {
+            if (took(w, w->count) < 0)
+                return NULL;
+            w->count++;
+            w->pos = end;
+            continue;
+        }
         if (w->key_at != NO_KEY && PyDict_GET_SIZE(w->claims)) {
             int taken = offer(w, w->key_at, start, end, ts, w->linktype);
             if (taken < 0 || (taken && took(w, w->count) < 0))
@@ -219,6 +226,13 @@ static int packet_block(Walker *w, uint32_t btype, Py_ssize_t body, Py_ssize_t e
     Py_ssize_t opts = data + (Py_ssize_t)((caplen + 3) & ~3u);
     if (opts < end - 4 && set_comment(w, opts, end - 4) < 0)
         return -1;
+    if (w->parts > 1 && !w->comment_set
+        && other_share(w, data, data + caplen, iface->linktype)) {
+        if (took(w, w->count) < 0)
+            return -1;
+        w->count++;
+        return 0;
+    }
     if (PyDict_GET_SIZE(w->claims) && !w->comment_set && iface->key_at != NO_KEY) {
         int taken = offer(w, iface->key_at, data, data + caplen, w->last_ts, iface->linktype);
         if (taken < 0 || (taken && took(w, w->count) < 0))

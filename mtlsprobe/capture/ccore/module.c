@@ -5,6 +5,9 @@
  *                                          CaptureFile's _pcap/_pcapng;
  *   decode(linktype, frame, skipped=None)  frame -> TcpSegment (decode.c), as
  *                                          linklayer.decode, after bind(TcpSegment, decode);
+ *   share_hash(linktype, frame)            the frame's --jobs share hash (decode.c), as
+ *                                          partition.share_hash; the Walker drops frames
+ *                                          of other shares (capture.share) with it;
  *   LeaseCore                              the bulk shortcut's lease (lease.c), the base of
  *                                          bulk.CLease; the Walker calls its take() directly;
  *   ShareCore                              the same for bulk.COtherShare (--jobs);
@@ -22,6 +25,10 @@ static PyMethodDef methods[] = {
     { "bind", (PyCFunction)(void (*)(void))ccore_bind, METH_FASTCALL,
       "bind(TcpSegment, decode): the segment class to build and the Python decoder for "
       "what C does not decode." },
+    { "share_hash", (PyCFunction)(void (*)(void))ccore_share_hash_py, METH_FASTCALL,
+      "share_hash(linktype, frame): partition.share_hash of the frame's TCP connection, as "
+      "the Walker computes it to drop other --jobs shares' frames; None when the frame is "
+      "not a TCP segment C decodes." },
     { NULL, NULL, 0, NULL },
 };
 

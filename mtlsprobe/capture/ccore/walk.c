@@ -231,6 +231,16 @@ int offer(Walker *w, Py_ssize_t key_at, Py_ssize_t start, Py_ssize_t end, double
     return taken;
 }
 
+/* 1 when the frame at buf[start:end] is a TCP segment of a connection of another --jobs
+ * share (capture.share; partition.share_hash): dropped before it is decoded. */
+int other_share(const Walker *w, Py_ssize_t start, Py_ssize_t end, long linktype)
+{
+    uint32_t hash;
+    return ccore_share_hash((const unsigned char *)PyBytes_AS_STRING(w->buf) + start,
+                            end - start, linktype, &hash)
+           && (long)(hash % (uint32_t)w->parts) != w->part;
+}
+
 /* The key offset claim_at gives `linktype`, or NO_KEY. */
 Py_ssize_t key_offset(Walker *w, long linktype, int *error)
 {
@@ -288,6 +298,22 @@ fail:
     return NULL;
 }
 
+/* capture.share: None, or (k, n) to drop the frames of connections of other shares. */
+static int read_share(Walker *w, PyObject *capture)
+{
+    PyObject *share = PyObject_GetAttrString(capture, "share");
+    if (share == NULL)
+        return -1;
+    w->part = w->parts = 0;
+    int ok = share == Py_None || PyArg_ParseTuple(share, "ll", &w->part, &w->parts);
+    Py_DECREF(share);
+    if (ok && w->parts > 0 && (w->part < 0 || w->part >= w->parts)) {
+        PyErr_SetString(PyExc_ValueError, "capture.share must be (k, n) with 0 <= k < n");
+        ok = 0;
+    }
+    return ok ? 0 : -1;
+}
+
 static int Walker_init(Walker *w, PyObject *args, PyObject *kwds)
 {
     PyObject *capture, *stream, *head;
@@ -306,6 +332,8 @@ static int Walker_init(Walker *w, PyObject *args, PyObject *kwds)
         return -1;
     }
     w->chunk = chunk;
+    if (read_share(w, capture) < 0)
+        return -1;
     PyObject *notes = PyObject_GetAttrString(capture, "notes");
     PyObject *claims = PyObject_GetAttrString(capture, "claims");
     PyObject *claim_at = PyObject_GetAttrString(capture, "claim_at");

@@ -33,6 +33,7 @@ typedef struct {
     long long claimed;      /* frames claimed, in all */
     long long claimed_told; /* ...as capture.claimed last said */
     int pcapng, started, done, comment_set;
+    long part, parts;        /* capture.share: frames of other --jobs shares are dropped */
     /* pcap */
     int big;
     double unit;
@@ -56,6 +57,7 @@ int took(Walker *w, long long count);
 int offer(Walker *w, Py_ssize_t key_at, Py_ssize_t start, Py_ssize_t end, double ts,
           long linktype);
 Py_ssize_t key_offset(Walker *w, long linktype, int *error);
+int other_share(const Walker *w, Py_ssize_t start, Py_ssize_t end, long linktype);
 PyObject *packet(double ts, long linktype, const char *frame, Py_ssize_t len);
 
 /* formats.c: the next frame (NULL at the end, or on error with an exception set) */
