@@ -294,8 +294,9 @@ class FlowTable:
                 sink = conn.sink
                 if sink is not None and capture.comment is None and copies is None:
                     me = conn.a if src == conn.a.addr else conn.b
-                    late.resume(conn, sink, frame, linktype, me,
-                                None if flags & (SYN | RST) else seg.ttl)
+                    if conn.leases or sink.counting(me):  # else resume() leases nothing
+                        late.resume(conn, sink, frame, linktype, me,
+                                    None if flags & (SYN | RST) else seg.ttl)
                 if capture.comment is not None and conn.attempt is None:
                     conn.attempt = attempt_from_comment(capture.comment)
                 if conn.rst:
