@@ -120,21 +120,18 @@ def _xor_nonce(iv: bytes, seq: int) -> bytes:
 class Tls13Decryptor:
     """One direction, one traffic secret. ``seq`` counts records opened under it."""
 
-    def __init__(self, suite: int, secret: bytes, *, seq: int = 0) -> None:
-        spec = aead_spec(suite)
-        key, self.iv = traffic_key_iv(suite, secret)
+    def __init__(self, suite: int, secret: bytes, *, seq: int = 0,
+                 key_iv: tuple[bytes, bytes] | None = None) -> None:
+        """``key_iv``: the record key and IV themselves, instead of deriving them from
+        ``secret``."""
+        key, self.iv = traffic_key_iv(suite, secret) if key_iv is None else key_iv
         self._iv_int = int.from_bytes(self.iv, "big")
-        self._aead = spec.aead(key)
+        self._aead = aead_spec(suite).aead(key)
         self.seq = seq
 
     @classmethod
     def from_key_iv(cls, suite: int, key: bytes, iv: bytes, *, seq: int = 0) -> Tls13Decryptor:
-        self = cls.__new__(cls)
-        self._aead = aead_spec(suite).aead(key)
-        self.iv = iv
-        self._iv_int = int.from_bytes(iv, "big")
-        self.seq = seq
-        return self
+        return cls(suite, b"", seq=seq, key_iv=(key, iv))
 
     def decrypt(self, header: bytes, ciphertext: bytes) -> tuple[int, bytes]:
         """Open one TLSCiphertext (header is its 5 bytes, the AAD).
